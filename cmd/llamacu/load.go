@@ -1,0 +1,63 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/llamacu/llamacu/engine"
+)
+
+// loadFlags are the flags every command that loads a model shares.
+type loadFlags struct {
+	model, tokenizer, backend string
+	threads, ctx              int
+}
+
+func addLoadFlags(fs *flag.FlagSet) *loadFlags {
+	lf := &loadFlags{}
+	fs.StringVar(&lf.model, "model", "", "model: llama2.c .bin, .gguf, or Hugging Face folder (empty: built-in synthetic model)")
+	fs.StringVar(&lf.tokenizer, "tokenizer", "", "tokenizer.model, llama2.c tokenizer.bin or .gguf (default: in or beside the model)")
+	fs.StringVar(&lf.backend, "backend", "cpu", "compute backend: "+backendNames())
+	fs.IntVar(&lf.threads, "threads", 0, "CPU threads (0: all cores)")
+	fs.IntVar(&lf.ctx, "ctx", 0, "context length to allocate (0: the model's)")
+	return lf
+}
+
+// load opens the model, showing a progress bar on a terminal.
+func (lf *loadFlags) load(stderr io.Writer) (*engine.Engine, error) {
+	be, err := newBackend(lf.backend, lf.threads)
+	if err != nil {
+		return nil, err
+	}
+	opts := engine.Options{ModelPath: lf.model, TokenizerPath: lf.tokenizer, Backend: be, CloseBackend: true, Context: lf.ctx}
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		var bar *progressbar.ProgressBar
+		opts.Progress = func(done, total int64) {
+			if total < 64<<20 { // small files load too fast for a bar to help
+				return
+			}
+			if bar == nil {
+				bar = progressbar.DefaultBytes(total, "loading")
+			}
+			_ = bar.Set64(done)
+		}
+	}
+	e, err := engine.Load(opts)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	c := e.Model.Config
+	fmt.Fprintf(stderr, "model: %s\n", e.Source)
+	fmt.Fprintf(stderr, "loaded in %v: %s parameters, dim %d, %d layers, %d/%d heads, vocab %d, context %d; backend %s\n",
+		e.LoadTime.Round(time.Millisecond), humanize.SIWithDigits(float64(c.ParamCount()), 1, ""), c.Dim, c.Layers,
+		c.Heads, c.KVHeads, c.Vocab, e.Context, be.Name())
+	return e, nil
+}

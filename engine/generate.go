@@ -1,0 +1,160 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/sample"
+)
+
+// Request is one generation.
+type Request struct {
+	// Prompt is encoded with a leading BOS (and SentencePiece's dummy prefix). An empty prompt
+	// starts from BOS alone. PromptIDs, when set, is used instead, verbatim.
+	Prompt    string
+	PromptIDs []int32
+	// MaxTokens caps the generated tokens (0: until the context is full).
+	MaxTokens int
+	Sampling  sample.Params
+}
+
+// Stats are the counts and times of one generation.
+type Stats struct {
+	PromptTokens int
+	Generated    int
+	PromptTime   time.Duration // prefill, including the first token's logits
+	DecodeTime   time.Duration // the remaining steps
+	StopReason   string        // "eos", "max_tokens", "context"
+}
+
+// PromptTokensPerSec is the prefill throughput.
+func (s Stats) PromptTokensPerSec() float64 { return perSec(s.PromptTokens, s.PromptTime) }
+
+// DecodeTokensPerSec is the decode throughput (tokens after the first over DecodeTime).
+func (s Stats) DecodeTokensPerSec() float64 { return perSec(s.Generated-1, s.DecodeTime) }
+
+func perSec(n int, d time.Duration) float64 {
+	if n <= 0 || d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// ErrPromptTooLong is returned when the prompt does not fit the context.
+var ErrPromptTooLong = errors.New("prompt is longer than the context")
+
+// PrefillChunk is the most prompt tokens one forward step takes.
+const PrefillChunk = 256
+
+// Generate runs one request to completion on a sequence of its own, calling emit with each
+// generated token id and the text it completes (after the last token, a final call with id −1
+// flushes any incomplete bytes as U+FFFD) (which may be empty while a UTF-8 character is
+// still being assembled from byte tokens; the text of all calls concatenated is the decoded
+// output). It stops at EOS (or BOS, which llama2.c-style models emit between stories),
+// MaxTokens, the end of the context, ctx's cancellation, or an error from emit.
+func (e *Engine) Generate(ctx context.Context, req Request, emit func(id int32, text string) error) (Stats, error) {
+	var st Stats
+	tok := e.Tokenizer
+	ids := req.PromptIDs
+	if ids == nil {
+		ids = tok.Encode(req.Prompt, true)
+	}
+	if len(ids) == 0 {
+		return st, fmt.Errorf("engine: empty prompt ids")
+	}
+	if len(ids) >= e.Context {
+		return st, fmt.Errorf("%w: %d tokens, the context holds %d", ErrPromptTooLong, len(ids), e.Context)
+	}
+	sampler, err := sample.New(req.Sampling, e.Model.Config.Vocab)
+	if err != nil {
+		return st, err
+	}
+	st.PromptTokens = len(ids)
+	maxTokens := e.Context - len(ids)
+	if req.MaxTokens > 0 && req.MaxTokens < maxTokens {
+		maxTokens = req.MaxTokens
+	}
+
+	bs := 16
+	s, err := e.Model.NewState(min(PrefillChunk, len(ids)), 1, bs, (len(ids)+maxTokens+bs-1)/bs)
+	if err != nil {
+		return st, err
+	}
+	alloc := model.NewBlockAllocator(s.KV.Layout().NumBlocks, bs)
+	table, err := alloc.Grow(nil, len(ids)+maxTokens)
+	if err != nil {
+		return st, err
+	}
+	batch := &model.Batch{BlockTables: [][]int32{table}}
+	last := make([]int32, 1) // the row whose logits each step needs
+	step := func(toks []int32, pos0 int) ([]float32, error) {
+		n := len(toks)
+		batch.Tokens = toks
+		batch.Pos = batch.Pos[:0]
+		batch.Seq = batch.Seq[:0]
+		for i := 0; i < n; i++ {
+			batch.Pos = append(batch.Pos, int32(pos0+i))
+			batch.Seq = append(batch.Seq, 0)
+		}
+		last[0] = int32(n - 1)
+		return e.Model.Forward(s, batch, last)
+	}
+
+	start := time.Now()
+	var logits []float32
+	for pos := 0; pos < len(ids); pos += s.MaxBatch {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		end := min(pos+s.MaxBatch, len(ids))
+		if logits, err = step(ids[pos:end], pos); err != nil {
+			return st, err
+		}
+	}
+	history := append(make([]int32, 0, len(ids)+maxTokens), ids...)
+	dec := tok.NewStreamDecoder(ids[len(ids)-1])
+	one := make([]int32, 1)
+	decodeStart := time.Time{}
+	st.StopReason = "max_tokens"
+	for st.Generated < maxTokens {
+		next := sampler.Sample(logits, history)
+		if st.Generated == 0 {
+			st.PromptTime = time.Since(start)
+			decodeStart = time.Now()
+		}
+		if next == tok.EOS() || next == tok.BOS() {
+			st.StopReason = "eos"
+			break
+		}
+		st.Generated++
+		history = append(history, next)
+		if err := emit(next, dec.Add(next)); err != nil {
+			return st, err
+		}
+		if st.Generated == maxTokens {
+			if len(history) >= e.Context {
+				st.StopReason = "context"
+			}
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		one[0] = next
+		if logits, err = step(one, len(history)-1); err != nil {
+			return st, err
+		}
+	}
+	if !decodeStart.IsZero() {
+		st.DecodeTime = time.Since(decodeStart)
+	}
+	if rest := dec.Flush(); rest != "" {
+		if err := emit(-1, rest); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}

@@ -1,0 +1,204 @@
+// Package engine turns a model file into text: it loads weights onto a Backend, finds the matching
+// tokenizer, and runs generation (prefill in batches, then decode) over the batch-first forward pass
+// and the paged KV cache.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/llamacu/llamacu/cpu"
+	"github.com/llamacu/llamacu/loader"
+	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/tensor"
+	"github.com/llamacu/llamacu/tokenizer"
+)
+
+// Options says what to load and how.
+type Options struct {
+	// ModelPath is a llama2.c .bin, a .gguf or a Hugging Face folder. Empty means the built-in
+	// synthetic model (SyntheticConfig, random weights, a byte-level vocabulary).
+	ModelPath string
+	// TokenizerPath overrides the tokenizer: tokenizer.model, a llama2.c tokenizer.bin, or a .gguf
+	// holding a vocabulary. Empty means the one inside or beside the model.
+	TokenizerPath string
+	// Backend runs the model; nil means the CPU backend with Threads threads (0: all cores).
+	Backend model.Backend
+	// CloseBackend makes Engine.Close close Backend too (always so when Load creates it).
+	CloseBackend bool
+	Threads      int
+	// Context caps the KV cache at this many positions (0: the model's context length).
+	Context int
+	// Progress is called while weights upload (bytes done, bytes total); may be nil.
+	Progress func(done, total int64)
+	// SyntheticConfig and SyntheticSeed shape the built-in model when ModelPath is empty
+	// (zero value: model.Tiny, seed 1).
+	SyntheticConfig *model.Config
+	SyntheticSeed   uint64
+}
+
+// Engine is a loaded model with its tokenizer.
+type Engine struct {
+	Model     *model.Model
+	Tokenizer *tokenizer.Tokenizer
+	// Source describes where the weights came from ("stories260K.gguf (gguf)", "synthetic …").
+	Source string
+	// File is the opened model file (nil for the synthetic model): its tensors alias its mapping.
+	File     *loader.Model
+	LoadTime time.Duration
+	Context  int // positions the KV cache holds
+
+	ownBackend bool
+}
+
+// ErrTokenizer reports a missing or mismatched tokenizer.
+var ErrTokenizer = errors.New("tokenizer")
+
+// Load opens the model and its tokenizer and uploads the weights.
+func Load(opts Options) (*Engine, error) {
+	start := time.Now()
+	e := &Engine{ownBackend: opts.CloseBackend}
+	be := opts.Backend
+	if be == nil {
+		be = cpu.New(cpu.Options{Threads: opts.Threads})
+		e.ownBackend = true
+	}
+	var (
+		cfg model.Config
+		src model.TensorSource
+	)
+	if opts.ModelPath == "" {
+		cfg = model.Tiny
+		if opts.SyntheticConfig != nil {
+			cfg = *opts.SyntheticConfig
+		}
+		seed := opts.SyntheticSeed
+		if seed == 0 {
+			seed = 1
+		}
+		src = model.Synthetic(cfg, seed, tensor.F32)
+		e.Source = fmt.Sprintf("built-in synthetic model %s (random weights, seed %d: the text is gibberish)", cfg.Name, seed)
+		tok, err := SyntheticTokenizer(cfg.Vocab)
+		if err != nil {
+			return nil, err
+		}
+		e.Tokenizer = tok
+	} else {
+		f, err := loader.Open(opts.ModelPath)
+		if err != nil {
+			return nil, err
+		}
+		e.File = f
+		cfg = f.Config
+		src = f.Tensor
+		e.Source = fmt.Sprintf("%s (%s)", opts.ModelPath, f.Format)
+		tok, err := findTokenizer(opts.TokenizerPath, f)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		e.Tokenizer = tok
+	}
+	if e.Tokenizer.VocabSize() != cfg.Vocab {
+		e.closeFile()
+		return nil, fmt.Errorf("%w: the tokenizer has %d pieces but the model's vocabulary is %d", ErrTokenizer, e.Tokenizer.VocabSize(), cfg.Vocab)
+	}
+	m, err := model.New(be, cfg, src, opts.Progress)
+	if err != nil {
+		e.closeFile()
+		return nil, err
+	}
+	e.Model = m
+	e.Context = cfg.MaxSeq
+	if opts.Context > 0 && opts.Context < e.Context {
+		e.Context = opts.Context
+	}
+	e.LoadTime = time.Since(start)
+	return e, nil
+}
+
+// Close releases the backend (when Load created it) and the model file.
+func (e *Engine) Close() error {
+	var errs []error
+	if e.ownBackend && e.Model != nil {
+		errs = append(errs, e.Model.Backend.Close())
+	}
+	errs = append(errs, e.closeFile())
+	return errors.Join(errs...)
+}
+
+func (e *Engine) closeFile() error {
+	if e.File == nil {
+		return nil
+	}
+	err := e.File.Close()
+	e.File = nil
+	return err
+}
+
+// findTokenizer picks the tokenizer: the explicit path, else the vocabulary inside the file, else
+// a tokenizer file beside it.
+func findTokenizer(path string, f *loader.Model) (*tokenizer.Tokenizer, error) {
+	if path == "" && f.Vocab != nil {
+		return tokenizer.FromVocab(vocabFromLoader(f.Vocab))
+	}
+	if path == "" {
+		path = f.TokenizerPath
+	}
+	if path == "" {
+		return nil, fmt.Errorf("%w: %s has no vocabulary inside and no tokenizer.model beside it: pass --tokenizer", ErrTokenizer, f.Path)
+	}
+	return LoadTokenizer(path, f.Config.Vocab)
+}
+
+// LoadTokenizer reads a tokenizer file: a SentencePiece tokenizer.model, a llama2.c tokenizer.bin
+// (which needs the model's vocabulary size, vocab), or the vocabulary of a .gguf file.
+func LoadTokenizer(path string, vocab int) (*tokenizer.Tokenizer, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTokenizer, err)
+	}
+	magic := make([]byte, 4)
+	_, _ = f.Read(magic)
+	f.Close()
+	switch {
+	case string(magic) == "GGUF":
+		v, err := loader.ReadGGUFVocab(path)
+		if err != nil {
+			return nil, err
+		}
+		return tokenizer.FromVocab(vocabFromLoader(v))
+	case strings.HasSuffix(path, ".bin"):
+		if vocab <= 0 {
+			return nil, fmt.Errorf("%w: %s: a llama2.c tokenizer.bin needs the model's vocabulary size (pass --model too)", ErrTokenizer, path)
+		}
+		return tokenizer.LoadLlama2cBin(path, vocab)
+	}
+	return tokenizer.LoadModelProto(path)
+}
+
+func vocabFromLoader(v *loader.Vocab) tokenizer.Vocab {
+	// LLaMA's SentencePiece model adds the dummy "▁" prefix (GGUF: add_space_prefix, default true).
+	return tokenizer.Vocab{Tokens: v.Tokens, Scores: v.Scores, Types: v.Types, BOS: v.BOS, EOS: v.EOS, UNK: v.UNK, PAD: v.PAD, AddDummyPrefix: true}
+}
+
+// OpenTokenizer loads a tokenizer without uploading any weights: from tokPath if given (a
+// tokenizer.bin takes its vocabulary size from modelPath's header, or reads to the end of the file
+// without one), else the one in or beside modelPath. A vocabulary-only GGUF works as either.
+func OpenTokenizer(modelPath, tokPath string) (*tokenizer.Tokenizer, error) {
+	if modelPath == "" {
+		return LoadTokenizer(tokPath, 0)
+	}
+	f, err := loader.Open(modelPath)
+	if err != nil {
+		if v, verr := loader.ReadGGUFVocab(modelPath); verr == nil && tokPath == "" {
+			return tokenizer.FromVocab(vocabFromLoader(v))
+		}
+		return nil, err
+	}
+	defer f.Close()
+	return findTokenizer(tokPath, f)
+}

@@ -1,0 +1,101 @@
+package model
+
+import "github.com/llamacu/llamacu/tensor"
+
+// Buffer is an fp32 activation matrix owned by a backend, allocated once with the most rows a step
+// can hold. Ops act on its first n rows; rows are contiguous, Cols() floats apart.
+type Buffer interface {
+	Rows() int
+	Cols() int
+}
+
+// Weight is a parameter tensor resident on a backend (kept in its file dtype or converted).
+type Weight interface {
+	Shape() []int // row-major, as tensor.Tensor.Shape
+	DType() tensor.DType
+}
+
+// KVLayout is the geometry of a paged KV cache. K and V are each stored as
+//
+//	(Layers, NumBlocks, BlockSize, KVHeads, HeadDim)
+//
+// and a sequence's token at position p lives in block BlockTable[p/BlockSize], slot p%BlockSize.
+// Blocks are shared by all sequences; the host-side BlockAllocator hands them out.
+type KVLayout struct {
+	Layers    int
+	KVHeads   int
+	HeadDim   int
+	BlockSize int // tokens per block
+	NumBlocks int // blocks in the pool
+}
+
+// KVCache is a backend's storage for a KVLayout.
+type KVCache interface {
+	Layout() KVLayout
+}
+
+// Batch is one forward step: B tokens, each from some sequence at some position. Prefill (many
+// tokens of one sequence), decode (one token of each of many sequences) and mixed steps are all
+// batches. Within a step, tokens of one sequence must come in increasing position order, and every
+// position below a token's own must already be in the cache or earlier in the same batch.
+type Batch struct {
+	Tokens []int32 // (B) token ids
+	Pos    []int32 // (B) position of each token in its sequence
+	Seq    []int32 // (B) sequence slot of each token: an index into BlockTables
+	// BlockTables[s] lists the physical KV blocks of sequence slot s, logical block order.
+	BlockTables [][]int32
+}
+
+// Len is B, the number of tokens in the step.
+func (b *Batch) Len() int { return len(b.Tokens) }
+
+// Backend is the seam between the forward pass and a compute device. Every op works on the first
+// n rows of its buffers (n = B tokens, or the number of rows gathered for logits); buffers are fp32.
+// Each op documents the plain loop it must equal; the cpu package is that reference, and the
+// conformance suite (model/modeltest) checks any backend against it.
+//
+// Ops report no errors: shape mismatches are programmer errors (they panic, naming the shapes), and
+// device errors are sticky and returned by the next Read. Implementations allocate nothing per op.
+type Backend interface {
+	// Name identifies the backend and its device ("cpu (8 threads)", "cuda: NVIDIA H100 …").
+	Name() string
+	// Upload makes a host tensor resident. The tensor's Data may be memory-mapped and must stay
+	// valid while the Backend lives (the CPU backend reads F32 weights in place).
+	Upload(t *tensor.Tensor) (Weight, error)
+	// NewBuffer allocates an fp32 (rows, cols) activation buffer.
+	NewBuffer(rows, cols int) (Buffer, error)
+	// NewKVCache allocates zeroed K and V storage for the layout.
+	NewKVCache(l KVLayout) (KVCache, error)
+
+	// Embed: out[i,:] = table[tokens[i],:] for i < len(tokens). out (B, dim), table (vocab, dim).
+	Embed(out Buffer, table Weight, tokens []int32)
+	// RMSNorm: out[i,:] = x[i,:] / sqrt(mean_j(x[i,j]²) + eps) · w. out, x (n, dim); w (dim).
+	// out may be x.
+	RMSNorm(out, x Buffer, w Weight, n int, eps float32)
+	// MatMul: out[i,r] = Σ_k x[i,k]·w[r,k]. out (n, N), x (n, K), w (N, K). out is not x.
+	MatMul(out, x Buffer, w Weight, n int)
+	// RoPE rotates, in place, each head of each row i by position pos[i], interleaved pairs:
+	// for j < headDim/2, θ = pos·theta^(−2j/headDim), (x[2j], x[2j+1]) ← (x[2j]·cosθ − x[2j+1]·sinθ,
+	// x[2j]·sinθ + x[2j+1]·cosθ). x (len(pos), heads·headDim).
+	RoPE(x Buffer, headDim int, pos []int32, theta float32)
+	// StoreKV writes row i of k and v (B, kv_heads·head_dim) into layer's cache at the slot of
+	// (b.Seq[i], b.Pos[i]).
+	StoreKV(c KVCache, layer int, k, v Buffer, b *Batch)
+	// Attention is causal grouped-query attention over the cache. For token i (sequence s, position
+	// p) and query head h with KV head g = h / (heads/kv_heads):
+	//   a[t] = softmax_t( q[i,h,:]·K[s,t,g,:] / sqrt(head_dim) ), t = 0..p
+	//   out[i,h,:] = Σ_t a[t]·V[s,t,g,:]
+	// out, q (B, heads·head_dim). StoreKV for this step must have run first.
+	Attention(out, q Buffer, c KVCache, layer int, b *Batch)
+	// SwiGLU: out[i,j] = silu(gate[i,j])·up[i,j], silu(x) = x/(1+e^−x). All (n, ffn). out may be gate.
+	SwiGLU(out, gate, up Buffer, n int)
+	// Add: x[i,:] += y[i,:]. x, y (n, dim).
+	Add(x, y Buffer, n int)
+	// GatherRows: out[i,:] = x[rows[i],:]. out (len(rows), cols), x (B, cols). out is not x.
+	GatherRows(out, x Buffer, rows []int32)
+	// Read copies the first n rows of x to dst (len ≥ n·cols), after all queued work, and returns
+	// any error the device has seen.
+	Read(dst []float32, x Buffer, n int) error
+	// Close releases device memory.
+	Close() error
+}

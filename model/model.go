@@ -1,0 +1,238 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/llamacu/llamacu/tensor"
+)
+
+// Model is a LLaMA 2 network resident on a Backend. It is immutable after New and safe to share;
+// per-step activations live in a State.
+type Model struct {
+	Config  Config
+	Backend Backend
+
+	tokEmbed Weight // (vocab, dim)
+	norm     Weight // (dim) final RMSNorm
+	output   Weight // (vocab, dim) LM head (tokEmbed when tied)
+	layers   []layer
+}
+
+// layer holds one transformer block's weights.
+type layer struct {
+	attnNorm Weight // (dim)
+	wq       Weight // (heads·head_dim, dim)
+	wk, wv   Weight // (kv_heads·head_dim, dim)
+	wo       Weight // (dim, heads·head_dim)
+	ffnNorm  Weight // (dim)
+	w1, w3   Weight // (ffn, dim) gate, up
+	w2       Weight // (dim, ffn) down
+}
+
+// TensorSource yields canonical weights by name (loader.Model.Tensor, or a synthetic generator).
+type TensorSource func(name string) (*tensor.Tensor, error)
+
+// New uploads every weight the config needs from src to be. progress, if not nil, is called after
+// each tensor with the bytes uploaded so far and in total.
+func New(be Backend, cfg Config, src TensorSource, progress func(done, total int64)) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Model{Config: cfg, Backend: be, layers: make([]layer, cfg.Layers)}
+	shapes := cfg.WeightShapes()
+	var total, done int64
+	tensors := make([]*tensor.Tensor, len(shapes))
+	for i, ws := range shapes {
+		t, err := src(ws.Name)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Equal(t.Shape, ws.Shape) {
+			return nil, fmt.Errorf("model: tensor %q has shape %v, the config needs %v", ws.Name, t.Shape, ws.Shape)
+		}
+		tensors[i] = t
+		total += int64(len(t.Data))
+	}
+	weights := make(map[string]Weight, len(shapes))
+	for _, t := range tensors {
+		w, err := be.Upload(t)
+		if err != nil {
+			return nil, fmt.Errorf("model: upload %q: %w", t.Name, err)
+		}
+		weights[t.Name] = w
+		done += int64(len(t.Data))
+		if progress != nil {
+			progress(done, total)
+		}
+	}
+	m.tokEmbed, m.norm = weights[NameTokEmbed], weights[NameNorm]
+	m.output = m.tokEmbed
+	if !cfg.TiedOutput {
+		m.output = weights[NameOutput]
+	}
+	for l := range m.layers {
+		w := func(n string) Weight { return weights[LayerName(l, n)] }
+		m.layers[l] = layer{
+			attnNorm: w(NameAttnNorm), wq: w(NameWq), wk: w(NameWk), wv: w(NameWv), wo: w(NameWo),
+			ffnNorm: w(NameFFNNorm), w1: w(NameW1), w2: w(NameW2), w3: w(NameW3),
+		}
+	}
+	return m, nil
+}
+
+// State is the working memory of forward steps of up to MaxBatch tokens and MaxLogits logit rows:
+// the activation buffers and the paged KV cache. One State serves one step at a time.
+type State struct {
+	MaxBatch  int
+	MaxLogits int
+	KV        KVCache
+
+	x      Buffer    // (B, dim) residual stream
+	xb     Buffer    // (B, dim) normalised input / attention output projected
+	q      Buffer    // (B, heads·head_dim)
+	k, v   Buffer    // (B, kv_heads·head_dim)
+	att    Buffer    // (B, heads·head_dim) attention output
+	hb     Buffer    // (B, ffn) gate, then silu(gate)·up
+	hb2    Buffer    // (B, ffn) up
+	xl     Buffer    // (R, dim) rows gathered for the LM head
+	logits Buffer    // (R, vocab)
+	host   []float32 // (R, vocab) logits on the host
+	rows   []int32   // (R) scratch for gathered row indices
+}
+
+// ErrBatch is returned for a batch that does not fit the State or the model.
+var ErrBatch = errors.New("bad batch")
+
+// NewState allocates activations for steps of up to maxBatch tokens (maxLogits of which need
+// logits) and a KV cache of numBlocks blocks of blockSize tokens.
+func (m *Model) NewState(maxBatch, maxLogits, blockSize, numBlocks int) (*State, error) {
+	if maxBatch <= 0 || maxLogits <= 0 || maxLogits > maxBatch || blockSize <= 0 || numBlocks <= 0 {
+		return nil, fmt.Errorf("%w: NewState(%d, %d, %d, %d)", ErrBatch, maxBatch, maxLogits, blockSize, numBlocks)
+	}
+	c, be := m.Config, m.Backend
+	s := &State{MaxBatch: maxBatch, MaxLogits: maxLogits}
+	var err error
+	buf := func(rows, cols int) Buffer {
+		if err != nil {
+			return nil
+		}
+		var b Buffer
+		b, err = be.NewBuffer(rows, cols)
+		return b
+	}
+	qd := c.Heads * c.HeadDim()
+	s.x, s.xb = buf(maxBatch, c.Dim), buf(maxBatch, c.Dim)
+	s.q, s.k, s.v, s.att = buf(maxBatch, qd), buf(maxBatch, c.KVDim()), buf(maxBatch, c.KVDim()), buf(maxBatch, qd)
+	s.hb, s.hb2 = buf(maxBatch, c.FFN), buf(maxBatch, c.FFN)
+	s.xl, s.logits = buf(maxLogits, c.Dim), buf(maxLogits, c.Vocab)
+	if err != nil {
+		return nil, fmt.Errorf("model: allocate activations: %w", err)
+	}
+	s.KV, err = be.NewKVCache(KVLayout{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim(), BlockSize: blockSize, NumBlocks: numBlocks})
+	if err != nil {
+		return nil, fmt.Errorf("model: allocate KV cache: %w", err)
+	}
+	s.host = make([]float32, maxLogits*c.Vocab)
+	s.rows = make([]int32, 0, maxLogits)
+	return s, nil
+}
+
+// Forward runs one step over batch b and returns the logits of the tokens listed in logitRows
+// (indices into the batch), as a (len(logitRows), vocab) row-major slice that is valid until the
+// next call. It is the LLaMA 2 forward pass (Touvron et al. 2023, as in Meta's model.py):
+//
+//	x = embed(tokens)
+//	for each layer:
+//	    h = rmsnorm(x)·attn_norm
+//	    q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ; rope(q, k)
+//	    x += attention(q, cache(k, v))·Woᵀ
+//	    h = rmsnorm(x)·ffn_norm
+//	    x += (silu(h·W1ᵀ) ⊙ h·W3ᵀ)·W2ᵀ
+//	logits = (rmsnorm(x)·norm)·Outputᵀ
+func (m *Model) Forward(s *State, b *Batch, logitRows []int32) ([]float32, error) {
+	if err := m.checkBatch(s, b, logitRows); err != nil {
+		return nil, err
+	}
+	c, be := m.Config, m.Backend
+	n := b.Len()
+	be.Embed(s.x, m.tokEmbed, b.Tokens) // x (B, dim)
+	for l := range m.layers {
+		w := &m.layers[l]
+		// Attention block.
+		be.RMSNorm(s.xb, s.x, w.attnNorm, n, c.NormEps) // xb (B, dim)
+		be.MatMul(s.q, s.xb, w.wq, n)                   // q (B, heads·hd)
+		be.MatMul(s.k, s.xb, w.wk, n)                   // k (B, kv_heads·hd)
+		be.MatMul(s.v, s.xb, w.wv, n)                   // v (B, kv_heads·hd)
+		be.RoPE(s.q, c.HeadDim(), b.Pos, c.RopeTheta)
+		be.RoPE(s.k, c.HeadDim(), b.Pos, c.RopeTheta)
+		be.StoreKV(s.KV, l, s.k, s.v, b)     // cache[l][seq][pos] = k, v
+		be.Attention(s.att, s.q, s.KV, l, b) // att (B, heads·hd)
+		be.MatMul(s.xb, s.att, w.wo, n)      // xb (B, dim)
+		be.Add(s.x, s.xb, n)                 // residual
+		// Feed-forward block (SwiGLU).
+		be.RMSNorm(s.xb, s.x, w.ffnNorm, n, c.NormEps)
+		be.MatMul(s.hb, s.xb, w.w1, n)  // gate (B, ffn)
+		be.MatMul(s.hb2, s.xb, w.w3, n) // up (B, ffn)
+		be.SwiGLU(s.hb, s.hb, s.hb2, n) // silu(gate)·up
+		be.MatMul(s.xb, s.hb, w.w2, n)  // down (B, dim)
+		be.Add(s.x, s.xb, n)            // residual
+	}
+	// LM head, only on the rows whose next token is wanted.
+	r := len(logitRows)
+	if r == 0 {
+		return s.host[:0], be.Read(nil, s.logits, 0)
+	}
+	be.GatherRows(s.xl, s.x, logitRows)          // xl (R, dim)
+	be.RMSNorm(s.xl, s.xl, m.norm, r, c.NormEps) // final norm
+	be.MatMul(s.logits, s.xl, m.output, r)       // logits (R, vocab)
+	out := s.host[:r*c.Vocab]
+	if err := be.Read(out, s.logits, r); err != nil {
+		return nil, fmt.Errorf("model: forward: %w", err)
+	}
+	return out, nil
+}
+
+// checkBatch validates a batch against the state and the model (user input reaches here through
+// the engine, so this is an error, not a panic).
+func (m *Model) checkBatch(s *State, b *Batch, logitRows []int32) error {
+	n := b.Len()
+	kv := s.KV.Layout()
+	switch {
+	case n == 0:
+		return fmt.Errorf("%w: empty", ErrBatch)
+	case n > s.MaxBatch:
+		return fmt.Errorf("%w: %d tokens, the state holds %d", ErrBatch, n, s.MaxBatch)
+	case len(b.Pos) != n || len(b.Seq) != n:
+		return fmt.Errorf("%w: %d tokens but %d positions and %d sequence slots", ErrBatch, n, len(b.Pos), len(b.Seq))
+	case len(logitRows) > s.MaxLogits:
+		return fmt.Errorf("%w: %d logit rows, the state holds %d", ErrBatch, len(logitRows), s.MaxLogits)
+	}
+	for i := 0; i < n; i++ {
+		tok, pos, seq := b.Tokens[i], b.Pos[i], b.Seq[i]
+		if tok < 0 || int(tok) >= m.Config.Vocab {
+			return fmt.Errorf("%w: token %d out of the vocabulary (%d)", ErrBatch, tok, m.Config.Vocab)
+		}
+		if pos < 0 || int(pos) >= m.Config.MaxSeq {
+			return fmt.Errorf("%w: position %d outside the context (%d)", ErrBatch, pos, m.Config.MaxSeq)
+		}
+		if seq < 0 || int(seq) >= len(b.BlockTables) {
+			return fmt.Errorf("%w: sequence slot %d has no block table", ErrBatch, seq)
+		}
+		bt := b.BlockTables[seq]
+		blk := int(pos) / kv.BlockSize
+		if blk >= len(bt) {
+			return fmt.Errorf("%w: position %d of sequence %d needs block %d, its table has %d", ErrBatch, pos, seq, blk, len(bt))
+		}
+		if id := bt[blk]; id < 0 || int(id) >= kv.NumBlocks {
+			return fmt.Errorf("%w: sequence %d names block %d of %d", ErrBatch, seq, id, kv.NumBlocks)
+		}
+	}
+	for _, r := range logitRows {
+		if r < 0 || int(r) >= n {
+			return fmt.Errorf("%w: logit row %d outside the batch of %d", ErrBatch, r, n)
+		}
+	}
+	return nil
+}
