@@ -26,10 +26,18 @@ type Config struct {
 	NormEps    float32 `json:"norm_eps"`    // RMSNorm epsilon
 	RopeTheta  float32 `json:"rope_theta"`  // RoPE base
 	TiedOutput bool    `json:"tied_output"` // the LM head shares the token embedding matrix
+	// HeadSize, when not 0, is the head dimension; 0 means Dim / Heads (always so for whole
+	// models; a tensor-parallel rank's slice keeps the full model's head size with fewer heads).
+	HeadSize int `json:"head_size,omitempty"`
 }
 
-// HeadDim is Dim / Heads.
-func (c Config) HeadDim() int { return c.Dim / c.Heads }
+// HeadDim is the width of one attention head: Dim / Heads unless HeadSize says otherwise.
+func (c Config) HeadDim() int {
+	if c.HeadSize != 0 {
+		return c.HeadSize
+	}
+	return c.Dim / c.Heads
+}
 
 // KVDim is KVHeads · HeadDim: the width of one token's K (or V).
 func (c Config) KVDim() int { return c.KVHeads * c.HeadDim() }

@@ -6,18 +6,25 @@ import (
 	"slices"
 
 	"github.com/llamacu/llamacu/tensor"
+	"github.com/llamacu/llamacu/tp"
 )
 
-// Model is a LLaMA 2 network resident on a Backend. It is immutable after New and safe to share;
-// per-step activations live in a State.
+// Model is a LLaMA 2 network resident on a Backend — or, under tensor parallelism, on several,
+// one rank each (NewParallel). Its weights are immutable after construction; per-step activations
+// live in a State, and one State serves one Forward at a time.
 type Model struct {
-	Config  Config
-	Backend Backend
+	Config  Config  // the whole model's shape
+	Backend Backend // rank 0's backend
 
+	local    Config // the slice this rank computes: Heads, KVHeads, FFN divided by the TP degree
+	outRows  int    // rows of this rank's LM head: Vocab, or Vocab/TP when split
 	tokEmbed Weight // (vocab, dim)
 	norm     Weight // (dim) final RMSNorm
-	output   Weight // (vocab, dim) LM head (tokEmbed when tied)
+	output   Weight // (outRows, dim) LM head (tokEmbed when tied and unsplit)
 	layers   []layer
+
+	comm  tp.Comm  // nil without tensor parallelism
+	group *tpGroup // on rank 0 of a TP group: the other ranks' workers
 }
 
 // layer holds one transformer block's weights.
@@ -40,8 +47,14 @@ func New(be Backend, cfg Config, src TensorSource, progress func(done, total int
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Model{Config: cfg, Backend: be, layers: make([]layer, cfg.Layers)}
-	shapes := cfg.WeightShapes()
+	return newRank(be, cfg, 1, src, nil, progress)
+}
+
+// newRank builds one rank of an n-way tensor-parallel model; src yields that rank's shards.
+func newRank(be Backend, cfg Config, n int, src TensorSource, comm tp.Comm, progress func(done, total int64)) (*Model, error) {
+	local, outRows := cfg.localConfig(n)
+	m := &Model{Config: cfg, Backend: be, local: local, outRows: outRows, comm: comm, layers: make([]layer, cfg.Layers)}
+	shapes := cfg.localShapes(n)
 	var total, done int64
 	tensors := make([]*tensor.Tensor, len(shapes))
 	for i, ws := range shapes {
@@ -68,9 +81,9 @@ func New(be Backend, cfg Config, src TensorSource, progress func(done, total int
 		}
 	}
 	m.tokEmbed, m.norm = weights[NameTokEmbed], weights[NameNorm]
-	m.output = m.tokEmbed
-	if !cfg.TiedOutput {
-		m.output = weights[NameOutput]
+	m.output = weights[NameOutput]
+	if m.output == nil { // tied and not split
+		m.output = m.tokEmbed
 	}
 	for l := range m.layers {
 		w := func(n string) Weight { return weights[LayerName(l, n)] }
@@ -100,6 +113,11 @@ type State struct {
 	logits Buffer    // (R, vocab)
 	host   []float32 // (R, vocab) logits on the host
 	rows   []int32   // (R) scratch for gathered row indices
+
+	// Tensor parallelism: this rank's logits slice, the gathered slices, the other ranks' States.
+	localHost []float32 // (R, outRows)
+	gathered  []float32 // (TP, R, outRows)
+	ranks     []*State
 }
 
 // ErrBatch is returned for a batch that does not fit the State or the model.
@@ -111,7 +129,24 @@ func (m *Model) NewState(maxBatch, maxLogits, blockSize, numBlocks int) (*State,
 	if maxBatch <= 0 || maxLogits <= 0 || maxLogits > maxBatch || blockSize <= 0 || numBlocks <= 0 {
 		return nil, fmt.Errorf("%w: NewState(%d, %d, %d, %d)", ErrBatch, maxBatch, maxLogits, blockSize, numBlocks)
 	}
-	c, be := m.Config, m.Backend
+	s, err := m.newRankState(maxBatch, maxLogits, blockSize, numBlocks)
+	if err != nil {
+		return nil, err
+	}
+	if m.group != nil {
+		for _, w := range m.group.workers {
+			rs, err := w.newRankState(maxBatch, maxLogits, blockSize, numBlocks)
+			if err != nil {
+				return nil, err
+			}
+			s.ranks = append(s.ranks, rs)
+		}
+	}
+	return s, nil
+}
+
+func (m *Model) newRankState(maxBatch, maxLogits, blockSize, numBlocks int) (*State, error) {
+	c, be := m.local, m.Backend
 	s := &State{MaxBatch: maxBatch, MaxLogits: maxLogits}
 	var err error
 	buf := func(rows, cols int) Buffer {
@@ -126,7 +161,7 @@ func (m *Model) NewState(maxBatch, maxLogits, blockSize, numBlocks int) (*State,
 	s.x, s.xb = buf(maxBatch, c.Dim), buf(maxBatch, c.Dim)
 	s.q, s.k, s.v, s.att = buf(maxBatch, qd), buf(maxBatch, c.KVDim()), buf(maxBatch, c.KVDim()), buf(maxBatch, qd)
 	s.hb, s.hb2 = buf(maxBatch, c.FFN), buf(maxBatch, c.FFN)
-	s.xl, s.logits = buf(maxLogits, c.Dim), buf(maxLogits, c.Vocab)
+	s.xl, s.logits = buf(maxLogits, c.Dim), buf(maxLogits, m.outRows)
 	if err != nil {
 		return nil, fmt.Errorf("model: allocate activations: %w", err)
 	}
@@ -136,6 +171,10 @@ func (m *Model) NewState(maxBatch, maxLogits, blockSize, numBlocks int) (*State,
 	}
 	s.host = make([]float32, maxLogits*c.Vocab)
 	s.rows = make([]int32, 0, maxLogits)
+	if m.outRows != c.Vocab {
+		s.localHost = make([]float32, maxLogits*m.outRows)
+		s.gathered = make([]float32, m.comm.Size()*maxLogits*m.outRows)
+	}
 	return s, nil
 }
 
@@ -151,11 +190,22 @@ func (m *Model) NewState(maxBatch, maxLogits, blockSize, numBlocks int) (*State,
 //	    h = rmsnorm(x)·ffn_norm
 //	    x += (silu(h·W1ᵀ) ⊙ h·W3ᵀ)·W2ᵀ
 //	logits = (rmsnorm(x)·norm)·Outputᵀ
+//
+// Under tensor parallelism every rank runs this pass on its heads and FFN slice at once; the
+// partial outputs of Wo and W2 are all-reduced, and the vocabulary-split logits all-gathered.
 func (m *Model) Forward(s *State, b *Batch, logitRows []int32) ([]float32, error) {
 	if err := m.checkBatch(s, b, logitRows); err != nil {
 		return nil, err
 	}
-	c, be := m.Config, m.Backend
+	if m.group == nil {
+		return m.forwardRank(s, b, logitRows)
+	}
+	return m.group.forward(m, s, b, logitRows)
+}
+
+// forwardRank is one rank's share of Forward (the whole of it without tensor parallelism).
+func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32) ([]float32, error) {
+	c, be := m.local, m.Backend
 	n := b.Len()
 	be.Embed(s.x, m.tokEmbed, b.Tokens) // x (B, dim)
 	for l := range m.layers {
@@ -169,15 +219,21 @@ func (m *Model) Forward(s *State, b *Batch, logitRows []int32) ([]float32, error
 		be.RoPE(s.k, c.HeadDim(), b.Pos, c.RopeTheta)
 		be.StoreKV(s.KV, l, s.k, s.v, b)     // cache[l][seq][pos] = k, v
 		be.Attention(s.att, s.q, s.KV, l, b) // att (B, heads·hd)
-		be.MatMul(s.xb, s.att, w.wo, n)      // xb (B, dim)
-		be.Add(s.x, s.xb, n)                 // residual
+		be.MatMul(s.xb, s.att, w.wo, n)      // xb (B, dim), a partial sum under TP
+		if err := m.allReduce(s.xb, n); err != nil {
+			return nil, err
+		}
+		be.Add(s.x, s.xb, n) // residual
 		// Feed-forward block (SwiGLU).
 		be.RMSNorm(s.xb, s.x, w.ffnNorm, n, c.NormEps)
 		be.MatMul(s.hb, s.xb, w.w1, n)  // gate (B, ffn)
 		be.MatMul(s.hb2, s.xb, w.w3, n) // up (B, ffn)
 		be.SwiGLU(s.hb, s.hb, s.hb2, n) // silu(gate)·up
-		be.MatMul(s.xb, s.hb, w.w2, n)  // down (B, dim)
-		be.Add(s.x, s.xb, n)            // residual
+		be.MatMul(s.xb, s.hb, w.w2, n)  // down (B, dim), a partial sum under TP
+		if err := m.allReduce(s.xb, n); err != nil {
+			return nil, err
+		}
+		be.Add(s.x, s.xb, n) // residual
 	}
 	// LM head, only on the rows whose next token is wanted.
 	r := len(logitRows)
@@ -186,10 +242,28 @@ func (m *Model) Forward(s *State, b *Batch, logitRows []int32) ([]float32, error
 	}
 	be.GatherRows(s.xl, s.x, logitRows)          // xl (R, dim)
 	be.RMSNorm(s.xl, s.xl, m.norm, r, c.NormEps) // final norm
-	be.MatMul(s.logits, s.xl, m.output, r)       // logits (R, vocab)
+	be.MatMul(s.logits, s.xl, m.output, r)       // logits (R, outRows)
 	out := s.host[:r*c.Vocab]
-	if err := be.Read(out, s.logits, r); err != nil {
+	if m.outRows == c.Vocab {
+		if err := be.Read(out, s.logits, r); err != nil {
+			return nil, fmt.Errorf("model: forward: %w", err)
+		}
+		return out, nil
+	}
+	// Vocabulary-split LM head: gather every rank's (R, outRows) block, then interleave them
+	// into (R, vocab) rows.
+	part := s.localHost[:r*m.outRows]
+	if err := be.Read(part, s.logits, r); err != nil {
 		return nil, fmt.Errorf("model: forward: %w", err)
+	}
+	all := s.gathered[:m.comm.Size()*len(part)]
+	if err := m.comm.AllGather(all, part); err != nil {
+		return nil, fmt.Errorf("model: forward: %w", err)
+	}
+	for q := 0; q < m.comm.Size(); q++ {
+		for i := 0; i < r; i++ {
+			copy(out[i*c.Vocab+q*m.outRows:i*c.Vocab+(q+1)*m.outRows], all[(q*r+i)*m.outRows:(q*r+i+1)*m.outRows])
+		}
 	}
 	return out, nil
 }

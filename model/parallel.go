@@ -1,0 +1,168 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/llamacu/llamacu/tp"
+)
+
+// Collective is implemented by backends that run tensor-parallel collectives on their own
+// buffers (NCCL on the compute stream, so a CUDA graph captures it).
+type Collective interface {
+	// AllReduceSum replaces the first n rows of x on every rank by their sum over the ranks.
+	AllReduceSum(x Buffer, n int, c tp.Comm) error
+}
+
+// HostBuffer is implemented by buffers that live in host memory (the CPU backend's): the
+// in-process Comm then all-reduces them in place.
+type HostBuffer interface {
+	HostFloats() []float32 // (rows, cols) row-major
+}
+
+// allReduce sums x's first n rows across the TP group (nothing without one).
+func (m *Model) allReduce(x Buffer, n int) error {
+	if m.comm == nil || m.comm.Size() == 1 {
+		return nil
+	}
+	if c, ok := m.Backend.(Collective); ok {
+		return c.AllReduceSum(x, n, m.comm)
+	}
+	if h, ok := x.(HostBuffer); ok {
+		return m.comm.AllReduceSum(h.HostFloats()[:n*x.Cols()])
+	}
+	return fmt.Errorf("model: backend %s cannot all-reduce (neither Collective nor host buffers)", m.Backend.Name())
+}
+
+// tpGroup runs ranks 1..n−1 of a tensor-parallel model, each on a goroutine of its own that
+// lives as long as the model (a rank's backend may need a locked OS thread: the goroutine is it).
+type tpGroup struct {
+	workers []*Model
+	steps   []chan tpStep
+	done    chan error
+	comms   []tp.Comm
+	once    sync.Once
+}
+
+type tpStep struct {
+	s    *State
+	b    *Batch
+	rows []int32
+}
+
+// NewParallel builds an n-way tensor-parallel model, n = len(backends) = len(comms): rank r runs
+// on backends[r] and talks through comms[r] (comms[r].Rank() == r). Every rank reads only its
+// shards from src. Forward on the returned Model (rank 0) drives all ranks; Close stops them.
+// With one backend it is New.
+func NewParallel(backends []Backend, cfg Config, src TensorSource, comms []tp.Comm, progress func(done, total int64)) (*Model, error) {
+	n := len(backends)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if n == 0 || len(comms) != n {
+		return nil, fmt.Errorf("%w: %d backends and %d communicators", ErrBadConfig, n, len(comms))
+	}
+	if err := cfg.CheckTP(n); err != nil {
+		return nil, err
+	}
+	for r, c := range comms {
+		if c.Rank() != r || c.Size() != n {
+			return nil, fmt.Errorf("%w: communicator %d is rank %d of %d", ErrBadConfig, r, c.Rank(), c.Size())
+		}
+	}
+	ranks := make([]*Model, n)
+	for r := range ranks {
+		var p func(done, total int64)
+		if r == 0 {
+			p = progress
+		}
+		m, err := newRank(backends[r], cfg, n, ShardSource(cfg, src, r, n), comms[r], p)
+		if err != nil {
+			return nil, fmt.Errorf("model: rank %d of %d: %w", r, n, err)
+		}
+		ranks[r] = m
+	}
+	if n == 1 {
+		return ranks[0], nil
+	}
+	g := &tpGroup{workers: ranks[1:], done: make(chan error, n-1), comms: comms}
+	for _, w := range g.workers {
+		ch := make(chan tpStep)
+		g.steps = append(g.steps, ch)
+		go func() {
+			for st := range ch {
+				_, err := w.forwardRank(st.s, st.b, st.rows)
+				g.done <- err
+			}
+		}()
+	}
+	ranks[0].group = g
+	return ranks[0], nil
+}
+
+// TP is the tensor-parallel degree (1 without tensor parallelism).
+func (m *Model) TP() int {
+	if m.comm == nil {
+		return 1
+	}
+	return m.comm.Size()
+}
+
+// Backends lists every rank's backend, rank 0 first.
+func (m *Model) Backends() []Backend {
+	bs := []Backend{m.Backend}
+	if m.group != nil {
+		for _, w := range m.group.workers {
+			bs = append(bs, w.Backend)
+		}
+	}
+	return bs
+}
+
+// forward runs every rank's share of a step at once and returns rank 0's logits.
+func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32) ([]float32, error) {
+	if len(s.ranks) != len(g.workers) {
+		return nil, fmt.Errorf("%w: the State was not made by this tensor-parallel model", ErrBatch)
+	}
+	for i, ch := range g.steps {
+		ch <- tpStep{s.ranks[i], b, rows}
+	}
+	out, err := m.forwardRank(s, b, rows)
+	if err != nil {
+		g.abort() // the other ranks may be waiting in a collective for this one
+	}
+	for range g.workers {
+		if e := <-g.done; e != nil {
+			g.abort()
+			err = errors.Join(err, e)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("model: tensor-parallel step: %w", err)
+	}
+	return out, nil
+}
+
+// abort breaks the group's communicators so that no rank waits forever; the model is unusable
+// afterwards.
+func (g *tpGroup) abort() {
+	for _, c := range g.comms {
+		c.Close()
+	}
+}
+
+// Close stops the workers of a tensor-parallel model and closes its communicators. It does not
+// close the backends (their owner does). Close is a no-op without tensor parallelism.
+func (m *Model) Close() error {
+	if m.group == nil {
+		return nil
+	}
+	m.group.once.Do(func() {
+		for _, ch := range m.group.steps {
+			close(ch)
+		}
+		m.group.abort()
+	})
+	return nil
+}
