@@ -19,6 +19,9 @@ type Request struct {
 	// MaxTokens caps the generated tokens (0: until the context is full).
 	MaxTokens int
 	Sampling  sample.Params
+	// Stop lists strings that end generation when the output text contains one; the stop string
+	// is not emitted. Honoured by Scheduler; Generate ignores it.
+	Stop []string
 }
 
 // Stats are the counts and times of one generation.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/tensor"
 	"github.com/llamacu/llamacu/tokenizer"
+	"github.com/llamacu/llamacu/tp"
 )
 
 // Options says what to load and how.
@@ -27,7 +29,12 @@ type Options struct {
 	TokenizerPath string
 	// Backend runs the model; nil means the CPU backend with Threads threads (0: all cores).
 	Backend model.Backend
-	// CloseBackend makes Engine.Close close Backend too (always so when Load creates it).
+	// Backends, when it has more than one entry, runs the model tensor-parallel: rank r on
+	// Backends[r], ranks talking through an in-process tp.Comm. It replaces Backend.
+	Backends []model.Backend
+	// TP, when > 1 and Backends is empty, makes Load create TP CPU backends that share Threads.
+	TP int
+	// CloseBackend makes Engine.Close close the backends too (always so when Load creates them).
 	CloseBackend bool
 	Threads      int
 	// Context caps the KV cache at this many positions (0: the model's context length).
@@ -52,6 +59,7 @@ type Engine struct {
 	Context  int // positions the KV cache holds
 
 	ownBackend bool
+	backends   []model.Backend
 }
 
 // ErrTokenizer reports a missing or mismatched tokenizer.
@@ -61,11 +69,30 @@ var ErrTokenizer = errors.New("tokenizer")
 func Load(opts Options) (*Engine, error) {
 	start := time.Now()
 	e := &Engine{ownBackend: opts.CloseBackend}
-	be := opts.Backend
-	if be == nil {
-		be = cpu.New(cpu.Options{Threads: opts.Threads})
+	bes := opts.Backends
+	if len(bes) == 0 && opts.Backend != nil {
+		bes = []model.Backend{opts.Backend}
+	}
+	if len(bes) == 0 {
+		n := max(opts.TP, 1)
+		threads := opts.Threads
+		if threads <= 0 {
+			threads = runtime.GOMAXPROCS(0)
+		}
+		for range n {
+			bes = append(bes, cpu.New(cpu.Options{Threads: max(1, threads/n)}))
+		}
 		e.ownBackend = true
 	}
+	e.backends = bes
+	loaded := false
+	defer func() {
+		if !loaded && e.ownBackend {
+			for _, b := range bes {
+				b.Close()
+			}
+		}
+	}()
 	var (
 		cfg model.Config
 		src model.TensorSource
@@ -106,11 +133,21 @@ func Load(opts Options) (*Engine, error) {
 		e.closeFile()
 		return nil, fmt.Errorf("%w: the tokenizer has %d pieces but the model's vocabulary is %d", ErrTokenizer, e.Tokenizer.VocabSize(), cfg.Vocab)
 	}
-	m, err := model.New(be, cfg, src, opts.Progress)
+	var m *model.Model
+	var err error
+	if len(bes) == 1 {
+		m, err = model.New(bes[0], cfg, src, opts.Progress)
+	} else {
+		var comms []tp.Comm
+		if comms, err = tp.NewInProcess(len(bes)); err == nil {
+			m, err = model.NewParallel(bes, cfg, src, comms, opts.Progress)
+		}
+	}
 	if err != nil {
 		e.closeFile()
 		return nil, err
 	}
+	loaded = true
 	e.Model = m
 	e.Context = cfg.MaxSeq
 	if opts.Context > 0 && opts.Context < e.Context {
@@ -123,8 +160,14 @@ func Load(opts Options) (*Engine, error) {
 // Close releases the backend (when Load created it) and the model file.
 func (e *Engine) Close() error {
 	var errs []error
-	if e.ownBackend && e.Model != nil {
-		errs = append(errs, e.Model.Backend.Close())
+	if e.Model != nil {
+		errs = append(errs, e.Model.Close())
+	}
+	if e.ownBackend {
+		for _, b := range e.backends {
+			errs = append(errs, b.Close())
+		}
+		e.backends = nil
 	}
 	errs = append(errs, e.closeFile())
 	return errors.Join(errs...)

@@ -33,6 +33,10 @@ type infoReport struct {
 	Skipped      []string         `json:"skipped_tensors,omitempty"`
 }
 
+func init() {
+	register(command{"info", "print a model's configuration, parameters and memory", cmdInfo})
+}
+
 func cmdInfo(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("info", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -12,12 +13,13 @@ import (
 	"golang.org/x/term"
 
 	"github.com/llamacu/llamacu/engine"
+	"github.com/llamacu/llamacu/model"
 )
 
 // loadFlags are the flags every command that loads a model shares.
 type loadFlags struct {
 	model, tokenizer, backend string
-	threads, ctx              int
+	threads, ctx, tp          int
 }
 
 func addLoadFlags(fs *flag.FlagSet) *loadFlags {
@@ -27,16 +29,31 @@ func addLoadFlags(fs *flag.FlagSet) *loadFlags {
 	fs.StringVar(&lf.backend, "backend", "cpu", "compute backend: "+backendNames())
 	fs.IntVar(&lf.threads, "threads", 0, "CPU threads (0: all cores)")
 	fs.IntVar(&lf.ctx, "ctx", 0, "context length to allocate (0: the model's)")
+	fs.IntVar(&lf.tp, "tp", 1, "tensor-parallel degree: ranks that split the heads and FFN (must divide the KV heads)")
 	return lf
 }
 
 // load opens the model, showing a progress bar on a terminal.
 func (lf *loadFlags) load(stderr io.Writer) (*engine.Engine, error) {
-	be, err := newBackend(lf.backend, lf.threads)
-	if err != nil {
-		return nil, err
+	if lf.tp < 1 {
+		return nil, fmt.Errorf("%w: --tp must be ≥ 1", errUsage)
 	}
-	opts := engine.Options{ModelPath: lf.model, TokenizerPath: lf.tokenizer, Backend: be, CloseBackend: true, Context: lf.ctx}
+	threads := lf.threads
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	var bes []model.Backend
+	for range lf.tp {
+		be, err := newBackend(lf.backend, max(1, threads/lf.tp))
+		if err != nil {
+			for _, b := range bes {
+				b.Close()
+			}
+			return nil, err
+		}
+		bes = append(bes, be)
+	}
+	opts := engine.Options{ModelPath: lf.model, TokenizerPath: lf.tokenizer, Backends: bes, CloseBackend: true, Context: lf.ctx}
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		var bar *progressbar.ProgressBar
 		opts.Progress = func(done, total int64) {
@@ -51,13 +68,20 @@ func (lf *loadFlags) load(stderr io.Writer) (*engine.Engine, error) {
 	}
 	e, err := engine.Load(opts)
 	if err != nil {
-		be.Close()
 		return nil, err
 	}
 	c := e.Model.Config
 	fmt.Fprintf(stderr, "model: %s\n", e.Source)
 	fmt.Fprintf(stderr, "loaded in %v: %s parameters, dim %d, %d layers, %d/%d heads, vocab %d, context %d; backend %s\n",
 		e.LoadTime.Round(time.Millisecond), humanize.SIWithDigits(float64(c.ParamCount()), 1, ""), c.Dim, c.Layers,
-		c.Heads, c.KVHeads, c.Vocab, e.Context, be.Name())
+		c.Heads, c.KVHeads, c.Vocab, e.Context, backendSummary(bes))
 	return e, nil
+}
+
+// backendSummary names the backend, and the TP degree when there are several ranks.
+func backendSummary(bes []model.Backend) string {
+	if len(bes) == 1 {
+		return bes[0].Name()
+	}
+	return fmt.Sprintf("%s × %d tensor-parallel ranks", bes[0].Name(), len(bes))
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 )
 
 // command is one subcommand: it parses args and writes to stdout/stderr.
@@ -23,10 +24,23 @@ type command struct {
 	run           func(args []string, stdout, stderr io.Writer) error
 }
 
-var commands = []command{
-	{"run", "generate text from a prompt", cmdRun},
-	{"tokenize", "print the token ids of a text as a JSON array", cmdTokenize},
-	{"info", "print a model's configuration, parameters and memory", cmdInfo},
+// commands lists the subcommands in usage order. Each command's file adds itself in an init
+// function with register, so a new command is one new file.
+var commands []command
+
+func register(c command) {
+	commands = append(commands, c)
+	sort.SliceStable(commands, func(i, j int) bool { return order(commands[i].name) < order(commands[j].name) })
+}
+
+// order puts the everyday commands first; the rest follow alphabetically.
+func order(name string) string {
+	for i, n := range []string{"run", "chat", "serve", "bench", "plan", "tokenize", "info"} {
+		if n == name {
+			return fmt.Sprintf("%02d", i)
+		}
+	}
+	return "99" + name
 }
 
 func main() {

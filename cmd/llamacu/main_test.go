@@ -52,6 +52,8 @@ func TestRunStories260KMatchesLlama2c(t *testing.T) {
 		{"gguf/empty", []string{"--model", filepath.Join(dir, "stories260K.gguf"), "--max-tokens", "200", ""}, greedy},
 		{"bin/once", []string{"--model", filepath.Join(dir, "stories260K.bin"), "--tokenizer", filepath.Join(dir, "tok512.bin"), "--max-tokens", "60", "Once upon a time"}, strings.TrimPrefix(once, "Once upon a time")},
 		{"gguf/once", []string{"--model", filepath.Join(dir, "stories260K.gguf"), "--max-tokens", "60", "Once upon a time"}, strings.TrimPrefix(once, "Once upon a time")},
+		{"bin/tp2", []string{"--tp", "2", "--model", filepath.Join(dir, "stories260K.bin"), "--tokenizer", filepath.Join(dir, "tok512.bin"), "--max-tokens", "200", ""}, greedy},
+		{"gguf/tp4/once", []string{"--tp", "4", "--model", filepath.Join(dir, "stories260K.gguf"), "--max-tokens", "60", "Once upon a time"}, strings.TrimPrefix(once, "Once upon a time")},
 		{"bin/tok512.model", []string{"--model", filepath.Join(dir, "stories260K.bin"), "--tokenizer", filepath.Join(dir, "tok512.model"), "--max-tokens", "200", ""}, greedy},
 	}
 	for _, tc := range cases {
@@ -157,6 +159,7 @@ func TestErrorsAreClearAndNeverPanic(t *testing.T) {
 		{"no such file", []string{"run", "--model", filepath.Join(dir, "nope.gguf"), "x"}, 1, "no such file"},
 		{"truncated gguf", []string{"run", "--model", trunc, "x"}, 1, "trunc.gguf"},
 		{"tokenizer size mismatch", []string{"run", "--model", shared(t, "stories260K/stories260K.bin"), "--tokenizer", shared(t, "llama2-tokenizer/tokenizer.model"), "x"}, 1, "512"},
+		{"tp does not divide kv heads", []string{"run", "--tp", "3", "--model", shared(t, "stories260K/stories260K.bin"), "--tokenizer", shared(t, "stories260K/tok512.bin"), "x"}, 1, "valid degrees: [1 2 4]"},
 		{"unknown backend", []string{"run", "--backend", "tpu", "x"}, 2, "unknown backend"},
 		{"bad temperature", []string{"run", "--temperature", "-1", "x"}, 2, "temperature"},
 		{"two prompts", []string{"run", "a", "b"}, 2, "one PROMPT"},

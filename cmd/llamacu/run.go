@@ -13,6 +13,10 @@ import (
 	"github.com/llamacu/llamacu/sample"
 )
 
+func init() {
+	register(command{"run", "generate text from a prompt", cmdRun})
+}
+
 func cmdRun(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)

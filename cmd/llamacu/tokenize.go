@@ -9,6 +9,10 @@ import (
 	"github.com/llamacu/llamacu/engine"
 )
 
+func init() {
+	register(command{"tokenize", "print the token ids of a text as a JSON array", cmdTokenize})
+}
+
 func cmdTokenize(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tokenize", flag.ContinueOnError)
 	fs.SetOutput(stderr)

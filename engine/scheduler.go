@@ -1,0 +1,689 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/sample"
+	"github.com/llamacu/llamacu/tokenizer"
+)
+
+// Scheduler errors. Submit's errors wrap one of these (or ErrPromptTooLong, or sample.ErrParams
+// for bad sampling parameters, which also wrap ErrInvalidRequest).
+var (
+	// ErrQueueFull: the waiting queue holds SchedulerOptions.MaxQueue requests already.
+	ErrQueueFull = errors.New("engine: the request queue is full")
+	// ErrClosed: the scheduler is closing or closed and takes no new requests; also the error of
+	// requests it cancelled when Close's context ran out.
+	ErrClosed = errors.New("engine: the scheduler is closed")
+	// ErrInvalidRequest: a request the scheduler cannot run as asked (bad token ids, negative
+	// MaxTokens, empty stop string, bad sampling parameters).
+	ErrInvalidRequest = errors.New("engine: invalid request")
+)
+
+// Finish reasons of a Stream's final Event (Event.FinishReason). "stop" and "length" are
+// OpenAI's; the last two come with a non-nil Event.Err.
+const (
+	FinishStop      = "stop"      // EOS (or BOS) was sampled, or a stop string matched
+	FinishLength    = "length"    // MaxTokens generated, or the context is full
+	FinishCancelled = "cancelled" // the request's context was cancelled (or Close gave up)
+	FinishError     = "error"     // the forward pass failed
+)
+
+// SchedulerOptions size a Scheduler. The zero value is valid: every field has a default.
+type SchedulerOptions struct {
+	// MaxSeqs is the most sequences decoding together in the running batch (default 8).
+	MaxSeqs int
+	// MaxBatchTokens is the most tokens one forward step takes: one decode token of each running
+	// sequence plus prefill chunks of new ones (default max(PrefillChunk, MaxSeqs); at least
+	// MaxSeqs, so that every running sequence can decode in every step).
+	MaxBatchTokens int
+	// BlockSize is the tokens per KV-cache block (default 16).
+	BlockSize int
+	// KVBlocks is the size of the paged KV cache. 0 means enough for MaxSeqs full contexts, capped
+	// at KVMemory bytes (fp32 K and V: 2·layers·kv_heads·head_dim·4 bytes per token), and never
+	// below one full context. A request reserves the blocks of its prompt plus its MaxTokens when
+	// it is admitted (so a running sequence never stalls for memory and nothing is preempted);
+	// requests wait in the queue until their blocks are free.
+	KVBlocks int
+	// KVMemory caps the default KV cache size in bytes (default 4 GiB). Ignored when KVBlocks is set.
+	KVMemory int64
+	// MaxQueue is the most requests waiting for admission; Submit returns ErrQueueFull beyond it
+	// (default 256; negative: no waiting line, a request is refused unless a sequence slot is free).
+	MaxQueue int
+	// Observer, if not nil, sees every token's latency (called on the scheduler's goroutine:
+	// it must be quick and not block).
+	Observer Observer
+}
+
+// Observer receives per-token latency observations (for metrics).
+type Observer interface {
+	// TimeToFirstToken is the time from Submit to the first generated token.
+	TimeToFirstToken(d time.Duration)
+	// InterTokenLatency is the time between two consecutive tokens of one sequence.
+	InterTokenLatency(d time.Duration)
+}
+
+// defaultKVMemory caps the default KV cache (see SchedulerOptions.KVMemory).
+const defaultKVMemory = 4 << 30
+
+// SchedulerStats is a snapshot of a Scheduler's state and counters.
+type SchedulerStats struct {
+	Running       int   // sequences in the running batch
+	Queued        int   // requests waiting for admission
+	KVBlocksInUse int   // blocks held by running sequences
+	KVBlocksTotal int   // blocks in the pool
+	BlockSize     int   // tokens per block
+	MaxSeqs       int   // the running batch's capacity
+	Submitted     int64 // requests accepted by Submit
+	Completed     int64 // requests finished (any finish reason)
+	PromptTokens  int64 // prompt tokens prefilled
+	Generated     int64 // tokens generated (streamed), over all requests
+	Steps         int64 // forward steps run
+}
+
+// Usage counts the tokens of one request.
+type Usage struct {
+	PromptTokens     int
+	CompletionTokens int // generated tokens, EOS excluded, those of a matched stop string included
+}
+
+// Event is one message of a Stream: a generated token with the text it completes, or the final
+// event (Done) with the finish reason, the usage counts and the error, if any.
+type Event struct {
+	// Token is the generated token id (−1 in the final event).
+	Token int32
+	// Text is the new output text: complete UTF-8 characters only, never the text of a matched
+	// stop string, and possibly "" while a character or a possible stop string is held back.
+	// The final event may carry text too (what was held back when generation ended). The Text
+	// of all events concatenated is the completion.
+	Text string
+	// Time is when the scheduler produced the event.
+	Time time.Time
+
+	Done         bool
+	FinishReason string // FinishStop, FinishLength, FinishCancelled or FinishError (final event)
+	Usage        Usage  // final event
+	Err          error  // final event: the context's error, ErrClosed, or a forward-pass error
+}
+
+// Stream delivers the events of one submitted request. Its channel is buffered for every event
+// the request can produce, so a consumer that stops reading never blocks the scheduler; such a
+// consumer should call Cancel (or cancel the context it submitted with) to free the sequence's
+// KV blocks early.
+type Stream struct {
+	// C yields the token events, then one final event (Done), then is closed.
+	C <-chan Event
+
+	promptTokens int
+	submitted    time.Time
+	cancel       context.CancelFunc
+}
+
+// PromptTokens is the number of prompt tokens (BOS included).
+func (s *Stream) PromptTokens() int { return s.promptTokens }
+
+// Submitted is when Submit accepted the request.
+func (s *Stream) Submitted() time.Time { return s.submitted }
+
+// Cancel abandons the request: the scheduler frees its sequence at the next step boundary and
+// sends a final event with FinishCancelled. Safe to call more than once, and after the end.
+func (s *Stream) Cancel() { s.cancel() }
+
+// Collect reads the stream to its end and returns the concatenated text and the final event.
+func (s *Stream) Collect() (string, Event) {
+	var text []byte
+	var last Event
+	for ev := range s.C {
+		text = append(text, ev.Text...)
+		last = ev
+	}
+	return string(text), last
+}
+
+// Scheduler runs many requests at once over one Engine with continuous batching: each forward
+// step mixes prefill chunks of newly admitted sequences with one decode token of every running
+// sequence; requests join and leave the batch at token boundaries, and their KV blocks return to
+// the pool the moment they finish or are cancelled.
+//
+// One goroutine (started by NewScheduler, stopped by Close) owns the model state and the
+// backend: while a Scheduler runs, do not call Engine.Generate on the same Engine (backends are
+// driven from one goroutine at a time). Submit, Stats and Close are safe for concurrent use.
+type Scheduler struct {
+	e     *Engine
+	opts  SchedulerOptions
+	state *model.State
+	alloc *model.BlockAllocator
+	tok   *tokenizer.Tokenizer
+
+	mu      sync.Mutex
+	waiting []*request // FIFO
+	closing bool
+	running atomic.Int64 // len(running), for Stats
+
+	wake chan struct{} // buffered 1: new work, a cancellation, or Close
+	done chan struct{} // closed when the loop has returned
+	// abort is closed when Close's context ends: cancel everything still in flight.
+	abort     chan struct{}
+	abortOnce sync.Once
+
+	submitted, completed, promptToks, generated, steps atomic.Int64
+
+	// loop-owned
+	seqs   []*sequence // running, in admission order
+	slots  []int32     // free sequence slots (indexes into batch.BlockTables)
+	batch  model.Batch
+	rows   []int32     // logit rows of the step
+	owners []*sequence // owners[i] wants the logits of rows[i]
+}
+
+// request is a validated submission waiting for admission.
+type request struct {
+	ctx       context.Context
+	cancel    context.CancelFunc
+	stopWake  func() bool // unregisters the context.AfterFunc that wakes the loop
+	ids       []int32
+	maxTokens int // resolved: ≥ 1
+	stops     []string
+	sampler   *sample.Sampler
+	ch        chan Event
+	submitted time.Time
+}
+
+// sequence is an admitted request in the running batch.
+type sequence struct {
+	*request
+	slot      int32
+	table     []int32 // KV block table, covering len(ids)+maxTokens positions
+	prefilled int     // prompt tokens already in the cache
+	history   []int32 // prompt then generated tokens
+	generated int
+	dec       *tokenizer.StreamDecoder
+	held      string    // decoded text not yet sent (a possible stop-string prefix)
+	last      time.Time // when the previous token was produced
+}
+
+// NewScheduler allocates the batch state and KV cache and starts the scheduling goroutine.
+func NewScheduler(e *Engine, opts SchedulerOptions) (*Scheduler, error) {
+	if e == nil || e.Model == nil || e.Tokenizer == nil {
+		return nil, fmt.Errorf("engine: NewScheduler needs a loaded Engine")
+	}
+	if opts.MaxSeqs <= 0 {
+		opts.MaxSeqs = 8
+	}
+	if opts.MaxBatchTokens <= 0 {
+		opts.MaxBatchTokens = max(PrefillChunk, opts.MaxSeqs)
+	}
+	if opts.MaxBatchTokens < opts.MaxSeqs {
+		return nil, fmt.Errorf("engine: MaxBatchTokens %d is below MaxSeqs %d: every running sequence needs a token per step", opts.MaxBatchTokens, opts.MaxSeqs)
+	}
+	if opts.BlockSize <= 0 {
+		opts.BlockSize = 16
+	}
+	if opts.MaxQueue == 0 {
+		opts.MaxQueue = 256
+	}
+	ctxBlocks := (e.Context + opts.BlockSize - 1) / opts.BlockSize
+	if opts.KVBlocks <= 0 {
+		budget := opts.KVMemory
+		if budget <= 0 {
+			budget = defaultKVMemory
+		}
+		c := e.Model.Config
+		perBlock := int64(2*c.Layers*c.KVDim()*4) * int64(opts.BlockSize)
+		opts.KVBlocks = max(ctxBlocks, min(opts.MaxSeqs*ctxBlocks, int(budget/perBlock)))
+	}
+	st, err := e.Model.NewState(opts.MaxBatchTokens, opts.MaxSeqs, opts.BlockSize, opts.KVBlocks)
+	if err != nil {
+		return nil, err
+	}
+	s := &Scheduler{
+		e: e, opts: opts, state: st, tok: e.Tokenizer,
+		alloc: model.NewBlockAllocator(opts.KVBlocks, opts.BlockSize),
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+		abort: make(chan struct{}),
+	}
+	s.slots = make([]int32, opts.MaxSeqs)
+	for i := range s.slots {
+		s.slots[i] = int32(opts.MaxSeqs - 1 - i)
+	}
+	s.batch.BlockTables = make([][]int32, opts.MaxSeqs)
+	s.batch.Tokens = make([]int32, 0, opts.MaxBatchTokens)
+	s.batch.Pos = make([]int32, 0, opts.MaxBatchTokens)
+	s.batch.Seq = make([]int32, 0, opts.MaxBatchTokens)
+	s.rows = make([]int32, 0, opts.MaxSeqs)
+	s.owners = make([]*sequence, 0, opts.MaxSeqs)
+	go s.loop()
+	return s, nil
+}
+
+// Options returns the options in force, defaults filled in.
+func (s *Scheduler) Options() SchedulerOptions { return s.opts }
+
+// Submit validates req and queues it. The request runs until it finishes or ctx is cancelled;
+// its tokens arrive on the returned Stream. Errors (nothing is queued then): ErrPromptTooLong
+// when the prompt plus MaxTokens exceed the context (or the whole KV cache), ErrInvalidRequest,
+// ErrQueueFull, ErrClosed.
+//
+// Request.MaxTokens 0 means "until the context is full". Stop strings end generation when the
+// decoded output contains one; the stop string and what follows are not emitted.
+func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
+	ids := req.PromptIDs
+	if ids == nil {
+		ids = s.tok.Encode(req.Prompt, true)
+	} else {
+		ids = append([]int32(nil), ids...)
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("%w: empty prompt ids", ErrInvalidRequest)
+	}
+	vocab := s.e.Model.Config.Vocab
+	for _, id := range ids {
+		if id < 0 || int(id) >= vocab {
+			return nil, fmt.Errorf("%w: prompt token id %d is outside the vocabulary (0..%d)", ErrInvalidRequest, id, vocab-1)
+		}
+	}
+	if req.MaxTokens < 0 {
+		return nil, fmt.Errorf("%w: max tokens %d is negative", ErrInvalidRequest, req.MaxTokens)
+	}
+	n, ctxLen := len(ids), s.e.Context
+	if n >= ctxLen {
+		return nil, fmt.Errorf("%w: the prompt has %d tokens, the context holds %d (and at least one must be generated)", ErrPromptTooLong, n, ctxLen)
+	}
+	maxTokens := ctxLen - n
+	if req.MaxTokens > 0 {
+		if n+req.MaxTokens > ctxLen {
+			return nil, fmt.Errorf("%w: the prompt has %d tokens and max tokens is %d: %d in all, the context holds %d",
+				ErrPromptTooLong, n, req.MaxTokens, n+req.MaxTokens, ctxLen)
+		}
+		maxTokens = req.MaxTokens
+	}
+	if need := s.blocksFor(n + maxTokens); need > s.alloc.Total() {
+		return nil, fmt.Errorf("%w: %d prompt + %d new tokens need %d KV blocks, the cache holds %d (%d tokens)",
+			ErrPromptTooLong, n, maxTokens, need, s.alloc.Total(), s.alloc.Total()*s.opts.BlockSize)
+	}
+	for _, stop := range req.Stop {
+		if stop == "" {
+			return nil, fmt.Errorf("%w: empty stop string", ErrInvalidRequest)
+		}
+	}
+	sampler, err := sample.New(req.Sampling, vocab)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+
+	rctx, cancel := context.WithCancel(ctx)
+	r := &request{
+		ctx: rctx, cancel: cancel, ids: ids, maxTokens: maxTokens, sampler: sampler,
+		stops: append([]string(nil), req.Stop...),
+		ch:    make(chan Event, maxTokens+2), // every token event plus the final one: sends never block
+	}
+	s.mu.Lock()
+	switch {
+	case s.closing:
+		s.mu.Unlock()
+		cancel()
+		return nil, ErrClosed
+	case s.opts.MaxQueue < 0 && (len(s.waiting) > 0 || int(s.running.Load()) >= s.opts.MaxSeqs),
+		s.opts.MaxQueue > 0 && len(s.waiting) >= s.opts.MaxQueue:
+		s.mu.Unlock()
+		cancel()
+		return nil, fmt.Errorf("%w: %d requests waiting, %d running", ErrQueueFull, len(s.waiting), s.running.Load())
+	}
+	r.submitted = time.Now()
+	r.stopWake = context.AfterFunc(rctx, s.poke) // a cancelled request wakes an idle loop
+	s.waiting = append(s.waiting, r)
+	s.mu.Unlock()
+	s.submitted.Add(1)
+	s.poke()
+	return &Stream{C: r.ch, promptTokens: n, submitted: r.submitted, cancel: cancel}, nil
+}
+
+// blocksFor is the number of KV blocks n positions take.
+func (s *Scheduler) blocksFor(n int) int { return (n + s.opts.BlockSize - 1) / s.opts.BlockSize }
+
+// poke wakes the loop without blocking.
+func (s *Scheduler) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns a snapshot of the scheduler's state and counters.
+func (s *Scheduler) Stats() SchedulerStats {
+	s.mu.Lock()
+	queued := len(s.waiting)
+	s.mu.Unlock()
+	return SchedulerStats{
+		Running:       int(s.running.Load()),
+		Queued:        queued,
+		KVBlocksInUse: s.alloc.InUse(),
+		KVBlocksTotal: s.alloc.Total(),
+		BlockSize:     s.opts.BlockSize,
+		MaxSeqs:       s.opts.MaxSeqs,
+		Submitted:     s.submitted.Load(),
+		Completed:     s.completed.Load(),
+		PromptTokens:  s.promptToks.Load(),
+		Generated:     s.generated.Load(),
+		Steps:         s.steps.Load(),
+	}
+}
+
+// Close stops admitting requests (Submit returns ErrClosed), lets the queued and running ones
+// finish until ctx is done, then cancels whatever is left (their streams end with ErrClosed)
+// and stops the scheduling goroutine. It returns ctx's error if it had to cancel work, else nil.
+// The Engine stays open (close it after the Scheduler). Safe to call more than once.
+func (s *Scheduler) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.poke()
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.abortOnce.Do(func() { close(s.abort) })
+	<-s.done
+	return ctx.Err()
+}
+
+// loop is the scheduling goroutine: admit, step, repeat; sleep when there is nothing to do.
+func (s *Scheduler) loop() {
+	defer close(s.done)
+	for {
+		select {
+		case <-s.abort:
+			s.abortAll()
+			return
+		default:
+		}
+		s.reapWaiting()
+		s.admit()
+		if len(s.seqs) == 0 {
+			s.mu.Lock()
+			idle, closing := len(s.waiting) == 0, s.closing
+			s.mu.Unlock()
+			if idle && closing {
+				return
+			}
+			// Sleep until Submit, a cancellation or Close pokes. (Waiting requests that were
+			// not admitted with nothing running cannot stay stuck: Submit refuses requests
+			// larger than the pool, so they were submitted after admit and poked.)
+			select {
+			case <-s.wake:
+			case <-s.abort:
+			}
+			continue
+		}
+		s.step()
+	}
+}
+
+// reapWaiting drops cancelled requests from the queue.
+func (s *Scheduler) reapWaiting() {
+	s.mu.Lock()
+	var gone []*request
+	kept := s.waiting[:0]
+	for _, r := range s.waiting {
+		if r.ctx.Err() != nil {
+			gone = append(gone, r)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	clear(s.waiting[len(kept):])
+	s.waiting = kept
+	s.mu.Unlock()
+	for _, r := range gone {
+		s.finishRequest(r, "", Usage{PromptTokens: len(r.ids)}, FinishCancelled, r.ctx.Err())
+	}
+}
+
+// admit moves waiting requests into the running batch, in order, while a slot and the KV blocks
+// of the next one are free.
+func (s *Scheduler) admit() {
+	for len(s.slots) > 0 {
+		s.mu.Lock()
+		if len(s.waiting) == 0 {
+			s.mu.Unlock()
+			return
+		}
+		r := s.waiting[0]
+		table, err := s.alloc.Grow(nil, len(r.ids)+r.maxTokens)
+		if err != nil { // not enough free blocks: wait for a running sequence to finish
+			s.mu.Unlock()
+			return
+		}
+		s.waiting[0] = nil
+		s.waiting = s.waiting[1:]
+		s.running.Add(1)
+		s.mu.Unlock()
+
+		slot := s.slots[len(s.slots)-1]
+		s.slots = s.slots[:len(s.slots)-1]
+		q := &sequence{
+			request: r, slot: slot, table: table,
+			history: append(make([]int32, 0, len(r.ids)+r.maxTokens), r.ids...),
+			dec:     s.tok.NewStreamDecoder(r.ids[len(r.ids)-1]),
+		}
+		s.batch.BlockTables[slot] = table
+		s.seqs = append(s.seqs, q)
+	}
+}
+
+// step runs one forward pass over the running batch and hands out the sampled tokens.
+func (s *Scheduler) step() {
+	// Cancelled sequences leave before the step: their blocks are free for the next admission.
+	live := s.seqs[:0]
+	for _, q := range s.seqs {
+		if err := s.cancelled(q); err != nil {
+			s.retire(q, FinishCancelled, err)
+			continue
+		}
+		live = append(live, q)
+	}
+	clear(s.seqs[len(live):])
+	s.seqs = live
+	if len(s.seqs) == 0 {
+		return
+	}
+
+	b := &s.batch
+	b.Tokens, b.Pos, b.Seq = b.Tokens[:0], b.Pos[:0], b.Seq[:0]
+	s.rows, s.owners = s.rows[:0], s.owners[:0]
+	add := func(q *sequence, tok int32, pos int, logits bool) {
+		if logits {
+			s.rows = append(s.rows, int32(len(b.Tokens)))
+			s.owners = append(s.owners, q)
+		}
+		b.Tokens = append(b.Tokens, tok)
+		b.Pos = append(b.Pos, int32(pos))
+		b.Seq = append(b.Seq, q.slot)
+	}
+	// Decodes first: one token each (MaxBatchTokens ≥ MaxSeqs, so they always fit).
+	for _, q := range s.seqs {
+		if q.prefilled == len(q.ids) {
+			add(q, q.history[len(q.history)-1], len(q.history)-1, true)
+		}
+	}
+	// Then prefill chunks, oldest sequence first, in what is left of the token budget.
+	budget := s.opts.MaxBatchTokens - len(b.Tokens)
+	var prefilled int64
+	for _, q := range s.seqs {
+		if budget == 0 {
+			break
+		}
+		if q.prefilled == len(q.ids) {
+			continue
+		}
+		n := min(budget, len(q.ids)-q.prefilled)
+		for i := 0; i < n; i++ {
+			p := q.prefilled + i
+			add(q, q.ids[p], p, p == len(q.ids)-1)
+		}
+		q.prefilled += n
+		budget -= n
+		prefilled += int64(n)
+	}
+	s.promptToks.Add(prefilled)
+
+	logits, err := s.e.Model.Forward(s.state, b, s.rows)
+	s.steps.Add(1)
+	if err != nil {
+		err = fmt.Errorf("engine: forward step: %w", err)
+		for _, q := range s.seqs {
+			s.retire(q, FinishError, err)
+		}
+		s.seqs = s.seqs[:0]
+		return
+	}
+	now := time.Now()
+	vocab := s.e.Model.Config.Vocab
+	for i, q := range s.owners {
+		next := q.sampler.Sample(logits[i*vocab:(i+1)*vocab], q.history)
+		if reason, done := s.advance(q, next, now); done {
+			s.retire(q, reason, nil)
+		}
+	}
+	live = s.seqs[:0]
+	for _, q := range s.seqs {
+		if q.table != nil {
+			live = append(live, q)
+		}
+	}
+	clear(s.seqs[len(live):])
+	s.seqs = live
+}
+
+// cancelled reports the error that ends q early: its context's, or ErrClosed on abort.
+func (s *Scheduler) cancelled(q *sequence) error {
+	if err := q.ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-s.abort:
+		return ErrClosed
+	default:
+		return nil
+	}
+}
+
+// advance takes q's next token: it decides whether the sequence ends here and otherwise emits
+// the token and its text (minus anything that may start a stop string).
+func (s *Scheduler) advance(q *sequence, next int32, now time.Time) (reason string, done bool) {
+	if next == s.tok.EOS() || next == s.tok.BOS() {
+		return FinishStop, true
+	}
+	if o := s.opts.Observer; o != nil {
+		if q.generated == 0 {
+			o.TimeToFirstToken(now.Sub(q.submitted))
+		} else {
+			o.InterTokenLatency(now.Sub(q.last))
+		}
+	}
+	q.last = now
+	q.generated++
+	s.generated.Add(1)
+	q.history = append(q.history, next)
+	text := q.held + q.dec.Add(next)
+	q.held = ""
+	if len(q.stops) > 0 {
+		if i := stopIndex(text, q.stops); i >= 0 {
+			q.send(Event{Token: next, Text: text[:i], Time: now})
+			q.dec = nil // the rest of the text is discarded
+			return FinishStop, true
+		}
+		keep := heldSuffix(text, q.stops)
+		text, q.held = text[:len(text)-keep], text[len(text)-keep:]
+	}
+	q.send(Event{Token: next, Text: text, Time: now})
+	if q.generated == q.maxTokens {
+		return FinishLength, true
+	}
+	return "", false
+}
+
+// retire ends a running sequence: its KV blocks and slot return to the pool at once, then the
+// final event goes out.
+func (s *Scheduler) retire(q *sequence, reason string, err error) {
+	s.alloc.Release(q.table)
+	q.table = nil
+	s.batch.BlockTables[q.slot] = nil
+	s.slots = append(s.slots, q.slot)
+	s.running.Add(-1)
+	text := q.held
+	if q.dec != nil && err == nil {
+		text += q.dec.Flush()
+		// Flushed bytes (U+FFFD) cannot complete a stop string any more, but they may contain one.
+		if i := stopIndex(text, q.stops); i >= 0 {
+			text = text[:i]
+		}
+	}
+	if err != nil {
+		text = "" // held text is not delivered after a failure: the output ends where it stopped
+	}
+	s.finishRequest(q.request, text, Usage{PromptTokens: len(q.ids), CompletionTokens: q.generated}, reason, err)
+}
+
+// finishRequest sends the final event, closes the stream and releases the request's context.
+func (s *Scheduler) finishRequest(r *request, text string, u Usage, reason string, err error) {
+	r.stopWake()
+	r.send(Event{Token: -1, Text: text, Time: time.Now(), Done: true, FinishReason: reason, Usage: u, Err: err})
+	close(r.ch)
+	r.cancel()
+	s.completed.Add(1)
+}
+
+// send delivers ev; the channel has room for every event of the request (see Submit).
+func (r *request) send(ev Event) { r.ch <- ev }
+
+// abortAll cancels everything queued or running (Close ran out of time).
+func (s *Scheduler) abortAll() {
+	for _, q := range s.seqs {
+		s.retire(q, FinishCancelled, ErrClosed)
+	}
+	s.seqs = nil
+	s.mu.Lock()
+	waiting := s.waiting
+	s.waiting = nil
+	s.mu.Unlock()
+	for _, r := range waiting {
+		s.finishRequest(r, "", Usage{PromptTokens: len(r.ids)}, FinishCancelled, ErrClosed)
+	}
+}
+
+// stopIndex returns the byte offset of the earliest occurrence of any stop string in text, or −1.
+func stopIndex(text string, stops []string) int {
+	best := -1
+	for _, st := range stops {
+		if i := strings.Index(text, st); i >= 0 && (best < 0 || i < best) {
+			best = i
+		}
+	}
+	return best
+}
+
+// heldSuffix returns the length of the longest suffix of text that is a proper prefix of some
+// stop string: text that may yet become a stop string and must not be emitted. Stop strings are
+// valid UTF-8, so the cut always falls on a character boundary.
+func heldSuffix(text string, stops []string) int {
+	keep := 0
+	for _, st := range stops {
+		for n := min(len(st)-1, len(text)); n > keep; n-- {
+			if text[len(text)-n:] == st[:n] {
+				keep = n
+				break
+			}
+		}
+	}
+	return keep
+}
