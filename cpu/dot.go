@@ -1,0 +1,195 @@
+package cpu
+
+import (
+	"encoding/binary"
+
+	"github.com/llamacu/llamacu/tensor"
+)
+
+// The dot-product kernels. Each has a pure-Go version (dot*Go) and, where the CPU allows, an
+// assembly one installed by init in dot_amd64.go; the function variables below are what the ops
+// call. All require len(b) ≥ the elements in a.
+
+var (
+	// dotF32 returns Σ a[k]·b[k] over len(a).
+	dotF32 = dotF32Go
+	// dot4F32 returns Σ w[k]·x_j[k] for j = 0..3 over len(w): one weight row against four
+	// activation rows, each weight loaded once.
+	dot4F32 = dot4F32Go
+	// dotQ8 returns Σ dequant(w)[k]·x[k] for a Q8_0 row w (len(w)/34 blocks).
+	dotQ8 = dotQ8Go
+	// dotQ4 is dotQ8 for a Q4_0 row (len(w)/18 blocks).
+	dotQ4 = dotQ4Go
+	// dotF16 is dotQ8 for an F16 row (len(w)/2 elements).
+	dotF16 = dotF16Go
+	// cvtF16 widens len(dst) F16 values from src.
+	cvtF16 = cvtF16Go
+	// deqQ8 and deqQ4 widen len(dst)/32 blocks from w.
+	deqQ8 = deqQ8Go
+	deqQ4 = deqQ4Go
+)
+
+func deqQ8Go(dst []float32, w []byte) { tensor.Decode(dst, tensor.Q8_0, w[:len(dst)/32*34]) }
+func deqQ4Go(dst []float32, w []byte) { tensor.Decode(dst, tensor.Q4_0, w[:len(dst)/32*18]) }
+
+// usePureGo installs the pure-Go kernels (tests compare them with the assembly ones).
+func usePureGo() {
+	dotF32, dot4F32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4 = dotF32Go, dot4F32Go, dotQ8Go, dotQ4Go, dotF16Go, cvtF16Go, deqQ8Go, deqQ4Go
+}
+
+func cvtF16Go(dst []float32, src []byte) {
+	src = src[:2*len(dst)]
+	for i := range dst {
+		dst[i] = f16tab[binary.LittleEndian.Uint16(src[2*i:])]
+	}
+}
+
+func dotF32Go(a, b []float32) float32 {
+	n := len(a)
+	b = b[:n]
+	var s0, s1, s2, s3, s4, s5, s6, s7 float32
+	k := 0
+	for ; k+8 <= n; k += 8 {
+		aa, bb := a[k:k+8:k+8], b[k:k+8:k+8]
+		s0 += aa[0] * bb[0]
+		s1 += aa[1] * bb[1]
+		s2 += aa[2] * bb[2]
+		s3 += aa[3] * bb[3]
+		s4 += aa[4] * bb[4]
+		s5 += aa[5] * bb[5]
+		s6 += aa[6] * bb[6]
+		s7 += aa[7] * bb[7]
+	}
+	for ; k < n; k++ {
+		s0 += a[k] * b[k]
+	}
+	return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+}
+
+func dot4F32Go(w, x0, x1, x2, x3 []float32) (r0, r1, r2, r3 float32) {
+	n := len(w)
+	x0, x1, x2, x3 = x0[:n], x1[:n], x2[:n], x3[:n]
+	var a0, a1, a2, a3, b0, b1, b2, b3 float32
+	k := 0
+	for ; k+2 <= n; k += 2 {
+		w0, w1 := w[k], w[k+1]
+		a0 += w0 * x0[k]
+		a1 += w0 * x1[k]
+		a2 += w0 * x2[k]
+		a3 += w0 * x3[k]
+		b0 += w1 * x0[k+1]
+		b1 += w1 * x1[k+1]
+		b2 += w1 * x2[k+1]
+		b3 += w1 * x3[k+1]
+	}
+	if k < n {
+		w0 := w[k]
+		a0 += w0 * x0[k]
+		a1 += w0 * x1[k]
+		a2 += w0 * x2[k]
+		a3 += w0 * x3[k]
+	}
+	return a0 + b0, a1 + b1, a2 + b2, a3 + b3
+}
+
+func dotQ8Go(w []byte, x []float32) float32 {
+	var sum float32
+	nb := len(w) / 34
+	x = x[:nb*tensor.QK]
+	for b := 0; b < nb; b++ {
+		blk := w[b*34 : b*34+34 : b*34+34]
+		q := blk[2:34:34]
+		xx := x[b*32 : b*32+32 : b*32+32]
+		var s0, s1, s2, s3 float32
+		for j := 0; j < 32; j += 4 {
+			s0 += float32(int8(q[j])) * xx[j]
+			s1 += float32(int8(q[j+1])) * xx[j+1]
+			s2 += float32(int8(q[j+2])) * xx[j+2]
+			s3 += float32(int8(q[j+3])) * xx[j+3]
+		}
+		sum += tensor.F16ToF32(binary.LittleEndian.Uint16(blk)) * ((s0 + s1) + (s2 + s3))
+	}
+	return sum
+}
+
+func dotQ4Go(w []byte, x []float32) float32 {
+	var sum float32
+	nb := len(w) / 18
+	x = x[:nb*tensor.QK]
+	for b := 0; b < nb; b++ {
+		blk := w[b*18 : b*18+18 : b*18+18]
+		q := blk[2:18:18]
+		lo := x[b*32 : b*32+16 : b*32+16]
+		hi := x[b*32+16 : b*32+32 : b*32+32]
+		var s0, s1, s2, s3 float32
+		for j := 0; j < 16; j += 2 {
+			q0, q1 := q[j], q[j+1]
+			s0 += float32(int(q0&15)-8) * lo[j]
+			s1 += float32(int(q0>>4)-8) * hi[j]
+			s2 += float32(int(q1&15)-8) * lo[j+1]
+			s3 += float32(int(q1>>4)-8) * hi[j+1]
+		}
+		sum += tensor.F16ToF32(binary.LittleEndian.Uint16(blk)) * ((s0 + s1) + (s2 + s3))
+	}
+	return sum
+}
+
+func dotF16Go(w []byte, x []float32) float32 {
+	n := len(w) / 2
+	x = x[:n]
+	var s0, s1, s2, s3 float32
+	k := 0
+	for ; k+4 <= n; k += 4 {
+		ww := w[2*k : 2*k+8 : 2*k+8]
+		s0 += f16tab[binary.LittleEndian.Uint16(ww[0:])] * x[k]
+		s1 += f16tab[binary.LittleEndian.Uint16(ww[2:])] * x[k+1]
+		s2 += f16tab[binary.LittleEndian.Uint16(ww[4:])] * x[k+2]
+		s3 += f16tab[binary.LittleEndian.Uint16(ww[6:])] * x[k+3]
+	}
+	for ; k < n; k++ {
+		s0 += f16tab[binary.LittleEndian.Uint16(w[2*k:])] * x[k]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// dotBF16 is dotQ8 for a BF16 row (widening is a shift, no table needed).
+func dotBF16(w []byte, x []float32) float32 {
+	n := len(w) / 2
+	x = x[:n]
+	var s0, s1, s2, s3 float32
+	k := 0
+	for ; k+4 <= n; k += 4 {
+		ww := w[2*k : 2*k+8 : 2*k+8]
+		s0 += tensor.BF16ToF32(binary.LittleEndian.Uint16(ww[0:])) * x[k]
+		s1 += tensor.BF16ToF32(binary.LittleEndian.Uint16(ww[2:])) * x[k+1]
+		s2 += tensor.BF16ToF32(binary.LittleEndian.Uint16(ww[4:])) * x[k+2]
+		s3 += tensor.BF16ToF32(binary.LittleEndian.Uint16(ww[6:])) * x[k+3]
+	}
+	for ; k < n; k++ {
+		s0 += tensor.BF16ToF32(binary.LittleEndian.Uint16(w[2*k:])) * x[k]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// f16tab maps every binary16 bit pattern to its float32 value (256 KiB), for the pure-Go F16 paths.
+var f16tab = func() *[1 << 16]float32 {
+	var t [1 << 16]float32
+	for i := range t {
+		t[i] = tensor.F16ToF32(uint16(i))
+	}
+	return &t
+}()
+
+// decodeInto widens a stored row of dtype d into dst (len(dst) elements).
+func decodeInto(dst []float32, d tensor.DType, src []byte) {
+	switch d {
+	case tensor.F16:
+		cvtF16(dst, src)
+	case tensor.Q8_0:
+		deqQ8(dst, src)
+	case tensor.Q4_0:
+		deqQ4(dst, src)
+	default:
+		tensor.Decode(dst, d, src)
+	}
+}

@@ -1,0 +1,142 @@
+//go:build !purego
+
+package cpu
+
+import (
+	"golang.org/x/sys/cpu"
+)
+
+// The AVX2+FMA+F16C kernels of dot_amd64.s. They take raw pointers and handle whole vectors
+// (or whole blocks); the wrappers below finish the tails in Go. Build with -tags purego for the
+// pure-Go kernels alone.
+
+//go:noescape
+func dotF32AVX(a, b *float32, n int) float32
+
+//go:noescape
+func dot4F32AVX(w, x0, x1, x2, x3 *float32, n int) (r0, r1, r2, r3 float32)
+
+//go:noescape
+func dotQ8AVX(w *byte, x *float32, nb int) float32
+
+//go:noescape
+func dotQ4AVX(w *byte, x *float32, nb int) float32
+
+//go:noescape
+func dotF16AVX(w *byte, x *float32, n int) float32
+
+//go:noescape
+func cvtF16AVX(dst *float32, src *byte, n int)
+
+//go:noescape
+func deqQ8AVX(dst *float32, w *byte, nb int)
+
+//go:noescape
+func deqQ4AVX(dst *float32, w *byte, nb int)
+
+// hasAVX2 reports whether the assembly kernels are usable on this CPU.
+var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
+
+func init() {
+	if hasAVX2 {
+		useAsm()
+	}
+}
+
+// useAsm installs the assembly kernels; usePureGo (in dot.go) undoes it, for tests.
+func useAsm() {
+	dotF32, dot4F32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4 = dotF32Asm, dot4F32Asm, dotQ8Asm, dotQ4Asm, dotF16Asm, cvtF16Asm, deqQ8Asm, deqQ4Asm
+}
+
+func dotF32Asm(a, b []float32) float32 {
+	n := len(a)
+	b = b[:n]
+	m := n &^ 7
+	var s float32
+	if m > 0 {
+		s = dotF32AVX(&a[0], &b[0], m)
+	}
+	for k := m; k < n; k++ {
+		s += a[k] * b[k]
+	}
+	return s
+}
+
+func dot4F32Asm(w, x0, x1, x2, x3 []float32) (r0, r1, r2, r3 float32) {
+	n := len(w)
+	x0, x1, x2, x3 = x0[:n], x1[:n], x2[:n], x3[:n]
+	m := n &^ 7
+	if m > 0 {
+		r0, r1, r2, r3 = dot4F32AVX(&w[0], &x0[0], &x1[0], &x2[0], &x3[0], m)
+	}
+	for k := m; k < n; k++ {
+		r0 += w[k] * x0[k]
+		r1 += w[k] * x1[k]
+		r2 += w[k] * x2[k]
+		r3 += w[k] * x3[k]
+	}
+	return
+}
+
+func dotQ8Asm(w []byte, x []float32) float32 {
+	nb := len(w) / 34
+	if nb == 0 {
+		return 0
+	}
+	_ = x[nb*32-1]
+	return dotQ8AVX(&w[0], &x[0], nb)
+}
+
+func dotQ4Asm(w []byte, x []float32) float32 {
+	nb := len(w) / 18
+	if nb == 0 {
+		return 0
+	}
+	_ = x[nb*32-1]
+	// The kernel reads 16 bytes from offset 2 of each block: within the block.
+	return dotQ4AVX(&w[0], &x[0], nb)
+}
+
+func dotF16Asm(w []byte, x []float32) float32 {
+	n := len(w) / 2
+	x = x[:n]
+	m := n &^ 7
+	var s float32
+	if m > 0 {
+		s = dotF16AVX(&w[0], &x[0], m)
+	}
+	for k := m; k < n; k++ {
+		s += f16tab[uint16(w[2*k])|uint16(w[2*k+1])<<8] * x[k]
+	}
+	return s
+}
+
+func cvtF16Asm(dst []float32, src []byte) {
+	n := len(dst)
+	src = src[:2*n]
+	m := n &^ 7
+	if m > 0 {
+		cvtF16AVX(&dst[0], &src[0], m)
+	}
+	for k := m; k < n; k++ {
+		dst[k] = f16tab[uint16(src[2*k])|uint16(src[2*k+1])<<8]
+	}
+}
+
+func deqQ8Asm(dst []float32, w []byte) {
+	nb := len(dst) / 32
+	if nb == 0 {
+		return
+	}
+	_ = w[nb*34-1]
+	deqQ8AVX(&dst[0], &w[0], nb)
+}
+
+func deqQ4Asm(dst []float32, w []byte) {
+	nb := len(dst) / 32
+	if nb == 0 {
+		return
+	}
+	_ = w[nb*18-1]
+	deqQ4AVX(&dst[0], &w[0], nb)
+}

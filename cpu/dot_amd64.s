@@ -1,0 +1,389 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// Horizontal sum of the 8 floats of Y register y into the low float of its X twin x, using t.
+#define HSUM(y, x, t) \
+	VEXTRACTF128 $1, y, t \
+	VADDPS       t, x, x  \
+	VHADDPS      x, x, x  \
+	VHADDPS      x, x, x
+
+// func dotF32AVX(a, b *float32, n int) float32
+// n is a multiple of 8.
+TEXT ·dotF32AVX(SB), NOSPLIT, $0-28
+	MOVQ   a+0(FP), SI
+	MOVQ   b+8(FP), DI
+	MOVQ   n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+f32loop32:
+	CMPQ        CX, $32
+	JL          f32loop8
+	VMOVUPS     (SI), Y4
+	VMOVUPS     32(SI), Y5
+	VMOVUPS     64(SI), Y6
+	VMOVUPS     96(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ        $128, SI
+	ADDQ        $128, DI
+	SUBQ        $32, CX
+	JMP         f32loop32
+
+f32loop8:
+	CMPQ        CX, $8
+	JL          f32done
+	VMOVUPS     (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	SUBQ        $8, CX
+	JMP         f32loop8
+
+f32done:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	HSUM(Y0, X0, X1)
+	VZEROUPPER
+	MOVSS  X0, ret+24(FP)
+	RET
+
+// func dot4F32AVX(w, x0, x1, x2, x3 *float32, n int) (r0, r1, r2, r3 float32)
+// n is a multiple of 8.
+TEXT ·dot4F32AVX(SB), NOSPLIT, $0-64
+	MOVQ   w+0(FP), SI
+	MOVQ   x0+8(FP), R8
+	MOVQ   x1+16(FP), R9
+	MOVQ   x2+24(FP), R10
+	MOVQ   x3+32(FP), R11
+	MOVQ   n+40(FP), CX
+	XORQ   AX, AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+d4loop16:
+	LEAQ        16(AX), DX
+	CMPQ        DX, CX
+	JG          d4loop8
+	VMOVUPS     (SI)(AX*4), Y8
+	VMOVUPS     32(SI)(AX*4), Y9
+	VFMADD231PS (R8)(AX*4), Y8, Y0
+	VFMADD231PS (R9)(AX*4), Y8, Y1
+	VFMADD231PS (R10)(AX*4), Y8, Y2
+	VFMADD231PS (R11)(AX*4), Y8, Y3
+	VFMADD231PS 32(R8)(AX*4), Y9, Y4
+	VFMADD231PS 32(R9)(AX*4), Y9, Y5
+	VFMADD231PS 32(R10)(AX*4), Y9, Y6
+	VFMADD231PS 32(R11)(AX*4), Y9, Y7
+	MOVQ        DX, AX
+	JMP         d4loop16
+
+d4loop8:
+	CMPQ        AX, CX
+	JGE         d4done
+	VMOVUPS     (SI)(AX*4), Y8
+	VFMADD231PS (R8)(AX*4), Y8, Y0
+	VFMADD231PS (R9)(AX*4), Y8, Y1
+	VFMADD231PS (R10)(AX*4), Y8, Y2
+	VFMADD231PS (R11)(AX*4), Y8, Y3
+	ADDQ        $8, AX
+	JMP         d4loop8
+
+d4done:
+	VADDPS Y4, Y0, Y0
+	VADDPS Y5, Y1, Y1
+	VADDPS Y6, Y2, Y2
+	VADDPS Y7, Y3, Y3
+	HSUM(Y0, X0, X8)
+	HSUM(Y1, X1, X8)
+	HSUM(Y2, X2, X8)
+	HSUM(Y3, X3, X8)
+	VZEROUPPER
+	MOVSS  X0, r0+48(FP)
+	MOVSS  X1, r1+52(FP)
+	MOVSS  X2, r2+56(FP)
+	MOVSS  X3, r3+60(FP)
+	RET
+
+// func dotQ8AVX(w *byte, x *float32, nb int) float32
+// nb Q8_0 blocks of 34 bytes: fp16 scale, 32 int8.
+TEXT ·dotQ8AVX(SB), NOSPLIT, $0-28
+	MOVQ   w+0(FP), SI
+	MOVQ   x+8(FP), DI
+	MOVQ   nb+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q8loop:
+	TESTQ        CX, CX
+	JZ           q8done
+	VPMOVSXBD    2(SI), Y4
+	VPMOVSXBD    10(SI), Y5
+	VPMOVSXBD    18(SI), Y6
+	VPMOVSXBD    26(SI), Y7
+	VCVTDQ2PS    Y4, Y4
+	VCVTDQ2PS    Y5, Y5
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VMULPS       (DI), Y4, Y4
+	VMULPS       32(DI), Y5, Y5
+	VFMADD231PS  64(DI), Y6, Y4
+	VFMADD231PS  96(DI), Y7, Y5
+	VADDPS       Y5, Y4, Y4
+	VPBROADCASTW (SI), X8
+	VCVTPH2PS    X8, Y8
+	VFMADD231PS  Y8, Y4, Y0
+	ADDQ         $34, SI
+	ADDQ         $128, DI
+	DECQ         CX
+	JZ           q8done
+	VPMOVSXBD    2(SI), Y4
+	VPMOVSXBD    10(SI), Y5
+	VPMOVSXBD    18(SI), Y6
+	VPMOVSXBD    26(SI), Y7
+	VCVTDQ2PS    Y4, Y4
+	VCVTDQ2PS    Y5, Y5
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VMULPS       (DI), Y4, Y4
+	VMULPS       32(DI), Y5, Y5
+	VFMADD231PS  64(DI), Y6, Y4
+	VFMADD231PS  96(DI), Y7, Y5
+	VADDPS       Y5, Y4, Y4
+	VPBROADCASTW (SI), X8
+	VCVTPH2PS    X8, Y8
+	VFMADD231PS  Y8, Y4, Y1
+	ADDQ         $34, SI
+	ADDQ         $128, DI
+	DECQ         CX
+	JMP          q8loop
+
+q8done:
+	VADDPS Y1, Y0, Y0
+	HSUM(Y0, X0, X1)
+	VZEROUPPER
+	MOVSS  X0, ret+24(FP)
+	RET
+
+// func dotQ4AVX(w *byte, x *float32, nb int) float32
+// nb Q4_0 blocks of 18 bytes: fp16 scale, 16 bytes; byte j holds element j (low nibble) and
+// j+16 (high nibble), each stored +8.
+TEXT ·dotQ4AVX(SB), NOSPLIT, $0-28
+	MOVQ         w+0(FP), SI
+	MOVQ         x+8(FP), DI
+	MOVQ         nb+16(FP), CX
+	VXORPS       Y0, Y0, Y0
+	VXORPS       Y1, Y1, Y1
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X14
+	VPBROADCASTD X14, X14                // 16 × 0x0f
+	MOVL         $0x08080808, AX
+	VMOVD        AX, X15
+	VPBROADCASTD X15, X15                // 16 × 8
+
+q4loop:
+	TESTQ        CX, CX
+	JZ           q4done
+	VMOVDQU      2(SI), X4
+	VPSRLW       $4, X4, X5
+	VPAND        X14, X4, X4             // low nibbles: elements 0..15
+	VPAND        X14, X5, X5             // high nibbles: elements 16..31
+	VPSUBB       X15, X4, X4
+	VPSUBB       X15, X5, X5
+	VPMOVSXBD    X4, Y6                  // elements 0..7
+	VPSRLDQ      $8, X4, X4
+	VPMOVSXBD    X4, Y7                  // 8..15
+	VPMOVSXBD    X5, Y8                  // 16..23
+	VPSRLDQ      $8, X5, X5
+	VPMOVSXBD    X5, Y9                  // 24..31
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VCVTDQ2PS    Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VMULPS       (DI), Y6, Y6
+	VMULPS       32(DI), Y7, Y7
+	VFMADD231PS  64(DI), Y8, Y6
+	VFMADD231PS  96(DI), Y9, Y7
+	VADDPS       Y7, Y6, Y6
+	VPBROADCASTW (SI), X10
+	VCVTPH2PS    X10, Y10
+	VFMADD231PS  Y10, Y6, Y0
+	ADDQ         $18, SI
+	ADDQ         $128, DI
+	DECQ         CX
+	JMP          q4loop
+
+q4done:
+	VADDPS Y1, Y0, Y0
+	HSUM(Y0, X0, X1)
+	VZEROUPPER
+	MOVSS  X0, ret+24(FP)
+	RET
+
+// func dotF16AVX(w *byte, x *float32, n int) float32
+// n (elements) is a multiple of 8.
+TEXT ·dotF16AVX(SB), NOSPLIT, $0-28
+	MOVQ   w+0(FP), SI
+	MOVQ   x+8(FP), DI
+	MOVQ   n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+f16loop32:
+	CMPQ        CX, $32
+	JL          f16loop8
+	VCVTPH2PS   (SI), Y4
+	VCVTPH2PS   16(SI), Y5
+	VCVTPH2PS   32(SI), Y6
+	VCVTPH2PS   48(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ        $64, SI
+	ADDQ        $128, DI
+	SUBQ        $32, CX
+	JMP         f16loop32
+
+f16loop8:
+	CMPQ        CX, $8
+	JL          f16done
+	VCVTPH2PS   (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	ADDQ        $16, SI
+	ADDQ        $32, DI
+	SUBQ        $8, CX
+	JMP         f16loop8
+
+f16done:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	HSUM(Y0, X0, X1)
+	VZEROUPPER
+	MOVSS  X0, ret+24(FP)
+	RET
+
+// func cvtF16AVX(dst *float32, src *byte, n int)
+// n is a multiple of 8.
+TEXT ·cvtF16AVX(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+
+cvtloop:
+	CMPQ      CX, $8
+	JL        cvtdone
+	VCVTPH2PS (SI), Y0
+	VMOVUPS   Y0, (DI)
+	ADDQ      $16, SI
+	ADDQ      $32, DI
+	SUBQ      $8, CX
+	JMP       cvtloop
+
+cvtdone:
+	VZEROUPPER
+	RET
+
+// func deqQ8AVX(dst *float32, w *byte, nb int)
+// Widens nb Q8_0 blocks to 32·nb floats.
+TEXT ·deqQ8AVX(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ w+8(FP), SI
+	MOVQ nb+16(FP), CX
+
+dq8loop:
+	TESTQ        CX, CX
+	JZ           dq8done
+	VPBROADCASTW (SI), X8
+	VCVTPH2PS    X8, Y8
+	VPMOVSXBD    2(SI), Y4
+	VPMOVSXBD    10(SI), Y5
+	VPMOVSXBD    18(SI), Y6
+	VPMOVSXBD    26(SI), Y7
+	VCVTDQ2PS    Y4, Y4
+	VCVTDQ2PS    Y5, Y5
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VMULPS       Y8, Y4, Y4
+	VMULPS       Y8, Y5, Y5
+	VMULPS       Y8, Y6, Y6
+	VMULPS       Y8, Y7, Y7
+	VMOVUPS      Y4, (DI)
+	VMOVUPS      Y5, 32(DI)
+	VMOVUPS      Y6, 64(DI)
+	VMOVUPS      Y7, 96(DI)
+	ADDQ         $34, SI
+	ADDQ         $128, DI
+	DECQ         CX
+	JMP          dq8loop
+
+dq8done:
+	VZEROUPPER
+	RET
+
+// func deqQ4AVX(dst *float32, w *byte, nb int)
+// Widens nb Q4_0 blocks to 32·nb floats.
+TEXT ·deqQ4AVX(SB), NOSPLIT, $0-24
+	MOVQ         dst+0(FP), DI
+	MOVQ         w+8(FP), SI
+	MOVQ         nb+16(FP), CX
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X14
+	VPBROADCASTD X14, X14
+	MOVL         $0x08080808, AX
+	VMOVD        AX, X15
+	VPBROADCASTD X15, X15
+
+dq4loop:
+	TESTQ        CX, CX
+	JZ           dq4done
+	VPBROADCASTW (SI), X10
+	VCVTPH2PS    X10, Y10
+	VMOVDQU      2(SI), X4
+	VPSRLW       $4, X4, X5
+	VPAND        X14, X4, X4
+	VPAND        X14, X5, X5
+	VPSUBB       X15, X4, X4
+	VPSUBB       X15, X5, X5
+	VPMOVSXBD    X4, Y6
+	VPSRLDQ      $8, X4, X4
+	VPMOVSXBD    X4, Y7
+	VPMOVSXBD    X5, Y8
+	VPSRLDQ      $8, X5, X5
+	VPMOVSXBD    X5, Y9
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VCVTDQ2PS    Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VMULPS       Y10, Y6, Y6
+	VMULPS       Y10, Y7, Y7
+	VMULPS       Y10, Y8, Y8
+	VMULPS       Y10, Y9, Y9
+	VMOVUPS      Y6, (DI)
+	VMOVUPS      Y7, 32(DI)
+	VMOVUPS      Y8, 64(DI)
+	VMOVUPS      Y9, 96(DI)
+	ADDQ         $18, SI
+	ADDQ         $128, DI
+	DECQ         CX
+	JMP          dq4loop
+
+dq4done:
+	VZEROUPPER
+	RET
