@@ -147,7 +147,9 @@ func joinRendezvous(ctx context.Context, c RendezvousConfig) ([]byte, error) {
 			}
 		}
 		defer conn.Close()
-		conn.SetDeadline(deadline(ctx))
+		// Wait a little past our own deadline for node 0's answer: it times out at about the
+		// same moment and then says which nodes never came.
+		conn.SetDeadline(deadline(ctx).Add(2 * time.Second))
 		if err := json.NewEncoder(conn).Encode(hello{Node: c.NodeRank, Nodes: c.Nodes, Fingerprint: c.Fingerprint}); err != nil {
 			return nil, fmt.Errorf("tp: rendezvous at %s: %w", c.Addr, err)
 		}
