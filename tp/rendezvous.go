@@ -169,6 +169,7 @@ func joinRendezvous(ctx context.Context, c RendezvousConfig) ([]byte, error) {
 }
 
 func reject(conn net.Conn, msg string) {
+	conn.SetWriteDeadline(time.Now().Add(time.Second)) // the rendezvous deadline may have passed
 	json.NewEncoder(conn).Encode(welcome{Error: msg})
 	conn.Close()
 }
