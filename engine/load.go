@@ -14,6 +14,7 @@ import (
 	"github.com/llamacu/llamacu/cpu"
 	"github.com/llamacu/llamacu/loader"
 	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/plan"
 	"github.com/llamacu/llamacu/tensor"
 	"github.com/llamacu/llamacu/tokenizer"
 	"github.com/llamacu/llamacu/tp"
@@ -133,6 +134,14 @@ func Load(opts Options) (*Engine, error) {
 		e.closeFile()
 		return nil, fmt.Errorf("%w: the tokenizer has %d pieces but the model's vocabulary is %d", ErrTokenizer, e.Tokenizer.VocabSize(), cfg.Vocab)
 	}
+	e.Context = cfg.MaxSeq
+	if opts.Context > 0 && opts.Context < e.Context {
+		e.Context = opts.Context
+	}
+	if err := checkMemory(cfg, e.File, bes, e.Context); err != nil {
+		e.closeFile()
+		return nil, err
+	}
 	var m *model.Model
 	var err error
 	if len(bes) == 1 {
@@ -149,10 +158,6 @@ func Load(opts Options) (*Engine, error) {
 	}
 	loaded = true
 	e.Model = m
-	e.Context = cfg.MaxSeq
-	if opts.Context > 0 && opts.Context < e.Context {
-		e.Context = opts.Context
-	}
 	e.LoadTime = time.Since(start)
 	return e, nil
 }
@@ -244,4 +249,41 @@ func OpenTokenizer(modelPath, tokPath string) (*tokenizer.Tokenizer, error) {
 	}
 	defer f.Close()
 	return findTokenizer(tokPath, f)
+}
+
+// checkMemory refuses, with the planner's explanation, a model whose weights, KV cache (one
+// sequence of ctx positions) and activations would not fit the host's available memory, instead
+// of letting the allocation crash. It runs for CPU backends; a GPU backend checks its own memory.
+func checkMemory(cfg model.Config, f *loader.Model, bes []model.Backend, ctx int) error {
+	for _, b := range bes {
+		if _, ok := b.(*cpu.Backend); !ok {
+			return nil
+		}
+	}
+	avail, err := plan.HostMemory()
+	if err != nil || avail <= 0 {
+		return nil // unknown capacity: nothing to check against
+	}
+	// The CPU backend widens F16 and BF16 matrices to F32 and keeps Q8_0/Q4_0 as they are; a file
+	// that mixes dtypes is counted as F32 (an overestimate).
+	dtype := tensor.F32
+	if f != nil {
+		q := tensor.DType(-1)
+		for _, t := range f.Tensors {
+			if len(t.Shape) != 2 {
+				continue
+			}
+			if q == -1 {
+				q = t.DType
+			} else if t.DType != q {
+				q = tensor.F32
+			}
+		}
+		if q == tensor.Q8_0 || q == tensor.Q4_0 {
+			dtype = q
+		}
+	}
+	n := len(bes)
+	return plan.CheckFits(cfg, plan.Options{DType: dtype, KVDType: tensor.F32, GPUs: n, GPUMem: avail / int64(n),
+		Ctx: ctx, Batch: 1, MaxBatchTokens: PrefillChunk, MaxTP: 1})
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/llamacu/llamacu/engine"
 	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/plan"
 	"github.com/llamacu/llamacu/sample"
 )
 
@@ -80,4 +81,13 @@ func TestGenerateLimitsAndCancel(t *testing.T) {
 	stop := errors.New("client went away")
 	_, err = e.Generate(context.Background(), engine.Request{Prompt: "Once"}, func(int32, string) error { return stop })
 	require.ErrorIs(t, err, stop)
+}
+
+// A model that cannot fit is refused with the planner's explanation before anything is
+// allocated, instead of crashing out of memory.
+func TestLoadRefusesWhatDoesNotFit(t *testing.T) {
+	cfg := model.Llama2_70B
+	_, err := engine.Load(engine.Options{SyntheticConfig: &cfg})
+	require.ErrorIs(t, err, plan.ErrDoesNotFit)
+	require.Contains(t, err.Error(), "GiB")
 }

@@ -172,6 +172,7 @@ type Scheduler struct {
 	// abort is closed when Close's context ends: cancel everything still in flight.
 	abort     chan struct{}
 	abortOnce sync.Once
+	aborted   atomic.Int64 // requests cancelled by abortAll
 
 	submitted, completed, promptToks, generated, steps atomic.Int64
 
@@ -333,9 +334,10 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 		return nil, ErrClosed
 	case s.opts.MaxQueue < 0 && (len(s.waiting) > 0 || int(s.running.Load()) >= s.opts.MaxSeqs),
 		s.opts.MaxQueue > 0 && len(s.waiting) >= s.opts.MaxQueue:
+		waiting := len(s.waiting)
 		s.mu.Unlock()
 		cancel()
-		return nil, fmt.Errorf("%w: %d requests waiting, %d running", ErrQueueFull, len(s.waiting), s.running.Load())
+		return nil, fmt.Errorf("%w: %d requests waiting, %d running", ErrQueueFull, waiting, s.running.Load())
 	}
 	r.submitted = time.Now()
 	r.stopWake = context.AfterFunc(rctx, s.poke) // a cancelled request wakes an idle loop
@@ -393,6 +395,9 @@ func (s *Scheduler) Close(ctx context.Context) error {
 	}
 	s.abortOnce.Do(func() { close(s.abort) })
 	<-s.done
+	if s.aborted.Load() == 0 {
+		return nil // the work ended just as ctx did
+	}
 	return ctx.Err()
 }
 
@@ -650,6 +655,7 @@ func (r *request) send(ev Event) { r.ch <- ev }
 func (s *Scheduler) abortAll() {
 	for _, q := range s.seqs {
 		s.retire(q, FinishCancelled, ErrClosed)
+		s.aborted.Add(1)
 	}
 	s.seqs = nil
 	s.mu.Lock()
@@ -658,6 +664,7 @@ func (s *Scheduler) abortAll() {
 	s.mu.Unlock()
 	for _, r := range waiting {
 		s.finishRequest(r, "", Usage{PromptTokens: len(r.ids)}, FinishCancelled, ErrClosed)
+		s.aborted.Add(1)
 	}
 }
 

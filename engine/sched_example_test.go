@@ -1,0 +1,44 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/llamacu/llamacu/engine"
+	"github.com/llamacu/llamacu/sample"
+)
+
+// A Scheduler serves many requests at once over one loaded Engine; each Stream delivers its
+// tokens as they are generated.
+func ExampleScheduler() {
+	e, err := engine.Load(engine.Options{}) // the built-in synthetic model
+	if err != nil {
+		panic(err)
+	}
+	defer e.Close()
+	s, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 4})
+	if err != nil {
+		panic(err)
+	}
+	defer s.Close(context.Background())
+
+	var streams []*engine.Stream
+	for _, p := range []string{"Once upon a time", "The little dog"} {
+		st, err := s.Submit(context.Background(), engine.Request{Prompt: p, MaxTokens: 8, Sampling: sample.GreedyParams()})
+		if err != nil {
+			panic(err)
+		}
+		streams = append(streams, st)
+	}
+	for _, st := range streams {
+		for ev := range st.C {
+			if ev.Done {
+				fmt.Println(ev.Err, ev.Usage.PromptTokens, ev.Usage.CompletionTokens <= 8)
+			}
+			// else: ev.Token, ev.Text (complete UTF-8) arrive as they are generated
+		}
+	}
+	// Output:
+	// <nil> 9 true
+	// <nil> 7 true
+}
