@@ -1,12 +1,19 @@
-// Command llamacu runs LLaMA 2 models: generation, tokenization and model inspection.
+// Command llamacu runs LLaMA 2 models: generation, chat, an OpenAI-compatible server,
+// benchmarks, memory planning, tokenization and model inspection.
 //
-//	llamacu run      --model PATH [--tokenizer PATH] [--temperature F] [--top-k N] [--top-p F]
-//	                 [--seed N] [--max-tokens N] PROMPT
+//	llamacu run      [--model PATH] [--tokenizer PATH] [--temperature F] [--top-k N] [--top-p F]
+//	                 [--seed N] [--max-tokens N] [--tp N] PROMPT
+//	llamacu chat     [--model PATH] [--system TEXT] …
+//	llamacu serve    --model PATH --addr HOST:PORT [--api-key KEY] [--max-queue N] …
+//	llamacu bench    --model PATH | --synthetic 7b|13b|70b|tiny|110m [-p N] [-n N] [--batch …] …
+//	llamacu bench serve --url URL --concurrency 1,8,64 --requests N …
+//	llamacu plan     --model PATH | --preset 7b|13b|70b [--dtype …] [--gpus N] [--gpu-mem 80GiB] …
 //	llamacu tokenize --model PATH | --tokenizer PATH [--no-bos] TEXT
 //	llamacu info     --model PATH | --preset 7b|13b|70b [--json]
 //
 // run prints only the generated text on stdout; timings go to stderr. Without --model, run uses a
 // built-in synthetic model (the LLaMA 2 architecture with small random weights) and says so.
+// Each command lives in its own file and registers itself in an init function.
 package main
 
 import (
