@@ -1,0 +1,215 @@
+//go:build cuda
+
+package gpu
+
+import (
+	"fmt"
+	"math/bits"
+
+	"github.com/llamacu/llamacu/cuda"
+	"github.com/llamacu/llamacu/model"
+)
+
+// Constants of kernels/attention.cu.
+const (
+	decThreads  = 128 // DEC_THREADS
+	decChunkMax = 512 // DEC_CHUNK_MAX
+	decGMax     = 8   // DEC_GMAX
+	decHDMax    = 128 // DEC_HD_MAX
+	pfQuery     = 32  // PF_BQ: query vectors per prefill block
+	pfThreads   = 128 // PF_THREADS
+	pfHDMax     = 128 // PF_HD_MAX
+
+	// prefillMinRun is the shortest run of consecutive positions of one sequence that goes to the
+	// prefill kernel; shorter runs (decode rows) go to the split-K decode kernel, which spreads a
+	// long context over many blocks where one prefill tile would walk it alone.
+	prefillMinRun = 4
+	// decMinChunk is the fewest tokens a decode split is given.
+	decMinChunk = 64
+)
+
+// attnPlan assigns the rows of a batch to attention kernels (see kernels/attention.cu), for one
+// batch version and head geometry. On the device, one int32 array:
+//
+//	v1 rows (nV1) | decode rows (nDec) | prefill tiles (nTiles, 2)
+type attnPlan struct {
+	slab  intSlab
+	host  []int32
+	key   planKey
+	valid bool
+
+	nV1, nDec, nTiles int
+	chunk, splits     int // decode: tokens per split, splits of the longest row
+}
+
+type planKey struct {
+	version                 uint64
+	heads, kvHeads, headDim int
+	f32                     bool
+}
+
+// decodeFits reports whether the v2 decode kernel handles this geometry: G ≤ 8, head_dim ≤ 128
+// and a power-of-two number (≤ 32) of 16-byte vectors per row.
+func decodeFits(g, hd int, f32 bool) bool {
+	vec := 8
+	if f32 {
+		vec = 4
+	}
+	if g > decGMax || hd > decHDMax || hd%vec != 0 {
+		return false
+	}
+	nv := hd / vec
+	return nv >= 1 && nv <= 32 && nv&(nv-1) == 0
+}
+
+// prefillFits reports whether the v2 prefill kernel handles this geometry.
+func prefillFits(g, hd int) bool { return hd%2 == 0 && hd <= pfHDMax && g <= pfQuery }
+
+// makePlan fills p for batch bt (already validated) and uploads it.
+func (b *Backend) makePlan(p *attnPlan, bt *model.Batch, key planKey) cuda.DevicePtr {
+	g := key.heads / key.kvHeads
+	dec := !b.opts.Naive && decodeFits(g, key.headDim, key.f32)
+	pre := !b.opts.Naive && prefillFits(g, key.headDim)
+	rowsPerTile := pfQuery / g
+	B := bt.Len()
+
+	// Runs of consecutive positions of one sequence; each run goes whole to one kernel. The
+	// host array lists v1 rows, then decode rows, then prefill tiles: three passes over the runs.
+	p.host = p.host[:0]
+	p.nV1, p.nDec, p.nTiles = 0, 0, 0
+	for want := 0; want < 3; want++ { // 0 v1, 1 decode, 2 prefill
+		for i := 0; i < B; {
+			j := i + 1
+			for j < B && bt.Seq[j] == bt.Seq[i] && bt.Pos[j] == bt.Pos[j-1]+1 {
+				j++
+			}
+			kind := 0
+			switch {
+			case pre && j-i >= prefillMinRun:
+				kind = 2
+			case dec:
+				kind = 1
+			}
+			switch {
+			case kind != want:
+			case kind == 2:
+				for r := i; r < j; r += rowsPerTile {
+					p.host = append(p.host, int32(r), int32(min(rowsPerTile, j-r)))
+					p.nTiles++
+				}
+			default:
+				for r := i; r < j; r++ {
+					p.host = append(p.host, int32(r))
+				}
+				if kind == 1 {
+					p.nDec += j - i
+				} else {
+					p.nV1 += j - i
+				}
+			}
+			i = j
+		}
+	}
+	decRows := p.host[p.nV1 : p.nV1+p.nDec]
+
+	// Decode splits: enough blocks to give every SM about four, chunks of 64…512 tokens.
+	p.chunk, p.splits = decChunkMax, 1
+	if p.nDec > 0 {
+		maxCtx := 0
+		for _, r := range decRows {
+			maxCtx = max(maxCtx, int(bt.Pos[r])+1)
+		}
+		splits := ceilDiv(4*b.sms, p.nDec*key.kvHeads)
+		splits = max(1, min(splits, ceilDiv(maxCtx, decMinChunk)))
+		chunk := (ceilDiv(maxCtx, splits) + 31) / 32 * 32
+		chunk = min(chunk, decChunkMax)
+		p.chunk, p.splits = chunk, ceilDiv(maxCtx, chunk)
+	}
+	p.key, p.valid = key, true
+	return b.upload(&p.slab, p.host)
+}
+
+// Attention is causal grouped-query attention over the cache (see model.Backend): for token i
+// and query head h, softmax over t ≤ pos of q·K[t]/sqrt(head_dim), then Σ a[t]·V[t].
+// out, q (B, heads·head_dim). StoreKV for this step must have run first.
+//
+// Rows are split between kernels/attention.cu's kernels (see makePlan): runs of ≥ 4 consecutive
+// positions of one sequence go to the prefill kernel, other rows to the split-K decode kernel
+// (plus its reduce), and geometries neither handles (or Options.Naive) to v1.
+func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt *model.Batch) {
+	cc, ob, qb := kvc(c), buf(out), buf(q)
+	hd := cc.l.HeadDim
+	if qb.cols != ob.cols || qb.cols%hd != 0 || (qb.cols/hd)%cc.l.KVHeads != 0 || ob == qb || hd > 1024 {
+		panic(fmt.Sprintf("gpu: Attention: out (%d, %d), q (%d, %d) with %d kv heads of %d (out must not be q)", bt.Len(), ob.cols, bt.Len(), qb.cols, cc.l.KVHeads, hd))
+	}
+	d := b.prepareBatch("Attention", cc, layer, bt, true, ob, qb)
+	if bt.Len() == 0 || !b.ok() {
+		return
+	}
+	heads, kvHeads, l := qb.cols/hd, cc.l.KVHeads, cc.l
+	key := planKey{version: d.version, heads: heads, kvHeads: kvHeads, headDim: hd, f32: cc.f32}
+	p := &b.plan
+	var base cuda.DevicePtr
+	if p.valid && p.key == key {
+		base = b.upload(&p.slab, p.host) // unchanged: no copy
+	} else {
+		base = b.makePlan(p, bt, key)
+	}
+	if !b.ok() {
+		return
+	}
+	v1Rows := base
+	decRows := base + cuda.DevicePtr(4*p.nV1)
+	tiles := base + cuda.DevicePtr(4*(p.nV1+p.nDec))
+	g := heads / kvHeads
+	cache := []cuda.Arg{cuda.Ptr(cc.k), cuda.Ptr(cc.v)}
+	common := []cuda.Arg{cuda.Ptr(d.pos), cuda.Ptr(d.rowTab), cuda.Ptr(d.tables),
+		i32(heads), i32(kvHeads), i32(hd), i32(layer), i32(l.NumBlocks), i32(l.BlockSize)}
+
+	if p.nV1 > 0 {
+		f := b.k.attnV1F16
+		if cc.f32 {
+			f = b.k.attnV1F32
+		}
+		b.launch(f, cuda.Dim3{X: heads, Y: p.nV1}, cuda.Dim3{X: (hd + 31) / 32 * 32},
+			cuda.Ptr(ob.ptr), cuda.Ptr(qb.ptr), cache[0], cache[1], cuda.Ptr(v1Rows),
+			common[0], common[1], common[2], common[3], common[4], common[5], common[6], common[7], common[8])
+	}
+	if p.nDec > 0 {
+		gi := bits.Len(uint(g - 1)) // 1→0, 2→1, 3,4→2, 5…8→3
+		f := b.k.attnDecF16[gi]
+		if cc.f32 {
+			f = b.k.attnDecF32[gi]
+		}
+		direct := 0
+		var po, pml cuda.DevicePtr
+		if p.splits == 1 {
+			direct = 1
+		} else {
+			n := int64(p.nDec) * int64(heads) * int64(p.splits)
+			po = b.ensure(&b.partO, n*int64(hd)*4)
+			pml = b.ensure(&b.partML, n*2*4)
+			if !b.ok() {
+				return
+			}
+		}
+		b.launch(f, cuda.Dim3{X: p.splits, Y: kvHeads, Z: p.nDec}, cuda.Dim3{X: decThreads},
+			cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml), cuda.Ptr(qb.ptr), cache[0], cache[1],
+			cuda.Ptr(decRows), common[0], common[1], common[2], common[3], common[4], common[5],
+			common[6], common[7], common[8], i32(p.chunk), i32(p.splits), i32(direct))
+		if direct == 0 {
+			b.launch(b.k.attnReduce, cuda.Dim3{X: heads, Y: p.nDec}, cuda.Dim3{X: 128},
+				cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml), cuda.Ptr(decRows), common[0],
+				i32(heads), i32(hd), i32(p.chunk), i32(p.splits))
+		}
+	}
+	if p.nTiles > 0 {
+		f := b.k.attnPrefillF16
+		if cc.f32 {
+			f = b.k.attnPrefillF32
+		}
+		b.launch(f, cuda.Dim3{X: p.nTiles, Y: kvHeads}, cuda.Dim3{X: pfThreads},
+			cuda.Ptr(ob.ptr), cuda.Ptr(qb.ptr), cache[0], cache[1], cuda.Ptr(tiles),
+			common[0], common[1], common[2], common[3], common[4], common[5], common[6], common[7], common[8])
+	}
+}

@@ -1,0 +1,335 @@
+//go:build cuda
+
+package gpu
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"unsafe"
+
+	"github.com/llamacu/llamacu/cuda"
+	"github.com/llamacu/llamacu/kernels"
+	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/tensor"
+)
+
+// Options configures a Backend.
+type Options struct {
+	// Device is the CUDA device ordinal.
+	Device int
+	// Weights is the device dtype of weight matrices. F16 or BF16 convert every matrix (F32, F16,
+	// BF16, Q8_0, Q4_0) to it at Upload. The zero value (F32) keeps F32, F16 and BF16 matrices as
+	// stored and widens Q8_0 and Q4_0 to F16. Vectors (norm weights) are always F32.
+	Weights tensor.DType
+	// KVF32 keeps the KV cache in fp32 (exactly the cpu reference's values). By default it is
+	// fp16: half the memory and half the bytes attention reads per step, at a relative rounding
+	// of 2⁻¹¹ on every cached K and V.
+	KVF32 bool
+	// Naive runs the v1 (reference) kernel of every family instead of the fast versions.
+	Naive bool
+	// NoCublas never loads cuBLAS: matmuls of more than 8 rows run the GEMV kernel over 8-row
+	// slices. By default cuBLAS is used when it can be dlopened.
+	NoCublas bool
+}
+
+// Backend is the CUDA implementation of model.Backend on one device. Like the cpu backend, its
+// methods must not be called from several goroutines at once; all work goes to one stream.
+type Backend struct {
+	opts   Options
+	ctx    *cuda.Context
+	mod    *cuda.Module
+	k      kernelSet
+	blas   *cuda.Cublas // nil without cuBLAS
+	name   string
+	sms    int
+	src    string // where the fatbin came from
+	err    error  // first device error (sticky)
+	closed bool
+
+	allocs []cuda.DevicePtr // everything to free at Close
+
+	// Host-to-device int32 metadata, re-uploaded only when it changes (see the package comment).
+	tokens, ropePos, rows, argRows intSlab
+	batch                          batchMeta
+	plan                           attnPlan
+
+	// Grow-only device scratch (allocated when a larger size is first needed, never per step).
+	xHalf   scratch // x rounded to the weight dtype for cuBLAS, (n, K)
+	partO   scratch // attention split partials (rows, heads, splits, head_dim) fp32
+	partML  scratch // (rows, heads, splits, 2) fp32
+	argOut  scratch // (n) int32 argmax results
+	argHost []int32
+}
+
+var _ model.Backend = (*Backend)(nil)
+
+// ErrBadShape is returned by NewBuffer, NewKVCache and Upload for non-positive or inconsistent
+// sizes.
+var ErrBadShape = errors.New("gpu: bad shape")
+
+// New opens the device, loads the kernels (the embedded fatbin, or $LLAMACU_FATBIN) and, unless
+// opts.NoCublas, cuBLAS. A missing cuBLAS is not an error: large matmuls then use the GEMV path.
+func New(opts Options) (*Backend, error) {
+	switch opts.Weights {
+	case tensor.F32, tensor.F16, tensor.BF16:
+	default:
+		return nil, fmt.Errorf("gpu: weight dtype %v: want F16, BF16 or F32 (as stored)", opts.Weights)
+	}
+	image, src, err := kernels.Load()
+	if err != nil {
+		return nil, err
+	}
+	ctx, err := cuda.Open(opts.Device)
+	if err != nil {
+		return nil, fmt.Errorf("gpu: %w", err)
+	}
+	b := &Backend{opts: opts, ctx: ctx, src: src, sms: max(ctx.SMCount(), 1)}
+	b.name = "cuda: " + ctx.DeviceName()
+	if b.mod, err = ctx.LoadModule(image); err != nil {
+		ctx.Close()
+		return nil, fmt.Errorf("gpu: load kernels (%s): %w", src, err)
+	}
+	if err := b.k.load(b.mod); err != nil {
+		b.mod.Close()
+		ctx.Close()
+		return nil, fmt.Errorf("gpu: kernels (%s): %w", src, err)
+	}
+	if !opts.NoCublas {
+		if blas, err := ctx.LoadCublas(); err == nil {
+			b.blas = blas
+		} else if !errors.Is(err, cuda.ErrNoCublas) {
+			b.Close()
+			return nil, fmt.Errorf("gpu: %w", err)
+		}
+	}
+	return b, nil
+}
+
+// Name reports "cuda: <device name>".
+func (b *Backend) Name() string { return b.name }
+
+// Context is the device context, for callers that run a whole step inside Context.Do (every
+// launch is then made on the context's thread, without a goroutine hand-off or allocation).
+func (b *Backend) Context() *cuda.Context { return b.ctx }
+
+// HasCublas reports whether large matmuls go to cuBLAS.
+func (b *Backend) HasCublas() bool { return b.blas != nil }
+
+// Close frees every device allocation and releases the context.
+func (b *Backend) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	err := b.ctx.Synchronize()
+	for _, s := range []*scratch{&b.xHalf, &b.partO, &b.partML, &b.argOut} {
+		b.allocs = append(b.allocs, s.ptr)
+	}
+	for _, s := range []*intSlab{&b.tokens, &b.ropePos, &b.rows, &b.argRows, &b.batch.slab, &b.plan.slab} {
+		b.allocs = append(b.allocs, s.dev)
+	}
+	for _, p := range b.allocs {
+		err = errors.Join(err, b.ctx.Free(p))
+	}
+	b.allocs = nil
+	if b.blas != nil {
+		err = errors.Join(err, b.blas.Close())
+	}
+	if b.mod != nil {
+		err = errors.Join(err, b.mod.Close())
+	}
+	return errors.Join(err, b.ctx.Close())
+}
+
+// fail records the first device error.
+func (b *Backend) fail(err error) {
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+}
+
+// ok reports whether ops should still run (no sticky error yet).
+func (b *Backend) ok() bool { return b.err == nil && !b.closed }
+
+// launch queues f on the compute stream, recording any error.
+func (b *Backend) launch(f *cuda.Function, grid, block cuda.Dim3, args ...cuda.Arg) {
+	if b.err != nil {
+		return
+	}
+	b.fail(f.Launch(grid, block, 0, nil, args...))
+}
+
+// alloc allocates device memory that lives until Close.
+func (b *Backend) alloc(bytes int64) (cuda.DevicePtr, error) {
+	p, err := b.ctx.Alloc(bytes)
+	if err != nil {
+		return 0, err
+	}
+	b.allocs = append(b.allocs, p)
+	return p, nil
+}
+
+// ---------------------------------------------------------------- buffers
+
+// Buffer is a device activation matrix: (rows, cols) fp32, row-major, contiguous.
+type Buffer struct {
+	rows, cols int
+	ptr        cuda.DevicePtr // (rows, cols) float32
+}
+
+// Rows is the capacity in rows.
+func (x *Buffer) Rows() int { return x.rows }
+
+// Cols is the row width.
+func (x *Buffer) Cols() int { return x.cols }
+
+// Ptr is the device address of element (0, 0).
+func (x *Buffer) Ptr() cuda.DevicePtr { return x.ptr }
+
+// row is the device address of row i.
+func (x *Buffer) row(i int) cuda.DevicePtr { return x.ptr + cuda.DevicePtr(i*x.cols*4) }
+
+// NewBuffer allocates a zeroed (rows, cols) fp32 buffer.
+func (b *Backend) NewBuffer(rows, cols int) (model.Buffer, error) {
+	if rows <= 0 || cols <= 0 || int64(rows)*int64(cols) > math.MaxInt32 {
+		return nil, fmt.Errorf("%w: buffer (%d, %d)", ErrBadShape, rows, cols)
+	}
+	bytes := int64(rows) * int64(cols) * 4
+	p, err := b.alloc(bytes)
+	if err != nil {
+		return nil, fmt.Errorf("gpu: buffer (%d, %d): %w", rows, cols, err)
+	}
+	if err := b.ctx.Memset(p, bytes); err != nil {
+		return nil, fmt.Errorf("gpu: buffer (%d, %d): %w", rows, cols, err)
+	}
+	return &Buffer{rows: rows, cols: cols, ptr: p}, nil
+}
+
+// Read copies the first n rows of x into dst after all queued work, and returns the first device
+// error seen so far (sticky), or an error for a bad n or a short dst.
+func (b *Backend) Read(dst []float32, x model.Buffer, n int) error {
+	xb := buf(x)
+	if n < 0 || n > xb.rows {
+		return fmt.Errorf("gpu: read %d rows of a (%d, %d) buffer", n, xb.rows, xb.cols)
+	}
+	if len(dst) < n*xb.cols {
+		return fmt.Errorf("gpu: read %d rows of %d cols into %d floats", n, xb.cols, len(dst))
+	}
+	if b.err != nil {
+		return b.err
+	}
+	if n == 0 {
+		b.fail(b.ctx.Synchronize())
+		return b.err
+	}
+	b.fail(b.ctx.CopyFloatsDtoH(dst[:n*xb.cols], xb.ptr))
+	return b.err
+}
+
+// buf asserts that x is a gpu buffer (a programmer error otherwise).
+func buf(x model.Buffer) *Buffer {
+	xb, ok := x.(*Buffer)
+	if !ok {
+		panic(fmt.Sprintf("gpu: buffer of type %T is not from the gpu backend", x))
+	}
+	return xb
+}
+
+// checkRows panics unless n rows fit in every buffer.
+func checkRows(op string, n int, xs ...*Buffer) {
+	for _, x := range xs {
+		if n < 0 || n > x.rows {
+			panic(fmt.Sprintf("gpu: %s: %d rows do not fit a (%d, %d) buffer", op, n, x.rows, x.cols))
+		}
+	}
+}
+
+// ---------------------------------------------------------------- int32 metadata
+
+// intSlab is device memory holding the int32 values last uploaded through it, and their host
+// copy, so that an unchanged slice costs a comparison and no copy.
+type intSlab struct {
+	dev   cuda.DevicePtr
+	cap   int     // int32s allocated at dev
+	last  []int32 // what dev holds
+	valid bool
+}
+
+// upload makes s hold vals (uploading only when they differ) and returns its device address.
+// The copy is queued on the compute stream, after the kernels that read the previous values.
+func (b *Backend) upload(s *intSlab, vals []int32) cuda.DevicePtr {
+	if s.valid && slices.Equal(s.last, vals) {
+		return s.dev
+	}
+	if len(vals) > s.cap {
+		c := max(256, 2*len(vals))
+		if s.dev != 0 {
+			// Queued kernels may still read the old allocation.
+			b.fail(b.ctx.Synchronize())
+			b.fail(b.ctx.Free(s.dev))
+			s.dev, s.cap = 0, 0
+		}
+		p, err := b.ctx.Alloc(int64(c) * 4)
+		if err != nil {
+			b.fail(fmt.Errorf("gpu: metadata (%d int32): %w", c, err))
+			s.valid = false
+			return 0
+		}
+		s.dev, s.cap = p, c
+	}
+	if len(vals) > 0 {
+		b.fail(b.ctx.CopyHtoDAsync(s.dev, int32Bytes(vals), nil))
+	}
+	s.last = append(s.last[:0], vals...)
+	s.valid = b.err == nil
+	return s.dev
+}
+
+// int32Bytes views vals as bytes.
+func int32Bytes(vals []int32) []byte {
+	if len(vals) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&vals[0])), 4*len(vals))
+}
+
+// scratch is grow-only device memory.
+type scratch struct {
+	ptr   cuda.DevicePtr
+	bytes int64
+}
+
+// ensure returns s's address after growing it to at least bytes (synchronising first, since
+// queued kernels may still use the old allocation). Steady-state steps never grow it.
+func (b *Backend) ensure(s *scratch, bytes int64) cuda.DevicePtr {
+	if bytes <= s.bytes {
+		return s.ptr
+	}
+	bytes = max(bytes, 2*s.bytes, 1<<12)
+	if s.ptr != 0 {
+		b.fail(b.ctx.Synchronize())
+		b.fail(b.ctx.Free(s.ptr))
+		s.ptr, s.bytes = 0, 0
+	}
+	p, err := b.ctx.Alloc(bytes)
+	if err != nil {
+		b.fail(fmt.Errorf("gpu: scratch of %d bytes: %w", bytes, err))
+		return 0
+	}
+	s.ptr, s.bytes = p, bytes
+	return p
+}
+
+// ---------------------------------------------------------------- grid helpers
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// gridFor returns a 1-D grid of threads-sized blocks covering n items, capped (grid-stride loops
+// cover the rest).
+func gridFor(n, threads int) cuda.Dim3 {
+	return cuda.Dim3{X: max(1, min(ceilDiv(n, threads), 65535))}
+}
+
+func i32(v int) cuda.Arg { return cuda.I32(int32(v)) }

@@ -1,0 +1,21 @@
+// Package gpu is the CUDA implementation of model.Backend: fp32 activation buffers in device
+// memory, weights uploaded once in fp16/bf16 (or fp32), a paged KV cache in fp16 (or fp32) with
+// the same layout as the cpu reference, and one launcher per kernel family of the kernels package
+// (gpu/rmsnorm.go drives kernels/rmsnorm.cu, and so on).
+//
+// Every file but this one is built only with -tags cuda (see the cuda package: linking
+// gorgonia.org/cu needs libcuda.so.1 and exits without a GPU), so the default build has an empty
+// package here. The backend is registered for the CLI as "cuda" by cmd/llamacu/backend_cuda.go.
+//
+// Errors: shape mismatches are programmer errors and panic, naming the shapes; device errors
+// (a failed launch, an asynchronous fault) are sticky: the first one is kept, later ops do
+// nothing, and Read returns it.
+//
+// Batch metadata: ops that take host int32 slices (Embed's tokens, RoPE's positions,
+// GatherRows' rows, a Batch's positions and block tables) keep the last values they uploaded and
+// upload again only when the contents differ, with an asynchronous copy on the compute stream
+// (so it is ordered after the kernels still reading the previous values). In a forward step the
+// batch is packed and uploaded once, by the first StoreKV or Attention call of the step (layer 0),
+// and every later layer finds the same contents; the comparison costs O(B + block-table length)
+// host work per call and no device traffic.
+package gpu

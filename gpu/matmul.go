@@ -1,0 +1,106 @@
+//go:build cuda
+
+package gpu
+
+import (
+	"fmt"
+
+	"github.com/llamacu/llamacu/cuda"
+	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/tensor"
+)
+
+// Constants of kernels/gemv.cu.
+const (
+	gemvThreads      = 128
+	gemvRowsPerBlock = 16 // GEMV_ROWS_PER_BLOCK
+	gemvMaxBatch     = 8  // widest compiled batch (gemv_<dt>_v2_n8)
+)
+
+// MatMul: out[i,r] = Σ_k x[i,k]·w[r,k]. out (n, N), x (n, K), w (N, K). out is not x.
+//
+// Path (kernels/gemv.cu, kernels/gemm.cu):
+//   - n ≤ 8: gemv_<dt>_v2_n{1,2,4,8} (weights streamed once, 16-byte loads);
+//   - n > 8 with cuBLAS: x rounded to the weight dtype (convert_f32_to_<dt>; F32 weights use x
+//     as is), then cublasGemmEx with fp32 accumulation and fp32 output;
+//   - n > 8 without cuBLAS: gemv_<dt>_v2_n8 over 8-row slices;
+//   - K not a multiple of the 16-byte vector, or Options.Naive: gemv_<dt>_v1.
+func (b *Backend) MatMul(out, x model.Buffer, w model.Weight, n int) {
+	ob, xb, ww := buf(out), buf(x), wt(w)
+	checkRows("MatMul", n, ob, xb)
+	if ob.cols != ww.rows || xb.cols != ww.cols || ob == xb || len(ww.shape) != 2 {
+		panic(fmt.Sprintf("gpu: MatMul: out (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", n, ob.cols, n, xb.cols, ww.shape))
+	}
+	if n == 0 || !b.ok() {
+		return
+	}
+	N, K, d := ww.rows, ww.cols, ww.wdt()
+	vec := 8
+	if ww.dtype == tensor.F32 {
+		vec = 4
+	}
+	if b.opts.Naive || K%vec != 0 {
+		b.launch(b.k.gemvV1[d], cuda.Dim3{X: ceilDiv(N, 8), Y: n}, cuda.Dim3{X: 256},
+			cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ww.ptr), i32(n), i32(N), i32(K))
+		return
+	}
+	if n > gemvMaxBatch && b.blas != nil {
+		b.gemmCublas(ob, xb, ww, n)
+		return
+	}
+	for i := 0; i < n; i += gemvMaxBatch {
+		m := min(gemvMaxBatch, n-i)
+		b.gemv(ob.row(i), xb.row(i), ww, m)
+	}
+}
+
+// gemv launches gemv_<dt>_v2_n<B> for m ≤ 8 rows: out (m, N), x (m, K).
+func (b *Backend) gemv(out, x cuda.DevicePtr, w *Weight, m int) {
+	j := 0 // batch width index: 1, 2, 4, 8
+	for 1<<j < m {
+		j++
+	}
+	b.launch(b.k.gemvV2[w.wdt()][j], cuda.Dim3{X: ceilDiv(w.rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
+		cuda.Ptr(out), cuda.Ptr(x), cuda.Ptr(w.ptr), i32(m), i32(w.rows), i32(w.cols))
+}
+
+// gemmCublas computes out (n, N) = x (n, K) · wᵀ with cuBLAS.
+func (b *Backend) gemmCublas(out, x *Buffer, w *Weight, n int) {
+	N, K := w.rows, w.cols
+	xp, t := x.ptr, cuda.TypeF32
+	switch w.dtype {
+	case tensor.F16, tensor.BF16:
+		total := n * K
+		xp = b.ensure(&b.xHalf, int64(total)*2)
+		if !b.ok() {
+			return
+		}
+		f := b.k.toF16
+		t = cuda.TypeF16
+		if w.dtype == tensor.BF16 {
+			f, t = b.k.toBF16, cuda.TypeBF16
+		}
+		b.launch(f, gridFor(total, 256), cuda.Dim3{X: 256}, cuda.Ptr(xp), cuda.Ptr(x.ptr), i32(total))
+	}
+	if !b.ok() {
+		return
+	}
+	if err := b.blas.MatMulNT(n, N, K, xp, t, w.ptr, t, out.ptr, cuda.TypeF32); err != nil {
+		b.fail(fmt.Errorf("gpu: MatMul (%d, %d)·(%d, %d)ᵀ: %w", n, K, N, K, err))
+	}
+}
+
+// MatMulV1 is MatMul through the naive gemm_<dt>_v1 kernel (one thread per output): the
+// reference the fast paths are tested against.
+func (b *Backend) MatMulV1(out, x model.Buffer, w model.Weight, n int) {
+	ob, xb, ww := buf(out), buf(x), wt(w)
+	checkRows("MatMulV1", n, ob, xb)
+	if ob.cols != ww.rows || xb.cols != ww.cols || ob == xb || len(ww.shape) != 2 {
+		panic(fmt.Sprintf("gpu: MatMulV1: out (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", n, ob.cols, n, xb.cols, ww.shape))
+	}
+	if n == 0 || !b.ok() {
+		return
+	}
+	b.launch(b.k.gemmV1[ww.wdt()], cuda.Dim3{X: ceilDiv(ww.rows, 128), Y: n}, cuda.Dim3{X: 128},
+		cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ww.ptr), i32(n), i32(ww.rows), i32(ww.cols))
+}

@@ -1,0 +1,140 @@
+//go:build cuda
+
+package gpu
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/llamacu/llamacu/cuda"
+	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/tensor"
+)
+
+// Weight is a parameter tensor resident on the device: F32, F16 or BF16 (see Options.Weights
+// for which dtype a file tensor becomes). Vectors are always F32.
+type Weight struct {
+	name       string
+	shape      []int
+	dtype      tensor.DType // resident dtype
+	rows, cols int
+	ptr        cuda.DevicePtr // (rows, cols) of dtype
+}
+
+// Shape is the tensor's shape, as uploaded.
+func (w *Weight) Shape() []int { return w.shape }
+
+// DType is the resident dtype.
+func (w *Weight) DType() tensor.DType { return w.dtype }
+
+// Ptr is the device address of the first element.
+func (w *Weight) Ptr() cuda.DevicePtr { return w.ptr }
+
+// wt asserts that w is a gpu weight.
+func wt(w model.Weight) *Weight {
+	ww, ok := w.(*Weight)
+	if !ok {
+		panic(fmt.Sprintf("gpu: weight of type %T is not from the gpu backend", w))
+	}
+	return ww
+}
+
+// wdt indexes per-dtype kernel tables: 0 F32, 1 F16, 2 BF16.
+func (w *Weight) wdt() int {
+	switch w.dtype {
+	case tensor.F16:
+		return 1
+	case tensor.BF16:
+		return 2
+	}
+	return 0
+}
+
+// residentDType is the device dtype of a tensor of dtype d (vector or matrix).
+func (b *Backend) residentDType(d tensor.DType, matrix bool) tensor.DType {
+	if !matrix {
+		return tensor.F32
+	}
+	if b.opts.Weights != tensor.F32 {
+		return b.opts.Weights
+	}
+	switch d {
+	case tensor.F32, tensor.F16, tensor.BF16:
+		return d
+	}
+	return tensor.F16 // Q8_0, Q4_0
+}
+
+// Upload converts t to its resident dtype on the host (in parallel over rows) and copies it to
+// the device once. t.Data is not used after Upload returns.
+func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
+	if t == nil {
+		return nil, fmt.Errorf("%w: nil tensor", ErrBadShape)
+	}
+	if err := t.Validate(); err != nil {
+		return nil, fmt.Errorf("gpu: upload: %w", err)
+	}
+	if len(t.Shape) == 0 || len(t.Shape) > 2 {
+		return nil, fmt.Errorf("%w: tensor %q: shape %v is not a vector or matrix", ErrBadShape, t.Name, t.Shape)
+	}
+	switch t.DType {
+	case tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0:
+	default:
+		return nil, fmt.Errorf("gpu: upload: tensor %q: %w: %v", t.Name, tensor.ErrUnknownDType, t.DType)
+	}
+	w := &Weight{name: t.Name, shape: append([]int(nil), t.Shape...), rows: t.Rows(), cols: t.Cols()}
+	w.dtype = b.residentDType(t.DType, len(t.Shape) == 2)
+	data := t.Data
+	if w.dtype != t.DType {
+		data = convert(t, w.dtype)
+	}
+	p, err := b.alloc(int64(len(data)))
+	if err != nil {
+		return nil, fmt.Errorf("gpu: upload %q (%d bytes): %w", t.Name, len(data), err)
+	}
+	if err := b.ctx.CopyHtoD(p, data); err != nil {
+		return nil, fmt.Errorf("gpu: upload %q: %w", t.Name, err)
+	}
+	w.ptr = p
+	return w, nil
+}
+
+// convert re-encodes t's rows as dtype to (F32, F16 or BF16), using every core.
+func convert(t *tensor.Tensor, to tensor.DType) []byte {
+	rows, cols := t.Rows(), t.Cols()
+	eb := to.BlockBytes()
+	out := make([]byte, rows*cols*eb)
+	workers := min(runtime.GOMAXPROCS(0), max(1, rows*cols/(1<<16)))
+	var wg sync.WaitGroup
+	for wk := 0; wk < workers; wk++ {
+		lo, hi := rows*wk/workers, rows*(wk+1)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			row := make([]float32, cols)
+			for r := lo; r < hi; r++ {
+				t.DecodeRow(row, r)
+				dst := out[r*cols*eb : (r+1)*cols*eb]
+				switch to {
+				case tensor.F32:
+					for j, v := range row {
+						binary.LittleEndian.PutUint32(dst[4*j:], math.Float32bits(v))
+					}
+				case tensor.F16:
+					for j, v := range row {
+						binary.LittleEndian.PutUint16(dst[2*j:], tensor.F32ToF16(v))
+					}
+				case tensor.BF16:
+					for j, v := range row {
+						binary.LittleEndian.PutUint16(dst[2*j:], tensor.F32ToBF16(v))
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}

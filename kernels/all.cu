@@ -1,0 +1,14 @@
+// all.cu — the one translation unit nvcc compiles into kernels/llamacu.fatbin (nvcc --fatbin
+// takes a single input per output). Every kernel family is #included here; add new .cu files
+// to this list. Build: make kernels.
+#include "embed.cu"
+#include "rmsnorm.cu"
+#include "rope.cu"
+#include "kvcache.cu"
+#include "attention.cu"
+#include "gemv.cu"
+#include "gemm.cu"
+#include "swiglu.cu"
+#include "add.cu"
+#include "gather.cu"
+#include "argmax.cu"

@@ -1,0 +1,510 @@
+// attention.cu — causal grouped-query attention over the paged KV cache.
+//
+// For batch row i (sequence position p = pos[i], block table tab = tables + row_tab[i]) and
+// query head h, with G = heads/kv_heads query heads per KV head and g = h / G:
+//
+//   s[t]      = q[i, h, :] · K[tab[t/bs], t%bs, g, :] / sqrt(head_dim),   t = 0 … p
+//   a         = softmax(s)
+//   out[i,h,:] = Σ_t a[t] · V[tab[t/bs], t%bs, g, :]
+//
+//   q, out (B, heads·head_dim) fp32; K, V (layers, num_blocks, bs, kv_heads, head_dim) in the
+//   cache dtype <kv> = f32 | f16 (fp16 by default: half the bytes of every decode step).
+//
+// Which rows each kernel computes is decided on the host (gpu/attention.go) and passed as lists,
+// so that one step can use several kernels on disjoint rows:
+//   rows  (nr)      batch rows, for v1 and decode;
+//   tiles (nt, 2)   (first row, row count) of a run of rows of ONE sequence at consecutive
+//                   positions, for prefill (count ≤ 32/G).
+//
+// Versions
+//   attention_<kv>_v1: the readable reference. One block per (row, query head), one thread per
+//       head_dim element; for each t a block reduction gives s[t] and an online softmax update
+//       (running max m, sum l, accumulator) folds V[t] in. O(p) barriers: slow, but obviously
+//       right for every head_dim ≤ 1024 and every G.
+//   attention_decode_<kv>_g<GM> + attention_reduce_f32 (v2, flash-decoding, Dao et al. 2023):
+//       grid (splits, kv_heads, rows). Each block takes one KV head and a chunk of ≤ 512 cached
+//       tokens of one row and computes ALL G ≤ GM query heads of that KV head: every K and V row
+//       is loaded once (16-byte vectors) and used G times — the GQA sharing that makes 70B's
+//       64/8 heads read the cache once, not 8 times. Scores: one thread per token (no shuffles),
+//       q in shared memory (broadcast reads); softmax of the chunk in shared memory; PV: lanes
+//       split head_dim in 16-byte vectors and tokens, reduced by shuffles and across warps in
+//       shared memory. Each block writes its partial (max m, sum l, unnormalised o); the reduce
+//       kernel rescales and sums the splits (or, with one split, the block writes out directly).
+//       The chunk length is chosen on the host so that splits·kv_heads·rows fills the GPU.
+//       Needs head_dim·sizeof(kv) a multiple of 16 with head_dim/vector a power of two ≤ 32
+//       (head_dim 8…128 in fp16, 4…128 in fp32) and G ≤ 8; otherwise v1.
+//   attention_prefill_<kv> (v2, flash-attention style, Dao 2022, fp32 SIMT):
+//       grid (tiles, kv_heads). A block holds 32 "query vectors" = (rows of the tile) × (the G
+//       query heads of its KV head) in shared memory, streams 32-key tiles of K and then V of the
+//       sequence through shared memory (keys beyond the tile's last position are never loaded:
+//       causal skip), and keeps the online softmax state and a 32 × head_dim output tile in
+//       registers (4 query vectors × 8 dims per thread). Needs head_dim even and ≤ 128, G ≤ 32.
+//
+// Speed. Decode is memory-bound: it must read 2·(p+1)·kv_heads·head_dim·sizeof(kv) bytes per
+// row; v2 reads each byte once and keeps ≥ 4 blocks per SM in flight; its limits are the split
+// count (a short context cannot fill the GPU) and, for G = 8, the 64 FMAs per loaded 16 bytes
+// (fine: still under the FMA rate at HBM speed). Prefill is compute-bound: v2 runs on the fp32
+// pipes (about 1/8 of the tensor-core rate), shared-memory bandwidth-bound at ~2.7 FMA per
+// shared load; an mma.sync (m16n8k16) version is the next step for long prompts.
+// Checked by model/modeltest (Attention; paged, GQA 1/2/8, mixed batches) with both the fast and
+// the v1 kernels and both cache dtypes:  go test -tags cuda ./gpu -run Conformance
+#include "common.cuh"
+
+// ================================================================ v1
+
+template <typename KV>
+__device__ void attention_v1(float* out, const float* q, const KV* kc, const KV* vc,
+                             const int* rows, const int* pos, const int* row_tab,
+                             const int* tables, int heads, int kv_heads, int head_dim, int layer,
+                             int num_blocks, int block_size) {
+    __shared__ float scratch[32];
+    const int i = rows[blockIdx.y], h = blockIdx.x, d = threadIdx.x;
+    const int g = h / (heads / kv_heads), kv_dim = kv_heads * head_dim;
+    const int64_t qo = ((int64_t)i * heads + h) * head_dim;
+    const float qd = d < head_dim ? q[qo + d] : 0.f;
+    const int p = pos[i];
+    const int* tab = tables + row_tab[i];
+    const float scale = sqrtf((float)head_dim);
+    float m = -INFINITY, l = 0.f, acc = 0.f;
+    for (int t = 0; t <= p; t++) {
+        const int64_t off =
+            kv_offset(layer, num_blocks, block_size, kv_dim, tab[t / block_size], t % block_size) +
+            (int64_t)g * head_dim;
+        const float kd = d < head_dim ? to_f32(kc[off + d]) : 0.f;
+        const float s = block_sum(qd * kd, scratch) / scale;
+        const float mn = fmaxf(m, s);
+        const float corr = expf(m - mn), e = expf(s - mn);
+        l = l * corr + e;
+        acc = acc * corr + (d < head_dim ? e * to_f32(vc[off + d]) : 0.f);
+        m = mn;
+    }
+    if (d < head_dim) out[qo + d] = acc / l;
+}
+
+// grid (heads, nr), block (roundup32(head_dim)).
+extern "C" __global__ void attention_f32_v1(float* out, const float* q, const float* kc,
+                                            const float* vc, const int* rows, const int* pos,
+                                            const int* row_tab, const int* tables, int heads,
+                                            int kv_heads, int head_dim, int layer,
+                                            int num_blocks, int block_size) {
+    attention_v1(out, q, kc, vc, rows, pos, row_tab, tables, heads, kv_heads, head_dim, layer,
+                 num_blocks, block_size);
+}
+extern "C" __global__ void attention_f16_v1(float* out, const float* q, const __half* kc,
+                                            const __half* vc, const int* rows, const int* pos,
+                                            const int* row_tab, const int* tables, int heads,
+                                            int kv_heads, int head_dim, int layer,
+                                            int num_blocks, int block_size) {
+    attention_v1(out, q, kc, vc, rows, pos, row_tab, tables, heads, kv_heads, head_dim, layer,
+                 num_blocks, block_size);
+}
+
+// ================================================================ v2 decode (flash-decoding)
+
+#define DEC_THREADS 128
+#define DEC_WARPS (DEC_THREADS / 32)
+#define DEC_CHUNK_MAX 512
+#define DEC_GMAX 8
+#define DEC_HD_MAX 128
+
+// part_o (nr, heads, max_splits, head_dim) and part_ml (nr, heads, max_splits, 2) hold the
+// splits' unnormalised outputs and (max, sum); unused when direct != 0 (max_splits == 1).
+// GM ≥ G is the compiled group width (1, 2, 4, 8).
+template <typename KV, int GM>
+__device__ void attention_decode(float* out, float* part_o, float* part_ml, const float* q,
+                                 const KV* kc, const KV* vc, const int* rows, const int* pos,
+                                 const int* row_tab, const int* tables, int heads, int kv_heads,
+                                 int head_dim, int layer, int num_blocks, int block_size,
+                                 int chunk, int max_splits, int direct) {
+    constexpr int VEC = Vec16<KV>::N;
+    __shared__ __align__(16) float qs[GM * DEC_HD_MAX];        // (G, head_dim), pre-scaled
+    __shared__ float sc[GM * DEC_CHUNK_MAX];                   // (G, chunk) scores, then e^(s−m)
+    __shared__ __align__(16) float red[DEC_WARPS * GM * DEC_HD_MAX];  // (warps, G, head_dim)
+    __shared__ float scratch[32];
+
+    const int split = blockIdx.x, g = blockIdx.y, di = blockIdx.z;
+    const int i = rows[di];
+    const int ctx = pos[i] + 1;
+    const int t0 = split * chunk;
+    if (t0 >= ctx) return;  // uniform over the block: this row has fewer splits
+    const int t1 = min(t0 + chunk, ctx);
+    const int G = heads / kv_heads, kv_dim = kv_heads * head_dim, nv = head_dim / VEC;
+    const int* tab = tables + row_tab[i];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+    // q of the G heads, scaled by 1/sqrt(head_dim).
+    const float scale = 1.f / sqrtf((float)head_dim);
+    const float* qrow = q + ((int64_t)i * heads + (int64_t)g * G) * head_dim;
+    for (int k = tid; k < G * head_dim; k += DEC_THREADS) qs[k] = qrow[k] * scale;
+    __syncthreads();
+
+    // Scores: one thread per cached token, G dot products per K row.
+    float lmax[GM];
+#pragma unroll
+    for (int gg = 0; gg < GM; gg++) lmax[gg] = -INFINITY;
+    for (int t = t0 + tid; t < t1; t += DEC_THREADS) {
+        const KV* kr = kc + kv_offset(layer, num_blocks, block_size, kv_dim, tab[t / block_size],
+                                      t % block_size) +
+                       (int64_t)g * head_dim;
+        float acc[GM];
+#pragma unroll
+        for (int gg = 0; gg < GM; gg++) acc[gg] = 0.f;
+#pragma unroll 4
+        for (int v = 0; v < nv; v++) {
+            float kf[VEC];
+            unpack16<KV>(load16(kr + v * VEC), kf);
+#pragma unroll
+            for (int gg = 0; gg < GM; gg++) {
+                if (gg < G) {
+                    const float4* q4 = reinterpret_cast<const float4*>(qs + gg * head_dim + v * VEC);
+#pragma unroll
+                    for (int e = 0; e < VEC; e += 4) {
+                        const float4 qq = q4[e >> 2];
+                        acc[gg] += qq.x * kf[e] + qq.y * kf[e + 1] + qq.z * kf[e + 2] +
+                                   qq.w * kf[e + 3];
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int gg = 0; gg < GM; gg++) {
+            if (gg < G) {
+                sc[gg * chunk + (t - t0)] = acc[gg];
+                lmax[gg] = fmaxf(lmax[gg], acc[gg]);
+            }
+        }
+    }
+
+    // Softmax of the chunk: block max, then e^(s−m) in place (each thread its own tokens), sums.
+    float m[GM], l[GM];
+#pragma unroll
+    for (int gg = 0; gg < GM; gg++) m[gg] = gg < G ? block_max(lmax[gg], scratch) : 0.f;
+    float lsum[GM];
+#pragma unroll
+    for (int gg = 0; gg < GM; gg++) lsum[gg] = 0.f;
+    for (int t = t0 + tid; t < t1; t += DEC_THREADS) {
+#pragma unroll
+        for (int gg = 0; gg < GM; gg++) {
+            if (gg < G) {
+                const float e = expf(sc[gg * chunk + (t - t0)] - m[gg]);
+                sc[gg * chunk + (t - t0)] = e;
+                lsum[gg] += e;
+            }
+        }
+    }
+    // block_sum's leading barrier also publishes sc to every thread.
+#pragma unroll
+    for (int gg = 0; gg < GM; gg++) l[gg] = gg < G ? block_sum(lsum[gg], scratch) : 1.f;
+
+    // PV: lane = token-lane·nv + vector; nv divides 32, so a warp covers 32/nv tokens per step.
+    const int v = lane % nv, tpw = 32 / nv;
+    const int tl = warp * tpw + lane / nv, ntl = DEC_WARPS * tpw;
+    float acc[GM][VEC];
+#pragma unroll
+    for (int gg = 0; gg < GM; gg++)
+#pragma unroll
+        for (int e = 0; e < VEC; e++) acc[gg][e] = 0.f;
+    for (int t = t0 + tl; t < t1; t += ntl) {
+        const KV* vr = vc + kv_offset(layer, num_blocks, block_size, kv_dim, tab[t / block_size],
+                                      t % block_size) +
+                       (int64_t)g * head_dim + v * VEC;
+        float vf[VEC];
+        unpack16<KV>(load16(vr), vf);
+#pragma unroll
+        for (int gg = 0; gg < GM; gg++) {
+            if (gg < G) {
+                const float pe = sc[gg * chunk + (t - t0)];
+#pragma unroll
+                for (int e = 0; e < VEC; e++) acc[gg][e] += pe * vf[e];
+            }
+        }
+    }
+    // Sum the token-lanes of a warp (lanes nv apart), then the warps through shared memory.
+#pragma unroll
+    for (int gg = 0; gg < GM; gg++)
+#pragma unroll
+        for (int e = 0; e < VEC; e++)
+            for (int o = nv; o < 32; o <<= 1)
+                acc[gg][e] += __shfl_xor_sync(0xffffffffu, acc[gg][e], o);
+    if (lane < nv) {
+#pragma unroll
+        for (int gg = 0; gg < GM; gg++)
+            if (gg < G)
+#pragma unroll
+                for (int e = 0; e < VEC; e++)
+                    red[(warp * G + gg) * head_dim + v * VEC + e] = acc[gg][e];
+    }
+    __syncthreads();
+    for (int k = tid; k < G * head_dim; k += DEC_THREADS) {
+        float o = 0.f;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) o += red[w * G * head_dim + k];
+        const int gg = k / head_dim, d = k % head_dim;
+        const int h = g * G + gg;
+        // m and l live in registers indexed by gg: select without dynamic indexing.
+        float mg = 0.f, lg = 1.f;
+#pragma unroll
+        for (int x = 0; x < GM; x++)
+            if (x == gg) {
+                mg = m[x];
+                lg = l[x];
+            }
+        if (direct) {
+            out[((int64_t)i * heads + h) * head_dim + d] = o / lg;
+        } else {
+            const int64_t po = ((int64_t)di * heads + h) * max_splits + split;
+            part_o[po * head_dim + d] = o;
+            if (d == 0) {
+                part_ml[po * 2] = mg;
+                part_ml[po * 2 + 1] = lg;
+            }
+        }
+    }
+}
+
+#define DECODE_ENTRY(KVNAME, KVT, GM)                                                             \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS)                                     \
+        attention_decode_##KVNAME##_g##GM(                                                        \
+            float* out, float* part_o, float* part_ml, const float* q, const KVT* kc,             \
+            const KVT* vc, const int* rows, const int* pos, const int* row_tab,                   \
+            const int* tables, int heads, int kv_heads, int head_dim, int layer, int num_blocks,  \
+            int block_size, int chunk, int max_splits, int direct) {                              \
+        attention_decode<KVT, GM>(out, part_o, part_ml, q, kc, vc, rows, pos, row_tab, tables,    \
+                                  heads, kv_heads, head_dim, layer, num_blocks, block_size,       \
+                                  chunk, max_splits, direct);                                     \
+    }
+
+// grid (max_splits, kv_heads, nr), block (DEC_THREADS).
+DECODE_ENTRY(f32, float, 1)
+DECODE_ENTRY(f32, float, 2)
+DECODE_ENTRY(f32, float, 4)
+DECODE_ENTRY(f32, float, 8)
+DECODE_ENTRY(f16, __half, 1)
+DECODE_ENTRY(f16, __half, 2)
+DECODE_ENTRY(f16, __half, 4)
+DECODE_ENTRY(f16, __half, 8)
+
+// attention_reduce_f32 merges the splits of each (row, head):
+//   M = max_s m_s,  w_s = e^(m_s − M),  out = Σ_s w_s·o_s / Σ_s w_s·l_s,
+// over the splits s < ceil((pos+1)/chunk) that row actually has.
+// grid (heads, nr), block (128).
+extern "C" __global__ void attention_reduce_f32(float* out, const float* part_o,
+                                                const float* part_ml, const int* rows,
+                                                const int* pos, int heads, int head_dim,
+                                                int chunk, int max_splits) {
+    const int h = blockIdx.x, di = blockIdx.y;
+    const int i = rows[di];
+    const int ns = (pos[i] + chunk) / chunk;  // ceil((pos+1)/chunk)
+    const int64_t base = ((int64_t)di * heads + h) * max_splits;
+    float M = -INFINITY;
+    for (int s = 0; s < ns; s++) M = fmaxf(M, part_ml[(base + s) * 2]);
+    float L = 0.f;
+    for (int s = 0; s < ns; s++) L += expf(part_ml[(base + s) * 2] - M) * part_ml[(base + s) * 2 + 1];
+    const float invL = 1.f / L;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float o = 0.f;
+        for (int s = 0; s < ns; s++)
+            o += expf(part_ml[(base + s) * 2] - M) * part_o[(base + s) * head_dim + d];
+        out[((int64_t)i * heads + h) * head_dim + d] = o * invL;
+    }
+}
+
+// ================================================================ v2 prefill (flash attention)
+
+#define PF_BQ 32       // query vectors per block
+#define PF_BK 32       // keys per tile
+#define PF_THREADS 128
+#define PF_HD_MAX 128
+#define PF_QSTRIDE (PF_HD_MAX + 4)  // floats; rows 16-byte aligned, banks shifted by 4 per row
+#define PF_KSTRIDE (PF_HD_MAX + 2)  // elements; odd word stride in fp16
+
+// KV2 is a pair of cache elements loaded as one 4- or 8-byte word.
+template <typename KV> struct KV2;
+template <> struct KV2<float> {
+    typedef float2 T;
+    static LLAMACU_DEVICE float2 f(float2 v) { return v; }
+    static LLAMACU_DEVICE float2 zero() { return make_float2(0.f, 0.f); }
+};
+template <> struct KV2<__half> {
+    typedef __half2 T;
+    static LLAMACU_DEVICE float2 f(__half2 v) { return __half22float2(v); }
+    static LLAMACU_DEVICE __half2 zero() { return __float2half2_rn(0.f); }
+};
+
+template <typename KV>
+__device__ void attention_prefill(float* out, const float* q, const KV* kc, const KV* vc,
+                                  const int* tiles, const int* pos, const int* row_tab,
+                                  const int* tables, int heads, int kv_heads, int head_dim,
+                                  int layer, int num_blocks, int block_size) {
+    typedef typename KV2<KV>::T P2;
+    __shared__ __align__(16) float qs[PF_BQ * PF_QSTRIDE];  // (32 query vectors, head_dim)
+    __shared__ __align__(16) KV kvs[PF_BK * PF_KSTRIDE];    // (32 keys, head_dim): K, then V
+    __shared__ float ps[PF_BQ * (PF_BK + 1)];               // (32, 32) probabilities
+
+    const int tile = blockIdx.x, g = blockIdx.y, tid = threadIdx.x;
+    const int r0 = tiles[2 * tile], nrows = tiles[2 * tile + 1];
+    const int G = heads / kv_heads, kv_dim = kv_heads * head_dim, half = head_dim >> 1;
+    const int nq = nrows * G;            // valid query vectors
+    const int p0 = pos[r0];              // positions p0 … p0 + nrows − 1
+    const int pmax = p0 + nrows - 1;
+    const int* tab = tables + row_tab[r0];
+
+    // Query vector qv is (row r0 + qv/G, head g·G + qv%G); invalid ones (qv ≥ nq) duplicate the
+    // last valid one, so that their softmax stays finite; they are never stored.
+    const float scale = 1.f / sqrtf((float)head_dim);
+    for (int k = tid; k < PF_BQ * half; k += PF_THREADS) {
+        const int qv = k / half, j = k % half;
+        const int qe = min(qv, nq - 1);
+        const int r = r0 + qe / G, h = g * G + qe % G;
+        const float2 x =
+            *reinterpret_cast<const float2*>(q + ((int64_t)r * heads + h) * head_dim + 2 * j);
+        *reinterpret_cast<float2*>(qs + qv * PF_QSTRIDE + 2 * j) =
+            make_float2(x.x * scale, x.y * scale);
+    }
+
+    // This thread: query vectors rg·4 … rg·4+3; score keys kq and kq+16; output dim pairs
+    // kq, kq+16, kq+32, kq+48.
+    const int rg = tid >> 4, kq = tid & 15;
+    int qpos[4];
+#pragma unroll
+    for (int a = 0; a < 4; a++) qpos[a] = p0 + min(rg * 4 + a, nq - 1) / G;
+    float m[4], l[4], o[4][8];
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        m[a] = -INFINITY;
+        l[a] = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[a][e] = 0.f;
+    }
+
+    for (int k0 = 0; k0 <= pmax; k0 += PF_BK) {
+        // K tile (keys past pmax are zero and masked).
+        __syncthreads();  // previous tile's PV is done with kvs and ps
+        for (int k = tid; k < PF_BK * half; k += PF_THREADS) {
+            const int key = k / half, j = k % half, kp = k0 + key;
+            P2 val;
+            if (kp <= pmax) {
+                const int64_t off = kv_offset(layer, num_blocks, block_size, kv_dim,
+                                              tab[kp / block_size], kp % block_size) +
+                                    (int64_t)g * head_dim + 2 * j;
+                val = *reinterpret_cast<const P2*>(kc + off);
+            } else {
+                val = KV2<KV>::zero();
+            }
+            *reinterpret_cast<P2*>(kvs + key * PF_KSTRIDE + 2 * j) = val;
+        }
+        __syncthreads();
+
+        // Scores s[a][b] for query vector rg·4+a and key kq + 16·b.
+        float s[4][2];
+#pragma unroll
+        for (int a = 0; a < 4; a++) s[a][0] = s[a][1] = 0.f;
+        for (int j = 0; j < half; j++) {
+            const float2 k0v = KV2<KV>::f(*reinterpret_cast<const P2*>(kvs + kq * PF_KSTRIDE + 2 * j));
+            const float2 k1v =
+                KV2<KV>::f(*reinterpret_cast<const P2*>(kvs + (kq + 16) * PF_KSTRIDE + 2 * j));
+#pragma unroll
+            for (int a = 0; a < 4; a++) {
+                const float2 qq = *reinterpret_cast<const float2*>(qs + (rg * 4 + a) * PF_QSTRIDE + 2 * j);
+                s[a][0] += qq.x * k0v.x + qq.y * k0v.y;
+                s[a][1] += qq.x * k1v.x + qq.y * k1v.y;
+            }
+        }
+        // Causal mask, online softmax over the 16 lanes that share these query vectors.
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            if (k0 + kq > qpos[a]) s[a][0] = -INFINITY;
+            if (k0 + kq + 16 > qpos[a]) s[a][1] = -INFINITY;
+            float tmax = fmaxf(s[a][0], s[a][1]);
+#pragma unroll
+            for (int off = 8; off > 0; off >>= 1)
+                tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, off));
+            // The first tile holds key 0 ≤ every query position: mn is finite from then on.
+            const float mn = fmaxf(m[a], tmax);
+            const float corr = expf(m[a] - mn);
+            const float e0 = expf(s[a][0] - mn), e1 = expf(s[a][1] - mn);
+            float rs = e0 + e1;
+#pragma unroll
+            for (int off = 8; off > 0; off >>= 1) rs += __shfl_xor_sync(0xffffffffu, rs, off);
+            l[a] = l[a] * corr + rs;
+            m[a] = mn;
+#pragma unroll
+            for (int e = 0; e < 8; e++) o[a][e] *= corr;
+            ps[(rg * 4 + a) * (PF_BK + 1) + kq] = e0;
+            ps[(rg * 4 + a) * (PF_BK + 1) + kq + 16] = e1;
+        }
+        __syncthreads();  // scores done with K; ps complete
+
+        // V tile into the same buffer.
+        for (int k = tid; k < PF_BK * half; k += PF_THREADS) {
+            const int key = k / half, j = k % half, kp = k0 + key;
+            P2 val;
+            if (kp <= pmax) {
+                const int64_t off = kv_offset(layer, num_blocks, block_size, kv_dim,
+                                              tab[kp / block_size], kp % block_size) +
+                                    (int64_t)g * head_dim + 2 * j;
+                val = *reinterpret_cast<const P2*>(vc + off);
+            } else {
+                val = KV2<KV>::zero();
+            }
+            *reinterpret_cast<P2*>(kvs + key * PF_KSTRIDE + 2 * j) = val;
+        }
+        __syncthreads();
+
+        // o[a][2c+{0,1}] += Σ_key p[a][key] · V[key][2·(kq + 16c) + {0,1}]
+        const int kend = min(PF_BK, pmax - k0 + 1);
+        for (int key = 0; key < kend; key++) {
+            float pa[4];
+#pragma unroll
+            for (int a = 0; a < 4; a++) pa[a] = ps[(rg * 4 + a) * (PF_BK + 1) + key];
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int j = kq + 16 * c;
+                if (j < half) {
+                    const float2 vv =
+                        KV2<KV>::f(*reinterpret_cast<const P2*>(kvs + key * PF_KSTRIDE + 2 * j));
+#pragma unroll
+                    for (int a = 0; a < 4; a++) {
+                        o[a][2 * c] += pa[a] * vv.x;
+                        o[a][2 * c + 1] += pa[a] * vv.y;
+                    }
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        const int qv = rg * 4 + a;
+        if (qv < nq) {
+            const int r = r0 + qv / G, h = g * G + qv % G;
+            float* orow = out + ((int64_t)r * heads + h) * head_dim;
+            const float inv = 1.f / l[a];
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int j = kq + 16 * c;
+                if (j < half)
+                    *reinterpret_cast<float2*>(orow + 2 * j) =
+                        make_float2(o[a][2 * c] * inv, o[a][2 * c + 1] * inv);
+            }
+        }
+    }
+}
+
+// grid (nt, kv_heads), block (PF_THREADS).
+extern "C" __global__ void __launch_bounds__(PF_THREADS)
+    attention_prefill_f32(float* out, const float* q, const float* kc, const float* vc,
+                          const int* tiles, const int* pos, const int* row_tab, const int* tables,
+                          int heads, int kv_heads, int head_dim, int layer, int num_blocks,
+                          int block_size) {
+    attention_prefill(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, head_dim,
+                      layer, num_blocks, block_size);
+}
+extern "C" __global__ void __launch_bounds__(PF_THREADS)
+    attention_prefill_f16(float* out, const float* q, const __half* kc, const __half* vc,
+                          const int* tiles, const int* pos, const int* row_tab,
+                          const int* tables, int heads, int kv_heads, int head_dim, int layer,
+                          int num_blocks, int block_size) {
+    attention_prefill(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, head_dim,
+                      layer, num_blocks, block_size);
+}

@@ -1,0 +1,151 @@
+// common.cuh: helpers shared by every llamacu kernel (compiled into one translation unit, all.cu).
+//
+// - warp and block reductions (sum, max, (max, argmax));
+// - 16-byte vector loads and their conversion to float for the three element types the kernels
+//   read (float, __half, __nv_bfloat16), written with bit operations that compile on CUDA 11.8 for
+//   every target of the fatbin (sm_80 … sm_90, compute_90);
+// - the paged-KV-cache slot formula shared by kvcache.cu, rope.cu and attention.cu.
+//
+// Conventions of every kernel file:
+// - entry points are extern "C" and named <op>_<dtype>[_vN] (DESIGN.md); v1 is the naive,
+//   readable version and the spec on the GPU side;
+// - every parameter is a pointer or a 32-bit int/float (the Go side passes each in its own 8-byte
+//   slot, cuda.Arg); no struct is passed by value;
+// - activations are fp32 (n, cols) row-major, n rows used of a larger buffer;
+// - shapes are checked on the host (gpu/*.go): kernels trust them and only guard their own tails.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#define LLAMACU_DEVICE __device__ __forceinline__
+
+// ---------------------------------------------------------------- scalar conversions
+
+// to_f32 widens one stored element to float.
+LLAMACU_DEVICE float to_f32(float x) { return x; }
+LLAMACU_DEVICE float to_f32(__half x) { return __half2float(x); }
+LLAMACU_DEVICE float to_f32(__nv_bfloat16 x) {
+    // bf16 is the top half of a binary32: exact, and no intrinsic needed.
+    return __uint_as_float(((uint32_t)__bfloat16_as_ushort(x)) << 16);
+}
+
+// from_f32<T> narrows a float to a stored element (round to nearest even).
+template <typename T> LLAMACU_DEVICE T from_f32(float x);
+template <> LLAMACU_DEVICE float from_f32<float>(float x) { return x; }
+template <> LLAMACU_DEVICE __half from_f32<__half>(float x) { return __float2half_rn(x); }
+template <> LLAMACU_DEVICE __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
+    return __float2bfloat16_rn(x);
+}
+
+// Unpack 32 bits holding two fp16 / bf16 values (element 0 in the low half, as in memory).
+LLAMACU_DEVICE float2 h2_to_f2(uint32_t u) {
+    __half2 h = *reinterpret_cast<__half2*>(&u);
+    return __half22float2(h);
+}
+LLAMACU_DEVICE float2 bf2_to_f2(uint32_t u) {
+    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
+}
+
+// ---------------------------------------------------------------- 16-byte vectors
+
+// Vec16<T> describes a 16-byte vector of T: N elements, loaded as one uint4 (LDG.128).
+template <typename T> struct Vec16 { static constexpr int N = 16 / sizeof(T); };
+
+// load16 reads 16 bytes through the read-only (non-coherent) path. p must be 16-byte aligned.
+LLAMACU_DEVICE uint4 load16(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+
+// load16_stream reads 16 bytes that are used once (weights in a GEMV): the L1 keeps no copy, so
+// it stays free for the activations that every warp re-reads.
+LLAMACU_DEVICE uint4 load16_stream(const void* p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+// unpack16<T> converts a 16-byte vector of T to Vec16<T>::N floats.
+template <typename T> LLAMACU_DEVICE void unpack16(uint4 u, float* f);
+template <> LLAMACU_DEVICE void unpack16<float>(uint4 u, float* f) {
+    f[0] = __uint_as_float(u.x);
+    f[1] = __uint_as_float(u.y);
+    f[2] = __uint_as_float(u.z);
+    f[3] = __uint_as_float(u.w);
+}
+template <> LLAMACU_DEVICE void unpack16<__half>(uint4 u, float* f) {
+    float2 a = h2_to_f2(u.x), b = h2_to_f2(u.y), c = h2_to_f2(u.z), d = h2_to_f2(u.w);
+    f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
+    f[4] = c.x; f[5] = c.y; f[6] = d.x; f[7] = d.y;
+}
+template <> LLAMACU_DEVICE void unpack16<__nv_bfloat16>(uint4 u, float* f) {
+    float2 a = bf2_to_f2(u.x), b = bf2_to_f2(u.y), c = bf2_to_f2(u.z), d = bf2_to_f2(u.w);
+    f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
+    f[4] = c.x; f[5] = c.y; f[6] = d.x; f[7] = d.y;
+}
+
+// load_f32x<N> reads N consecutive floats (N = 4 or 8) with 16-byte loads through L1.
+template <int N> LLAMACU_DEVICE void load_f32x(const float* p, float* f) {
+#pragma unroll
+    for (int i = 0; i < N; i += 4) {
+        float4 v = __ldg(reinterpret_cast<const float4*>(p + i));
+        f[i] = v.x; f[i + 1] = v.y; f[i + 2] = v.z; f[i + 3] = v.w;
+    }
+}
+
+// ---------------------------------------------------------------- reductions
+
+LLAMACU_DEVICE float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+LLAMACU_DEVICE float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// block_sum returns the sum of v over the block to every thread. scratch holds 32 floats;
+// blockDim.x is a multiple of 32 (≤ 1024). It begins with a barrier, so scratch may be reused by
+// consecutive calls.
+LLAMACU_DEVICE float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? scratch[lane] : 0.f;
+    return warp_sum(v);
+}
+
+// block_max is block_sum's twin for the maximum.
+LLAMACU_DEVICE float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? scratch[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+// argmax_merge keeps the larger value, and of equal values the lower index (NaN never wins).
+LLAMACU_DEVICE void argmax_merge(float& v, int& i, float v2, int i2) {
+    if (v2 > v || (v2 == v && i2 < i)) {
+        v = v2;
+        i = i2;
+    }
+}
+
+// ---------------------------------------------------------------- paged KV cache
+
+// kv_offset is the element offset in K or V, stored (layers, num_blocks, block_size, kv_heads,
+// head_dim), of (layer, physical block blk, slot) — the start of that token's kv_heads·head_dim
+// row. 64-bit: a 70B cache exceeds 2³¹ elements.
+LLAMACU_DEVICE int64_t kv_offset(int layer, int num_blocks, int block_size, int kv_dim, int blk,
+                                 int slot) {
+    return (((int64_t)layer * num_blocks + blk) * block_size + slot) * (int64_t)kv_dim;
+}

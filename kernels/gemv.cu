@@ -1,0 +1,129 @@
+// gemv.cu — the decode matmul: a few activation rows times a weight matrix.
+//
+//   out[b, r] = Σ_k x[b, k] · w[r, k]      out (n, N) fp32; x (n, K) fp32; w (N, K) f32|f16|bf16
+//
+// fp32 accumulation; weights widened in registers (f16: __half22float2; bf16: a shift).
+//
+// Versions
+//   gemv_<dt>_v1      : one warp per (row r, batch row b), lanes stride over K with scalar loads,
+//                       warp-shuffle sum. Any n, N, K. The reference.
+//   gemv_<dt>_v2_n<B> : B = 1, 2, 4, 8 (compiled batch width; n ≤ B rows used). One warp per 4
+//                       weight rows, 4 warps (16 rows) per block. Each lane streams 16-byte
+//                       vectors (8 halves / 4 floats) of the 4 rows with ld.global.nc.L1::no_allocate
+//                       (weights are read once: keep L1 for x), the loop unrolled twice, so a warp
+//                       has 4·2·512 = 4 KB of weights in flight; the matching x vector of each
+//                       batch row is read once per 4 rows through L1 (__ldg) and reused for all 4.
+//                       Needs K a multiple of the vector (8 for f16/bf16, 4 for f32); else v1.
+//
+// Speed: decode is bandwidth-bound: N·K·sizeof(dt) bytes per call must stream at HBM speed.
+// With all N/4 warps resident (N = 4096 → 1024 warps ≈ 8 per SM on an H100) there are ≈ 4 MB of
+// loads in flight, above the ≈ 2.5 MB that Little's law asks of 3.35 TB/s at ~700 ns. The x
+// traffic through L1 is 2·B/4 bytes per weight byte (x fp32 vs w fp16, shared by 4 rows): at
+// B = 8 that is 4× the weight bytes, near the L1 rate — why B stops at 8 and the host moves to
+// cuBLAS (gemm.cu) above it. Small N (< ~1000 rows) cannot fill the GPU (no split-K yet).
+// Target: ≥ 90% of the device-to-device copy bandwidth on 7B shapes (bench: llamacu bench
+// kernels); checked by model/modeltest (MatMul): go test -tags cuda ./gpu -run Conformance/MatMul
+#include "common.cuh"
+
+// ---------------------------------------------------------------- v1
+
+template <typename W>
+__device__ void gemv_v1(float* out, const float* x, const W* w, int n, int N, int K) {
+    const int warps = blockDim.x >> 5;
+    const int r = blockIdx.x * warps + (threadIdx.x >> 5), b = blockIdx.y, lane = threadIdx.x & 31;
+    if (r >= N) return;  // whole warp
+    const W* wr = w + (int64_t)r * K;
+    const float* xr = x + (int64_t)b * K;
+    float acc = 0.f;
+    for (int k = lane; k < K; k += 32) acc += to_f32(wr[k]) * xr[k];
+    acc = warp_sum(acc);
+    if (lane == 0) out[(int64_t)b * N + r] = acc;
+}
+
+// grid (ceil(N/8), n), block (256).
+extern "C" __global__ void gemv_f32_v1(float* out, const float* x, const float* w, int n, int N,
+                                       int K) {
+    gemv_v1(out, x, w, n, N, K);
+}
+extern "C" __global__ void gemv_f16_v1(float* out, const float* x, const __half* w, int n, int N,
+                                       int K) {
+    gemv_v1(out, x, w, n, N, K);
+}
+extern "C" __global__ void gemv_bf16_v1(float* out, const float* x, const __nv_bfloat16* w, int n,
+                                        int N, int K) {
+    gemv_v1(out, x, w, n, N, K);
+}
+
+// ---------------------------------------------------------------- v2
+
+#define GEMV_THREADS 128
+#define GEMV_ROWS 4  // weight rows per warp
+#define GEMV_ROWS_PER_BLOCK (GEMV_ROWS * GEMV_THREADS / 32)
+
+template <typename W, int NB>
+__device__ void gemv_v2(float* __restrict__ out, const float* __restrict__ x,
+                        const W* __restrict__ w, int n, int N, int K) {
+    constexpr int VEC = Vec16<W>::N;
+    const int lane = threadIdx.x & 31;
+    const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
+    if (r0 >= N) return;  // whole warp; no barrier below
+    const W* wr[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) wr[r] = w + (int64_t)min(r0 + r, N - 1) * K;  // tail: reread
+
+    float acc[GEMV_ROWS][NB];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) acc[r][b] = 0.f;
+
+    const int nvec = K / VEC;
+#pragma unroll 2
+    for (int v = lane; v < nvec; v += 32) {
+        uint4 raw[GEMV_ROWS];
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; r++) raw[r] = load16_stream(wr[r] + (int64_t)v * VEC);
+        float wf[GEMV_ROWS][VEC];
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; r++) unpack16<W>(raw[r], wf[r]);
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            if (b < n) {
+                float xf[VEC];
+                load_f32x<VEC>(x + (int64_t)b * K + (int64_t)v * VEC, xf);
+#pragma unroll
+                for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) acc[r][b] += wf[r][e] * xf[e];
+            }
+        }
+    }
+    // Every lane ends with every sum; lane r·NB+b stores (r, b).
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            const float s = warp_sum(acc[r][b]);
+            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = s;
+        }
+}
+
+#define GEMV_ENTRY(DT, WT, NB)                                                                  \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS)                                  \
+        gemv_##DT##_v2_n##NB(float* out, const float* x, const WT* w, int n, int N, int K) {    \
+        gemv_v2<WT, NB>(out, x, w, n, N, K);                                                    \
+    }
+
+// grid (ceil(N / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); K % (16/sizeof(dt)) == 0, n ≤ B.
+GEMV_ENTRY(f32, float, 1)
+GEMV_ENTRY(f32, float, 2)
+GEMV_ENTRY(f32, float, 4)
+GEMV_ENTRY(f32, float, 8)
+GEMV_ENTRY(f16, __half, 1)
+GEMV_ENTRY(f16, __half, 2)
+GEMV_ENTRY(f16, __half, 4)
+GEMV_ENTRY(f16, __half, 8)
+GEMV_ENTRY(bf16, __nv_bfloat16, 1)
+GEMV_ENTRY(bf16, __nv_bfloat16, 2)
+GEMV_ENTRY(bf16, __nv_bfloat16, 4)
+GEMV_ENTRY(bf16, __nv_bfloat16, 8)

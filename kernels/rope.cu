@@ -1,0 +1,104 @@
+// rope.cu — rotary position embedding (Su et al. 2021), interleaved pairs (Meta / llama2.c order).
+//
+//   for each row i, head h, pair j < head_dim/2:
+//     θ = pos[i] · theta^(−2j/head_dim)
+//     (x[2j], x[2j+1]) ← (x[2j]·cosθ − x[2j+1]·sinθ,  x[2j]·sinθ + x[2j+1]·cosθ)
+//   x (n, heads·head_dim) fp32, in place.
+//
+// The angle is computed exactly as the cpu package (and llama2.c) does, so the two backends
+// rotate bit-identically: freq = 1/(float)pow((double)theta, (double)((float)2j/(float)hd)) with
+// IEEE fp32 division (__fdiv_rn, immune to --use_fast_math), val = (float)pos·freq (__fmul_rn),
+// cos and sin of val in fp64, rounded to fp32; the rotation uses __fmul_rn/__fadd_rn so nvcc
+// contracts nothing into an FMA. The cos/sin table of a row (head_dim/2 entries) is built once per
+// block in shared memory and used by every head: fp64 work is n·head_dim/2 pow+sincos per launch.
+//
+// Versions
+//   rope_f32 (v1): one block per row; the first head_dim/2 threads build the row's table, then
+//                  all threads rotate the row's pairs (float2 loads, coalesced).
+//   rope_qk_store_kv_<kv> (v2, fused): one launch per layer for RoPE on Q, RoPE on K, and the
+//                  store of K and V into the paged cache (kvcache.cu's store_kv), sharing the
+//                  table between Q and K. Equivalent to RoPE(q); RoPE(k); StoreKV(k, v).
+//
+// Speed: decode is latency-bound (one block per token; ~2-4 µs, dominated by the fp64 pow/sincos
+// of 64 angles and one round trip to memory); prefill moves 8 bytes per element. head_dim ≤ 1024.
+// Checked by model/modeltest (RoPE) and gpu/conformance_test.go (TestRoPEStoreKV):
+//   go test -tags cuda ./gpu -run 'Conformance/RoPE|RoPEStoreKV'
+#include "common.cuh"
+
+#define ROPE_MAX_HALF 512
+
+// rope_table fills cs, sn (head_dim/2) for position p, then synchronises the block.
+LLAMACU_DEVICE void rope_table(float* cs, float* sn, int p, int head_dim, float theta) {
+    for (int j = threadIdx.x; j < (head_dim >> 1); j += blockDim.x) {
+        const float e = __fdiv_rn((float)(2 * j), (float)head_dim);
+        const float freq = __fdiv_rn(1.f, (float)pow((double)theta, (double)e));
+        const float val = __fmul_rn((float)p, freq);
+        double s, c;
+        sincos((double)val, &s, &c);
+        cs[j] = (float)c;
+        sn[j] = (float)s;
+    }
+    __syncthreads();
+}
+
+// rotate_row rotates the cols/2 pairs of one row in place (cols a multiple of head_dim).
+LLAMACU_DEVICE void rotate_row(float* row, int cols, int head_dim, const float* cs,
+                               const float* sn) {
+    const int half = head_dim >> 1;
+    float2* r2 = reinterpret_cast<float2*>(row);
+    for (int k = threadIdx.x; k < (cols >> 1); k += blockDim.x) {
+        const int j = k % half;
+        const float2 v = r2[k];
+        const float c = cs[j], s = sn[j];
+        r2[k] = make_float2(__fsub_rn(__fmul_rn(v.x, c), __fmul_rn(v.y, s)),
+                            __fadd_rn(__fmul_rn(v.x, s), __fmul_rn(v.y, c)));
+    }
+}
+
+// grid (n), block (128). cols % head_dim == 0, head_dim even, ≤ 2·ROPE_MAX_HALF.
+extern "C" __global__ void rope_f32(float* x, const int* pos, int cols, int head_dim,
+                                    float theta) {
+    __shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
+    rope_table(cs, sn, pos[blockIdx.x], head_dim, theta);
+    rotate_row(x + (int64_t)blockIdx.x * cols, cols, head_dim, cs, sn);
+}
+
+template <typename KV>
+__device__ void rope_qk_store_kv(float* q, float* k, const float* v, KV* kc, KV* vc,
+                                 const int* pos, const int* row_tab, const int* tables,
+                                 int q_cols, int kv_dim, int head_dim, float theta, int layer,
+                                 int num_blocks, int block_size) {
+    __shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
+    const int i = blockIdx.x;
+    const int p = pos[i];
+    rope_table(cs, sn, p, head_dim, theta);
+    rotate_row(q + (int64_t)i * q_cols, q_cols, head_dim, cs, sn);
+    float* kr = k + (int64_t)i * kv_dim;
+    rotate_row(kr, kv_dim, head_dim, cs, sn);
+    __syncthreads();  // the rotated k row is read back below by other threads
+    const int blk = tables[row_tab[i] + p / block_size];
+    const int64_t off = kv_offset(layer, num_blocks, block_size, kv_dim, blk, p % block_size);
+    const float* vr = v + (int64_t)i * kv_dim;
+    for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) {
+        kc[off + j] = from_f32<KV>(kr[j]);
+        vc[off + j] = from_f32<KV>(vr[j]);
+    }
+}
+
+// grid (n), block (128).
+extern "C" __global__ void rope_qk_store_kv_f32(float* q, float* k, const float* v, float* kc,
+                                                float* vc, const int* pos, const int* row_tab,
+                                                const int* tables, int q_cols, int kv_dim,
+                                                int head_dim, float theta, int layer,
+                                                int num_blocks, int block_size) {
+    rope_qk_store_kv(q, k, v, kc, vc, pos, row_tab, tables, q_cols, kv_dim, head_dim, theta,
+                     layer, num_blocks, block_size);
+}
+extern "C" __global__ void rope_qk_store_kv_f16(float* q, float* k, const float* v, __half* kc,
+                                                __half* vc, const int* pos, const int* row_tab,
+                                                const int* tables, int q_cols, int kv_dim,
+                                                int head_dim, float theta, int layer,
+                                                int num_blocks, int block_size) {
+    rope_qk_store_kv(q, k, v, kc, vc, pos, row_tab, tables, q_cols, kv_dim, head_dim, theta,
+                     layer, num_blocks, block_size);
+}
