@@ -10,7 +10,7 @@ NVCCFLAGS ?= -O3 --use_fast_math -std=c++17 \
 # One translation unit (nvcc --fatbin takes one input per output): all.cu #includes the rest.
 KERNELS   := kernels/all.cu
 
-.PHONY: all build test test-short fmt-check vet fuzz bench kernels cuda clean
+.PHONY: all build test test-short fmt-check vet fuzz bench kernels cuda device-bundle clean
 
 all: build
 
@@ -56,5 +56,19 @@ kernels/llamacu.fatbin: $(wildcard kernels/*.cu) $(wildcard kernels/*.cuh)
 cuda: kernels
 	$(GO) build -tags cuda -o $(BIN)/llamacu-cuda ./cmd/llamacu
 
+# Everything the GPU machine needs (it has no Go): the cuda CLI, the GPU test binaries, the
+# PyTorch peer, the test data the tests read, and bench/device/check.sh. Carry dist/device.
+DEV := dist/device
+SHARED ?= ../shared/testdata
+device-bundle: kernels
+	rm -rf $(DEV) && mkdir -p $(DEV)/pkg/cuda $(DEV)/pkg/gpu $(DEV)/shared/testdata
+	$(GO) build -tags cuda -ldflags '-s -w' -o $(DEV)/llamacu ./cmd/llamacu
+	$(GO) test -tags cuda -c -ldflags '-s -w' -o $(DEV)/gpu.test ./gpu
+	$(GO) test -tags cuda -c -ldflags '-s -w' -o $(DEV)/cuda.test ./cuda
+	cp bench/device/check.sh bench/reference/hf_peer.py $(DEV)/
+	cp -r $(SHARED)/stories260K $(DEV)/shared/testdata/
+	git rev-parse --short HEAD > $(DEV)/COMMIT 2>/dev/null || echo unknown > $(DEV)/COMMIT
+	@du -sh $(DEV)
+
 clean:
-	rm -rf $(BIN) kernels/llamacu.fatbin
+	rm -rf $(BIN) dist kernels/llamacu.fatbin
