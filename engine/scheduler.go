@@ -642,10 +642,10 @@ func (s *Scheduler) retire(q *sequence, reason string, err error) {
 // finishRequest sends the final event, closes the stream and releases the request's context.
 func (s *Scheduler) finishRequest(r *request, text string, u Usage, reason string, err error) {
 	r.stopWake()
+	s.completed.Add(1) // before the event: a consumer that saw it sees the count
 	r.send(Event{Token: -1, Text: text, Time: time.Now(), Done: true, FinishReason: reason, Usage: u, Err: err})
 	close(r.ch)
 	r.cancel()
-	s.completed.Add(1)
 }
 
 // send delivers ev; the channel has room for every event of the request (see Submit).

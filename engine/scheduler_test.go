@@ -204,15 +204,12 @@ func TestSchedulerCancelFreesBlocks(t *testing.T) {
 	require.NoError(t, err)
 	defer s.Close(context.Background())
 
+	// Hold the scheduler inside the first step of a long request while a second one queues.
+	g.Lock()
 	ctx, cancel := context.WithCancel(context.Background())
 	running, err := s.Submit(ctx, engine.Request{Prompt: "Once upon a time", MaxTokens: 1000, Sampling: sample.GreedyParams()})
 	require.NoError(t, err)
-	// Read a few tokens, then hold the scheduler inside a step while a second request queues.
-	for i := 0; i < 3; i++ {
-		ev := <-running.C
-		require.False(t, ev.Done, "finished early: %+v", ev)
-	}
-	g.Lock()
+	require.Eventually(t, func() bool { return s.Stats().Running == 1 }, 5*time.Second, time.Millisecond)
 	qctx, qcancel := context.WithCancel(context.Background())
 	queued, err := s.Submit(qctx, engine.Request{Prompt: "Tim", MaxTokens: 10})
 	require.NoError(t, err)
@@ -235,10 +232,12 @@ func TestSchedulerCancelFreesBlocks(t *testing.T) {
 	waitIdle(t, s)
 
 	// Stream.Cancel does the same for a consumer that stops reading.
+	g.Lock()
 	st2, err := s.Submit(context.Background(), engine.Request{Prompt: "Mom said", MaxTokens: 1000})
 	require.NoError(t, err)
-	<-st2.C
+	require.Eventually(t, func() bool { return s.Stats().Running == 1 }, 5*time.Second, time.Millisecond)
 	st2.Cancel()
+	g.Unlock()
 	_, _, final = collect(t, st2)
 	require.ErrorIs(t, final.Err, context.Canceled)
 	waitIdle(t, s)
@@ -446,10 +445,10 @@ func TestSchedulerCloseAndGoroutines(t *testing.T) {
 	t.Run("abort", func(t *testing.T) {
 		s, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 1})
 		require.NoError(t, err)
+		g.Lock()
 		run, err := s.Submit(context.Background(), engine.Request{Prompt: "A", MaxTokens: 1000})
 		require.NoError(t, err)
-		<-run.C
-		g.Lock()
+		require.Eventually(t, func() bool { return s.Stats().Running == 1 }, 5*time.Second, time.Millisecond)
 		wait, err := s.Submit(context.Background(), engine.Request{Prompt: "B", MaxTokens: 10})
 		require.NoError(t, err)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)

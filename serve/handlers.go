@@ -1,0 +1,352 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/llamacu/llamacu/chat"
+	"github.com/llamacu/llamacu/engine"
+)
+
+// statusClientClosed is recorded in metrics for a request whose client went away before the
+// answer (nginx's convention; nothing is sent).
+const statusClientClosed = 499
+
+func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
+	b := s.backendOrError(w)
+	if b == nil {
+		return
+	}
+	var req completionRequest
+	if bad := decodeBody(w, r, s.opts.MaxBodyBytes, &req); bad != nil {
+		bad.write(w)
+		return
+	}
+	sp, stops, maxTokens, bad := req.sampling(req.MaxTokens)
+	if bad == nil && req.Echo {
+		bad = invalid("echo", "echo is not supported")
+	}
+	if bad != nil {
+		bad.write(w)
+		return
+	}
+	var ids []int32
+	switch {
+	case req.Prompt.isIDs:
+		if len(req.Prompt.ids) == 0 {
+			invalid("prompt", "prompt must not be an empty array of token ids").write(w)
+			return
+		}
+		ids = req.Prompt.ids
+	case req.Prompt.text != nil:
+		ids = b.e.Tokenizer.Encode(*req.Prompt.text, true)
+	default:
+		invalid("prompt", "prompt is required").write(w)
+		return
+	}
+	if maxTokens == 0 {
+		maxTokens = s.opts.DefaultMaxTokens
+		if room := b.e.Context - len(ids); room > 0 && room < maxTokens {
+			maxTokens = room
+		}
+	}
+	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops}
+	s.generate(w, r, b, ereq, &req.params, completionFormat{model: s.opts.ModelName})
+}
+
+// chatReserve is the room kept for the answer when a chat request sets no max_tokens and its
+// conversation must be cut to fit the context: a quarter of the context, at most 512 tokens.
+func chatReserve(ctx int) int { return max(1, min(512, ctx/4)) }
+
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
+	b := s.backendOrError(w)
+	if b == nil {
+		return
+	}
+	var req chatRequest
+	if bad := decodeBody(w, r, s.opts.MaxBodyBytes, &req); bad != nil {
+		bad.write(w)
+		return
+	}
+	mt := req.MaxTokens
+	if req.MaxCompletionTokens != nil {
+		mt = req.MaxCompletionTokens
+	}
+	sp, stops, maxTokens, bad := req.sampling(mt)
+	if bad != nil {
+		bad.write(w)
+		return
+	}
+	msgs, bad := chatMessages(req.Messages)
+	if bad != nil {
+		bad.write(w)
+		return
+	}
+	budget := b.e.Context - chatReserve(b.e.Context)
+	if maxTokens > 0 {
+		budget = b.e.Context - maxTokens
+	}
+	_, ids, err := chat.Fit(b.e.Tokenizer, msgs, budget)
+	if err != nil {
+		code := "invalid_value"
+		if errors.Is(err, chat.ErrTooLong) {
+			code = "context_length_exceeded"
+			if maxTokens > 0 {
+				err = errors.New(err.Error() + " (the context length less max_tokens)")
+			}
+		}
+		(&badRequest{status: http.StatusBadRequest, code: code, param: "messages", msg: err.Error()}).write(w)
+		return
+	}
+	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops}
+	s.generate(w, r, b, ereq, &req.params, chatFormat{model: s.opts.ModelName})
+}
+
+// format builds the response bodies of one endpoint.
+type format interface {
+	// trimLeading says whether the first space of the output is dropped: a chat answer follows
+	// "[/INST]" and starts with SentencePiece's word-boundary space, which Meta's reference
+	// (decoding the answer's tokens alone) does not show.
+	trimLeading() bool
+	start(id string, created int64) any // the first streamed chunk, or nil
+	chunk(id string, created int64, text string) any
+	end(id string, created int64, reason string) any
+	usage(id string, created int64, u *usageJSON) any // stream_options.include_usage chunk
+	whole(id string, created int64, text, reason string, u *usageJSON) any
+}
+
+// generate submits the request and writes the answer, streamed or whole.
+func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, req engine.Request, p *params, f format) {
+	st, err := b.sched.Submit(r.Context(), req)
+	if err != nil {
+		status, typ, code := errorFor(err)
+		msg := strings.TrimPrefix(err.Error(), "engine: ")
+		if errors.Is(err, engine.ErrPromptTooLong) {
+			msg = contextMessage(len(req.PromptIDs), req.MaxTokens, b.e.Context, msg)
+		}
+		if status == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "1")
+		}
+		writeError(w, status, typ, code, msg)
+		return
+	}
+	sawEnd := false
+	defer func() {
+		if sawEnd {
+			return
+		}
+		// The handler left early (the client went away): cancel the request and count its end
+		// when the scheduler reports it, at its next step boundary.
+		st.Cancel()
+		go func() {
+			for ev := range st.C {
+				if ev.Done {
+					s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
+				}
+			}
+		}()
+	}()
+	s.metrics.promptTokens.Add(int64(st.PromptTokens()))
+	id, created := newID("cmpl-"), time.Now().Unix()
+	if _, ok := f.(chatFormat); ok {
+		id = newID("chatcmpl-")
+	}
+	trim := f.trimLeading()
+	cut := func(text string) string {
+		if trim && text != "" {
+			trim = false
+			return strings.TrimPrefix(text, " ")
+		}
+		return text
+	}
+	var last time.Time
+	observe := func(ev engine.Event) {
+		if ev.Done {
+			sawEnd = true
+			s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
+			return
+		}
+		if last.IsZero() {
+			s.metrics.ttft.observe(ev.Time.Sub(st.Submitted()).Seconds())
+		} else {
+			s.metrics.itl.observe(ev.Time.Sub(last).Seconds())
+		}
+		last = ev.Time
+	}
+
+	if !p.Stream {
+		var text strings.Builder
+		for ev := range st.C {
+			observe(ev)
+			text.WriteString(cut(ev.Text))
+			if ev.Done {
+				if ev.Err != nil {
+					s.writeGenerationError(w, r, ev.Err)
+					return
+				}
+				u := usageOf(ev.Usage)
+				writeJSON(w, http.StatusOK, f.whole(id, created, text.String(), ev.FinishReason, &u))
+			}
+		}
+		return
+	}
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush() // the client sees 200 at once, even while its request waits in the queue
+	var buf bytes.Buffer
+	send := func(v any) error {
+		buf.Reset()
+		buf.WriteString("data: ")
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if v == nil {
+			buf.WriteString("[DONE]\n")
+		} else if err := enc.Encode(v); err != nil {
+			return err
+		}
+		buf.WriteByte('\n') // Encode ended the line; an empty line ends the event
+		if _, err := w.Write(buf.Bytes()); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	if v := f.start(id, created); v != nil {
+		if send(v) != nil {
+			return // the client has gone; the deferred Cancel frees the sequence
+		}
+	}
+	for ev := range st.C {
+		observe(ev)
+		if text := cut(ev.Text); text != "" {
+			if send(f.chunk(id, created, text)) != nil {
+				return
+			}
+		}
+		if !ev.Done {
+			continue
+		}
+		if ev.Err != nil {
+			if r.Context().Err() == nil { // the client is still there: tell it
+				_, typ, code := errorFor(ev.Err)
+				_ = send(newAPIError(typ, code, ev.Err.Error()))
+			}
+			return
+		}
+		if send(f.end(id, created, ev.FinishReason)) != nil {
+			return
+		}
+		if p.StreamOptions != nil && p.StreamOptions.IncludeUsage {
+			u := usageOf(ev.Usage)
+			if send(f.usage(id, created, &u)) != nil {
+				return
+			}
+		}
+		_ = send(nil)
+	}
+}
+
+// contextMessage explains a prompt that does not fit, in the words of OpenAI's error.
+func contextMessage(prompt, maxTokens, ctx int, fallback string) string {
+	switch {
+	case prompt >= ctx:
+		return fmt.Sprintf("This model's maximum context length is %d tokens. However, your prompt is %d tokens long, "+
+			"which leaves no room for the completion. Please reduce the length of the prompt or messages.", ctx, prompt)
+	case prompt+maxTokens > ctx:
+		return fmt.Sprintf("This model's maximum context length is %d tokens. However, you requested %d tokens "+
+			"(%d in the prompt, %d for the completion). Please reduce the length of the prompt or messages, or max_tokens.",
+			ctx, prompt+maxTokens, prompt, maxTokens)
+	}
+	return fallback // the KV cache is smaller than the context
+}
+
+// writeGenerationError answers a non-streamed request whose generation ended in an error.
+func (s *Server) writeGenerationError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil || errors.Is(err, context.Canceled) {
+		if sw, ok := w.(*statusWriter); ok && sw.code == 0 {
+			sw.code = statusClientClosed
+		}
+		return
+	}
+	status, typ, code := errorFor(err)
+	writeError(w, status, typ, code, err.Error())
+}
+
+func usageOf(u engine.Usage) usageJSON {
+	return usageJSON{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.PromptTokens + u.CompletionTokens}
+}
+
+// completionFormat writes /v1/completions bodies ("text_completion").
+type completionFormat struct{ model string }
+
+func (completionFormat) trimLeading() bool       { return false }
+func (completionFormat) start(string, int64) any { return nil }
+
+func (f completionFormat) body(id string, created int64, text string, reason *string, u *usageJSON) completionBody {
+	b := completionBody{ID: id, Object: "text_completion", Created: created, Model: f.model, Usage: u,
+		Choices: []completionChoice{{Text: text, FinishReason: reason}}}
+	return b
+}
+
+func (f completionFormat) chunk(id string, created int64, text string) any {
+	return f.body(id, created, text, nil, nil)
+}
+
+func (f completionFormat) end(id string, created int64, reason string) any {
+	return f.body(id, created, "", &reason, nil)
+}
+
+func (f completionFormat) usage(id string, created int64, u *usageJSON) any {
+	b := f.body(id, created, "", nil, u)
+	b.Choices = []completionChoice{}
+	return b
+}
+
+func (f completionFormat) whole(id string, created int64, text, reason string, u *usageJSON) any {
+	return f.body(id, created, text, &reason, u)
+}
+
+// chatFormat writes /v1/chat/completions bodies ("chat.completion" and ".chunk").
+type chatFormat struct{ model string }
+
+func (chatFormat) trimLeading() bool { return true }
+
+func (f chatFormat) body(id string, created int64, c chatChoice, u *usageJSON) chatBody {
+	return chatBody{ID: id, Object: "chat.completion.chunk", Created: created, Model: f.model, Usage: u, Choices: []chatChoice{c}}
+}
+
+func (f chatFormat) start(id string, created int64) any {
+	empty := ""
+	return f.body(id, created, chatChoice{Delta: &chatDelta{Role: "assistant", Content: &empty}}, nil)
+}
+
+func (f chatFormat) chunk(id string, created int64, text string) any {
+	return f.body(id, created, chatChoice{Delta: &chatDelta{Content: &text}}, nil)
+}
+
+func (f chatFormat) end(id string, created int64, reason string) any {
+	return f.body(id, created, chatChoice{Delta: &chatDelta{}, FinishReason: &reason}, nil)
+}
+
+func (f chatFormat) usage(id string, created int64, u *usageJSON) any {
+	b := f.body(id, created, chatChoice{}, u)
+	b.Choices = []chatChoice{}
+	return b
+}
+
+func (f chatFormat) whole(id string, created int64, text, reason string, u *usageJSON) any {
+	b := f.body(id, created, chatChoice{Message: &chatDelta{Role: "assistant", Content: &text}, FinishReason: &reason}, u)
+	b.Object = "chat.completion"
+	return b
+}

@@ -1,0 +1,363 @@
+package serve
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/llamacu/llamacu/chat"
+	"github.com/llamacu/llamacu/sample"
+)
+
+// maxStops is the most stop strings a request may give (OpenAI allows 4; vLLM more).
+const maxStops = 16
+
+// params are the generation parameters shared by both endpoints. Pointers tell "absent" from
+// zero. Extensions beyond OpenAI's API (as vLLM names them): top_k, min_p, repetition_penalty.
+// frequency_penalty, presence_penalty, user and logit_bias are accepted and ignored; logprobs
+// is refused.
+type params struct {
+	Model             string         `json:"model"`
+	MaxTokens         *int           `json:"max_tokens"`
+	Temperature       *float64       `json:"temperature"`
+	TopP              *float64       `json:"top_p"`
+	TopK              *int           `json:"top_k"`
+	MinP              *float64       `json:"min_p"`
+	RepetitionPenalty *float64       `json:"repetition_penalty"`
+	Seed              *int64         `json:"seed"`
+	N                 *int           `json:"n"`
+	Stream            bool           `json:"stream"`
+	StreamOptions     *streamOptions `json:"stream_options"`
+	Stop              stopList       `json:"stop"`
+	Logprobs          any            `json:"logprobs"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+type completionRequest struct {
+	params
+	Prompt promptField `json:"prompt"`
+	Echo   bool        `json:"echo"`
+}
+
+type chatRequest struct {
+	params
+	Messages            []chatMessage `json:"messages"`
+	MaxCompletionTokens *int          `json:"max_completion_tokens"`
+}
+
+type chatMessage struct {
+	Role    string      `json:"role"`
+	Content chatContent `json:"content"`
+}
+
+// stopList is OpenAI's stop: a string or an array of strings (or null).
+type stopList []string
+
+func (s *stopList) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		*s = nil
+		return nil
+	}
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*s = stopList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return fieldError{"stop", "a string or an array of strings"}
+	}
+	*s = many
+	return nil
+}
+
+// promptField is the completions prompt: a string, an array of one string, or an array of
+// token ids (used verbatim, no BOS added).
+type promptField struct {
+	text  *string
+	ids   []int32
+	isIDs bool
+}
+
+func (p *promptField) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		p.text = &s
+		return nil
+	}
+	var ss []string
+	if err := json.Unmarshal(b, &ss); err == nil {
+		if len(ss) != 1 {
+			return fieldError{"prompt", fmt.Sprintf("one prompt (batches of %d prompts are not supported)", len(ss))}
+		}
+		p.text = &ss[0]
+		return nil
+	}
+	var ids []int32
+	if err := json.Unmarshal(b, &ids); err == nil {
+		p.ids, p.isIDs = ids, true
+		return nil
+	}
+	return fieldError{"prompt", "a string, an array of one string, or an array of token ids"}
+}
+
+// chatContent is a message's content: a string, or an array of parts of which only
+// {"type": "text", "text": ...} is supported (the parts are concatenated).
+type chatContent string
+
+func (c *chatContent) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		*c = ""
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*c = chatContent(s)
+		return nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(b, &parts); err != nil {
+		return fieldError{"content", "a string or an array of text parts"}
+	}
+	var all string
+	for _, p := range parts {
+		if p.Type != "text" {
+			return fieldError{"content", fmt.Sprintf("text parts only (got a %q part)", p.Type)}
+		}
+		all += p.Text
+	}
+	*c = chatContent(all)
+	return nil
+}
+
+// fieldError is a JSON value of the wrong shape.
+type fieldError struct{ field, want string }
+
+func (e fieldError) Error() string { return fmt.Sprintf("%s must be %s", e.field, e.want) }
+
+// badRequest is a client error with its OpenAI code and the parameter at fault.
+type badRequest struct {
+	status int
+	code   string
+	param  string
+	msg    string
+}
+
+func (e *badRequest) Error() string { return e.msg }
+
+func invalid(param, format string, args ...any) *badRequest {
+	return &badRequest{status: http.StatusBadRequest, code: "invalid_value", param: param, msg: fmt.Sprintf(format, args...)}
+}
+
+func (e *badRequest) write(w http.ResponseWriter) {
+	body := newAPIError("invalid_request_error", e.code, e.msg)
+	if e.param != "" {
+		body.Error.Param = &e.param
+	}
+	writeJSON(w, e.status, body)
+}
+
+// decodeBody reads a JSON body of at most limit bytes into v.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *badRequest {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	dec := json.NewDecoder(body)
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("unexpected data after the JSON object")
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	var (
+		maxErr  *http.MaxBytesError
+		synErr  *json.SyntaxError
+		typeErr *json.UnmarshalTypeError
+		fErr    fieldError
+	)
+	switch {
+	case errors.As(err, &maxErr):
+		return &badRequest{status: http.StatusRequestEntityTooLarge, code: "request_too_large",
+			msg: fmt.Sprintf("the request body exceeds %d bytes", maxErr.Limit)}
+	case errors.Is(err, io.EOF):
+		return &badRequest{status: http.StatusBadRequest, code: "invalid_json", msg: "the request body is empty: a JSON object is required"}
+	case errors.As(err, &synErr), errors.Is(err, io.ErrUnexpectedEOF):
+		return &badRequest{status: http.StatusBadRequest, code: "invalid_json", msg: "malformed JSON in the request body: " + err.Error()}
+	case errors.As(err, &typeErr):
+		field := strings.TrimPrefix(typeErr.Field, "params.") // the embedded struct's name
+		if field == "" {
+			return &badRequest{status: http.StatusBadRequest, code: "invalid_json", msg: fmt.Sprintf("the request body must be a JSON object, not %s", typeErr.Value)}
+		}
+		return &badRequest{status: http.StatusBadRequest, code: "invalid_type", param: field,
+			msg: fmt.Sprintf("%s must be of type %s, got %s", field, typeName(typeErr.Type.String()), typeErr.Value)}
+	case errors.As(err, &fErr):
+		return &badRequest{status: http.StatusBadRequest, code: "invalid_type", param: fErr.field, msg: fErr.Error()}
+	}
+	return &badRequest{status: http.StatusBadRequest, code: "invalid_json", msg: "invalid request body: " + err.Error()}
+}
+
+// typeName turns a Go type into a JSON one for error messages.
+func typeName(goType string) string {
+	switch goType {
+	case "int", "int32", "int64", "*int", "*int64":
+		return "integer"
+	case "float64", "*float64":
+		return "number"
+	case "bool":
+		return "boolean"
+	case "string":
+		return "string"
+	}
+	return goType
+}
+
+// sampling validates the shared parameters and returns the sampler settings, the stop strings
+// and max_tokens (0 when absent).
+func (p *params) sampling(maxTokens *int) (sample.Params, []string, int, *badRequest) {
+	sp := sample.Params{Temperature: 1, TopP: 1, RepeatPenalty: 1}
+	if p.N != nil && *p.N != 1 {
+		return sp, nil, 0, invalid("n", "n must be 1 (got %d): one completion per request", *p.N)
+	}
+	if lp := p.Logprobs; lp != nil && lp != false && lp != float64(0) {
+		return sp, nil, 0, invalid("logprobs", "logprobs are not supported")
+	}
+	if t := p.Temperature; t != nil {
+		if math.IsNaN(*t) || *t < 0 || *t > 2 {
+			return sp, nil, 0, invalid("temperature", "temperature must be between 0 and 2, got %v", *t)
+		}
+		sp.Temperature = float32(*t)
+	}
+	if tp := p.TopP; tp != nil {
+		if math.IsNaN(*tp) || *tp < 0 || *tp > 1 {
+			return sp, nil, 0, invalid("top_p", "top_p must be between 0 and 1, got %v", *tp)
+		}
+		sp.TopP = float32(*tp)
+		if *tp == 0 { // the most likely token only
+			sp.TopK, sp.TopP = 1, 1
+		}
+	}
+	if k := p.TopK; k != nil {
+		if *k < -1 {
+			return sp, nil, 0, invalid("top_k", "top_k must be ≥ 0 (0 or -1: off), got %d", *k)
+		}
+		if *k > 0 {
+			sp.TopK = *k
+		}
+	}
+	if m := p.MinP; m != nil {
+		if math.IsNaN(*m) || *m < 0 || *m > 1 {
+			return sp, nil, 0, invalid("min_p", "min_p must be between 0 and 1, got %v", *m)
+		}
+		sp.MinP = float32(*m)
+	}
+	if rp := p.RepetitionPenalty; rp != nil {
+		if math.IsNaN(*rp) || math.IsInf(*rp, 0) || *rp <= 0 {
+			return sp, nil, 0, invalid("repetition_penalty", "repetition_penalty must be > 0, got %v", *rp)
+		}
+		sp.RepeatPenalty, sp.RepeatLastN = float32(*rp), 64
+	}
+	if p.Seed != nil {
+		sp.Seed = uint64(*p.Seed)
+	} else {
+		sp.Seed = rand.Uint64()
+	}
+	if len(p.Stop) > maxStops {
+		return sp, nil, 0, invalid("stop", "at most %d stop strings, got %d", maxStops, len(p.Stop))
+	}
+	for _, s := range p.Stop {
+		if s == "" || !utf8.ValidString(s) {
+			return sp, nil, 0, invalid("stop", "stop strings must be non-empty")
+		}
+	}
+	n := 0
+	if maxTokens != nil {
+		if *maxTokens < 1 {
+			return sp, nil, 0, invalid("max_tokens", "max_tokens must be at least 1, got %d", *maxTokens)
+		}
+		n = *maxTokens
+	}
+	return sp, p.Stop, n, nil
+}
+
+// chatMessages converts and checks the messages; the Llama 2 chat format has system, user and
+// assistant roles ("developer", OpenAI's newer name for system, is accepted as system).
+func chatMessages(in []chatMessage) ([]chat.Message, *badRequest) {
+	if len(in) == 0 {
+		return nil, invalid("messages", "messages must be a non-empty array")
+	}
+	out := make([]chat.Message, len(in))
+	for i, m := range in {
+		role := chat.Role(m.Role)
+		if role == "developer" {
+			role = chat.System
+		}
+		out[i] = chat.Message{Role: role, Content: string(m.Content)}
+	}
+	if err := chat.Validate(out); err != nil {
+		return nil, invalid("messages", "%v", err)
+	}
+	return out, nil
+}
+
+// Response bodies.
+
+type usageJSON struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+type completionChoice struct {
+	Text         string  `json:"text"`
+	Index        int     `json:"index"`
+	Logprobs     any     `json:"logprobs"`
+	FinishReason *string `json:"finish_reason"`
+}
+
+type completionBody struct {
+	ID      string             `json:"id"`
+	Object  string             `json:"object"`
+	Created int64              `json:"created"`
+	Model   string             `json:"model"`
+	Choices []completionChoice `json:"choices"`
+	Usage   *usageJSON         `json:"usage"`
+}
+
+type chatDelta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+type chatChoice struct {
+	Index        int        `json:"index"`
+	Message      *chatDelta `json:"message,omitempty"`
+	Delta        *chatDelta `json:"delta,omitempty"`
+	Logprobs     any        `json:"logprobs"`
+	FinishReason *string    `json:"finish_reason"`
+}
+
+type chatBody struct {
+	ID      string       `json:"id"`
+	Object  string       `json:"object"`
+	Created int64        `json:"created"`
+	Model   string       `json:"model"`
+	Choices []chatChoice `json:"choices"`
+	Usage   *usageJSON   `json:"usage"`
+}
