@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -171,6 +172,17 @@ func TestServeSIGTERMDrains(t *testing.T) {
 		}()
 	}
 	<-started // the first response has begun streaming
+	// Signal only once the server holds every request (one running, the rest queued): a request
+	// still in the kernel's accept queue when the listener closes would be refused, not drained.
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), fmt.Sprintf("\nllamacu_queue_depth %d\n", n-1))
+	}, 10*time.Second, 5*time.Millisecond, "the other requests never reached the queue")
 	require.NoError(t, syscall.Kill(syscall.Getpid(), syscall.SIGTERM))
 	wg.Wait()
 	select {
