@@ -29,17 +29,9 @@ func (b *Backend) RoPE(x model.Buffer, headDim int, pos []int32, theta float32) 
 		cuda.Ptr(xb.ptr), cuda.Ptr(p), i32(xb.cols), i32(headDim), cuda.F32(theta))
 }
 
-// RoPEStorer is the optional fused prologue of the attention block: one launch per layer
-// instead of three. Its unfused equivalent is
-//
-//	RoPE(q, headDim, b.Pos, theta); RoPE(k, headDim, b.Pos, theta); StoreKV(c, layer, k, v, b)
-//
-// (q and k are rotated in place, exactly as RoPE does).
-type RoPEStorer interface {
-	RoPEStoreKV(q, k, v model.Buffer, c model.KVCache, layer int, b *model.Batch, headDim int, theta float32)
-}
-
-var _ RoPEStorer = (*Backend)(nil)
+// The fused prologue of the attention block (one launch per layer instead of three) is
+// model.RoPEStorer; Forward uses it when the backend has it.
+var _ model.RoPEStorer = (*Backend)(nil)
 
 // RoPEStoreKV implements RoPEStorer with kernels/rope.cu's rope_qk_store_kv_<kv>.
 // q (B, heads·head_dim); k, v (B, kv_heads·head_dim).

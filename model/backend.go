@@ -99,3 +99,21 @@ type Backend interface {
 	// Close releases device memory.
 	Close() error
 }
+
+// Optional fast paths. A backend may implement any of these; the forward pass finds them by type
+// assertion, and each doc comment gives the unfused sequence it must equal (the conformance
+// suite checks the equality where a backend offers one).
+
+// RoPEStorer fuses the rotation of q and k with the paged K/V store. It must equal
+//
+//	RoPE(q, headDim, b.Pos, theta); RoPE(k, headDim, b.Pos, theta); StoreKV(c, layer, k, v, b)
+type RoPEStorer interface {
+	RoPEStoreKV(q, k, v Buffer, c KVCache, layer int, b *Batch, headDim int, theta float32)
+}
+
+// StepRunner runs a whole forward step inside f on the backend's own terms — the CUDA backend
+// runs it on its context's locked OS thread, where launches are direct and allocation-free, and
+// may capture it into a graph. RunStep(f) must equal f().
+type StepRunner interface {
+	RunStep(f func() error) error
+}

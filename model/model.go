@@ -198,9 +198,24 @@ func (m *Model) Forward(s *State, b *Batch, logitRows []int32) ([]float32, error
 		return nil, err
 	}
 	if m.group == nil {
-		return m.forwardRank(s, b, logitRows)
+		return m.runRank(s, b, logitRows)
 	}
 	return m.group.forward(m, s, b, logitRows)
+}
+
+// runRank is forwardRank, inside the backend's RunStep when it has one.
+func (m *Model) runRank(s *State, b *Batch, logitRows []int32) ([]float32, error) {
+	sr, ok := m.Backend.(StepRunner)
+	if !ok {
+		return m.forwardRank(s, b, logitRows)
+	}
+	var out []float32
+	err := sr.RunStep(func() error {
+		var err error
+		out, err = m.forwardRank(s, b, logitRows)
+		return err
+	})
+	return out, err
 }
 
 // forwardRank is one rank's share of Forward (the whole of it without tensor parallelism).
@@ -215,9 +230,13 @@ func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32) ([]float32, e
 		be.MatMul(s.q, s.xb, w.wq, n)                   // q (B, heads·hd)
 		be.MatMul(s.k, s.xb, w.wk, n)                   // k (B, kv_heads·hd)
 		be.MatMul(s.v, s.xb, w.wv, n)                   // v (B, kv_heads·hd)
-		be.RoPE(s.q, c.HeadDim(), b.Pos, c.RopeTheta)
-		be.RoPE(s.k, c.HeadDim(), b.Pos, c.RopeTheta)
-		be.StoreKV(s.KV, l, s.k, s.v, b)     // cache[l][seq][pos] = k, v
+		if rs, ok := be.(RoPEStorer); ok {
+			rs.RoPEStoreKV(s.q, s.k, s.v, s.KV, l, b, c.HeadDim(), c.RopeTheta)
+		} else {
+			be.RoPE(s.q, c.HeadDim(), b.Pos, c.RopeTheta)
+			be.RoPE(s.k, c.HeadDim(), b.Pos, c.RopeTheta)
+			be.StoreKV(s.KV, l, s.k, s.v, b) // cache[l][seq][pos] = k, v
+		}
 		be.Attention(s.att, s.q, s.KV, l, b) // att (B, heads·hd)
 		be.MatMul(s.xb, s.att, w.wo, n)      // xb (B, dim), a partial sum under TP
 		if err := m.allReduce(s.xb, n); err != nil {

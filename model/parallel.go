@@ -92,7 +92,7 @@ func NewParallel(backends []Backend, cfg Config, src TensorSource, comms []tp.Co
 		g.steps = append(g.steps, ch)
 		go func() {
 			for st := range ch {
-				_, err := w.forwardRank(st.s, st.b, st.rows)
+				_, err := w.runRank(st.s, st.b, st.rows)
 				g.done <- err
 			}
 		}()
@@ -128,7 +128,7 @@ func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32) ([]float32
 	for i, ch := range g.steps {
 		ch <- tpStep{s.ranks[i], b, rows}
 	}
-	out, err := m.forwardRank(s, b, rows)
+	out, err := m.runRank(s, b, rows)
 	if err != nil {
 		g.abort() // the other ranks may be waiting in a collective for this one
 	}
