@@ -20,6 +20,7 @@ import (
 	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/plan"
 	"github.com/llamacu/llamacu/tensor"
+	"github.com/llamacu/llamacu/tp"
 )
 
 func init() {
@@ -108,7 +109,12 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		defer m.Backend.Close()
+		defer func() {
+			m.Close()
+			for _, b := range m.Backends() {
+				b.Close()
+			}
+		}()
 	} else {
 		if resident, err = checkFileFits(lf, opts); err != nil {
 			return err
@@ -126,7 +132,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		rep.Model.Name = strings.TrimSuffix(filepath.Base(lf.model), filepath.Ext(lf.model))
 	}
 	rep.Model.DType, rep.Model.WeightBytes = resident.String(), m.Config.WeightBytes(resident)
-	rep.Backend = m.Backend.Name()
+	rep.Backend = backendSummary(m.Backends())
 	rep.Settings = bench.Settings{Prompt: *p, Gen: *n, Batches: batches, Depths: depths, Reps: *reps, Warmup: *warmup, UBatch: *ubatch, Threads: threads}
 	rep.Device = describeDevice(m.Backend, threads, logf)
 	logf("model %s (%s, %s parameters, %s weights); backend %s", rep.Model.Name, rep.Model.DType,
@@ -171,20 +177,44 @@ func syntheticModel(shape, dtypeName string, seed uint64, lf *loadFlags, opts be
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: --dtype: %v", errUsage, err)
 	}
-	var be model.Backend
-	if lf.backend == "cpu" {
-		// Keep half-precision weights half, so that "f16" measures f16 weights.
-		be = cpu.New(cpu.Options{Threads: lf.threads, KeepHalf: true})
-	} else if be, err = newBackend(lf.backend, lf.threads); err != nil {
-		return nil, 0, err
+	if lf.tp < 1 {
+		return nil, 0, fmt.Errorf("%w: --tp must be ≥ 1", errUsage)
+	}
+	if err := cfg.CheckTP(lf.tp); err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if err := checkFits(cfg, dtype, lf.backend, opts); err != nil {
-		be.Close()
 		return nil, 0, err
 	}
-	m, err := model.New(be, cfg, model.Synthetic(cfg, seed, dtype), nil)
+	threads := lf.threads
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	var bes []model.Backend
+	closeAll := func() {
+		for _, b := range bes {
+			b.Close()
+		}
+	}
+	for range lf.tp {
+		var be model.Backend
+		if lf.backend == "cpu" {
+			// Keep half-precision weights half, so that "f16" measures f16 weights.
+			be = cpu.New(cpu.Options{Threads: max(1, threads/lf.tp), KeepHalf: true})
+		} else if be, err = newBackend(lf.backend, max(1, threads/lf.tp)); err != nil {
+			closeAll()
+			return nil, 0, err
+		}
+		bes = append(bes, be)
+	}
+	comms, err := tp.NewInProcess(lf.tp)
 	if err != nil {
-		be.Close()
+		closeAll()
+		return nil, 0, err
+	}
+	m, err := model.NewParallel(bes, cfg, model.Synthetic(cfg, seed, dtype), comms, nil)
+	if err != nil {
+		closeAll()
 		return nil, 0, err
 	}
 	rep.Model = bench.ModelInfo{Name: cfg.Name, Source: fmt.Sprintf("synthetic %s (seed %d)", shape, seed), Params: cfg.ParamCount()}
