@@ -37,13 +37,7 @@ func cmdChat(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	lf := addLoadFlags(fs)
 	system := fs.String("system", "", "system prompt, kept for the whole conversation (empty: none)")
-	temp := fs.Float64("temperature", 0.8, "sampling temperature; 0 is greedy")
-	topK := fs.Int("top-k", 40, "keep the k most likely tokens (0: all)")
-	topP := fs.Float64("top-p", 0.95, "nucleus sampling: keep the smallest set with this much probability (1: off)")
-	minP := fs.Float64("min-p", 0.05, "drop tokens less likely than this fraction of the most likely (0: off)")
-	rep := fs.Float64("repeat-penalty", 1.0, "penalise the last --repeat-last-n tokens (1: off)")
-	repN := fs.Int("repeat-last-n", 64, "how many recent tokens the repeat penalty looks at")
-	seed := fs.Int64("seed", -1, "random seed; answer n uses seed+n (-1: from the clock, printed to stderr)")
+	sf := addSamplingFlags(fs, "random seed; answer n uses seed+n (-1: from the clock, printed to stderr)")
 	maxTokens := fs.Int("max-tokens", 512, "most tokens per answer; the prompt gets the rest of the context")
 	stats := fs.Bool("stats", false, "print token counts and speed after each answer (stderr)")
 	fs.Usage = func() {
@@ -64,18 +58,9 @@ func cmdChat(args []string, stdout, stderr io.Writer) error {
 	if *maxTokens < 1 {
 		return fmt.Errorf("%w: --max-tokens must be ≥ 1", errUsage)
 	}
-	if *seed < 0 {
-		*seed = time.Now().UnixNano() & (1<<62 - 1)
-		if *temp > 0 {
-			fmt.Fprintf(stderr, "seed: %d\n", *seed)
-		}
-	}
-	params := sample.Params{
-		Temperature: float32(*temp), TopK: *topK, TopP: float32(*topP), MinP: float32(*minP),
-		RepeatPenalty: float32(*rep), RepeatLastN: *repN, Seed: uint64(*seed),
-	}
-	if err := params.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	params, err := sf.params(stderr)
+	if err != nil {
+		return err
 	}
 	var sys []chat.Message
 	if *system != "" {
