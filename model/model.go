@@ -112,7 +112,6 @@ type State struct {
 	xl     Buffer    // (R, dim) rows gathered for the LM head
 	logits Buffer    // (R, vocab)
 	host   []float32 // (R, vocab) logits on the host
-	rows   []int32   // (R) scratch for gathered row indices
 
 	// Tensor parallelism: this rank's logits slice, the gathered slices, the other ranks' States.
 	localHost []float32 // (R, outRows)
@@ -170,7 +169,6 @@ func (m *Model) newRankState(maxBatch, maxLogits, blockSize, numBlocks int) (*St
 		return nil, fmt.Errorf("model: allocate KV cache: %w", err)
 	}
 	s.host = make([]float32, maxLogits*c.Vocab)
-	s.rows = make([]int32, 0, maxLogits)
 	if m.outRows != c.Vocab {
 		s.localHost = make([]float32, maxLogits*m.outRows)
 		s.gathered = make([]float32, m.comm.Size()*maxLogits*m.outRows)
