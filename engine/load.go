@@ -33,6 +33,9 @@ type Options struct {
 	// Backends, when it has more than one entry, runs the model tensor-parallel: rank r on
 	// Backends[r], ranks talking through an in-process tp.Comm. It replaces Backend.
 	Backends []model.Backend
+	// Comms, when not nil, are the ranks' communicators (Comms[r] for Backends[r], e.g. NCCL
+	// built by gpu.NewTP) instead of tp.NewInProcess. Model.Close (Engine.Close) closes them.
+	Comms []tp.Comm
 	// TP, when > 1 and Backends is empty, makes Load create TP CPU backends that share Threads.
 	TP int
 	// CloseBackend makes Engine.Close close the backends too (always so when Load creates them).
@@ -147,8 +150,11 @@ func Load(opts Options) (*Engine, error) {
 	if len(bes) == 1 {
 		m, err = model.New(bes[0], cfg, src, opts.Progress)
 	} else {
-		var comms []tp.Comm
-		if comms, err = tp.NewInProcess(len(bes)); err == nil {
+		comms := opts.Comms
+		if comms == nil {
+			comms, err = tp.NewInProcess(len(bes))
+		}
+		if err == nil {
 			m, err = model.NewParallel(bes, cfg, src, comms, opts.Progress)
 		}
 	}

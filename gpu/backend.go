@@ -61,6 +61,8 @@ type Backend struct {
 	partML  scratch // (rows, heads, splits, 2) fp32
 	argOut  scratch // (n) int32 argmax results
 	argHost []int32
+
+	stage *cuda.HostBuffer // pinned staging of the host-path all-reduce (collective.go); nil until used
 }
 
 var _ model.Backend = (*Backend)(nil)
@@ -134,6 +136,7 @@ func (b *Backend) Close() error {
 		err = errors.Join(err, b.ctx.Free(p))
 	}
 	b.allocs = nil
+	err = errors.Join(err, b.closeCollective())
 	if b.blas != nil {
 		err = errors.Join(err, b.blas.Close())
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/llamacu/llamacu/tp"
 )
@@ -21,11 +22,22 @@ type HostBuffer interface {
 	HostFloats() []float32 // (rows, cols) row-major
 }
 
-// allReduce sums x's first n rows across the TP group (nothing without one).
+// allReduce sums x's first n rows across the TP group (nothing without one), telling the
+// collective observer (rank 0 only) how long it took.
 func (m *Model) allReduce(x Buffer, n int) error {
 	if m.comm == nil || m.comm.Size() == 1 {
 		return nil
 	}
+	if m.group != nil && m.group.observe != nil {
+		start := time.Now()
+		err := m.allReduceRows(x, n)
+		m.group.observe(time.Since(start), 4*n*x.Cols())
+		return err
+	}
+	return m.allReduceRows(x, n)
+}
+
+func (m *Model) allReduceRows(x Buffer, n int) error {
 	if c, ok := m.Backend.(Collective); ok {
 		return c.AllReduceSum(x, n, m.comm)
 	}
@@ -43,6 +55,20 @@ type tpGroup struct {
 	done    chan error
 	comms   []tp.Comm
 	once    sync.Once
+	observe func(d time.Duration, bytes int) // SetCollectiveObserver; nil: not timed
+}
+
+// SetCollectiveObserver makes rank 0 call f after each of its all-reduces (two per layer per
+// step) with the wall time the call took and the bytes it reduced (4·rows·dim); nil removes it.
+// Without an observer allReduce costs nothing more. The time is what the host waited: the whole
+// exchange for host collectives (the CPU backend, the GPU's staged path), but only the enqueue
+// for a backend that queues the collective on a device stream (NCCL), whose cost then shows in
+// the step time instead. Set it before Forward, not during; without tensor parallelism it has
+// no effect (there are no all-reduces).
+func (m *Model) SetCollectiveObserver(f func(d time.Duration, bytes int)) {
+	if m.group != nil {
+		m.group.observe = f
+	}
 }
 
 type tpStep struct {

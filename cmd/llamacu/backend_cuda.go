@@ -3,36 +3,108 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/llamacu/llamacu/cuda"
 	"github.com/llamacu/llamacu/gpu"
 	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/tensor"
+	"github.com/llamacu/llamacu/tp"
 )
 
 // The CUDA backend on device 0 ($LLAMACU_DEVICE selects another). Weight matrices are stored in
 // fp16 on the device ($LLAMACU_WEIGHTS=bf16 for bf16, =stored to keep each file's dtype, F32
 // included); the KV cache is fp16 ($LLAMACU_KV=f32 for fp32).
+//
+// With --tp N the N ranks go to devices $LLAMACU_DEVICE+r mod the device count, and talk over
+// NCCL when each has a GPU of its own and libnccl.so.2 loads, else over the staged in-process
+// path (ranks sharing a GPU; slow, for tests). $LLAMACU_TP_COMM=nccl or =staged forces one.
 func init() {
 	backends["cuda"] = func(int) (model.Backend, error) {
-		opts := gpu.Options{Weights: tensor.F16}
-		if d := os.Getenv("LLAMACU_DEVICE"); d != "" {
-			if _, err := fmt.Sscanf(d, "%d", &opts.Device); err != nil {
-				return nil, fmt.Errorf("%w: LLAMACU_DEVICE=%q is not a device number", errUsage, d)
-			}
+		opts, err := cudaOptions()
+		if err != nil {
+			return nil, err
 		}
-		switch w := strings.ToLower(os.Getenv("LLAMACU_WEIGHTS")); w {
-		case "", "f16", "fp16":
-		case "bf16":
-			opts.Weights = tensor.BF16
-		case "stored":
-			opts.Weights = tensor.F32
-		default:
-			return nil, fmt.Errorf("%w: LLAMACU_WEIGHTS=%q: want f16, bf16 or stored", errUsage, w)
-		}
-		opts.KVF32 = strings.EqualFold(os.Getenv("LLAMACU_KV"), "f32")
 		return gpu.New(opts)
 	}
+	groupBuilders["cuda"] = buildCUDAGroup
+}
+
+// cudaOptions reads the backend's settings from the environment.
+func cudaOptions() (gpu.Options, error) {
+	opts := gpu.Options{Weights: tensor.F16}
+	if d := os.Getenv("LLAMACU_DEVICE"); d != "" {
+		if _, err := fmt.Sscanf(d, "%d", &opts.Device); err != nil {
+			return opts, fmt.Errorf("%w: LLAMACU_DEVICE=%q is not a device number", errUsage, d)
+		}
+	}
+	switch w := strings.ToLower(os.Getenv("LLAMACU_WEIGHTS")); w {
+	case "", "f16", "fp16":
+	case "bf16":
+		opts.Weights = tensor.BF16
+	case "stored":
+		opts.Weights = tensor.F32
+	default:
+		return opts, fmt.Errorf("%w: LLAMACU_WEIGHTS=%q: want f16, bf16 or stored", errUsage, w)
+	}
+	opts.KVF32 = strings.EqualFold(os.Getenv("LLAMACU_KV"), "f32")
+	return opts, nil
+}
+
+// buildCUDAGroup opens this node's ranks and their communicators. With several nodes, node 0
+// makes the NCCL id and the rendezvous hands it to the others (refusing a node whose model
+// fingerprint differs); every rank then joins the one NCCL communicator.
+func buildCUDAGroup(g groupSpec) ([]model.Backend, []tp.Comm, error) {
+	opts, err := cudaOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	to := gpu.TPOptions{Size: g.tp, Local: g.local(), First: g.first()}
+	switch m := strings.ToLower(os.Getenv("LLAMACU_TP_COMM")); m {
+	case "", "auto":
+	case "nccl":
+		to.Mode = gpu.CommNCCL
+	case "staged":
+		to.Mode = gpu.CommStaged
+	default:
+		return nil, nil, fmt.Errorf("%w: LLAMACU_TP_COMM=%q: want auto, nccl or staged", errUsage, m)
+	}
+	if g.nodes > 1 {
+		lib, err := cuda.LoadNCCL()
+		if err != nil {
+			return nil, nil, fmt.Errorf("node %d: multi-node tensor parallelism: %w", g.nodeRank, err)
+		}
+		var payload []byte
+		if g.nodeRank == 0 {
+			id, err := lib.GetUniqueID()
+			if err != nil {
+				return nil, nil, err
+			}
+			payload = id[:]
+		}
+		p, err := meetNodes(context.Background(), g, payload)
+		if err != nil {
+			return nil, nil, err
+		}
+		var id cuda.NCCLUniqueID
+		if len(p) != len(id) {
+			return nil, nil, fmt.Errorf("node %d: rendezvous at %s: node 0 sent %d bytes, not an NCCL id (%d)", g.nodeRank, g.rendezvous, len(p), len(id))
+		}
+		copy(id[:], p)
+		to.ID, to.Mode = &id, gpu.CommNCCL
+	}
+	grp, err := gpu.NewTP(opts, to)
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprintf(g.stderr, "tensor parallel: ranks %d..%d of %d on devices %v, %v communicators\n",
+		to.First, to.First+g.local()-1, g.tp, grp.Devices, grp.Mode)
+	if g.nodes > 1 {
+		grp.Close()
+		return nil, nil, errMultiNodeForward
+	}
+	return grp.ModelBackends(), grp.Comms, nil
 }

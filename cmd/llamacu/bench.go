@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
 
@@ -138,7 +139,16 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	logf("model %s (%s, %s parameters, %s weights); backend %s", rep.Model.Name, rep.Model.DType,
 		humanize.SIWithDigits(float64(rep.Model.Params), 1, ""), humanize.IBytes(uint64(rep.Model.WeightBytes)), rep.Backend)
 
+	var arCalls, arBytes int
+	var arTime time.Duration
+	m.SetCollectiveObserver(func(d time.Duration, bytes int) { arCalls, arBytes, arTime = arCalls+1, arBytes+bytes, arTime+d })
 	results, skipped, err := bench.RunModel(m, opts)
+	if arCalls > 0 {
+		mean := arTime / time.Duration(arCalls)
+		logf("tensor parallel: %d all-reduces on rank 0, mean %v of %s each ⇒ %v per forward step (2 per layer × %d layers); "+
+			"the time the host waited, which on NCCL is only the enqueue (gpu BenchmarkAllReduce measures the exchange)",
+			arCalls, mean.Round(100*time.Nanosecond), humanize.IBytes(uint64(arBytes/arCalls)), (mean * time.Duration(2*m.Config.Layers)).Round(time.Microsecond), m.Config.Layers)
+	}
 	for _, s := range skipped {
 		logf("skipped: %s", s)
 	}
@@ -196,21 +206,20 @@ func syntheticModel(shape, dtypeName string, seed uint64, lf *loadFlags, opts be
 			b.Close()
 		}
 	}
-	for range lf.tp {
-		var be model.Backend
-		if lf.backend == "cpu" {
+	var comms []tp.Comm
+	if lf.backend == "cpu" && lf.nodes == 1 {
+		for range lf.tp {
 			// Keep half-precision weights half, so that "f16" measures f16 weights.
-			be = cpu.New(cpu.Options{Threads: max(1, threads/lf.tp), KeepHalf: true})
-		} else if be, err = newBackend(lf.backend, max(1, threads/lf.tp)); err != nil {
+			bes = append(bes, cpu.New(cpu.Options{Threads: max(1, threads/lf.tp), KeepHalf: true}))
+		}
+	} else if bes, comms, err = lf.backends(os.Stderr); err != nil { // cuda: a GPU per rank, NCCL
+		return nil, 0, err
+	}
+	if comms == nil {
+		if comms, err = tp.NewInProcess(lf.tp); err != nil {
 			closeAll()
 			return nil, 0, err
 		}
-		bes = append(bes, be)
-	}
-	comms, err := tp.NewInProcess(lf.tp)
-	if err != nil {
-		closeAll()
-		return nil, 0, err
 	}
 	m, err := model.NewParallel(bes, cfg, model.Synthetic(cfg, seed, dtype), comms, nil)
 	if err != nil {
