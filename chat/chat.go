@@ -164,20 +164,49 @@ func Fit(tok Tokenizer, msgs []Message, budget int) ([]Message, []int32, error) 
 		suffix[i] = suffix[i+1] + len(turns[i])
 	}
 	lastPlain := len(appendLast(tok, nil, nil, false, last))
-	for k := 0; k <= pairs; k++ { // k: turns dropped
-		var first []int32 // the first remaining segment, with the system prompt when there is one
-		n := 0
-		switch {
-		case k < pairs:
+	// size is the prompt length with the k oldest turns dropped, and its first segment.
+	size := func(k int) (first []int32, n int) {
+		if k < pairs {
 			first = appendTurn(tok, nil, sys, true, rest[2*k].Content, rest[2*k+1].Content)
-			n = len(first) + suffix[k+1] + lastPlain
-		default:
-			first = appendLast(tok, nil, sys, true, last)
-			n = len(first)
+			return first, len(first) + suffix[k+1] + lastPlain
 		}
-		if n > budget {
-			continue
+		first = appendLast(tok, nil, sys, true, last)
+		return first, len(first)
+	}
+	// The turns after the first remaining one, and the last message, must fit beside a first
+	// segment of at least BOS and EOS: the k that fail this cannot fit, whatever the system prompt.
+	lo := 0
+	for lo < pairs && 2+suffix[lo+1]+lastPlain > budget {
+		lo++
+	}
+	// Each k costs an encoding of the system prompt. Up to linearScan candidates are tried in
+	// order; beyond that (a long conversation whose turns are all tiny, say, in a 1 MiB request)
+	// the smallest k that fits is found by bisection, which assumes that dropping one more turn
+	// never lengthens the prompt: true but for a token or two at the system prompt's join, far
+	// less than the ≥ 10 tokens (BOS, EOS, the [INST] tags) a turn takes.
+	const linearScan = 16
+	fits := func(k int) bool { _, n := size(k); return n <= budget }
+	k := -1
+	if pairs-lo+1 <= linearScan {
+		for kk := lo; kk <= pairs; kk++ {
+			if fits(kk) {
+				k = kk
+				break
+			}
 		}
+	} else if fits(pairs) {
+		l, h := lo, pairs // fits(h)
+		for l < h {
+			if mid := l + (h-l)/2; fits(mid) {
+				h = mid
+			} else {
+				l = mid + 1
+			}
+		}
+		k = h
+	}
+	if k >= 0 {
+		first, n := size(k)
 		ids := make([]int32, 0, n)
 		ids = append(ids, first...)
 		for i := k + 1; i < pairs; i++ {

@@ -197,7 +197,7 @@ func (e *Engine) closeFile() error {
 // a tokenizer file beside it.
 func findTokenizer(path string, f *loader.Model) (*tokenizer.Tokenizer, error) {
 	if path == "" && f.Vocab != nil {
-		return tokenizer.FromVocab(vocabFromLoader(f.Vocab))
+		return fromLoaderVocab(f.Vocab, f.Path)
 	}
 	if path == "" {
 		path = f.TokenizerPath
@@ -211,6 +211,14 @@ func findTokenizer(path string, f *loader.Model) (*tokenizer.Tokenizer, error) {
 // LoadTokenizer reads a tokenizer file: a SentencePiece tokenizer.model, a llama2.c tokenizer.bin
 // (which needs the model's vocabulary size, vocab), or the vocabulary of a .gguf file.
 func LoadTokenizer(path string, vocab int) (*tokenizer.Tokenizer, error) {
+	if st, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTokenizer, err)
+	} else if st.IsDir() {
+		return nil, fmt.Errorf("%w: %s is a directory, not a tokenizer file", ErrTokenizer, path)
+	} else if !st.Mode().IsRegular() {
+		// A FIFO would block for ever.
+		return nil, fmt.Errorf("%w: %s: not a regular file (a named pipe, device or socket)", ErrTokenizer, path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTokenizer, err)
@@ -224,7 +232,7 @@ func LoadTokenizer(path string, vocab int) (*tokenizer.Tokenizer, error) {
 		if err != nil {
 			return nil, err
 		}
-		return tokenizer.FromVocab(vocabFromLoader(v))
+		return fromLoaderVocab(v, path)
 	case strings.HasSuffix(path, ".bin"):
 		if vocab <= 0 {
 			return nil, fmt.Errorf("%w: %s: a llama2.c tokenizer.bin needs the model's vocabulary size (pass --model too)", ErrTokenizer, path)
@@ -234,9 +242,21 @@ func LoadTokenizer(path string, vocab int) (*tokenizer.Tokenizer, error) {
 	return tokenizer.LoadModelProto(path)
 }
 
-func vocabFromLoader(v *loader.Vocab) tokenizer.Vocab {
+// fromLoaderVocab builds the tokenizer of a vocabulary stored in a model file (path, for errors).
+// Only SentencePiece vocabularies (tokenizer.ggml.model "llama", or unset) are read: a GPT-2
+// style BPE vocabulary ("gpt2", as Llama 3 GGUF files have) spells its pieces differently and
+// would tokenise wrongly, or fail with an obscure message, if read as SentencePiece.
+func fromLoaderVocab(v *loader.Vocab, path string) (*tokenizer.Tokenizer, error) {
+	if v.Model != "" && v.Model != "llama" {
+		return nil, fmt.Errorf("%w: %s: tokenizer.ggml.model is %q; llamacu reads SentencePiece (\"llama\") vocabularies only: pass --tokenizer with the model's tokenizer.model",
+			ErrTokenizer, path, v.Model)
+	}
 	// LLaMA's SentencePiece model adds the dummy "▁" prefix (GGUF: add_space_prefix, default true).
-	return tokenizer.Vocab{Tokens: v.Tokens, Scores: v.Scores, Types: v.Types, BOS: v.BOS, EOS: v.EOS, UNK: v.UNK, PAD: v.PAD, AddDummyPrefix: true}
+	tok, err := tokenizer.FromVocab(tokenizer.Vocab{Tokens: v.Tokens, Scores: v.Scores, Types: v.Types, BOS: v.BOS, EOS: v.EOS, UNK: v.UNK, PAD: v.PAD, AddDummyPrefix: true})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrTokenizer, path, err)
+	}
+	return tok, nil
 }
 
 // OpenTokenizer loads a tokenizer without uploading any weights: from tokPath if given (a
@@ -249,7 +269,7 @@ func OpenTokenizer(modelPath, tokPath string) (*tokenizer.Tokenizer, error) {
 	f, err := loader.Open(modelPath)
 	if err != nil {
 		if v, verr := loader.ReadGGUFVocab(modelPath); verr == nil && tokPath == "" {
-			return tokenizer.FromVocab(vocabFromLoader(v))
+			return fromLoaderVocab(v, modelPath)
 		}
 		return nil, err
 	}

@@ -8,6 +8,10 @@ import (
 
 // mapFile memory-maps path read-only. An empty file maps to an empty slice.
 func mapFile(path string) (data []byte, unmap func() error, err error) {
+	if st, err := os.Stat(path); err == nil && !st.IsDir() && !st.Mode().IsRegular() {
+		// Opening a FIFO would block for ever; a device cannot be mapped as a model.
+		return nil, nil, fmt.Errorf("loader: %s: %w: not a regular file (a named pipe, device or socket)", path, ErrFormat)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("loader: %w", err)

@@ -18,6 +18,10 @@ func Open(path string) (*Model, error) {
 	if st.IsDir() {
 		return openHF(path)
 	}
+	if !st.Mode().IsRegular() {
+		// Opening a FIFO would block for ever; a device cannot be mapped as a model.
+		return nil, &TensorError{Path: path, Err: fmt.Errorf("%w: not a regular file (a named pipe, device or socket)", ErrFormat)}
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("loader: %w", err)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/llamacu/llamacu/tensor"
@@ -51,7 +52,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: %s", ErrBadConfig, fmt.Sprintf(f, a...))
 	}
 	switch {
-	case c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FFN <= 0 || c.Vocab <= 0 || c.MaxSeq <= 0:
+	case c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FFN <= 0 || c.Vocab <= 0 || c.MaxSeq <= 0 || c.HeadSize < 0:
 		return bad("every size must be positive: %+v", c)
 	case c.Dim%c.Heads != 0:
 		return bad("dim %d is not a multiple of n_heads %d", c.Dim, c.Heads)
@@ -59,8 +60,8 @@ func (c Config) Validate() error {
 		return bad("head_dim %d must be even for RoPE", c.HeadDim())
 	case c.Heads%c.KVHeads != 0:
 		return bad("n_heads %d is not a multiple of n_kv_heads %d", c.Heads, c.KVHeads)
-	case !(c.NormEps > 0) || !(c.RopeTheta > 0):
-		return bad("norm_eps %g and rope_theta %g must be positive", c.NormEps, c.RopeTheta)
+	case !(c.NormEps > 0) || !(c.RopeTheta > 0) || math.IsInf(float64(c.NormEps), 0) || math.IsInf(float64(c.RopeTheta), 0):
+		return bad("norm_eps %g and rope_theta %g must be positive and finite", c.NormEps, c.RopeTheta)
 	case c.Dim > 1<<20 || c.FFN > 1<<22 || c.Vocab > 1<<24 || c.Layers > 1<<12 || c.MaxSeq > 1<<24:
 		return bad("implausibly large: %+v", c)
 	}
@@ -136,10 +137,11 @@ func FromHFConfig(data []byte) (Config, error) {
 	if c.KVHeads == 0 {
 		c.KVHeads = c.Heads
 	}
-	if c.RopeTheta == 0 {
+	// Defaults apply to absent keys (0 as decoded), not to values that round to 0 in float32.
+	if h.RopeTheta == 0 {
 		c.RopeTheta = 10000
 	}
-	if c.NormEps == 0 {
+	if h.RMSNormEps == 0 {
 		c.NormEps = 1e-6
 	}
 	if c.MaxSeq == 0 {

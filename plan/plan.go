@@ -196,6 +196,14 @@ func Compute(cfg model.Config, opts Options) (Report, error) {
 		return Report{}, fmt.Errorf("%w: KV cache in %v: %v", ErrOptions, o.KVDType, err)
 	}
 	perSeq := int64((o.Ctx + o.BlockSize - 1) / o.BlockSize * o.BlockSize)
+	// Sizes are bounded (normalise, cfg.Validate), their products are not: refuse, in float64
+	// before any int64 product can wrap around, a deployment no device could ever hold.
+	need := float64(r.Weights) + float64(perSeq)*float64(o.Batch)*float64(r.KVPerToken) +
+		activationsF(cfg, t, o.MaxBatchTokens, min(o.Batch, o.MaxBatchTokens)) + float64(o.Overhead)
+	if need > maxPlanBytes {
+		return Report{}, fmt.Errorf("%w: %d sequence(s) × %d positions, %d tokens per step need about %.3g bytes per device, more than any device holds",
+			ErrOptions, o.Batch, o.Ctx, o.MaxBatchTokens, need)
+	}
 	r.KVTokens = perSeq * int64(o.Batch)
 	r.KV = r.KVTokens * r.KVPerToken
 	r.Activations = activations(cfg, t, o.MaxBatchTokens, min(o.Batch, o.MaxBatchTokens))
@@ -252,6 +260,9 @@ func normalise(cfg model.Config, o Options) (Options, error) {
 	switch {
 	case o.GPUs < 0 || o.Ctx < 0 || o.Batch < 0 || o.MaxBatchTokens < 0 || o.BlockSize < 0 || o.GPUMem < 0 || o.Overhead < 0 || o.MaxTP < 0:
 		return o, fmt.Errorf("%w: negative size in %+v", ErrOptions, o)
+	case o.Ctx > maxPlanCount || o.Batch > maxPlanCount || o.MaxBatchTokens > maxPlanCount || o.BlockSize > maxPlanCount || o.Overhead > maxPlanBytes:
+		return o, fmt.Errorf("%w: absurdly large: context %d, batch %d, tokens per step %d, block size %d, overhead %d",
+			ErrOptions, o.Ctx, o.Batch, o.MaxBatchTokens, o.BlockSize, o.Overhead)
 	case o.DType.BlockBytes() == 0:
 		return o, fmt.Errorf("%w: weight dtype: %w: %v", ErrOptions, tensor.ErrUnknownDType, o.DType)
 	case o.KVDType.BlockBytes() == 0:
@@ -289,6 +300,22 @@ func weightsPerRank(cfg model.Config, d tensor.DType, t int) (total, replicated 
 		total += mat((int64(cfg.Vocab)+int64(t)-1)/int64(t), dim) // LM head, vocab split
 	}
 	return total, replicated, err
+}
+
+// maxPlanBytes bounds what Compute plans per device (4 EiB): far beyond any device, and small
+// enough that every sum of the report fits an int64.
+const maxPlanBytes = 1 << 62
+
+// maxPlanCount bounds the counts of Options (positions, sequences, tokens per step, block size).
+const maxPlanCount = 1 << 40
+
+// activationsF is activations in float64, which cannot overflow.
+func activationsF(cfg model.Config, t, b, r int) float64 {
+	q := float64(cfg.Heads / t * cfg.HeadDim())
+	kv := float64(cfg.KVHeads / t * cfg.HeadDim())
+	f := float64(cfg.FFN / t)
+	B, R := float64(b), float64(r)
+	return 4 * (2*B*float64(cfg.Dim) + 2*B*q + 2*B*kv + 2*B*f + R*float64(cfg.Dim) + R*float64(cfg.Vocab))
 }
 
 // activations is the fp32 State buffers of one rank: b rows, r logit rows (see the package comment).

@@ -38,12 +38,7 @@ func (t *Tokenizer) matchUser(s string) int {
 	if t.maxUserLen == 0 {
 		return 0
 	}
-	for n := min(len(s), t.maxUserLen); n > 0; n-- {
-		if t.userDefined[s[:n]] {
-			return n
-		}
-	}
-	return 0
+	return t.userDefined.longest(s)
 }
 
 // normalize is SentencePiece's Normalizer::Normalize without a precompiled charsmap: user-defined
@@ -214,10 +209,14 @@ func (h *agenda) pop() candidate {
 func (t *Tokenizer) encodeNormalized(norm []byte, out []int32) []int32 {
 	// Split into characters (user-defined pieces as single frozen symbols).
 	syms := make([]symbol, 0, len(norm))
+	var normStr string // norm as a string, made once: converting norm[i:] at each i is quadratic
+	if t.maxUserLen > 0 {
+		normStr = string(norm)
+	}
 	for i := 0; i < len(norm); {
 		n, freeze := 0, false
 		if t.maxUserLen > 0 {
-			if n = t.matchUser(string(norm[i:])); n > 0 {
+			if n = t.matchUser(normStr[i:]); n > 0 {
 				freeze = true
 			}
 		}

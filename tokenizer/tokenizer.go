@@ -84,8 +84,10 @@ type Tokenizer struct {
 	// merge holds the pieces BPE may produce: normal, user-defined and unused (SentencePiece's
 	// pieces_ map; control, unknown and byte pieces never take part in merges).
 	merge map[string]int32
-	// userDefined are the user-defined pieces, matched longest first as single symbols.
-	userDefined map[string]bool
+	// userDefined are the user-defined pieces, matched longest first as single symbols: a byte
+	// trie, so that matching at each position of the text costs at most the length of the
+	// longest piece (not its square, as hashing every prefix would).
+	userDefined userTrie
 	maxUserLen  int
 	hasUnused   bool
 
@@ -225,10 +227,7 @@ func build(pieces []string, scores []float32, types []PieceType, c config) (*Tok
 		}
 		switch typ {
 		case TypeUserDefined:
-			if t.userDefined == nil {
-				t.userDefined = make(map[string]bool)
-			}
-			t.userDefined[p] = true
+			t.userDefined.add(p)
 			t.maxUserLen = max(t.maxUserLen, len(p))
 		case TypeUnused:
 			t.hasUnused = true
@@ -373,4 +372,54 @@ func inferTypes(pieces []string, unk, bos, eos int32) []PieceType {
 		}
 	}
 	return types
+}
+
+// userTrie is a byte trie of the user-defined pieces. Node 0 is the root; the zero value is an
+// empty trie.
+type userTrie struct {
+	nodes []trieNode
+}
+
+type trieNode struct {
+	next map[byte]int32 // child by next byte
+	end  bool           // a piece ends here
+}
+
+func (tr *userTrie) add(p string) {
+	if len(tr.nodes) == 0 {
+		tr.nodes = append(tr.nodes, trieNode{})
+	}
+	cur := int32(0)
+	for i := 0; i < len(p); i++ {
+		nx, ok := tr.nodes[cur].next[p[i]]
+		if !ok {
+			nx = int32(len(tr.nodes))
+			tr.nodes = append(tr.nodes, trieNode{})
+			if tr.nodes[cur].next == nil {
+				tr.nodes[cur].next = make(map[byte]int32)
+			}
+			tr.nodes[cur].next[p[i]] = nx
+		}
+		cur = nx
+	}
+	tr.nodes[cur].end = true
+}
+
+// longest returns the length of the longest piece that prefixes s, or 0.
+func (tr *userTrie) longest(s string) int {
+	if len(tr.nodes) == 0 {
+		return 0
+	}
+	best, cur := 0, int32(0)
+	for i := 0; i < len(s); i++ {
+		nx, ok := tr.nodes[cur].next[s[i]]
+		if !ok {
+			break
+		}
+		cur = nx
+		if tr.nodes[cur].end {
+			best = i + 1
+		}
+	}
+	return best
 }

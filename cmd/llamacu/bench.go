@@ -71,6 +71,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if (lf.model == "") == (*synthetic == "") {
 		return fmt.Errorf("%w: exactly one of --model or --synthetic is required", errUsage)
 	}
+	if err := lf.checkNodes(); err != nil {
+		return err
+	}
 	batches, err := parseInts("--batch", *batchList, 1)
 	if err != nil {
 		return err

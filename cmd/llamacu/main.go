@@ -108,7 +108,11 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, err
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			// An unknown flag or a value that does not parse ("--tp two") is a usage error (2).
+			return nil, fmt.Errorf("%w: %w", errUsage, err)
 		}
 		args = fs.Args()
 		if len(args) == 0 {

@@ -49,11 +49,26 @@ func (g groupSpec) first() int { return g.nodeRank * g.local() }
 // communicators.
 var groupBuilders = map[string]func(g groupSpec) ([]model.Backend, []tp.Comm, error){}
 
-// checkNodes validates --tp, --nodes, --node-rank and --rendezvous together.
+// Limits of --tp and --threads: far beyond any machine, but small enough that the backends and
+// worker goroutines made before the model is even opened cannot exhaust memory (--tp 10000000
+// used to die of out-of-memory creating CPU backends).
+const (
+	maxTPFlag      = 1024
+	maxThreadsFlag = 4096
+)
+
+// checkNodes validates --tp, --nodes, --node-rank and --rendezvous together, and --threads and
+// --ctx, which every command that loads a model shares.
 func (lf *loadFlags) checkNodes() error {
 	switch {
+	case lf.threads < 0 || lf.threads > maxThreadsFlag:
+		return fmt.Errorf("%w: --threads %d: want 0 (all cores) .. %d", errUsage, lf.threads, maxThreadsFlag)
+	case lf.ctx < 0:
+		return fmt.Errorf("%w: --ctx %d: want ≥ 0 (0: the model's context length)", errUsage, lf.ctx)
 	case lf.tp < 1:
 		return fmt.Errorf("%w: --tp must be ≥ 1", errUsage)
+	case lf.tp > maxTPFlag:
+		return fmt.Errorf("%w: --tp %d: at most %d", errUsage, lf.tp, maxTPFlag)
 	case lf.nodes < 1:
 		return fmt.Errorf("%w: --nodes must be ≥ 1", errUsage)
 	case lf.tp%lf.nodes != 0:

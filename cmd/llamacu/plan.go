@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"text/tabwriter"
 
 	"github.com/dustin/go-humanize"
@@ -136,14 +137,17 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	}
 	mem, err := humanize.ParseBytes(*memStr)
 	if err != nil {
-		return fmt.Errorf("%w: --gpu-mem: %v", errUsage, err)
+		return fmt.Errorf("%w: --gpu-mem %q: want a size such as 80GiB or 141GB (%v)", errUsage, *memStr, err)
 	}
 	ovh, err := humanize.ParseBytes(*overhead)
 	if err != nil {
-		return fmt.Errorf("%w: --overhead: %v", errUsage, err)
+		return fmt.Errorf("%w: --overhead %q: want a size such as 1GiB (%v)", errUsage, *overhead, err)
 	}
-	if *gbps <= 0 || *arUs < 0 {
-		return fmt.Errorf("%w: --bandwidth-gbps must be > 0 and --allreduce-us ≥ 0", errUsage)
+	if !(*gbps > 0) || !(*arUs >= 0) || math.IsInf(*gbps, 0) || math.IsInf(*arUs, 0) {
+		return fmt.Errorf("%w: --bandwidth-gbps must be finite and > 0, --allreduce-us finite and ≥ 0", errUsage)
+	}
+	if mem > math.MaxInt64 || ovh > math.MaxInt64 {
+		return fmt.Errorf("%w: --gpu-mem %s or --overhead %s is more than 8 EiB", errUsage, *memStr, *overhead)
 	}
 	if *gpus < 1 || *ctx < 0 || *batch < 1 || *mbt < 0 {
 		return fmt.Errorf("%w: --gpus and --batch must be ≥ 1, --ctx and --max-batch-tokens ≥ 0", errUsage)
