@@ -42,6 +42,8 @@ fuzz:
 	$(FUZZ) ./tokenizer -fuzz '^FuzzModelProto$$'
 	$(FUZZ) ./tokenizer -fuzz '^FuzzLlama2cBin$$'
 	$(FUZZ) ./tokenizer -fuzz '^FuzzEncodeDecode$$'
+	$(FUZZ) ./tokenizer -fuzz '^FuzzUserTrie$$'
+	$(FUZZ) ./model -fuzz '^FuzzFromHFConfig$$'
 
 # CPU benchmarks: matmul GB/s and decode tokens/s on a synthetic ~110M-parameter model.
 bench:
