@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/sample"
@@ -54,8 +56,9 @@ type SchedulerOptions struct {
 	KVBlocks int
 	// KVMemory caps the default KV cache size in bytes (default 4 GiB). Ignored when KVBlocks is set.
 	KVMemory int64
-	// MaxQueue is the most requests waiting for admission; Submit returns ErrQueueFull beyond it
-	// (default 256; negative: no waiting line, a request is refused unless a sequence slot is free).
+	// MaxQueue is the most requests waiting for admission beyond the free sequence slots (those
+	// the loop admits at its next step boundary); Submit returns ErrQueueFull beyond it (default
+	// 256; negative: no waiting line, a request is refused unless a sequence slot is free for it).
 	MaxQueue int
 	// Observer, if not nil, sees every token's latency (called on the scheduler's goroutine:
 	// it must be quick and not block).
@@ -300,7 +303,11 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 	}
 	maxTokens := ctxLen - n
 	if req.MaxTokens > 0 {
-		if n+req.MaxTokens > ctxLen {
+		if req.MaxTokens > ctxLen-n { // not n+MaxTokens > ctxLen: that overflows for huge MaxTokens
+			if n > math.MaxInt-req.MaxTokens {
+				return nil, fmt.Errorf("%w: the prompt has %d tokens and max tokens is %d, the context holds %d",
+					ErrPromptTooLong, n, req.MaxTokens, ctxLen)
+			}
 			return nil, fmt.Errorf("%w: the prompt has %d tokens and max tokens is %d: %d in all, the context holds %d",
 				ErrPromptTooLong, n, req.MaxTokens, n+req.MaxTokens, ctxLen)
 		}
@@ -313,6 +320,9 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 	for _, stop := range req.Stop {
 		if stop == "" {
 			return nil, fmt.Errorf("%w: empty stop string", ErrInvalidRequest)
+		}
+		if !utf8.ValidString(stop) { // heldSuffix and stopIndex cut the output at a stop's bytes
+			return nil, fmt.Errorf("%w: stop string %q is not valid UTF-8", ErrInvalidRequest, stop)
 		}
 	}
 	sampler, err := sample.New(req.Sampling, vocab)
@@ -327,13 +337,15 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 		ch:    make(chan Event, maxTokens+2), // every token event plus the final one: sends never block
 	}
 	s.mu.Lock()
+	// Waiting requests that a free slot will take at the loop's next admission (it may be busy
+	// in a step) are not queued beyond the running batch: only the rest count against MaxQueue.
+	room := max(0, s.opts.MaxSeqs-int(s.running.Load())) + max(0, s.opts.MaxQueue)
 	switch {
 	case s.closing:
 		s.mu.Unlock()
 		cancel()
 		return nil, ErrClosed
-	case s.opts.MaxQueue < 0 && (len(s.waiting) > 0 || int(s.running.Load()) >= s.opts.MaxSeqs),
-		s.opts.MaxQueue > 0 && len(s.waiting) >= s.opts.MaxQueue:
+	case len(s.waiting) >= room:
 		waiting := len(s.waiting)
 		s.mu.Unlock()
 		cancel()

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -307,6 +308,9 @@ func TestSchedulerRejects(t *testing.T) {
 		{"empty-ids", engine.Request{PromptIDs: []int32{}}, engine.ErrInvalidRequest, "empty prompt"},
 		{"negative-max-tokens", engine.Request{Prompt: "x", MaxTokens: -1}, engine.ErrInvalidRequest, "negative"},
 		{"empty-stop", engine.Request{Prompt: "x", MaxTokens: 4, Stop: []string{"a", ""}}, engine.ErrInvalidRequest, "empty stop"},
+		{"max-tokens-max-int", engine.Request{Prompt: "Once upon a time", MaxTokens: math.MaxInt}, engine.ErrPromptTooLong, "max tokens is 9223372036854775807"},
+		{"max-tokens-overflows", engine.Request{Prompt: "Once upon a time", MaxTokens: math.MaxInt - 3}, engine.ErrPromptTooLong, "the context holds 64"},
+		{"stop-not-utf8", engine.Request{Prompt: "x", MaxTokens: 4, Stop: []string{"\xa9x"}}, engine.ErrInvalidRequest, "not valid UTF-8"},
 		{"bad-sampling", engine.Request{Prompt: "x", MaxTokens: 4, Sampling: sample.Params{TopP: 2}}, sample.ErrParams, "top_p"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

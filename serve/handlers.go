@@ -24,7 +24,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req completionRequest
-	if bad := decodeBody(w, r, s.opts.MaxBodyBytes, &req); bad != nil {
+	if bad := decodeBody(w, r, s.opts.MaxBodyBytes, s.opts.BodyTimeout, &req); bad != nil {
 		bad.write(w)
 		return
 	}
@@ -70,7 +70,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req chatRequest
-	if bad := decodeBody(w, r, s.opts.MaxBodyBytes, &req); bad != nil {
+	if bad := decodeBody(w, r, s.opts.MaxBodyBytes, s.opts.BodyTimeout, &req); bad != nil {
 		bad.write(w)
 		return
 	}
@@ -89,6 +89,12 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	budget := b.e.Context - chatReserve(b.e.Context)
+	if maxTokens >= b.e.Context {
+		(&badRequest{status: http.StatusBadRequest, code: "context_length_exceeded", param: "max_tokens",
+			msg: fmt.Sprintf("This model's maximum context length is %d tokens and max_tokens is %d, which leaves no room for the messages. Please reduce max_tokens.",
+				b.e.Context, maxTokens)}).write(w)
+		return
+	}
 	if maxTokens > 0 {
 		budget = b.e.Context - maxTokens
 	}
@@ -263,10 +269,10 @@ func contextMessage(prompt, maxTokens, ctx int, fallback string) string {
 	case prompt >= ctx:
 		return fmt.Sprintf("This model's maximum context length is %d tokens. However, your prompt is %d tokens long, "+
 			"which leaves no room for the completion. Please reduce the length of the prompt or messages.", ctx, prompt)
-	case prompt+maxTokens > ctx:
+	case maxTokens > ctx-prompt: // not prompt+maxTokens > ctx, which overflows for a huge max_tokens
 		return fmt.Sprintf("This model's maximum context length is %d tokens. However, you requested %d tokens "+
 			"(%d in the prompt, %d for the completion). Please reduce the length of the prompt or messages, or max_tokens.",
-			ctx, prompt+maxTokens, prompt, maxTokens)
+			ctx, uint64(prompt)+uint64(maxTokens), prompt, maxTokens)
 	}
 	return fallback // the KV cache is smaller than the context
 }

@@ -8,8 +8,10 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/llamacu/llamacu/chat"
@@ -173,8 +175,19 @@ func (e *badRequest) write(w http.ResponseWriter) {
 	writeJSON(w, e.status, body)
 }
 
-// decodeBody reads a JSON body of at most limit bytes into v.
-func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *badRequest {
+// decodeBody reads a JSON body of at most limit bytes, arriving within timeout, into v.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration, v any) *badRequest {
+	// A read deadline for the body only; cleared before the (possibly long) response streams.
+	// ResponseRecorder-style writers do not support it: then there is simply no deadline.
+	rc := http.NewResponseController(w)
+	timedOut := false
+	if rc.SetReadDeadline(time.Now().Add(timeout)) == nil {
+		defer func() {
+			if !timedOut { // a timed-out connection stays expired and is closed after the reply
+				rc.SetReadDeadline(time.Time{})
+			}
+		}()
+	}
 	body := http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(body)
 	err := dec.Decode(v)
@@ -185,6 +198,12 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *bad
 	}
 	if err == nil {
 		return nil
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		timedOut = true
+		w.Header().Set("Connection", "close") // the rest of the body will never be read
+		return &badRequest{status: http.StatusRequestTimeout, code: "request_timeout",
+			msg: fmt.Sprintf("the request body did not arrive within %v", timeout)}
 	}
 	var (
 		maxErr  *http.MaxBytesError

@@ -40,6 +40,10 @@ type Options struct {
 	ModelName string
 	// MaxBodyBytes limits a request body (default 1 MiB); larger bodies get 413.
 	MaxBodyBytes int64
+	// BodyTimeout bounds how long a client may take to send its request body (default 30 s);
+	// a slower one gets 408, so a trickling client cannot hold a handler. (http.Server's
+	// ReadTimeout would also cut long streamed responses.)
+	BodyTimeout time.Duration
 	// DefaultMaxTokens is max_tokens for a completion that does not set it (default 16, as
 	// OpenAI's legacy completions). Chat completions without max_tokens generate until EOS or
 	// the end of the context.
@@ -66,6 +70,9 @@ type backend struct {
 func New(sched *engine.Scheduler, e *engine.Engine, opts Options) *Server {
 	if opts.ModelName == "" {
 		opts.ModelName = "llamacu"
+	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = 30 * time.Second
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 1 << 20
