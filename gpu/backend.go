@@ -93,7 +93,7 @@ func New(opts Options) (*Backend, error) {
 		ctx.Close()
 		return nil, fmt.Errorf("gpu: load kernels (%s): %w", src, err)
 	}
-	if err := b.k.load(b.mod); err != nil {
+	if err := loadKernels(&b.k, b.mod); err != nil {
 		b.mod.Close()
 		ctx.Close()
 		return nil, fmt.Errorf("gpu: kernels (%s): %w", src, err)

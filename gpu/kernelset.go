@@ -1,0 +1,62 @@
+package gpu
+
+import "fmt"
+
+// kernelFuncs holds one F per kernel of kernels/llamacu.fatbin that the backend launches. The
+// backend's kernelSet is kernelFuncs[*cuda.Function]; the type is generic, and this file has no
+// build tag, so that the default-build test (kernelsig_test.go) can run table() and check every
+// name and every launch site against the extern "C" signatures of kernels/*.cu.
+type kernelFuncs[F any] struct {
+	embedF32, embedF16, embedBF16 F // embed.cu
+
+	rmsnormV1, rmsnorm F // rmsnorm.cu
+
+	rope                           F // rope.cu
+	ropeStoreF32, ropeStoreF16     F
+	storeKVF32, storeKVF16         F    // kvcache.cu
+	attnV1F32, attnV1F16           F    // attention.cu
+	attnDecF32, attnDecF16         [4]F // by group width 1, 2, 4, 8
+	attnReduce                     F
+	attnPrefillF32, attnPrefillF16 F
+
+	gemvV1        [3]F    // gemv.cu, by wdt (F32, F16, BF16)
+	gemvV2        [3][4]F // by wdt, batch width 1, 2, 4, 8
+	gemmV1        [3]F    // gemm.cu
+	toF16, toBF16 F
+
+	swigluV1, swiglu F // swiglu.cu
+	addV1, add       F // add.cu
+	gather           F // gather.cu
+	argmax           F // argmax.cu
+}
+
+// table maps the extern "C" name of every kernel to the slot of k that holds it.
+func (k *kernelFuncs[F]) table() map[string]*F {
+	dts := [3]string{"f32", "f16", "bf16"}
+	widths := [4]int{1, 2, 4, 8}
+	table := map[string]*F{
+		"embed_f32": &k.embedF32, "embed_f16": &k.embedF16, "embed_bf16": &k.embedBF16,
+		"rmsnorm_f32_v1": &k.rmsnormV1, "rmsnorm_f32": &k.rmsnorm,
+		"rope_f32": &k.rope, "rope_qk_store_kv_f32": &k.ropeStoreF32, "rope_qk_store_kv_f16": &k.ropeStoreF16,
+		"store_kv_f32": &k.storeKVF32, "store_kv_f16": &k.storeKVF16,
+		"attention_f32_v1": &k.attnV1F32, "attention_f16_v1": &k.attnV1F16,
+		"attention_reduce_f32":  &k.attnReduce,
+		"attention_prefill_f32": &k.attnPrefillF32, "attention_prefill_f16": &k.attnPrefillF16,
+		"convert_f32_to_f16": &k.toF16, "convert_f32_to_bf16": &k.toBF16,
+		"swiglu_f32_v1": &k.swigluV1, "swiglu_f32": &k.swiglu,
+		"add_f32_v1": &k.addV1, "add_f32": &k.add,
+		"gather_rows_f32": &k.gather, "argmax_f32": &k.argmax,
+	}
+	for g, w := range widths {
+		table[fmt.Sprintf("attention_decode_f32_g%d", w)] = &k.attnDecF32[g]
+		table[fmt.Sprintf("attention_decode_f16_g%d", w)] = &k.attnDecF16[g]
+	}
+	for d, dt := range dts {
+		table["gemv_"+dt+"_v1"] = &k.gemvV1[d]
+		table["gemm_"+dt+"_v1"] = &k.gemmV1[d]
+		for j, w := range widths {
+			table[fmt.Sprintf("gemv_%s_v2_n%d", dt, w)] = &k.gemvV2[d][j]
+		}
+	}
+	return table
+}
