@@ -126,13 +126,15 @@ func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt 
 		work += int(p) + 1
 	}
 	if work*heads*hd >= 1<<14 {
-		grain = b.pool.grainFor(pairs, 1, 1)
+		grain = max(1, pairs/(16*b.pool.size))
 	}
 	b.pool.parallel(t, pairs, grain)
 	t.c, t.out, t.q, t.bt = nil, nil, nil, nil
 }
 
-// attentionTask computes (token, head) pairs [lo, hi), pair = token·heads + head.
+// attentionTask computes (token, head) pairs, items [lo, hi) counted from the last pair
+// (pair = pairs−1−item, pair = token·heads + head): in a causal prefill the late tokens cost the
+// most, and handing them out first evens out the workers' shares.
 type attentionTask struct {
 	c      *KVCache
 	out, q *Buffer
@@ -146,7 +148,9 @@ func (t *attentionTask) run(w, lo, hi int) {
 	hd, kvDim := l.HeadDim, l.KVHeads*l.HeadDim
 	group := t.heads / l.KVHeads
 	scale := float32(math.Sqrt(float64(hd)))
-	for pair := lo; pair < hi; pair++ {
+	last := t.bt.Len()*t.heads - 1
+	for item := lo; item < hi; item++ {
+		pair := last - item
 		i, h := pair/t.heads, pair%t.heads
 		g := h / group
 		s, p := t.bt.Seq[i], int(t.bt.Pos[i])
@@ -178,10 +182,10 @@ func (t *attentionTask) run(w, lo, hi int) {
 	}
 }
 
-// axpy: y += a·x.
-func axpy(y []float32, a float32, x []float32) {
+// axpyGo: y += a·x, each product rounded before the add (as llama2.c compiles, without FMA).
+func axpyGo(y []float32, a float32, x []float32) {
 	x = x[:len(y)]
 	for k := range y {
-		y[k] += a * x[k]
+		y[k] += float32(a * x[k]) // the conversion forbids fusing into an FMA
 	}
 }

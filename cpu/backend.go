@@ -8,8 +8,8 @@
 // the numerical reference that the conformance suite (model/modeltest) and the CUDA backend are
 // checked against, and the fallback where no GPU exists.
 //
-// No op allocates: scratch (per-worker rows, attention scores, RoPE tables) is sized at New,
-// Upload and NewKVCache.
+// No op allocates: scratch (per-worker GEMM tiles and RoPE tables, attention scores) is sized
+// at New and NewKVCache (the RoPE tables at the first call for a head size).
 package cpu
 
 import (
@@ -36,17 +36,20 @@ type Options struct {
 // several goroutines at once (the forward pass drives one backend from one goroutine); the
 // pool serialises parallel ops anyway.
 type Backend struct {
-	opts    Options
-	pool    *pool
-	closed  bool
-	maxCols int         // widest weight row uploaded: the size of each worker's row scratch
-	rowBuf  [][]float32 // (workers, maxCols) dequantised weight rows for multi-row MatMul
-	rope    []float32   // (2·headDim/2) cos, sin table for one position
-	err     error
+	opts     Options
+	pool     *pool
+	closed   bool
+	gemmBufs []*gemmScratch // per-worker prefill GEMM scratch
+	rope     [][]float32    // (workers, 2·headDim/2) cos, sin tables for one position
+	err      error
 
 	// reusable task structs (see task)
 	mm   matmulTask
 	attn attentionTask
+	norm normTask
+	rot  ropeTask
+	glu  swigluTask
+	add  addTask
 }
 
 var _ model.Backend = (*Backend)(nil)
@@ -57,7 +60,12 @@ func New(opts Options) *Backend {
 		opts.Threads = runtime.GOMAXPROCS(0)
 	}
 	b := &Backend{opts: opts, pool: newPool(opts.Threads)}
-	b.rowBuf = make([][]float32, opts.Threads)
+	b.rope = make([][]float32, opts.Threads)
+	b.rot.tabs = b.rope
+	b.gemmBufs = make([]*gemmScratch, opts.Threads)
+	for i := range b.gemmBufs {
+		b.gemmBufs[i] = newGemmScratch()
+	}
 	return b
 }
 
@@ -153,12 +161,6 @@ func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
 	}
 	if w.dtype != tensor.F32 {
 		w.rowBytes = t.RowBytes()
-	}
-	if w.cols > b.maxCols {
-		b.maxCols = w.cols
-		for i := range b.rowBuf {
-			b.rowBuf[i] = make([]float32, w.cols)
-		}
 	}
 	return w, nil
 }

@@ -88,3 +88,25 @@ func BenchmarkAttention(b *testing.B) {
 		be.Attention(o, q, c, 0, bt)
 	}
 }
+
+// BenchmarkGemmTile measures each prefill micro-kernel alone on one L1-resident tile (K = 512,
+// one K block, reduced): the compute ceiling of the prefill MatMul per core.
+func BenchmarkGemmTile(b *testing.B) {
+	const K = 512
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, kern := range gemmKernels() {
+		b.Run(kern.name, func(b *testing.B) {
+			sc := newGemmScratch()
+			for i := range kern.mr {
+				sc.xs[i] = randVec(r, K, 1)
+			}
+			for j := range kern.nr {
+				sc.ws[j] = randVec(r, K, 1)
+			}
+			for b.Loop() {
+				kern.tile(&sc.xs, &sc.ws, sc.acc, 0, &sc.res)
+			}
+			b.ReportMetric(float64(b.N)*2*float64(kern.mr*kern.nr*K)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}

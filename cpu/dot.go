@@ -13,9 +13,6 @@ import (
 var (
 	// dotF32 returns Σ a[k]·b[k] over len(a).
 	dotF32 = dotF32Go
-	// dot4F32 returns Σ w[k]·x_j[k] for j = 0..3 over len(w): one weight row against four
-	// activation rows, each weight loaded once.
-	dot4F32 = dot4F32Go
 	// dotQ8 returns Σ dequant(w)[k]·x[k] for a Q8_0 row w (len(w)/34 blocks).
 	dotQ8 = dotQ8Go
 	// dotQ4 is dotQ8 for a Q4_0 row (len(w)/18 blocks).
@@ -24,6 +21,8 @@ var (
 	dotF16 = dotF16Go
 	// cvtF16 widens len(dst) F16 values from src.
 	cvtF16 = cvtF16Go
+	// axpy: y += a·x over len(y), the product rounded before the add.
+	axpy = axpyGo
 	// deqQ8 and deqQ4 widen len(dst)/32 blocks from w.
 	deqQ8 = deqQ8Go
 	deqQ4 = deqQ4Go
@@ -34,7 +33,8 @@ func deqQ4Go(dst []float32, w []byte) { tensor.Decode(dst, tensor.Q4_0, w[:len(d
 
 // usePureGo installs the pure-Go kernels (tests compare them with the assembly ones).
 func usePureGo() {
-	dotF32, dot4F32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4 = dotF32Go, dot4F32Go, dotQ8Go, dotQ4Go, dotF16Go, cvtF16Go, deqQ8Go, deqQ4Go
+	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy = dotF32Go, dotQ8Go, dotQ4Go, dotF16Go, cvtF16Go, deqQ8Go, deqQ4Go, axpyGo
+	gemm = &gemmGo
 }
 
 func cvtF16Go(dst []float32, src []byte) {
@@ -64,32 +64,6 @@ func dotF32Go(a, b []float32) float32 {
 		s0 += a[k] * b[k]
 	}
 	return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-}
-
-func dot4F32Go(w, x0, x1, x2, x3 []float32) (r0, r1, r2, r3 float32) {
-	n := len(w)
-	x0, x1, x2, x3 = x0[:n], x1[:n], x2[:n], x3[:n]
-	var a0, a1, a2, a3, b0, b1, b2, b3 float32
-	k := 0
-	for ; k+2 <= n; k += 2 {
-		w0, w1 := w[k], w[k+1]
-		a0 += w0 * x0[k]
-		a1 += w0 * x1[k]
-		a2 += w0 * x2[k]
-		a3 += w0 * x3[k]
-		b0 += w1 * x0[k+1]
-		b1 += w1 * x1[k+1]
-		b2 += w1 * x2[k+1]
-		b3 += w1 * x3[k+1]
-	}
-	if k < n {
-		w0 := w[k]
-		a0 += w0 * x0[k]
-		a1 += w0 * x1[k]
-		a2 += w0 * x2[k]
-		a3 += w0 * x3[k]
-	}
-	return a0 + b0, a1 + b1, a2 + b2, a3 + b3
 }
 
 func dotQ8Go(w []byte, x []float32) float32 {

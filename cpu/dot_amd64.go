@@ -14,7 +14,7 @@ import (
 func dotF32AVX(a, b *float32, n int) float32
 
 //go:noescape
-func dot4F32AVX(w, x0, x1, x2, x3 *float32, n int) (r0, r1, r2, r3 float32)
+func axpyAVX(y, x *float32, a float32, n int)
 
 //go:noescape
 func dotQ8AVX(w *byte, x *float32, nb int) float32
@@ -45,7 +45,8 @@ func init() {
 
 // useAsm installs the assembly kernels; usePureGo (in dot.go) undoes it, for tests.
 func useAsm() {
-	dotF32, dot4F32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4 = dotF32Asm, dot4F32Asm, dotQ8Asm, dotQ4Asm, dotF16Asm, cvtF16Asm, deqQ8Asm, deqQ4Asm
+	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy = dotF32Asm, dotQ8Asm, dotQ4Asm, dotF16Asm, cvtF16Asm, deqQ8Asm, deqQ4Asm, axpyAsm
+	gemm = bestGemm()
 }
 
 func dotF32Asm(a, b []float32) float32 {
@@ -60,22 +61,6 @@ func dotF32Asm(a, b []float32) float32 {
 		s += a[k] * b[k]
 	}
 	return s
-}
-
-func dot4F32Asm(w, x0, x1, x2, x3 []float32) (r0, r1, r2, r3 float32) {
-	n := len(w)
-	x0, x1, x2, x3 = x0[:n], x1[:n], x2[:n], x3[:n]
-	m := n &^ 7
-	if m > 0 {
-		r0, r1, r2, r3 = dot4F32AVX(&w[0], &x0[0], &x1[0], &x2[0], &x3[0], m)
-	}
-	for k := m; k < n; k++ {
-		r0 += w[k] * x0[k]
-		r1 += w[k] * x1[k]
-		r2 += w[k] * x2[k]
-		r3 += w[k] * x3[k]
-	}
-	return
 }
 
 func dotQ8Asm(w []byte, x []float32) float32 {
@@ -139,4 +124,16 @@ func deqQ4Asm(dst []float32, w []byte) {
 	}
 	_ = w[nb*18-1]
 	deqQ4AVX(&dst[0], &w[0], nb)
+}
+
+func axpyAsm(y []float32, a float32, x []float32) {
+	n := len(y)
+	x = x[:n]
+	m := n &^ 7
+	if m > 0 {
+		axpyAVX(&y[0], &x[0], a, m)
+	}
+	for k := m; k < n; k++ {
+		y[k] += float32(a * x[k])
+	}
 }

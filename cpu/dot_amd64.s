@@ -55,67 +55,48 @@ f32done:
 	MOVSS  X0, ret+24(FP)
 	RET
 
-// func dot4F32AVX(w, x0, x1, x2, x3 *float32, n int) (r0, r1, r2, r3 float32)
-// n is a multiple of 8.
-TEXT ·dot4F32AVX(SB), NOSPLIT, $0-64
-	MOVQ   w+0(FP), SI
-	MOVQ   x0+8(FP), R8
-	MOVQ   x1+16(FP), R9
-	MOVQ   x2+24(FP), R10
-	MOVQ   x3+32(FP), R11
-	MOVQ   n+40(FP), CX
-	XORQ   AX, AX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
+// func axpyAVX(y, x *float32, a float32, n int)
+// y += a·x with a multiply and then an add (no FMA: the same rounding as the scalar code). n is a
+// multiple of 8.
+TEXT ·axpyAVX(SB), NOSPLIT, $0-32
+	MOVQ         y+0(FP), DI
+	MOVQ         x+8(FP), SI
+	VBROADCASTSS a+16(FP), Y0
+	MOVQ         n+24(FP), CX
 
-d4loop16:
-	LEAQ        16(AX), DX
-	CMPQ        DX, CX
-	JG          d4loop8
-	VMOVUPS     (SI)(AX*4), Y8
-	VMOVUPS     32(SI)(AX*4), Y9
-	VFMADD231PS (R8)(AX*4), Y8, Y0
-	VFMADD231PS (R9)(AX*4), Y8, Y1
-	VFMADD231PS (R10)(AX*4), Y8, Y2
-	VFMADD231PS (R11)(AX*4), Y8, Y3
-	VFMADD231PS 32(R8)(AX*4), Y9, Y4
-	VFMADD231PS 32(R9)(AX*4), Y9, Y5
-	VFMADD231PS 32(R10)(AX*4), Y9, Y6
-	VFMADD231PS 32(R11)(AX*4), Y9, Y7
-	MOVQ        DX, AX
-	JMP         d4loop16
+axloop32:
+	CMPQ    CX, $32
+	JL      axloop8
+	VMULPS  (SI), Y0, Y1
+	VMULPS  32(SI), Y0, Y2
+	VMULPS  64(SI), Y0, Y3
+	VMULPS  96(SI), Y0, Y4
+	VADDPS  (DI), Y1, Y1
+	VADDPS  32(DI), Y2, Y2
+	VADDPS  64(DI), Y3, Y3
+	VADDPS  96(DI), Y4, Y4
+	VMOVUPS Y1, (DI)
+	VMOVUPS Y2, 32(DI)
+	VMOVUPS Y3, 64(DI)
+	VMOVUPS Y4, 96(DI)
+	ADDQ    $128, SI
+	ADDQ    $128, DI
+	SUBQ    $32, CX
+	JMP     axloop32
 
-d4loop8:
-	CMPQ        AX, CX
-	JGE         d4done
-	VMOVUPS     (SI)(AX*4), Y8
-	VFMADD231PS (R8)(AX*4), Y8, Y0
-	VFMADD231PS (R9)(AX*4), Y8, Y1
-	VFMADD231PS (R10)(AX*4), Y8, Y2
-	VFMADD231PS (R11)(AX*4), Y8, Y3
-	ADDQ        $8, AX
-	JMP         d4loop8
+axloop8:
+	CMPQ    CX, $8
+	JL      axdone
+	VMULPS  (SI), Y0, Y1
+	VADDPS  (DI), Y1, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	SUBQ    $8, CX
+	JMP     axloop8
 
-d4done:
-	VADDPS Y4, Y0, Y0
-	VADDPS Y5, Y1, Y1
-	VADDPS Y6, Y2, Y2
-	VADDPS Y7, Y3, Y3
-	HSUM(Y0, X0, X8)
-	HSUM(Y1, X1, X8)
-	HSUM(Y2, X2, X8)
-	HSUM(Y3, X3, X8)
+axdone:
 	VZEROUPPER
-	MOVSS  X0, r0+48(FP)
-	MOVSS  X1, r1+52(FP)
-	MOVSS  X2, r2+56(FP)
-	MOVSS  X3, r3+60(FP)
 	RET
 
 // func dotQ8AVX(w *byte, x *float32, nb int) float32
