@@ -1,0 +1,124 @@
+// emu.h — a small CUDA device shim that lets g++ compile kernels/*.cu for the host, so that the
+// real kernel sources run (slowly) on a machine without a GPU. Used by kernels/emu_test.go
+// through harness.cpp; common.cuh reaches it through the cuda_fp16.h / cuda_bf16.h next to it.
+//
+// Execution model
+//   - A launch runs its blocks one after another, in blockIdx order (x fastest). No two blocks
+//     ever run at the same time, so `__shared__` can simply be `static` storage.
+//   - Each CUDA thread of a block is a fiber (ucontext, its own 64 KB stack with a guard page),
+//     all on ONE OS thread. harness.cpp's scheduler resumes every runnable fiber once per pass,
+//     in a pseudo-random order seeded by blockIdx (so the run is deterministic, but a missing
+//     __syncthreads is unlikely to be hidden by a lucky fixed order); a fiber runs until it
+//     waits at a barrier or returns.
+//   - __syncthreads() is a block barrier over the threads that have not returned (as on the
+//     GPU). Every thread of one barrier phase must call it from the same source line; a thread
+//     waiting at another line is reported as divergence (undefined behaviour in CUDA).
+//   - __shfl_xor_sync(0xffffffff, ...) is a warp barrier: each lane publishes its value, all 32
+//     lanes of the warp must arrive (a lane that returned, a partial warp or another mask is an
+//     error), each reads its partner's value, and a second barrier protects the slots.
+//   - If no fiber can make progress (e.g. a shuffle that some lane never reaches) the harness
+//     reports a deadlock instead of hanging.
+//   - Vector loads (__ldg of float2/float4/uint4 and the one inline PTX load in common.cuh) check
+//     their alignment, as the GPU faults on a misaligned one. Each device buffer ends at a
+//     PROT_NONE page, so reading or writing past its end faults (reported with the block and
+//     thread); reads before the start are not caught.
+//
+// Limits (what this cannot find)
+//   - no real concurrency: races between blocks, missing __syncthreads where a write and a read
+//     happen to be ordered by the scheduler anyway, memory-model and atomics effects;
+//   - exact libm arithmetic: expf, sqrtf, 1/x are IEEE here, while nvcc --use_fast_math uses
+//     approximate __expf, rsqrt and division, and nvcc contracts a*b+c into FMAs (-ffp-contract
+//     is off here); the Go test's tolerances are those of the fp32 reference, not bit equality;
+//   - performance, occupancy, shared-memory and register limits, __launch_bounds__ (ignored:
+//     a launch with more threads than a kernel's bound would fail on the GPU, not here);
+//   - uninitialised shared memory: `static` storage keeps the previous block's values.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <math.h>
+#include <stdint.h>
+
+// ---------------------------------------------------------------- qualifiers
+
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static
+// Kernels go to their own section: kernels/emu_test.go lists it (debug/elf) to check that the
+// harness's kernel table names every extern "C" __global__ function.
+#define __global__ __attribute__((section("emu_kernels"), used, noinline))
+
+// ---------------------------------------------------------------- built-in types
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+struct __align__(8) float2 { float x, y; };
+struct __align__(16) float4 { float x, y, z, w; };
+struct __align__(16) uint4 { uint32_t x, y, z, w; };
+
+inline float2 make_float2(float a, float b) { return {a, b}; }
+inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+// IEEE-rounded intrinsics: the host operations are IEEE already (no FMA contraction here).
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+
+using std::max;
+using std::min;
+
+// ---------------------------------------------------------------- the execution model (harness.cpp)
+
+extern dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+namespace emu {
+[[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void syncthreads(const char* file, int line);
+uint64_t shfl_xor(uint64_t bits, unsigned mask, int lane_mask, const char* file, int line);
+
+inline void check_align(const void* p, size_t a, const char* what) {
+    if (reinterpret_cast<uintptr_t>(p) % a != 0) fail("misaligned %s load at %p (needs %zu bytes)", what, p, a);
+}
+
+// ptx runs the inline PTX of common.cuh's load16_stream, the only asm statement in the kernels:
+// 16 bytes through the non-coherent path, i.e. a plain aligned load here. Anything else aborts.
+inline void ptx(const char* text, uint4& r, const void* p) {
+    if (!strstr(text, "ld.global.nc.L1::no_allocate.v4.u32")) fail("unsupported inline PTX: %s", text);
+    check_align(p, 16, "ld.global.nc.v4");
+    memcpy(&r, p, 16);
+}
+}  // namespace emu
+
+#define __syncthreads() emu::syncthreads(__FILE__, __LINE__)
+
+template <typename T> inline T emu_shfl_xor(unsigned mask, T v, int lane_mask, const char* file, int line) {
+    static_assert(sizeof(T) <= 8, "shuffle of a type wider than 64 bits");
+    uint64_t bits = 0;
+    memcpy(&bits, &v, sizeof v);
+    bits = emu::shfl_xor(bits, mask, lane_mask, file, line);
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+#define __shfl_xor_sync(mask, v, o) emu_shfl_xor((mask), (v), (o), __FILE__, __LINE__)
+
+template <typename T> inline T __ldg(const T* p) {
+    emu::check_align(p, alignof(T), "__ldg");
+    return *p;
+}
+
+// common.cuh's load16_stream is `asm volatile("ld.global.nc…" : outputs : "l"(p))` writing r.
+// `asm` vanishes and `volatile(…)` (only ever followed by '(' there) becomes emu::ptx on the
+// stringised operands, r and p. Defined last, after every standard header, which it must not
+// reach; harness.cpp #undefs both after including the kernels.
+#define asm
+#define volatile(...) emu::ptx(#__VA_ARGS__, r, p)

@@ -1,0 +1,371 @@
+// harness.cpp — runs llamacu's CUDA kernels (kernels/all.cu, compiled by g++ against emu.h) on
+// the CPU, driven by kernels/emu_test.go. Build:
+//
+//   g++ -std=c++20 -O1 -pthread -fno-strict-aliasing -ffp-contract=off -Wno-unknown-pragmas
+//       -I kernels/emu -o emu kernels/emu/harness.cpp        (from the repository root)
+//
+// `emu --list` prints the kernel table. Otherwise it reads a script from stdin, little-endian:
+//
+//   'B' id:u32 n:u64 bytes[n]        (re)define device buffer id with these contents
+//   'L' name:u32-len+bytes grid:3×u32 block:3×u32 nargs:u32 args…
+//       arg: 'p' id:u32 offset:u64   a pointer into buffer id (byte offset); id 0 is NULL
+//            'i' v:i32 | 'f' bits:u32   a 32-bit int or float
+//   'R' id:u32                        write n:u64 and the buffer's bytes to stdout
+//   'Q'                               exit 0
+//
+// Any error (bad script, bad launch, fault, misaligned load, divergent barrier, deadlock) prints
+// one line to stderr and exits non-zero. See emu.h for the execution model and its limits.
+#include <csignal>
+#include <cstdarg>
+#include <functional>
+#include <map>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "../all.cu"
+#undef asm
+#undef volatile
+
+dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+namespace {
+
+const char* g_kernel = "(none)";  // the kernel running, for error messages
+bool g_in_kernel = false;
+
+// ---------------------------------------------------------------- fibers
+
+constexpr size_t kPage = 4096, kStack = 64 << 10;  // per thread, plus a guard page below
+constexpr unsigned kMaxThreads = 1024;
+
+struct Barrier {
+    unsigned expected = 0, arrived = 0;
+    uint64_t gen = 0;
+    const char* file = nullptr;
+    int line = 0;
+};
+
+struct Fiber {
+    ucontext_t ctx;
+    bool done = false;
+    const Barrier* wait = nullptr;  // blocked until wait->gen != wait_gen
+    uint64_t wait_gen = 0;
+};
+
+ucontext_t g_sched;
+Fiber g_fibers[kMaxThreads];
+Fiber* g_cur = nullptr;
+Barrier g_block, g_warps[kMaxThreads / 32];
+uint64_t g_slots[kMaxThreads];
+char* g_stacks = nullptr;
+const std::function<void()>* g_body = nullptr;
+
+void trampoline() {
+    (*g_body)();
+    g_cur->done = true;
+    // Threads that returned no longer count for __syncthreads (as on the GPU).
+    if (--g_block.expected > 0 && g_block.arrived == g_block.expected) {
+        g_block.arrived = 0;
+        g_block.gen++;
+    }
+    setcontext(&g_sched);
+}
+
+// run_block runs body as blockDim.x fibers until all return.
+void run_block(const std::function<void()>& body) {
+    const unsigned n = blockDim.x;
+    g_body = &body;
+    g_block = Barrier{};
+    g_block.expected = n;
+    for (unsigned w = 0; w < (n + 31) / 32; w++) {
+        g_warps[w] = Barrier{};
+        g_warps[w].expected = std::min(32u, n - 32 * w);
+    }
+    for (unsigned t = 0; t < n; t++) {
+        Fiber& f = g_fibers[t];
+        f.done = false;
+        f.wait = nullptr;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = g_stacks + t * (kStack + kPage) + kPage;
+        f.ctx.uc_stack.ss_size = kStack;
+        f.ctx.uc_link = nullptr;
+        makecontext(&f.ctx, trampoline, 0);
+    }
+    // Each pass resumes the threads in a fresh pseudo-random order (seeded by the block), so that a
+    // missing __syncthreads is unlikely to be hidden by a lucky fixed order.
+    static unsigned order[kMaxThreads];
+    for (unsigned t = 0; t < n; t++) order[t] = t;
+    uint64_t rng = 0x9e3779b97f4a7c15ull * (1 + blockIdx.x + 65536ull * (blockIdx.y + 65536ull * blockIdx.z));
+    for (unsigned live = n; live > 0;) {
+        for (unsigned t = n - 1; t > 0; t--) {  // Fisher-Yates with xorshift64
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            std::swap(order[t], order[rng % (t + 1)]);
+        }
+        bool progress = false;
+        for (unsigned k = 0; k < n; k++) {
+            const unsigned t = order[k];
+            Fiber& f = g_fibers[t];
+            if (f.done || (f.wait && f.wait->gen == f.wait_gen)) continue;
+            f.wait = nullptr;
+            g_cur = &f;
+            threadIdx = dim3{t, 0, 0};
+            swapcontext(&g_sched, &f.ctx);
+            progress = true;
+            if (f.done) live--;
+        }
+        if (!progress) {
+            std::string who;
+            for (unsigned t = 0; t < n && who.size() < 200; t++)
+                if (!g_fibers[t].done)
+                    who += " " + std::to_string(t) + "@" + std::to_string(g_fibers[t].wait->line);
+            emu::fail("deadlock: %u of %u threads wait at barriers that can never complete (thread@line:%s)",
+                      live, n, who.c_str());
+        }
+    }
+    g_cur = nullptr;
+}
+
+// wait_at makes the current thread arrive at b and blocks it until the phase completes.
+void wait_at(Barrier& b, const char* file, int line) {
+    if (b.arrived == 0) {
+        b.file = file;
+        b.line = line;
+    } else if (b.line != line || strcmp(b.file, file) != 0) {
+        emu::fail("divergent barrier: thread %u at %s:%d while others wait at %s:%d", threadIdx.x, file,
+                  line, b.file, b.line);
+    }
+    if (++b.arrived == b.expected) {
+        b.arrived = 0;
+        b.gen++;
+        return;
+    }
+    g_cur->wait = &b;
+    g_cur->wait_gen = b.gen;
+    swapcontext(&g_cur->ctx, &g_sched);
+}
+
+// ---------------------------------------------------------------- device memory
+
+struct Buf {
+    char* map = nullptr;
+    size_t map_size = 0;
+    char* base = nullptr;  // 16-byte aligned; base + roundup(size, 16) is a PROT_NONE page
+    size_t size = 0;
+};
+std::map<uint32_t, Buf> g_bufs;
+
+Buf alloc(size_t size) {
+    const size_t body = (size + 15) / 16 * 16, total = (body + kPage - 1) / kPage * kPage + kPage;
+    Buf b;
+    b.map = (char*)mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (b.map == MAP_FAILED) emu::fail("mmap of %zu bytes failed", total);
+    b.map_size = total;
+    if (mprotect(b.map + total - kPage, kPage, PROT_NONE) != 0) emu::fail("mprotect failed");
+    b.base = b.map + total - kPage - body;
+    b.size = size;
+    return b;
+}
+
+// ---------------------------------------------------------------- faults
+
+void on_fault(int sig, siginfo_t* si, void*) {
+    char msg[512];
+    int n = snprintf(msg, sizeof msg, "emu: %s at address %p", sig == SIGSEGV ? "SIGSEGV" : sig == SIGBUS ? "SIGBUS" : "SIGFPE", si->si_addr);
+    if (g_in_kernel)
+        n += snprintf(msg + n, sizeof msg - n, " in kernel %s, block (%u, %u, %u), thread %u (out-of-bounds access?)",
+                      g_kernel, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x);
+    msg[n++] = '\n';
+    (void)!write(2, msg, n);
+    _exit(3);
+}
+
+void install_fault_handler() {
+    static char alt[1 << 16];
+    stack_t ss{};
+    ss.ss_sp = alt;
+    ss.ss_size = sizeof alt;
+    sigaltstack(&ss, nullptr);
+    struct sigaction sa {};
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigaction(SIGSEGV, &sa, nullptr);
+    sigaction(SIGBUS, &sa, nullptr);
+    sigaction(SIGFPE, &sa, nullptr);
+}
+
+// ---------------------------------------------------------------- kernel table
+
+struct Arg {
+    char kind;  // 'p', 'i', 'f'
+    uint32_t id = 0, bits = 0;
+    uint64_t off = 0;
+};
+
+template <typename T> T arg_as(const Arg& a, size_t i) {
+    if constexpr (std::is_pointer_v<T>) {
+        if (a.kind != 'p') emu::fail("%s: argument %zu is a pointer, got kind '%c'", g_kernel, i, a.kind);
+        if (a.id == 0) return nullptr;  // buffer 0 is NULL
+        auto it = g_bufs.find(a.id);
+        if (it == g_bufs.end()) emu::fail("%s: argument %zu: no buffer %u", g_kernel, i, a.id);
+        if (a.off > it->second.size) emu::fail("%s: argument %zu: offset %llu past buffer %u's %zu bytes", g_kernel, i, (unsigned long long)a.off, a.id, it->second.size);
+        return reinterpret_cast<T>(it->second.base + a.off);
+    } else if constexpr (std::is_same_v<T, int>) {
+        if (a.kind != 'i') emu::fail("%s: argument %zu is an int, got kind '%c'", g_kernel, i, a.kind);
+        int v;
+        memcpy(&v, &a.bits, 4);
+        return v;
+    } else {
+        static_assert(std::is_same_v<T, float>, "kernel parameter of an unsupported type");
+        if (a.kind != 'f') emu::fail("%s: argument %zu is a float, got kind '%c'", g_kernel, i, a.kind);
+        float v;
+        memcpy(&v, &a.bits, 4);
+        return v;
+    }
+}
+
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+    if (block.x < 1 || block.x > kMaxThreads || block.y != 1 || block.z != 1)
+        emu::fail("%s: block (%u, %u, %u): only 1-D blocks of 1…1024 threads", g_kernel, block.x, block.y, block.z);
+    if (grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535)
+        emu::fail("%s: grid (%u, %u, %u) outside CUDA's limits", g_kernel, grid.x, grid.y, grid.z);
+    gridDim = grid;
+    blockDim = block;
+    g_in_kernel = true;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                blockIdx = dim3{x, y, z};
+                run_block(body);
+            }
+    g_in_kernel = false;
+}
+
+using Launcher = std::function<void(dim3, dim3, const std::vector<Arg>&)>;
+
+template <typename... A> Launcher launcher(void (*f)(A...)) {
+    return [f](dim3 grid, dim3 block, const std::vector<Arg>& args) {
+        if (args.size() != sizeof...(A)) emu::fail("%s: %zu arguments, the kernel takes %zu", g_kernel, args.size(), sizeof...(A));
+        auto tuple = [&]<size_t... I>(std::index_sequence<I...>) {
+            return std::tuple<A...>(arg_as<A>(args[I], I)...);
+        }(std::index_sequence_for<A...>{});
+        run_grid(grid, block, [&] { std::apply(f, tuple); });
+    };
+}
+
+#define GEMV(dt) X(gemv_##dt##_v1) X(gemv_##dt##_v2_n1) X(gemv_##dt##_v2_n2) X(gemv_##dt##_v2_n4) X(gemv_##dt##_v2_n8) X(gemm_##dt##_v1)
+#define DECODE(kv) X(attention_decode_##kv##_g1) X(attention_decode_##kv##_g2) X(attention_decode_##kv##_g4) X(attention_decode_##kv##_g8)
+#define KERNELS                                                                            \
+    X(embed_f32) X(embed_f16) X(embed_bf16) X(rmsnorm_f32_v1) X(rmsnorm_f32) X(rope_f32)    \
+    X(rope_qk_store_kv_f32) X(rope_qk_store_kv_f16) X(store_kv_f32) X(store_kv_f16)         \
+    X(attention_f32_v1) X(attention_f16_v1) DECODE(f32) DECODE(f16) X(attention_reduce_f32) \
+    X(attention_prefill_f32) X(attention_prefill_f16) GEMV(f32) GEMV(f16) GEMV(bf16)        \
+    X(convert_f32_to_f16) X(convert_f32_to_bf16) X(swiglu_f32_v1) X(swiglu_f32)             \
+    X(add_f32_v1) X(add_f32) X(gather_rows_f32) X(argmax_f32)
+
+const std::map<std::string, Launcher>& kernels() {
+#define X(name) {#name, launcher(name)},
+    static const std::map<std::string, Launcher> table = {KERNELS};
+#undef X
+    return table;
+}
+
+// ---------------------------------------------------------------- script
+
+template <typename T> T rd() {
+    T v;
+    if (fread(&v, sizeof v, 1, stdin) != 1) emu::fail("script: unexpected end of input");
+    return v;
+}
+
+}  // namespace
+
+namespace emu {
+void fail(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("emu: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (g_in_kernel)
+        fprintf(stderr, " [kernel %s, block (%u, %u, %u), thread %u]", g_kernel, blockIdx.x, blockIdx.y,
+                blockIdx.z, threadIdx.x);
+    fputc('\n', stderr);
+    exit(2);
+}
+
+void syncthreads(const char* file, int line) { wait_at(g_block, file, line); }
+
+uint64_t shfl_xor(uint64_t bits, unsigned mask, int lane_mask, const char* file, int line) {
+    if (mask != 0xffffffffu) fail("__shfl_xor_sync with mask %#x (only full warps are emulated)", mask);
+    if (blockDim.x % 32 != 0) fail("__shfl_xor_sync in a block of %u threads (a partial warp)", blockDim.x);
+    if (lane_mask < 0 || lane_mask > 31) fail("__shfl_xor_sync lane mask %d", lane_mask);
+    const unsigned t = threadIdx.x;
+    Barrier& w = g_warps[t / 32];
+    g_slots[t] = bits;
+    wait_at(w, file, line);
+    const uint64_t r = g_slots[(t & ~31u) | ((t & 31u) ^ (unsigned)lane_mask)];
+    wait_at(w, file, line);  // every lane has read before any slot is reused
+    return r;
+}
+}  // namespace emu
+
+int main(int argc, char** argv) {
+    if (argc == 2 && strcmp(argv[1], "--list") == 0) {
+        for (auto& [name, _] : kernels()) printf("%s\n", name.c_str());
+        return 0;
+    }
+    install_fault_handler();
+    g_stacks = (char*)mmap(nullptr, kMaxThreads * (kStack + kPage), PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (g_stacks == MAP_FAILED) emu::fail("cannot map thread stacks");
+    for (unsigned t = 0; t < kMaxThreads; t++) mprotect(g_stacks + t * (kStack + kPage), kPage, PROT_NONE);
+
+    std::string name;
+    for (;;) {
+        const char op = rd<char>();
+        if (op == 'Q') return 0;
+        if (op == 'B') {
+            const uint32_t id = rd<uint32_t>();
+            if (id == 0) emu::fail("script: buffer 0 is NULL");
+            const uint64_t n = rd<uint64_t>();
+            if (auto it = g_bufs.find(id); it != g_bufs.end()) munmap(it->second.map, it->second.map_size);
+            Buf b = alloc(n);
+            if (n && fread(b.base, 1, n, stdin) != n) emu::fail("script: buffer %u truncated", id);
+            g_bufs[id] = b;
+        } else if (op == 'R') {
+            const uint32_t id = rd<uint32_t>();
+            auto it = g_bufs.find(id);
+            if (it == g_bufs.end()) emu::fail("script: read of unknown buffer %u", id);
+            const uint64_t n = it->second.size;
+            fwrite(&n, sizeof n, 1, stdout);
+            fwrite(it->second.base, 1, n, stdout);
+        } else if (op == 'L') {
+            name.resize(rd<uint32_t>());
+            if (fread(name.data(), 1, name.size(), stdin) != name.size()) emu::fail("script: truncated name");
+            dim3 grid, block;
+            grid.x = rd<uint32_t>(), grid.y = rd<uint32_t>(), grid.z = rd<uint32_t>();
+            block.x = rd<uint32_t>(), block.y = rd<uint32_t>(), block.z = rd<uint32_t>();
+            std::vector<Arg> args(rd<uint32_t>());
+            for (Arg& a : args) {
+                a.kind = rd<char>();
+                if (a.kind == 'p') a.id = rd<uint32_t>(), a.off = rd<uint64_t>();
+                else if (a.kind == 'i' || a.kind == 'f') a.bits = rd<uint32_t>();
+                else emu::fail("script: argument kind '%c'", a.kind);
+            }
+            auto it = kernels().find(name);
+            if (it == kernels().end()) emu::fail("script: no kernel %s", name.c_str());
+            g_kernel = it->first.c_str();
+            it->second(grid, block, args);
+            g_kernel = "(none)";
+        } else {
+            emu::fail("script: unknown op '%c' (%d)", op, op);
+        }
+    }
+}
