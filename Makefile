@@ -67,7 +67,7 @@ device-bundle: kernels
 	$(GO) build -tags cuda -ldflags '-s -w' -o $(DEV)/llamacu ./cmd/llamacu
 	$(GO) test -tags cuda -c -ldflags '-s -w' -o $(DEV)/gpu.test ./gpu
 	$(GO) test -tags cuda -c -ldflags '-s -w' -o $(DEV)/cuda.test ./cuda
-	cp bench/device/check.sh bench/reference/hf_peer.py $(DEV)/
+	cp bench/device/check.sh bench/reference/hf_peer.py bench/reference/hf_logits.py $(DEV)/
 	cp -r $(SHARED)/stories260K $(DEV)/shared/testdata/
 	git rev-parse --short HEAD > $(DEV)/COMMIT 2>/dev/null || echo unknown > $(DEV)/COMMIT
 	@du -sh $(DEV)

@@ -5,7 +5,17 @@
 #   run(command="bash dist/device/check.sh", carry=["dist/device"], timeout_s=540)
 #
 # Everything it prints goes to stdout and to $OUT/check.log; per-step JSON lands in $OUT/. Each
-# step has its own time limit so one hang cannot eat the whole budget (target: < 8 minutes).
+# step has its own time limit so one hang cannot eat the whole budget, and every limit is also cut
+# to what is left of CHECK_BUDGET (default 450 s: the whole script stays under 8 minutes, whatever
+# the steps take). Limits, with rough expectations on an H100 in brackets (estimates, not
+# measurements: replace them with the step times check.log prints once it has run):
+#   cuda package tests                          60 s  [~5 s]
+#   GPU conformance + stories260K end to end   180 s  [~60 s]
+#   transformers reference: hf_logits.py        60 s  [~20 s: importing torch and transformers]
+#     and the gpu.test Transformers tests       45 s  [~10 s]
+#   kernel benchmarks                           90 s  [~40 s]
+#   llamacu bench, synthetic 7B                150 s  [~90 s]
+#   PyTorch peer (eager)                       120 s  [~90 s]; whatever of the budget is left
 set -uo pipefail
 cd "$(dirname "$0")"
 B=$(pwd)
@@ -14,9 +24,14 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/check.log") 2>&1
 export LLAMACU_COMMIT=$(cat COMMIT 2>/dev/null || echo unknown)
 
-step() { printf '\n===== %s (%s) =====\n' "$1" "$(date -u +%H:%M:%S)"; }
+BUDGET=${CHECK_BUDGET:-450}
+
+step() { printf '\n===== %s (%s, %d s of %d s used) =====\n' "$1" "$(date -u +%H:%M:%S)" "$SECONDS" "$BUDGET"; }
 run() { # run LIMIT_SECONDS CMD...: never fails the script, reports the status
   local lim=$1; shift
+  local left=$((BUDGET - SECONDS - 15)) # 15 s: --kill-after and the final listing
+  if [ "$left" -lt "$lim" ]; then lim=$left; fi
+  if [ "$lim" -lt 5 ]; then echo "[skipped, the ${BUDGET} s budget is spent: $*]"; return 0; fi
   timeout --kill-after=10 "$lim" "$@"; local rc=$?
   echo "[exit $rc: $*]"
 }
@@ -32,6 +47,23 @@ step "cuda package tests"
 step "GPU conformance + end to end vs CPU (stories260K)"
 (cd pkg/gpu && run 180 ../../gpu.test -test.v -test.count=1 -test.short)
 
+step "GPU and CPU vs PyTorch/transformers: random-init GQA LlamaForCausalLM, fp16 (hf_logits.py)"
+# The model folder (~38 MB) stays out of $OUT (only 8 files of 16 MiB come back); its
+# reference.json, with versions and transformers' own fp16-vs-fp32 difference, is copied there.
+HFREF=${TMPDIR:-/tmp}/llamacu-hfref
+rm -rf "$HFREF"
+if python3 -c 'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ("torch", "transformers", "safetensors")))' 2>/dev/null; then
+  run 60 env PYTHONUNBUFFERED=1 python3 hf_logits.py --out "$HFREF"
+  if [ -f "$HFREF/reference.json" ]; then
+    cp "$HFREF/reference.json" "$OUT/hf-logits-reference.json"
+    (cd pkg/gpu && export LLAMACU_HF_REF="$HFREF" && run 45 ../../gpu.test -test.run Transformers -test.v -test.count=1)
+  else
+    echo "hf_logits.py wrote no reference: transformers comparison skipped"
+  fi
+else
+  echo "torch/transformers/safetensors not importable: transformers reference skipped"
+fi
+
 step "kernel benchmarks: GEMV, attention, copy bandwidth (GB/s)"
 (cd pkg/gpu && run 90 ../../gpu.test -test.run '^$' -test.bench . -test.benchtime 200x)
 
@@ -41,7 +73,7 @@ run 150 ./llamacu bench --synthetic 7b --dtype f16 --backend cuda -p 2048 -n 128
 
 step "PyTorch/transformers peer on the same shape (eager)"
 if python3 -c 'import torch, transformers' 2>/dev/null; then
-  run 150 python3 hf_peer.py --shape 7b -p 2048 -n 128 --batch 1,8 --depth 0,2048 --reps 3 --mode eager \
+  run 120 python3 hf_peer.py --shape 7b -p 2048 -n 128 --batch 1,8 --depth 0,2048 --reps 3 --mode eager \
     > "$OUT/hf-7b-eager.jsonl"
   head -c 4000 "$OUT/hf-7b-eager.jsonl"
 else
