@@ -164,13 +164,18 @@ func (r *Report) WriteCSV(w io.Writer) error {
 
 // Write writes r in format "md", "json" or "csv".
 func (r *Report) Write(w io.Writer, format string) error {
+	return writeFormat(w, format, r.WriteMarkdown, r.WriteJSON, r.WriteCSV)
+}
+
+// writeFormat calls the writer of format "md" (or "markdown"), "json" or "csv".
+func writeFormat(w io.Writer, format string, md, js, csv func(io.Writer) error) error {
 	switch format {
 	case "md", "markdown":
-		return r.WriteMarkdown(w)
+		return md(w)
 	case "json":
-		return r.WriteJSON(w)
+		return js(w)
 	case "csv":
-		return r.WriteCSV(w)
+		return csv(w)
 	}
 	return fmt.Errorf("%w: format %q (want md, json or csv)", ErrOptions, format)
 }

@@ -388,13 +388,5 @@ func (r *ServeReport) WriteCSV(w io.Writer) error {
 
 // Write writes r in format "md", "json" or "csv".
 func (r *ServeReport) Write(w io.Writer, format string) error {
-	switch format {
-	case "md", "markdown":
-		return r.WriteMarkdown(w)
-	case "json":
-		return r.WriteJSON(w)
-	case "csv":
-		return r.WriteCSV(w)
-	}
-	return fmt.Errorf("%w: format %q (want md, json or csv)", ErrOptions, format)
+	return writeFormat(w, format, r.WriteMarkdown, r.WriteJSON, r.WriteCSV)
 }
