@@ -13,6 +13,23 @@
 //   'R' id:u32                        write n:u64 and the buffer's bytes to stdout
 //   'Q'                               exit 0
 //
+// and, for the emulated CUDA driver of package cuda (build tag cudaemu, cuda/emu*.go), which
+// names a device address as buffer id << 40 | byte offset:
+//
+//   'A' id:u32 n:u64                  allocate buffer id: n bytes of 0xff (NaN in f32, f16 and
+//                                     bf16), as cuMemAlloc's contents are undefined
+//   'F' id:u32                        free buffer id
+//   'W' id:u32 off:u64 n:u64 bytes[n] write into buffer id at off
+//   'G' id:u32 off:u64 n:u64          write those n bytes of buffer id to stdout
+//   'Z' id:u32 off:u64 n:u64          zero n bytes at off
+//   'C' dst:u32 doff:u64 src:u32 soff:u64 n:u64   copy n bytes (ranges may overlap)
+//   'K' name:u32-len+bytes grid:3×u32 block:3×u32 shared:u32 nargs:u32 (size:u8 bits:u64)…
+//                                     launch with cuLaunchKernel's parameter slots: each
+//                                     argument is decoded by the kernel's parameter type,
+//                                     whose size it must match (pointers: 8 bytes, an address
+//                                     as above; int and float: 4)
+//   'S'                               write one byte (6) to stdout: all earlier work is done
+//
 // Any error (bad script, bad launch, fault, misaligned load, divergent barrier, deadlock) prints
 // one line to stderr and exits non-zero. See emu.h for the execution model and its limits.
 #include <csignal>
@@ -27,6 +44,39 @@
 
 #include <sys/mman.h>
 #include <ucontext.h>
+
+// Fiber switches. glibc's swapcontext saves and restores the signal mask with a system call on
+// every switch, which made the emulator spend most of its time in the kernel; on x86-64 a
+// switch is instead the few instructions below (the callee-saved registers the SysV ABI asks a
+// call to preserve, and the stack pointer). Other architectures keep ucontext.
+#if defined(__x86_64__)
+#define EMU_FAST_SWITCH 1
+extern "C" void emu_switch(void** save_sp, void* next_sp);
+asm(R"(
+    .text
+    .globl emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+    .section .note.GNU-stack,"",@progbits
+    .text
+)");
+#endif
 #include <unistd.h>
 
 #include "../all.cu"
@@ -53,13 +103,23 @@ struct Barrier {
 };
 
 struct Fiber {
+#ifdef EMU_FAST_SWITCH
+    void* sp = nullptr;  // saved stack pointer while suspended
+#else
     ucontext_t ctx;
+#endif
     bool done = false;
     const Barrier* wait = nullptr;  // blocked until wait->gen != wait_gen
     uint64_t wait_gen = 0;
 };
 
+#ifdef EMU_FAST_SWITCH
+void* g_sched_sp = nullptr;
+// to_sched suspends the current fiber (saving its stack pointer in *save) and resumes the scheduler.
+inline void to_sched(void** save) { emu_switch(save, g_sched_sp); }
+#else
 ucontext_t g_sched;
+#endif
 Fiber g_fibers[kMaxThreads];
 Fiber* g_cur = nullptr;
 Barrier g_block, g_warps[kMaxThreads / 32];
@@ -75,7 +135,13 @@ void trampoline() {
         g_block.arrived = 0;
         g_block.gen++;
     }
+#ifdef EMU_FAST_SWITCH
+    void* dead;
+    to_sched(&dead);  // never resumed
+    __builtin_unreachable();
+#else
     setcontext(&g_sched);
+#endif
 }
 
 // run_block runs body as blockDim.x fibers until all return.
@@ -92,11 +158,21 @@ void run_block(const std::function<void()>& body) {
         Fiber& f = g_fibers[t];
         f.done = false;
         f.wait = nullptr;
+        char* stack = g_stacks + t * (kStack + kPage) + kPage;
+#ifdef EMU_FAST_SWITCH
+        // The first switch to the fiber pops six zero registers and "returns" into trampoline
+        // with the stack aligned as at a function's entry (rsp ≡ 8 mod 16).
+        void** ret = reinterpret_cast<void**>(stack + kStack - 16);
+        *ret = reinterpret_cast<void*>(&trampoline);
+        for (int r = 1; r <= 6; r++) ret[-r] = nullptr;
+        f.sp = ret - 6;
+#else
         getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = g_stacks + t * (kStack + kPage) + kPage;
+        f.ctx.uc_stack.ss_sp = stack;
         f.ctx.uc_stack.ss_size = kStack;
         f.ctx.uc_link = nullptr;
         makecontext(&f.ctx, trampoline, 0);
+#endif
     }
     // Each pass resumes the threads in a fresh pseudo-random order (seeded by the block), so that a
     // missing __syncthreads is unlikely to be hidden by a lucky fixed order.
@@ -116,7 +192,11 @@ void run_block(const std::function<void()>& body) {
             f.wait = nullptr;
             g_cur = &f;
             threadIdx = dim3{t, 0, 0};
+#ifdef EMU_FAST_SWITCH
+            emu_switch(&g_sched_sp, f.sp);
+#else
             swapcontext(&g_sched, &f.ctx);
+#endif
             progress = true;
             if (f.done) live--;
         }
@@ -148,7 +228,11 @@ void wait_at(Barrier& b, const char* file, int line) {
     }
     g_cur->wait = &b;
     g_cur->wait_gen = b.gen;
+#ifdef EMU_FAST_SWITCH
+    to_sched(&g_cur->sp);
+#else
     swapcontext(&g_cur->ctx, &g_sched);
+#endif
 }
 
 // ---------------------------------------------------------------- device memory
@@ -203,12 +287,34 @@ void install_fault_handler() {
 // ---------------------------------------------------------------- kernel table
 
 struct Arg {
-    char kind;  // 'p', 'i', 'f'
+    char kind;  // 'p', 'i', 'f'; 'r': a raw parameter slot of size bytes, decoded by type
     uint32_t id = 0, bits = 0;
     uint64_t off = 0;
+    uint64_t raw = 0;
+    uint8_t size = 0;
 };
 
-template <typename T> T arg_as(const Arg& a, size_t i) {
+// A device address of the emulated driver: buffer id in the high bits, byte offset in the low 40.
+constexpr int kAddrShift = 40;
+constexpr uint64_t kOffMask = (uint64_t(1) << kAddrShift) - 1;
+
+// typed turns a raw slot into the kind the kernel's parameter type T wants, checking its size.
+template <typename T> Arg typed(const Arg& a, size_t i) {
+    if (a.kind != 'r') return a;
+    Arg t;
+    if (a.size != sizeof(T))
+        emu::fail("%s: argument %zu: the kernel's parameter takes %zu bytes, the launch gave %u", g_kernel, i,
+                  sizeof(T), a.size);
+    if constexpr (std::is_pointer_v<T>) {
+        t.kind = 'p', t.id = uint32_t(a.raw >> kAddrShift), t.off = a.raw & kOffMask;
+    } else {
+        t.kind = std::is_same_v<T, int> ? 'i' : 'f', t.bits = uint32_t(a.raw);
+    }
+    return t;
+}
+
+template <typename T> T arg_as(const Arg& raw, size_t i) {
+    const Arg a = typed<T>(raw, i);
     if constexpr (std::is_pointer_v<T>) {
         if (a.kind != 'p') emu::fail("%s: argument %zu is a pointer, got kind '%c'", g_kernel, i, a.kind);
         if (a.id == 0) return nullptr;  // buffer 0 is NULL
@@ -282,6 +388,17 @@ template <typename T> T rd() {
     T v;
     if (fread(&v, sizeof v, 1, stdin) != 1) emu::fail("script: unexpected end of input");
     return v;
+}
+
+// span checks that [off, off+n) lies inside buffer id and returns its address.
+char* span(const char* what, uint32_t id, uint64_t off, uint64_t n) {
+    auto it = g_bufs.find(id);
+    if (it == g_bufs.end())
+        emu::fail("%s at %#llx: not in any allocation", what, (unsigned long long)(uint64_t(id) << kAddrShift | off));
+    if (off > it->second.size || n > it->second.size - off)
+        emu::fail("%s of %llu bytes at offset %llu of a %zu-byte allocation: out of range", what,
+                  (unsigned long long)n, (unsigned long long)off, it->second.size);
+    return it->second.base + off;
 }
 
 }  // namespace
@@ -361,6 +478,57 @@ int main(int argc, char** argv) {
             }
             auto it = kernels().find(name);
             if (it == kernels().end()) emu::fail("script: no kernel %s", name.c_str());
+            g_kernel = it->first.c_str();
+            it->second(grid, block, args);
+            g_kernel = "(none)";
+        } else if (op == 'A') {
+            const uint32_t id = rd<uint32_t>();
+            const uint64_t n = rd<uint64_t>();
+            if (id == 0 || g_bufs.count(id)) emu::fail("script: allocation of buffer %u, which exists", id);
+            Buf b = alloc(n);
+            memset(b.base, 0xff, n);
+            g_bufs[id] = b;
+        } else if (op == 'F') {
+            const uint32_t id = rd<uint32_t>();
+            auto it = g_bufs.find(id);
+            if (it == g_bufs.end()) emu::fail("cuMemFree of %#llx: not an allocation", (unsigned long long)id << kAddrShift);
+            munmap(it->second.map, it->second.map_size);
+            g_bufs.erase(it);
+        } else if (op == 'W' || op == 'G' || op == 'Z') {
+            const uint32_t id = rd<uint32_t>();
+            const uint64_t off = rd<uint64_t>(), n = rd<uint64_t>();
+            char* p = span(op == 'W' ? "cuMemcpyHtoD" : op == 'G' ? "cuMemcpyDtoH" : "cuMemsetD8", id, off, n);
+            if (op == 'W') {
+                if (n && fread(p, 1, n, stdin) != n) emu::fail("script: write to buffer %u truncated", id);
+            } else if (op == 'G') {
+                fwrite(p, 1, n, stdout);
+                fflush(stdout);
+            } else {
+                memset(p, 0, n);
+            }
+        } else if (op == 'C') {
+            const uint32_t did = rd<uint32_t>();
+            const uint64_t doff = rd<uint64_t>();
+            const uint32_t sid = rd<uint32_t>();
+            const uint64_t soff = rd<uint64_t>(), n = rd<uint64_t>();
+            char* d = span("cuMemcpyDtoD destination", did, doff, n);
+            char* s = span("cuMemcpyDtoD source", sid, soff, n);
+            memmove(d, s, n);
+        } else if (op == 'S') {
+            fputc(6, stdout);
+            fflush(stdout);
+        } else if (op == 'K') {
+            name.resize(rd<uint32_t>());
+            if (fread(name.data(), 1, name.size(), stdin) != name.size()) emu::fail("script: truncated name");
+            dim3 grid, block;
+            grid.x = rd<uint32_t>(), grid.y = rd<uint32_t>(), grid.z = rd<uint32_t>();
+            block.x = rd<uint32_t>(), block.y = rd<uint32_t>(), block.z = rd<uint32_t>();
+            const uint32_t shared = rd<uint32_t>();
+            std::vector<Arg> args(rd<uint32_t>());
+            for (Arg& a : args) a.kind = 'r', a.size = rd<uint8_t>(), a.raw = rd<uint64_t>();
+            auto it = kernels().find(name);
+            if (it == kernels().end()) emu::fail("launch: no kernel %s", name.c_str());
+            if (shared != 0) emu::fail("launch %s: %u bytes of dynamic shared memory (no kernel declares any)", name.c_str(), shared);
             g_kernel = it->first.c_str();
             it->second(grid, block, args);
             g_kernel = "(none)";
