@@ -287,3 +287,6 @@ func (c *Context) Synchronize() error {
 
 // Stream is the context's default stream, which a nil *Stream stands for.
 func (c *Context) Stream() *Stream { return c.stream }
+
+// Emulated is false in this build, true in the cudaemu one: tests use it to size their shapes.
+const Emulated = false

@@ -83,42 +83,11 @@ static int llamacu_cublas_gemm_ex(void *h, int ta, int tb, int m, int n, int k, 
 import "C"
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"unsafe"
 )
-
-// DataType is an element type for the cuBLAS and NCCL wrappers.
-type DataType int
-
-// Element types.
-const (
-	TypeF32  DataType = iota // float
-	TypeF16                  // __half
-	TypeBF16                 // __nv_bfloat16
-)
-
-func (t DataType) String() string {
-	switch t {
-	case TypeF32:
-		return "f32"
-	case TypeF16:
-		return "f16"
-	case TypeBF16:
-		return "bf16"
-	}
-	return fmt.Sprintf("DataType(%d)", int(t))
-}
-
-// Size is the element size in bytes.
-func (t DataType) Size() int {
-	if t == TypeF32 {
-		return 4
-	}
-	return 2
-}
 
 // cudaDataType_t values: CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF.
 func (t DataType) cudaDataType() (C.int, bool) {
@@ -164,9 +133,6 @@ func loadCublasLib() (string, error) {
 	cublasLib.err = fmt.Errorf("%w: %s", ErrNoCublas, strings.Join(msgs, "; "))
 	return "", cublasLib.err
 }
-
-// ErrNoCublas is returned (wrapped) when no libcublas could be dlopened.
-var ErrNoCublas = errors.New("cuda: cannot load cuBLAS (set LLAMACU_CUBLAS or LD_LIBRARY_PATH)")
 
 // Cublas is a cuBLAS handle on one Context; cuBLAS itself is dlopened at
 // run time (the binary links only libcuda). Use it from any goroutine; its

@@ -6,33 +6,9 @@ package cuda
 import "C"
 
 import (
-	"errors"
 	"fmt"
 	"reflect"
 )
-
-// ErrClosed is returned by Context methods after Close.
-var ErrClosed = errors.New("cuda: context closed")
-
-// Error is a failed CUDA driver, cuBLAS or NCCL call.
-type Error struct {
-	Lib  string // "cuda", "cublas" or "nccl"
-	Op   string // what was being done, e.g. `launch "rmsnorm_f16" grid(32,1,1) block(256,1,1) shared 0 B, 5 args`
-	Code int    // CUresult, cublasStatus_t or ncclResult_t
-	Name string // e.g. "CUDA_ERROR_OUT_OF_MEMORY"
-}
-
-func (e *Error) Error() string {
-	return fmt.Sprintf("%s: %s: %s (%d)", e.Lib, e.Op, e.Name, e.Code)
-}
-
-// Is reports whether target is an *Error of the same library and code, so
-// errors.Is(err, &cuda.Error{Lib: "cuda", Code: 2}) matches any
-// CUDA_ERROR_OUT_OF_MEMORY.
-func (e *Error) Is(target error) bool {
-	t, ok := target.(*Error)
-	return ok && t.Lib == e.Lib && t.Code == e.Code
-}
 
 // cuErrorName is cuGetErrorName's name for a CUresult.
 func cuErrorName(code int) string {

@@ -14,20 +14,6 @@ import (
 	"gorgonia.org/cu"
 )
 
-// DevicePtr is a device address (CUdeviceptr). Zero is the null pointer.
-// Offsets are plain additions: p + DevicePtr(byteOffset).
-type DevicePtr uintptr
-
-// Bytes views a slice of plain values (numbers, no pointers) as bytes, for
-// the copy functions: c.CopyHtoD(p, cuda.Bytes(tokens)).
-func Bytes[T any](s []T) []byte {
-	if len(s) == 0 {
-		return nil
-	}
-	var z T
-	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*int(unsafe.Sizeof(z)))
-}
-
 // Memory operations come in two kinds:
 //
 //   - Synchronous ones (CopyHtoD, CopyDtoH, CopyFloats*, Memset) first wait

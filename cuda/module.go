@@ -34,7 +34,6 @@ import "C"
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"sync"
 	"unsafe"
@@ -147,9 +146,6 @@ var paramInfoOnce sync.Once
 // Name is the kernel's name.
 func (f *Function) Name() string { return f.name }
 
-// Dim3 is a grid or block size; zero fields count as 1.
-type Dim3 struct{ X, Y, Z int }
-
 func (d Dim3) norm() (x, y, z C.uint) {
 	one := func(v int) C.uint {
 		if v <= 0 {
@@ -159,33 +155,6 @@ func (d Dim3) norm() (x, y, z C.uint) {
 	}
 	return one(d.X), one(d.Y), one(d.Z)
 }
-
-// Arg is one kernel parameter: a device pointer or a 32/64-bit scalar,
-// held in an 8-byte slot with the value in its low bytes (little-endian),
-// as DESIGN.md requires. Build it with Ptr, I32, U32, F32, I64 or U64, in
-// the order of the kernel's parameters. No struct may be passed by value.
-type Arg struct {
-	bits uint64
-	size uint8 // the C parameter's size: 4 or 8
-}
-
-// Ptr is a pointer kernel parameter (T* / const T*).
-func Ptr(p DevicePtr) Arg { return Arg{uint64(p), 8} }
-
-// I32 is an int kernel parameter.
-func I32(v int32) Arg { return Arg{uint64(uint32(v)), 4} }
-
-// U32 is an unsigned int kernel parameter.
-func U32(v uint32) Arg { return Arg{uint64(v), 4} }
-
-// F32 is a float kernel parameter.
-func F32(v float32) Arg { return Arg{uint64(math.Float32bits(v)), 4} }
-
-// I64 is a long long / int64_t kernel parameter.
-func I64(v int64) Arg { return Arg{uint64(v), 8} }
-
-// U64 is an unsigned long long / size_t kernel parameter.
-func U64(v uint64) Arg { return Arg{v, 8} }
 
 // Launch launches f on s (nil: the context's default stream) with the
 // given parameters, in order. Grid and block sizes of 0 count as 1; shared
@@ -270,9 +239,6 @@ func (f *Function) Attribute(a FuncAttribute) (int, error) {
 	})
 	return int(v), err
 }
-
-// FuncAttribute is a CUfunction_attribute.
-type FuncAttribute int
 
 // Function attributes for Attribute.
 const (

@@ -85,15 +85,11 @@ static const char *llamacu_nccl_error_string(int r) { return llamacu_nccl.error_
 import "C"
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"unsafe"
 )
-
-// ErrNoNCCL is returned (wrapped) when libnccl cannot be dlopened.
-var ErrNoNCCL = errors.New("cuda: cannot load NCCL (set LLAMACU_NCCL or LD_LIBRARY_PATH)")
 
 // NCCL is libnccl.so.2, dlopened at run time (the binary links only
 // libcuda). One per process: LoadNCCL returns the same value every time.
@@ -172,10 +168,6 @@ func (t DataType) ncclDataType() (C.int, bool) {
 	}
 	return 0, false
 }
-
-// NCCLUniqueID is an ncclUniqueId: made once (by rank 0) and given to every
-// rank's CommInitRank, in this process or (sent over the network) others.
-type NCCLUniqueID [128]byte
 
 // GetUniqueID makes a new communicator id (ncclGetUniqueId). It needs no
 // Context.

@@ -1,4 +1,4 @@
-//go:build cuda
+//go:build cuda || cudaemu
 
 package gpu_test
 
@@ -56,7 +56,7 @@ var half = modeltest.Options{ATol: 1e-3, RTol: 5e-3}
 
 func TestConformance(t *testing.T) {
 	large := half
-	large.Large = !testing.Short()
+	large.Large = !testing.Short() && !cuda.Emulated // LLaMA-sized shapes take minutes emulated
 	for _, tc := range []struct {
 		name string
 		opts gpu.Options
@@ -227,9 +227,13 @@ func TestMatMulPaths(t *testing.T) {
 		be := open(t, gpu.Options{NoCublas: noBlas})
 		r := rand.New(rand.NewPCG(5, 6))
 		for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16} {
-			for _, c := range [][3]int{{1, 4096, 4096}, {3, 4096, 11008}, {8, 11008, 4096}, {9, 256, 72}, {64, 4096, 512}, {5, 4096, 32000}} {
+			shapes := [][3]int{{1, 4096, 4096}, {3, 4096, 11008}, {8, 11008, 4096}, {9, 256, 72}, {64, 4096, 512}, {5, 4096, 32000}}
+			if cuda.Emulated { // the same paths at sizes a CPU emulating every thread can afford
+				shapes = [][3]int{{1, 512, 256}, {3, 256, 344}, {8, 344, 256}, {9, 256, 72}, {20, 512, 136}, {5, 256, 1000}, {2, 172, 64}}
+			}
+			for _, c := range shapes {
 				n, K, N := c[0], c[1], c[2]
-				if N == 32000 && d != tensor.F16 {
+				if N >= 1000 && d != tensor.F16 {
 					continue // the LM head shape once is enough (0.5 GB of F32)
 				}
 				w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{N, K}, Data: tensor.Encode(d, normal(r, N*K))})
