@@ -10,16 +10,22 @@ NVCCFLAGS ?= -O3 --use_fast_math -std=c++17 \
 # One translation unit (nvcc --fatbin takes one input per output): all.cu #includes the rest.
 KERNELS   := kernels/all.cu
 
-.PHONY: all build test test-short fmt-check vet fuzz bench kernels cuda device-bundle clean
+.PHONY: all build test test-emu test-short fmt-check vet fuzz bench kernels cuda device-bundle clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/llamacu ./cmd/llamacu
 
-# The tests CI runs (README: "make test"): formatting, vet, and every package's tests.
-test: fmt-check vet
+# The tests CI runs (README: "make test"): formatting, vet, every package's tests, then the CUDA
+# backend's own tests on the emulated driver (build tag cudaemu: kernels/*.cu compiled for the
+# CPU by g++, package gpu driving them exactly as on a GPU; see cuda/emu.go).
+test: fmt-check vet test-emu
 	$(GO) test -count=1 ./...
+
+EMU_PKGS := ./cuda ./gpu ./cmd/llamacu
+test-emu:
+	$(GO) test -count=1 -tags cudaemu $(EMU_PKGS)
 
 test-short:
 	$(GO) test -short ./...
@@ -30,6 +36,7 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags cudaemu ./...
 
 # Each fuzz target for FUZZTIME (default 20s). -fuzzminimizetime keeps the engine from spending
 # the whole budget shrinking the (KB-sized) seed inputs on a 2-core machine.
