@@ -10,7 +10,7 @@ NVCCFLAGS ?= -O3 --use_fast_math -std=c++17 \
 # One translation unit (nvcc --fatbin takes one input per output): all.cu #includes the rest.
 KERNELS   := kernels/all.cu
 
-.PHONY: all build test test-emu test-short fmt-check vet fuzz bench kernels cuda device-bundle clean
+.PHONY: all build test test-emu test-short fmt-check vet fuzz bench kernels cuda device-bundle device-dryrun clean
 
 all: build
 
@@ -68,16 +68,27 @@ cuda: kernels
 # Everything the GPU machine needs (it has no Go): the cuda CLI, the GPU test binaries, the
 # PyTorch peer, the test data the tests read, and bench/device/check.sh. Carry dist/device.
 DEV := dist/device
+DEVTAGS ?= cuda
 SHARED ?= ../shared/testdata
 device-bundle: kernels
 	rm -rf $(DEV) && mkdir -p $(DEV)/pkg/cuda $(DEV)/pkg/gpu $(DEV)/shared/testdata
-	$(GO) build -tags cuda -ldflags '-s -w' -o $(DEV)/llamacu ./cmd/llamacu
-	$(GO) test -tags cuda -c -ldflags '-s -w' -o $(DEV)/gpu.test ./gpu
-	$(GO) test -tags cuda -c -ldflags '-s -w' -o $(DEV)/cuda.test ./cuda
+	$(GO) build -tags $(DEVTAGS) -ldflags '-s -w' -o $(DEV)/llamacu ./cmd/llamacu
+	$(GO) test -tags $(DEVTAGS) -c -ldflags '-s -w' -o $(DEV)/gpu.test ./gpu
+	$(GO) test -tags $(DEVTAGS) -c -ldflags '-s -w' -o $(DEV)/cuda.test ./cuda
 	cp bench/device/check.sh bench/reference/hf_peer.py bench/reference/hf_logits.py $(DEV)/
 	cp -r $(SHARED)/stories260K $(DEV)/shared/testdata/
 	git rev-parse --short HEAD > $(DEV)/COMMIT 2>/dev/null || echo unknown > $(DEV)/COMMIT
+	echo "-tags $(DEVTAGS)" > $(DEV)/BUILD
 	@du -sh $(DEV)
+
+# The GPU check rehearsed here: the same bundle and script on the emulated driver (the kernels
+# on the CPU, see cuda/emu.go), with a tiny model and no kernel benchmarks, so that a broken step
+# shows before it costs GPU time. Minutes; the output lands in dist/dryrun-out/.
+device-dryrun:
+	$(MAKE) device-bundle DEV=dist/device-emu DEVTAGS=cudaemu
+	rm -rf dist/dryrun-out
+	OUT=$(CURDIR)/dist/dryrun-out CHECK_SHAPE=tiny CHECK_PREFILL=64 CHECK_GEN=8 CHECK_BENCH='^$$' CHECK_BUDGET=900 \
+		bash dist/device-emu/check.sh
 
 clean:
 	rm -rf $(BIN) dist kernels/llamacu.fatbin

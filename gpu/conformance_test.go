@@ -383,3 +383,18 @@ func logitsDiff(t testing.TB, a, b *model.Model) float64 {
 	}
 	return maxDiff
 }
+
+// TestDeviceInfo: the bench harness gets the GPU's own description and a device copy bandwidth
+// (not the host's), and the copy really moves the bytes it times.
+func TestDeviceInfo(t *testing.T) {
+	be := open(t, gpu.Options{})
+	d := be.DeviceInfo()
+	if !strings.Contains(d.Name, be.Context().DeviceName()) || !strings.Contains(d.Name, "SMs") || !strings.HasPrefix(d.Driver, "CUDA driver ") {
+		t.Errorf("DeviceInfo = %+v", d)
+	}
+	bw, err := be.CopyBandwidth()
+	if err != nil || bw <= 0 {
+		t.Fatalf("CopyBandwidth = %v, %v", bw, err)
+	}
+	t.Logf("%s: device-to-device copy %.1f GB/s (read + write)", d.Name, bw/1e9)
+}

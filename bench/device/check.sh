@@ -16,8 +16,18 @@
 #   kernel benchmarks                           90 s  [~40 s]
 #   llamacu bench, synthetic 7B                150 s  [~90 s]
 #   PyTorch peer (eager)                       120 s  [~90 s]; whatever of the budget is left
+#
+# `make device-dryrun` runs this same script here, on a bundle built for the emulated driver
+# (-tags cudaemu: the kernels on the CPU) with a tiny shape, to catch a broken step before it
+# costs GPU time: CHECK_SHAPE (synthetic model of the bench steps, default 7b), CHECK_PREFILL
+# (prompt tokens, default 2048), CHECK_GEN (generated tokens, default 128), CHECK_BENCH (the
+# kernel benchmarks' -test.bench, default .).
 set -uo pipefail
 cd "$(dirname "$0")"
+SHAPE=${CHECK_SHAPE:-7b}
+PREFILL=${CHECK_PREFILL:-2048}
+KBENCH=${CHECK_BENCH:-.}
+GEN=${CHECK_GEN:-128}
 B=$(pwd)
 OUT=${OUT:-/tmp/llamacu-out}
 mkdir -p "$OUT"
@@ -37,8 +47,12 @@ run() { # run LIMIT_SECONDS CMD...: never fails the script, reports the status
 }
 
 step "device"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv
-nvidia-smi -L
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv
+  nvidia-smi -L
+else
+  echo "no nvidia-smi: $(cat BUILD 2>/dev/null || echo 'unknown build')"
+fi
 echo "commit $LLAMACU_COMMIT"
 
 step "cuda package tests"
@@ -65,17 +79,17 @@ else
 fi
 
 step "kernel benchmarks: GEMV, attention, copy bandwidth (GB/s)"
-(cd pkg/gpu && run 90 ../../gpu.test -test.run '^$' -test.bench . -test.benchtime 200x)
+(cd pkg/gpu && run 90 ../../gpu.test -test.run '^$' -test.bench "$KBENCH" -test.benchtime 200x)
 
-step "llamacu bench: synthetic 7B fp16 on cuda (decode and prefill)"
-run 150 ./llamacu bench --synthetic 7b --dtype f16 --backend cuda -p 2048 -n 128 --batch 1,8 --depth 0,2048 \
-  --reps 3 --format md --out "$OUT" --name llamacu-7b-f16-cuda
+step "llamacu bench: synthetic $SHAPE fp16 on cuda (decode and prefill)"
+run 150 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n "$GEN" --batch 1,8 --depth 0,"$PREFILL" \
+  --reps 3 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda"
 
 step "PyTorch/transformers peer on the same shape (eager)"
 if python3 -c 'import torch, transformers' 2>/dev/null; then
-  run 120 python3 hf_peer.py --shape 7b -p 2048 -n 128 --batch 1,8 --depth 0,2048 --reps 3 --mode eager \
-    > "$OUT/hf-7b-eager.jsonl"
-  head -c 4000 "$OUT/hf-7b-eager.jsonl"
+  run 120 python3 hf_peer.py --shape "$SHAPE" -p "$PREFILL" -n "$GEN" --batch 1,8 --depth 0,"$PREFILL" --reps 3 --mode eager \
+    > "$OUT/hf-$SHAPE-eager.jsonl"
+  head -c 4000 "$OUT/hf-$SHAPE-eager.jsonl"
 else
   echo "torch/transformers not importable: peer skipped"
 fi
