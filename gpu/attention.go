@@ -19,6 +19,8 @@ const (
 	pfQuery     = 32  // PF_BQ: query vectors per prefill block
 	pfThreads   = 128 // PF_THREADS
 	pfHDMax     = 128 // PF_HD_MAX
+	pmQuery     = 64  // PM_BQ: query vectors per tensor-core prefill block
+	pmThreads   = 128 // PM_THREADS
 
 	// prefillMinRun is the shortest run of consecutive positions of one sequence that goes to the
 	// prefill kernel; shorter runs (decode rows) go to the split-K decode kernel, which spreads a
@@ -39,7 +41,8 @@ type attnPlan struct {
 	valid bool
 
 	nV1, nDec, nTiles int
-	chunk, splits     int // decode: tokens per split, splits of the longest row
+	chunk, splits     int  // decode: tokens per split, splits of the longest row
+	mma               bool // prefill tiles go to the tensor-core kernel (v3)
 }
 
 type planKey struct {
@@ -65,12 +68,20 @@ func decodeFits(g, hd int, f32 bool) bool {
 // prefillFits reports whether the v2 prefill kernel handles this geometry.
 func prefillFits(g, hd int) bool { return hd%2 == 0 && hd <= pfHDMax && g <= pfQuery }
 
+// prefillMMA reports whether the tensor-core prefill kernel (v3) handles this geometry: an
+// fp16 cache and head_dim 64 or 128.
+func prefillMMA(g, hd int, f32 bool) bool { return !f32 && (hd == 64 || hd == 128) && g <= pmQuery }
+
 // makePlan fills p for batch bt (already validated) and uploads it.
 func (b *Backend) makePlan(p *attnPlan, bt *model.Batch, key planKey) cuda.DevicePtr {
 	g := key.heads / key.kvHeads
 	dec := !b.opts.Naive && decodeFits(g, key.headDim, key.f32)
 	pre := !b.opts.Naive && prefillFits(g, key.headDim)
+	p.mma = pre && !b.opts.SIMTPrefill && prefillMMA(g, key.headDim, key.f32)
 	rowsPerTile := pfQuery / g
+	if p.mma {
+		rowsPerTile = pmQuery / g
+	}
 	B := bt.Len()
 
 	// Runs of consecutive positions of one sequence; each run goes whole to one kernel. The
@@ -134,7 +145,8 @@ func (b *Backend) makePlan(p *attnPlan, bt *model.Batch, key planKey) cuda.Devic
 // out, q (B, heads·head_dim). StoreKV for this step must have run first.
 //
 // Rows are split between kernels/attention.cu's kernels (see makePlan): runs of ≥ 4 consecutive
-// positions of one sequence go to the prefill kernel, other rows to the split-K decode kernel
+// positions of one sequence go to the prefill kernel (v3 on tensor cores for an fp16 cache and
+// head_dim 64 or 128, else v2), other rows to the split-K decode kernel
 // (plus its reduce), and geometries neither handles (or Options.Naive) to v1.
 func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt *model.Batch) {
 	cc, ob, qb := kvc(c), buf(out), buf(q)
@@ -202,6 +214,16 @@ func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt 
 				cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml), cuda.Ptr(decRows), common[0],
 				i32(heads), i32(hd), i32(p.chunk), i32(p.splits))
 		}
+	}
+	if p.nTiles > 0 && p.mma {
+		f := b.k.attnPrefillMMA[0]
+		if hd == 128 {
+			f = b.k.attnPrefillMMA[1]
+		}
+		b.launch(f, cuda.Dim3{X: p.nTiles, Y: kvHeads}, cuda.Dim3{X: pmThreads},
+			cuda.Ptr(ob.ptr), cuda.Ptr(qb.ptr), cache[0], cache[1], cuda.Ptr(tiles),
+			common[0], common[1], common[2], common[3], common[4], common[6], common[7], common[8])
+		return
 	}
 	if p.nTiles > 0 {
 		f := b.k.attnPrefillF16

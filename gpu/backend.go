@@ -29,6 +29,9 @@ type Options struct {
 	KVF32 bool
 	// Naive runs the v1 (reference) kernel of every family instead of the fast versions.
 	Naive bool
+	// SIMTPrefill runs the fp32 SIMT prefill attention (v2) where the tensor-core one (v3)
+	// applies: for benchmarks that compare them.
+	SIMTPrefill bool
 	// NoCublas never loads cuBLAS: matmuls of more than 8 rows run the GEMV kernel over 8-row
 	// slices. By default cuBLAS is used when it can be dlopened.
 	NoCublas bool

@@ -18,6 +18,7 @@ type kernelFuncs[F any] struct {
 	attnDecF32, attnDecF16         [4]F // by group width 1, 2, 4, 8
 	attnReduce                     F
 	attnPrefillF32, attnPrefillF16 F
+	attnPrefillMMA                 [2]F // fp16 cache, tensor cores: head_dim 64, 128
 
 	gemvV1        [3]F    // gemv.cu, by wdt (F32, F16, BF16)
 	gemvV2        [3][4]F // by wdt, batch width 1, 2, 4, 8
@@ -42,6 +43,7 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		"attention_f32_v1": &k.attnV1F32, "attention_f16_v1": &k.attnV1F16,
 		"attention_reduce_f32":  &k.attnReduce,
 		"attention_prefill_f32": &k.attnPrefillF32, "attention_prefill_f16": &k.attnPrefillF16,
+		"attention_prefill_f16_v3_hd64": &k.attnPrefillMMA[0], "attention_prefill_f16_v3_hd128": &k.attnPrefillMMA[1],
 		"convert_f32_to_f16": &k.toF16, "convert_f32_to_bf16": &k.toBF16,
 		"swiglu_f32_v1": &k.swigluV1, "swiglu_f32": &k.swiglu,
 		"add_f32_v1": &k.addV1, "add_f32": &k.add,

@@ -39,13 +39,20 @@
 //       sequence through shared memory (keys beyond the tile's last position are never loaded:
 //       causal skip), and keeps the online softmax state and a 32 × head_dim output tile in
 //       registers (4 query vectors × 8 dims per thread). Needs head_dim even and ≤ 128, G ≤ 32.
+//   attention_prefill_f16_v3_hd<HD> (v3, flash-attention 2 on tensor cores, fp16 cache only):
+//       grid (tiles, kv_heads), 4 warps. The same tiles with up to 64 query vectors (rows ×
+//       G heads); each warp owns 16 of them and keeps Q as mma A fragments (fp16, scaled by
+//       1/sqrt(HD)), the 16 × HD output and its softmax state in registers. 64-key tiles of K
+//       and V go through shared memory; S = Q·Kᵀ and O += P·V are mma.sync m16n8k16 with fp32
+//       accumulation, and the S accumulator is reused as P's A fragment (rounded to fp16)
+//       without leaving registers. HD 64 and 128 (the LLaMA 2 head_dim is 128).
 //
 // Speed. Decode is memory-bound: it must read 2·(p+1)·kv_heads·head_dim·sizeof(kv) bytes per
 // row; v2 reads each byte once and keeps ≥ 4 blocks per SM in flight; its limits are the split
 // count (a short context cannot fill the GPU) and, for G = 8, the 64 FMAs per loaded 16 bytes
 // (fine: still under the FMA rate at HBM speed). Prefill is compute-bound: v2 runs on the fp32
 // pipes (about 1/8 of the tensor-core rate), shared-memory bandwidth-bound at ~2.7 FMA per
-// shared load; an mma.sync (m16n8k16) version is the next step for long prompts.
+// shared load; v3 moves both products to the tensor cores (fp16 cache, HD 64/128).
 // Checked by model/modeltest (Attention; paged, GQA 1/2/8, mixed batches) with both the fast and
 // the v1 kernels and both cache dtypes:  go test -tags cuda ./gpu -run Conformance
 #include "common.cuh"
@@ -507,4 +514,189 @@ extern "C" __global__ void __launch_bounds__(PF_THREADS)
                           int num_blocks, int block_size) {
     attention_prefill(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, head_dim,
                       layer, num_blocks, block_size);
+}
+
+// ================================================================ v3 prefill (tensor cores)
+
+#define PM_BQ 64       // query vectors per block: 16 per warp
+#define PM_BK 64       // keys per tile
+#define PM_THREADS 128
+
+// grid (nt, kv_heads), block (PM_THREADS). Tiles as for v2, with up to PM_BQ/G rows each.
+template <int HD>
+__device__ void attention_prefill_mma(float* out, const float* q, const __half* kc,
+                                      const __half* vc, const int* tiles, const int* pos,
+                                      const int* row_tab, const int* tables, int heads,
+                                      int kv_heads, int layer, int num_blocks, int block_size) {
+    constexpr int S = HD + 8;  // row stride in halves: rows shift by 4 banks, conflict-free reads
+    __shared__ __align__(16) __half ks[PM_BK * S];  // (64 keys, HD)
+    __shared__ __align__(16) __half vs[PM_BK * S];  // (64 keys, HD)
+
+    const int tile = blockIdx.x, g = blockIdx.y, tid = threadIdx.x;
+    const int warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    const int r0 = tiles[2 * tile], nrows = tiles[2 * tile + 1];
+    const int G = heads / kv_heads, kv_dim = kv_heads * HD;
+    const int nq = nrows * G;  // valid query vectors
+    const int p0 = pos[r0], pmax = p0 + nrows - 1;
+    const int* tab = tables + row_tab[r0];
+
+    // This thread's two query vectors: rows gid and gid + 8 of its warp's 16. Query vector qv is
+    // (row r0 + qv/G, head g·G + qv%G); invalid ones (qv ≥ nq) duplicate the last valid one, so
+    // that their softmax stays finite; they are never stored.
+    int qrow[2], qhead[2], qpos[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int qe = min(warp * 16 + gid + 8 * i, nq - 1);
+        qrow[i] = r0 + qe / G;
+        qhead[i] = g * G + qe % G;
+        qpos[i] = p0 + qe / G;
+    }
+
+    // Q (16 × HD per warp) as A fragments, scaled and rounded to fp16: qf[kc] covers dims
+    // 16·kc … 16·kc + 15.
+    const float scale = 1.f / sqrtf((float)HD);
+    uint32_t qf[HD / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < HD / 16; kc++) {
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const float* qp = q + ((int64_t)qrow[i] * heads + qhead[i]) * HD + 16 * kc + 2 * tig;
+            const float2 lo = *reinterpret_cast<const float2*>(qp);
+            const float2 hi = *reinterpret_cast<const float2*>(qp + 8);
+            qf[kc][i] = pack_half2(lo.x * scale, lo.y * scale);
+            qf[kc][2 + i] = pack_half2(hi.x * scale, hi.y * scale);
+        }
+    }
+
+    float o[HD / 8][4];  // O accumulator: dims 8·n + 2·tig, +1 of rows gid (0, 1) and gid+8 (2, 3)
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY};  // running max of rows gid, gid + 8
+    float l[2] = {0.f, 0.f};              // this thread's share of their running sums
+
+    for (int k0 = 0; k0 <= pmax; k0 += PM_BK) {
+        // K and V tiles, 16-byte vectors; keys past pmax are zero and masked.
+        __syncthreads();  // the previous tile's products are done with ks and vs
+        for (int v = tid; v < PM_BK * HD / 8; v += PM_THREADS) {
+            const int key = v / (HD / 8), j = v % (HD / 8), kp = k0 + key;
+            uint4 kx = make_uint4(0u, 0u, 0u, 0u), vx = kx;
+            if (kp <= pmax) {
+                const int64_t off = kv_offset(layer, num_blocks, block_size, kv_dim,
+                                              tab[kp / block_size], kp % block_size) +
+                                    (int64_t)g * HD + 8 * j;
+                kx = *reinterpret_cast<const uint4*>(kc + off);
+                vx = *reinterpret_cast<const uint4*>(vc + off);
+            }
+            *reinterpret_cast<uint4*>(ks + key * S + 8 * j) = kx;
+            *reinterpret_cast<uint4*>(vs + key * S + 8 * j) = vx;
+        }
+        __syncthreads();
+
+        // S = Q·Kᵀ (16 × 64 per warp): s[n] holds keys 8n + 2tig, +1 of rows gid and gid + 8.
+        float s[PM_BK / 8][4];
+#pragma unroll
+        for (int n = 0; n < PM_BK / 8; n++) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+            const __half* kr = ks + (8 * n + gid) * S + 2 * tig;
+#pragma unroll
+            for (int kc = 0; kc < HD / 16; kc++) {
+                const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(kr + 16 * kc),
+                                       *reinterpret_cast<const uint32_t*>(kr + 16 * kc + 8)};
+                mma_m16n8k16(s[n], qf[kc], b);
+            }
+        }
+
+        // Causal mask and the online softmax (Milakov & Gimelshein 2018): each row's max over
+        // the tile is reduced over the 4 lanes (tig) that hold it.
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int n = 0; n < PM_BK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                if (k0 + 8 * n + 2 * tig + (e & 1) > qpos[e >> 1]) s[n][e] = -INFINITY;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+            }
+        float alpha[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+            // Key k0 ≤ every position is in the first tile, so m is finite from then on and no
+            // exp sees −∞ − (−∞).
+            const float mn = fmaxf(m[i], mx[i]);
+            alpha[i] = expf(m[i] - mn);
+            m[i] = mn;
+            l[i] *= alpha[i];
+        }
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++) {
+            o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+            o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+        }
+
+        // P = exp(S − m) as A fragments: the accumulator layout of keys 16j … 16j+15 (s[2j],
+        // s[2j+1]) is the A layout of a 16 × 16 tile.
+        uint32_t pf[PM_BK / 16][4];
+#pragma unroll
+        for (int j = 0; j < PM_BK / 16; j++) {
+            float p[2][4];
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    p[h][e] = expf(s[2 * j + h][e] - m[e >> 1]);
+                    l[e >> 1] += p[h][e];
+                }
+            pf[j][0] = pack_half2(p[0][0], p[0][1]);
+            pf[j][1] = pack_half2(p[0][2], p[0][3]);
+            pf[j][2] = pack_half2(p[1][0], p[1][1]);
+            pf[j][3] = pack_half2(p[1][2], p[1][3]);
+        }
+
+        // O += P·V: B fragment (keys 16j + 2tig, +1 and +8, +9; dim 8n + gid).
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++) {
+#pragma unroll
+            for (int j = 0; j < PM_BK / 16; j++) {
+                const __half* vp = vs + (16 * j + 2 * tig) * S + 8 * n + gid;
+                const uint32_t b[2] = {pack_halves(vp[0], vp[S]), pack_halves(vp[8 * S], vp[9 * S])};
+                mma_m16n8k16(o[n], pf[j], b);
+            }
+        }
+    }
+
+    // Each row's sum is spread over its 4 lanes.
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (warp * 16 + gid + 8 * i >= nq) continue;
+        float* orow = out + ((int64_t)qrow[i] * heads + qhead[i]) * HD + 2 * tig;
+        const float inv = 1.f / l[i];
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++)
+            *reinterpret_cast<float2*>(orow + 8 * n) =
+                make_float2(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
+    }
+}
+
+// grid (nt, kv_heads), block (PM_THREADS).
+extern "C" __global__ void __launch_bounds__(PM_THREADS)
+    attention_prefill_f16_v3_hd64(float* out, const float* q, const __half* kc, const __half* vc,
+                                  const int* tiles, const int* pos, const int* row_tab,
+                                  const int* tables, int heads, int kv_heads, int layer,
+                                  int num_blocks, int block_size) {
+    attention_prefill_mma<64>(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, layer,
+                              num_blocks, block_size);
+}
+extern "C" __global__ void __launch_bounds__(PM_THREADS)
+    attention_prefill_f16_v3_hd128(float* out, const float* q, const __half* kc, const __half* vc,
+                                   const int* tiles, const int* pos, const int* row_tab,
+                                   const int* tables, int heads, int kv_heads, int layer,
+                                   int num_blocks, int block_size) {
+    attention_prefill_mma<128>(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, layer,
+                               num_blocks, block_size);
 }

@@ -4,7 +4,8 @@
 // - 16-byte vector loads and their conversion to float for the three element types the kernels
 //   read (float, __half, __nv_bfloat16), written with bit operations that compile on CUDA 11.8 for
 //   every target of the fatbin (sm_80 … sm_90, compute_90);
-// - the paged-KV-cache slot formula shared by kvcache.cu, rope.cu and attention.cu.
+// - the paged-KV-cache slot formula shared by kvcache.cu, rope.cu and attention.cu;
+// - the one tensor-core instruction the kernels use (mma.sync m16n8k16, fp16 in, fp32 out).
 //
 // Conventions of every kernel file:
 // - entry points are extern "C" and named <op>_<dtype>[_vN] (DESIGN.md); v1 is the naive,
@@ -148,4 +149,37 @@ LLAMACU_DEVICE void argmax_merge(float& v, int& i, float v2, int i2) {
 LLAMACU_DEVICE int64_t kv_offset(int layer, int num_blocks, int block_size, int kv_dim, int blk,
                                  int slot) {
     return (((int64_t)layer * num_blocks + blk) * block_size + slot) * (int64_t)kv_dim;
+}
+
+// ---------------------------------------------------------------- tensor cores (sm_80 and later)
+
+// pack_half2 rounds lo and hi to fp16 and packs them into one 32-bit register, lo in the low
+// half: the element with the lower index, as in memory and in mma fragments.
+LLAMACU_DEVICE uint32_t pack_half2(float lo, float hi) {
+    return (uint32_t)__half_as_ushort(__float2half_rn(lo)) |
+           ((uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16);
+}
+
+// pack_halves packs two stored fp16 values (lo in the low half).
+LLAMACU_DEVICE uint32_t pack_halves(__half lo, __half hi) {
+    return (uint32_t)__half_as_ushort(lo) | ((uint32_t)__half_as_ushort(hi) << 16);
+}
+
+// mma_m16n8k16: c (16 × 8, fp32) += a (16 × 16, fp16, row-major) · b (16 × 8, fp16, col-major)
+// for one warp; every lane calls it with its fragments. With gid = lane / 4 and tig = lane % 4
+// (PTX ISA, "Matrix Fragments for mma.m16n8k16"):
+//   a[0] = A[gid][2tig, 2tig+1]   a[1] = A[gid+8][2tig, 2tig+1]
+//   a[2] = A[gid][2tig+8, +9]     a[3] = A[gid+8][2tig+8, +9]
+//   b[0] = B[2tig, 2tig+1][gid]   b[1] = B[2tig+8, 2tig+9][gid]
+//   c    = C[gid][2tig], C[gid][2tig+1], C[gid+8][2tig], C[gid+8][2tig+1]
+LLAMACU_DEVICE void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b) {
+#ifdef LLAMACU_EMU
+    emu::mma_m16n8k16(c, a, b, __FILE__, __LINE__);
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
 }

@@ -684,6 +684,7 @@ const (
 	decHDMax      = 128
 	pfQuery       = 32
 	pfHDMax       = 128
+	pmQuery       = 64
 	prefillMinRun = 4
 	decMinChunk   = 64
 )
@@ -695,6 +696,7 @@ type attnPlan struct {
 	v1, dec       []int32
 	tiles         []int32 // (first row, rows) pairs
 	chunk, splits int
+	mma           bool // tiles go to attention_prefill_f16_v3_hd<hd> (tensor cores)
 }
 
 func decodeFits(g, hd int, f32 bool) bool {
@@ -711,13 +713,19 @@ func decodeFits(g, hd int, f32 bool) bool {
 
 func prefillFits(g, hd int) bool { return hd%2 == 0 && hd <= pfHDMax && g <= pfQuery }
 
-func makePlan(bt *model.Batch, heads, kvHeads, hd int, f32, naive bool, sms, chunkOverride int) attnPlan {
+func prefillMMA(g, hd int, f32 bool) bool { return !f32 && (hd == 64 || hd == 128) && g <= pmQuery }
+
+func makePlan(bt *model.Batch, heads, kvHeads, hd int, f32, naive, simt bool, sms, chunkOverride int) attnPlan {
 	g := heads / kvHeads
 	dec := !naive && decodeFits(g, hd, f32)
 	pre := !naive && prefillFits(g, hd)
-	rowsPerTile := pfQuery / g
-	B := bt.Len()
 	var p attnPlan
+	p.mma = pre && !simt && prefillMMA(g, hd, f32)
+	rowsPerTile := pfQuery / g
+	if p.mma {
+		rowsPerTile = pmQuery / g
+	}
+	B := bt.Len()
 	for i := 0; i < B; {
 		j := i + 1
 		for j < B && bt.Seq[j] == bt.Seq[i] && bt.Pos[j] == bt.Pos[j-1]+1 {
@@ -768,6 +776,10 @@ var attnCases = []kvCase{
 	{name: "h8kv2/hd32/bs16", heads: 8, kvHeads: 2, hd: 32, bs: 16, layers: 1, layer: 0, numBlocks: 12, seqs: [][2]int{{90, 3}, {10, 5}}, qScale: 1},
 	// GQA 3: the g4 decode kernel with G < GM
 	{name: "h6kv2/hd32/bs4", heads: 6, kvHeads: 2, hd: 32, bs: 4, layers: 1, layer: 0, numBlocks: 30, seqs: [][2]int{{50, 1}, {0, 4}}, qScale: 1},
+	// prefill at head_dim 128 (tensor cores with an fp16 cache): 64-row tiles, a run after a cached
+	// prefix crossing 64-key tiles, block size 16, GQA 1; and GQA 4 at head_dim 64 (16-row tiles)
+	{name: "h2kv2/hd128/bs16/prefill", heads: 2, kvHeads: 2, hd: 128, bs: 16, layers: 1, layer: 0, numBlocks: 20, seqs: [][2]int{{0, 70}, {33, 40}, {90, 1}}, qScale: 1},
+	{name: "h8kv2/hd64/bs8/prefill", heads: 8, kvHeads: 2, hd: 64, bs: 8, layers: 1, layer: 0, numBlocks: 20, seqs: [][2]int{{100, 30}}, qScale: 3},
 	// GQA 16 (> 8: no decode kernel, v1 with idle lanes as head_dim 24 < 32; prefill tiles of 2 rows)
 	{name: "h16kv1/hd24/bs16", heads: 16, kvHeads: 1, hd: 24, bs: 16, layers: 1, layer: 0, numBlocks: 6, seqs: [][2]int{{20, 5}, {33, 1}}, qScale: 1},
 }
@@ -799,19 +811,27 @@ func testAttention(t *testing.T, e *emulator) {
 					mag[i] = maxV
 				}
 
+				f32 := kd == tensor.F32
 				plans := map[string]attnPlan{
-					"naive":   makePlan(bt, c.heads, c.kvHeads, c.hd, kd == tensor.F32, true, 132, 0),
-					"H100":    makePlan(bt, c.heads, c.kvHeads, c.hd, kd == tensor.F32, false, 132, 0),
-					"1sm":     makePlan(bt, c.heads, c.kvHeads, c.hd, kd == tensor.F32, false, 1, 0),
-					"chunk32": makePlan(bt, c.heads, c.kvHeads, c.hd, kd == tensor.F32, false, 132, 32),
+					"naive":   makePlan(bt, c.heads, c.kvHeads, c.hd, f32, true, false, 132, 0),
+					"H100":    makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, 132, 0),
+					"simt":    makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, true, 132, 0),
+					"1sm":     makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, 1, 0),
+					"chunk32": makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, 132, 32),
 				}
 				for _, pn := range slices.Sorted(maps.Keys(plans)) {
 					p := plans[pn]
 					s := &script{}
 					got := attentionScript(s, c, kd, bt, p, q, cache.K(), cache.V())
 					e.run(t, s)
-					what := fmt.Sprintf("plan %s (v1 %d rows, decode %d rows in %d splits of %d, prefill %d tiles)", pn, len(p.v1), len(p.dec), p.splits, p.chunk, len(p.tiles)/2)
-					compare(t, what, bytesF32(*got), want, mag, tol{2e-6, 2e-5})
+					what := fmt.Sprintf("plan %s (v1 %d rows, decode %d rows in %d splits of %d, prefill %d tiles, mma %v)", pn, len(p.v1), len(p.dec), p.splits, p.chunk, len(p.tiles)/2, p.mma)
+					tl := tol{2e-6, 2e-5}
+					if p.mma && len(p.tiles) > 0 {
+						// fp16 Q (scaled) and P on the tensor cores: 2⁻¹¹ relative on each score's
+						// terms and on each weight.
+						tl = tol{2e-3, 3e-3}
+					}
+					compare(t, what, bytesF32(*got), want, mag, tl)
 				}
 			})
 		}
@@ -857,7 +877,11 @@ func attentionScript(s *script, c kvCase, kd tensor.DType, bt *model.Batch, p at
 				i32(c.heads), i32(hd), i32(p.chunk), i32(p.splits))
 		}
 	}
-	if nTiles > 0 {
+	if nTiles > 0 && p.mma {
+		s.launch(fmt.Sprintf("attention_prefill_f16_v3_hd%d", hd), d2(nTiles, c.kvHeads), d1(128),
+			append([]arg{ptr(out), ptr(qd), ptr(kc), ptr(vc), ptrAt(pd, 4*(nV1+nDec))}, common[0], common[1], common[2],
+				common[3], common[4], common[6], common[7], common[8])...)
+	} else if nTiles > 0 {
 		s.launch("attention_prefill_"+kv, d2(nTiles, c.kvHeads), d1(128),
 			append([]arg{ptr(out), ptr(qd), ptr(kc), ptr(vc), ptrAt(pd, 4*(nV1+nDec))}, common...)...)
 	}
@@ -1154,6 +1178,7 @@ var launchSites = []string{
 	"Attention: cuda.Dim3{X: heads, Y: p.nV1} | cuda.Dim3{X: (hd + 31) / 32 * 32}",
 	"Attention: cuda.Dim3{X: p.splits, Y: kvHeads, Z: p.nDec} | cuda.Dim3{X: decThreads}",
 	"Attention: cuda.Dim3{X: heads, Y: p.nDec} | cuda.Dim3{X: 128}",
+	"Attention: cuda.Dim3{X: p.nTiles, Y: kvHeads} | cuda.Dim3{X: pmThreads}",
 	"Attention: cuda.Dim3{X: p.nTiles, Y: kvHeads} | cuda.Dim3{X: pfThreads}",
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
 	"GatherRows: cuda.Dim3{X: len(rows)} | cuda.Dim3{X: 256}",
@@ -1172,7 +1197,8 @@ var launchSites = []string{
 	"helper ceilDiv: 9ec13d69fdda",
 	"helper decodeFits: afb3be25ed9f",
 	"helper prefillFits: 57ab19b55cba",
-	"helper makePlan: 8bf7eb610fef",
+	"helper prefillMMA: afa8543c2a56",
+	"helper makePlan: 947e0257e6bf",
 	"helper gemv: ab9f95502183",
 }
 
@@ -1187,7 +1213,7 @@ func TestEmuLaunchSitesUnchanged(t *testing.T) {
 // mirroredHelpers are the gpu functions whose logic the tests copy (besides launch sites).
 // (RMSNorm's thread count, MatMul's choice of path and its 8-row slices, and prepareBatch's
 // packing are copied too, but their functions also hold validation that changes more often.)
-var mirroredHelpers = []string{"gridFor", "ceilDiv", "decodeFits", "prefillFits", "makePlan", "gemv"}
+var mirroredHelpers = []string{"gridFor", "ceilDiv", "decodeFits", "prefillFits", "prefillMMA", "makePlan", "gemv"}
 
 // gpuLaunchSites lists every b.launch call of gpu/*.go (tests excluded) and hashes the helpers.
 func gpuLaunchSites(t *testing.T) []string {

@@ -26,6 +26,9 @@
 // Limits (what this cannot find)
 //   - no real concurrency: races between blocks, missing __syncthreads where a write and a read
 //     happen to be ordered by the scheduler anyway, memory-model and atomics effects;
+//   - tensor cores: mma.sync (common.cuh's mma_m16n8k16) is computed in float from the PTX
+//     ISA's fragment layouts; an error in those layouts would be the same here and in a kernel,
+//     so the conformance suite on a GPU stays the judge of the mma kernels;
 //   - exact libm arithmetic: expf, sqrtf, 1/x are IEEE here, while nvcc --use_fast_math uses
 //     approximate __expf, rsqrt and division, and nvcc contracts a*b+c into FMAs (-ffp-contract
 //     is off here); the Go test's tolerances are those of the fp32 reference, not bit equality;
@@ -33,6 +36,9 @@
 //     a launch with more threads than a kernel's bound would fail on the GPU, not here);
 //   - uninitialised shared memory: `static` storage keeps the previous block's values.
 #pragma once
+
+// Kernels test this to replace inline PTX with the emulator's equivalent (common.cuh).
+#define LLAMACU_EMU 1
 
 #include <algorithm>
 #include <cmath>
@@ -65,6 +71,7 @@ struct __align__(16) float4 { float x, y, z, w; };
 struct __align__(16) uint4 { uint32_t x, y, z, w; };
 
 inline float2 make_float2(float a, float b) { return {a, b}; }
+inline uint4 make_uint4(uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return {a, b, c, d}; }
 inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
@@ -85,6 +92,11 @@ namespace emu {
 [[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void syncthreads(const char* file, int line);
 uint64_t shfl_xor(uint64_t bits, unsigned mask, int lane_mask, const char* file, int line);
+// mma_m16n8k16 is the warp-collective mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32:
+// every lane of the warp must call it (a warp barrier); each lane passes its A (4 × 32-bit: 8
+// halves), B (2 × 32-bit) and C/D (4 floats) fragments in the PTX ISA's layout, gets its D back
+// in c. Products are exact and summed in float (a tensor core's order and truncation differ).
+void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b, const char* file, int line);
 
 inline void check_align(const void* p, size_t a, const char* what) {
     if (reinterpret_cast<uintptr_t>(p) % a != 0) fail("misaligned %s load at %p (needs %zu bytes)", what, p, a);

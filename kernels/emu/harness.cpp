@@ -371,7 +371,7 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(embed_f32) X(embed_f16) X(embed_bf16) X(rmsnorm_f32_v1) X(rmsnorm_f32) X(rope_f32)    \
     X(rope_qk_store_kv_f32) X(rope_qk_store_kv_f16) X(store_kv_f32) X(store_kv_f16)         \
     X(attention_f32_v1) X(attention_f16_v1) DECODE(f32) DECODE(f16) X(attention_reduce_f32) \
-    X(attention_prefill_f32) X(attention_prefill_f16) GEMV(f32) GEMV(f16) GEMV(bf16)        \
+    X(attention_prefill_f32) X(attention_prefill_f16) X(attention_prefill_f16_v3_hd64) X(attention_prefill_f16_v3_hd128) GEMV(f32) GEMV(f16) GEMV(bf16)        \
     X(convert_f32_to_f16) X(convert_f32_to_bf16) X(swiglu_f32_v1) X(swiglu_f32)             \
     X(add_f32_v1) X(add_f32) X(gather_rows_f32) X(argmax_f32)
 
@@ -430,6 +430,43 @@ uint64_t shfl_xor(uint64_t bits, unsigned mask, int lane_mask, const char* file,
     const uint64_t r = g_slots[(t & ~31u) | ((t & 31u) ^ (unsigned)lane_mask)];
     wait_at(w, file, line);  // every lane has read before any slot is reused
     return r;
+}
+
+void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b, const char* file, int line) {
+    struct Frag {
+        uint32_t a[4], b[2];
+    };
+    static Frag frags[kMaxThreads];
+    if (blockDim.x % 32 != 0) fail("mma.sync in a block of %u threads (a partial warp)", blockDim.x);
+    const unsigned t = threadIdx.x, w0 = t & ~31u, lane = t & 31u;
+    memcpy(frags[t].a, a, sizeof frags[t].a);
+    memcpy(frags[t].b, b, sizeof frags[t].b);
+    Barrier& w = g_warps[t / 32];
+    wait_at(w, file, line);
+    // PTX ISA, "Matrix Fragments for mma.m16n8k16" (f16 A/B, f32 C/D), with gid = lane / 4 and
+    // tig = lane % 4: A (16 × 16, row) element (r, k) is half k%2 of register (r≥8) + 2·(k≥8)
+    // of lane (r%8)·4 + (k%8)/2; B (16 × 8, col) element (k, n) is half k%2 of register (k≥8)
+    // of lane n·4 + (k%8)/2; D's registers 0…3 are (gid, 2·tig), (gid, 2·tig+1), (gid+8, 2·tig),
+    // (gid+8, 2·tig+1).
+    auto half_at = [](uint32_t reg, int k) {
+        __half h;
+        h.x = uint16_t(k % 2 ? reg >> 16 : reg & 0xffff);
+        return __half2float(h);
+    };
+    auto A = [&](int r, int k) {
+        return half_at(frags[w0 + (r % 8) * 4 + (k % 8) / 2].a[(r >= 8) + 2 * (k >= 8)], k);
+    };
+    auto B = [&](int k, int n) { return half_at(frags[w0 + n * 4 + (k % 8) / 2].b[k >= 8], k); };
+    const int gid = lane / 4, tig = lane % 4;
+    float d[4];
+    for (int i = 0; i < 4; i++) {
+        const int r = gid + 8 * (i / 2), n = 2 * tig + i % 2;
+        float acc = c[i];
+        for (int k = 0; k < 16; k++) acc += A(r, k) * B(k, n);
+        d[i] = acc;
+    }
+    wait_at(w, file, line);  // every lane has read the fragments before any is overwritten
+    memcpy(c, d, sizeof d);
 }
 }  // namespace emu
 

@@ -31,6 +31,10 @@ func (h *harness) testAttention(t *testing.T) {
 		{name: "decode/4seqs/gqa1", heads: 8, kvHeads: 8, headDim: 8, blockSize: 16, seqs: []seqSpec{{3, 1}, {31, 1}, {32, 1}, {64, 1}}, qScale: 1},
 		{name: "stories260K", heads: 8, kvHeads: 4, headDim: 8, blockSize: 16, seqs: []seqSpec{{0, 5}, {70, 1}}, qScale: 1},
 		{name: "peaked-softmax", heads: 4, kvHeads: 2, headDim: 128, blockSize: 16, seqs: []seqSpec{{300, 2}, {1000, 1}}, qScale: 8},
+		// Prefill at the LLaMA head_dim: tiles of up to 64 rows, key tiles of 64 crossed, a run
+		// after a cached prefix (the tensor-core kernel's shapes on a GPU with an fp16 cache).
+		{name: "prefill/hd128", heads: 2, kvHeads: 2, headDim: 128, blockSize: 16, seqs: []seqSpec{{0, 70}, {33, 40}}, qScale: 1},
+		{name: "prefill/hd64/gqa4/peaked", heads: 8, kvHeads: 2, headDim: 64, blockSize: 8, seqs: []seqSpec{{100, 30}}, qScale: 4},
 		{name: "llama7b/decode-4096", heads: 32, kvHeads: 32, headDim: 128, blockSize: 16, seqs: []seqSpec{{4095, 1}, {0, 64}}, qScale: 1, large: true},
 		{name: "llama70b/mixed-gqa8", heads: 64, kvHeads: 8, headDim: 128, blockSize: 16, seqs: []seqSpec{{3000, 1}, {100, 16}, {2047, 1}}, qScale: 1, large: true},
 	}
