@@ -227,7 +227,15 @@ func TestContextBoundary(t *testing.T) {
 // counts them as cancelled.
 func TestDisconnectWhileQueued(t *testing.T) {
 	e, g := loadEngine(t, "stories260K/stories260K.gguf")
-	sched, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 1, MaxQueue: 4}, serve.Options{})
+	sched, srv, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 1, MaxQueue: 4}, serve.Options{})
+	// Count the server-side request contexts that end: the client sees its own cancellation at
+	// once, the server only when it notices the closed connection, and the gate must not open
+	// before that (on a loaded machine a queued request could otherwise be admitted and run).
+	var ended atomic.Int32
+	ts.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		context.AfterFunc(r.Context(), func() { ended.Add(1) })
+		srv.ServeHTTP(w, r)
+	})
 	before := runtime.NumGoroutine()
 	g.Lock()
 	first := make(chan int, 1)
@@ -263,6 +271,7 @@ func TestDisconnectWhileQueued(t *testing.T) {
 	for range 2 {
 		require.ErrorIs(t, <-errs, context.Canceled)
 	}
+	require.Eventually(t, func() bool { return ended.Load() >= 2 }, 5*time.Second, time.Millisecond)
 	g.Unlock()
 	require.Equal(t, http.StatusOK, <-first)
 	waitFree(t, sched)
