@@ -36,6 +36,12 @@ type Options struct {
 	// Comms, when not nil, are the ranks' communicators (Comms[r] for Backends[r], e.g. NCCL
 	// built by gpu.NewTP) instead of tp.NewInProcess. Model.Close (Engine.Close) closes them.
 	Comms []tp.Comm
+	// Link, when not nil, makes the model one node's part of a multi-node tensor-parallel group
+	// (model.NewParallelNode): Backends and Comms are this node's ranks, Comms[0].Rank() the
+	// first. On node 0 the Engine works as usual, every forward step going to the other nodes
+	// too; on the others Load skips the tokenizer (they never tokenise) and the caller runs
+	// Engine.Model.Follow. Model.Close (Engine.Close) closes the link.
+	Link model.StepLink
 	// TP, when > 1 and Backends is empty, makes Load create TP CPU backends that share Threads.
 	TP int
 	// CloseBackend makes Engine.Close close the backends too (always so when Load creates them).
@@ -126,14 +132,16 @@ func Load(opts Options) (*Engine, error) {
 		cfg = f.Config
 		src = f.Tensor
 		e.Source = fmt.Sprintf("%s (%s)", opts.ModelPath, f.Format)
-		tok, err := findTokenizer(opts.TokenizerPath, f)
-		if err != nil {
-			f.Close()
-			return nil, err
+		if !follower(opts) {
+			tok, err := findTokenizer(opts.TokenizerPath, f)
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+			e.Tokenizer = tok
 		}
-		e.Tokenizer = tok
 	}
-	if e.Tokenizer.VocabSize() != cfg.Vocab {
+	if e.Tokenizer != nil && e.Tokenizer.VocabSize() != cfg.Vocab {
 		e.closeFile()
 		return nil, fmt.Errorf("%w: the tokenizer has %d pieces but the model's vocabulary is %d", ErrTokenizer, e.Tokenizer.VocabSize(), cfg.Vocab)
 	}
@@ -141,15 +149,26 @@ func Load(opts Options) (*Engine, error) {
 	if opts.Context > 0 && opts.Context < e.Context {
 		e.Context = opts.Context
 	}
-	if err := checkMemory(cfg, e.File, bes, e.Context); err != nil {
+	tpSize := len(bes)
+	if opts.Link != nil && len(opts.Comms) > 0 {
+		tpSize = opts.Comms[0].Size()
+	}
+	if err := checkMemory(cfg, e.File, bes, tpSize, e.Context); err != nil {
 		e.closeFile()
 		return nil, err
 	}
 	var m *model.Model
 	var err error
-	if len(bes) == 1 {
+	switch {
+	case opts.Link != nil:
+		if len(opts.Comms) != len(bes) {
+			err = fmt.Errorf("engine: a multi-node group needs a communicator per backend (%d backends, %d communicators)", len(bes), len(opts.Comms))
+		} else {
+			m, err = model.NewParallelNode(bes, cfg, src, opts.Comms, opts.Link, opts.Progress)
+		}
+	case len(bes) == 1:
 		m, err = model.New(bes[0], cfg, src, opts.Progress)
-	} else {
+	default:
 		comms := opts.Comms
 		if comms == nil {
 			comms, err = tp.NewInProcess(len(bes))
@@ -277,10 +296,16 @@ func OpenTokenizer(modelPath, tokPath string) (*tokenizer.Tokenizer, error) {
 	return findTokenizer(tokPath, f)
 }
 
+// follower reports whether opts load a node other than 0 of a multi-node group.
+func follower(opts Options) bool {
+	return opts.Link != nil && len(opts.Comms) > 0 && opts.Comms[0].Rank() != 0
+}
+
 // checkMemory refuses, with the planner's explanation, a model whose weights, KV cache (one
 // sequence of ctx positions) and activations would not fit the host's available memory, instead
 // of letting the allocation crash. It runs for CPU backends; a GPU backend checks its own memory.
-func checkMemory(cfg model.Config, f *loader.Model, bes []model.Backend, ctx int) error {
+// bes are this process's ranks of a group of tpSize (more on other nodes).
+func checkMemory(cfg model.Config, f *loader.Model, bes []model.Backend, tpSize, ctx int) error {
 	for _, b := range bes {
 		if _, ok := b.(*cpu.Backend); !ok {
 			return nil
@@ -310,6 +335,6 @@ func checkMemory(cfg model.Config, f *loader.Model, bes []model.Backend, ctx int
 		}
 	}
 	n := len(bes)
-	return plan.CheckFits(cfg, plan.Options{DType: dtype, KVDType: tensor.F32, GPUs: n, GPUMem: avail / int64(n),
+	return plan.CheckFits(cfg, plan.Options{DType: dtype, KVDType: tensor.F32, GPUs: tpSize, GPUMem: avail / int64(n),
 		Ctx: ctx, Batch: 1, MaxBatchTokens: PrefillChunk, MaxTP: 1})
 }

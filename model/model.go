@@ -117,6 +117,8 @@ type State struct {
 	localHost []float32 // (R, outRows)
 	gathered  []float32 // (TP, R, outRows)
 	ranks     []*State
+
+	id uint64 // multi-node, on node 0: names this State in the steps sent to the other nodes
 }
 
 // ErrBatch is returned for a batch that does not fit the State or the model.
@@ -139,6 +141,9 @@ func (m *Model) NewState(maxBatch, maxLogits, blockSize, numBlocks int) (*State,
 				return nil, err
 			}
 			s.ranks = append(s.ranks, rs)
+		}
+		if m.group.leader {
+			m.group.track(s)
 		}
 	}
 	return s, nil
@@ -197,6 +202,9 @@ func (m *Model) Forward(s *State, b *Batch, logitRows []int32) ([]float32, error
 	}
 	if m.group == nil {
 		return m.runRank(s, b, logitRows)
+	}
+	if m.group.link != nil && !m.group.leader {
+		return nil, errFollower
 	}
 	return m.group.forward(m, s, b, logitRows)
 }

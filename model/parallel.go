@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/llamacu/llamacu/tp"
@@ -47,8 +48,9 @@ func (m *Model) allReduceRows(x Buffer, n int) error {
 	return fmt.Errorf("model: backend %s cannot all-reduce (neither Collective nor host buffers)", m.Backend.Name())
 }
 
-// tpGroup runs ranks 1..n−1 of a tensor-parallel model, each on a goroutine of its own that
-// lives as long as the model (a rank's backend may need a locked OS thread: the goroutine is it).
+// tpGroup runs this process's ranks after the first of a tensor-parallel model (1..n−1 on one
+// node), each on a goroutine of its own that lives as long as the model (a rank's backend may
+// need a locked OS thread: the goroutine is it).
 type tpGroup struct {
 	workers []*Model
 	steps   []chan tpStep
@@ -56,6 +58,17 @@ type tpGroup struct {
 	comms   []tp.Comm
 	once    sync.Once
 	observe func(d time.Duration, bytes int) // SetCollectiveObserver; nil: not timed
+
+	// Several nodes (nodes.go): the link to the other nodes; leader is node 0, which sends
+	// every step over it before running it.
+	link   StepLink
+	leader bool
+	mu     sync.Mutex // one step at a time, so that the nodes run them in the order sent
+	msg    []byte     // the step being sent (under mu)
+	used   []bool     // by sequence slot: in the step being sent (under mu)
+	nextID atomic.Uint64
+	freeMu sync.Mutex
+	frees  []uint64 // ids of the leader's States the garbage collector has reclaimed
 }
 
 // SetCollectiveObserver makes rank 0 call f after each of its all-reduces (two per layer per
@@ -112,7 +125,13 @@ func NewParallel(backends []Backend, cfg Config, src TensorSource, comms []tp.Co
 	if n == 1 {
 		return ranks[0], nil
 	}
-	g := &tpGroup{workers: ranks[1:], done: make(chan error, n-1), comms: comms}
+	ranks[0].group = startGroup(ranks, comms)
+	return ranks[0], nil
+}
+
+// startGroup starts the workers of ranks[1:].
+func startGroup(ranks []*Model, comms []tp.Comm) *tpGroup {
+	g := &tpGroup{workers: ranks[1:], done: make(chan error, len(ranks)), comms: comms}
 	for _, w := range g.workers {
 		ch := make(chan tpStep)
 		g.steps = append(g.steps, ch)
@@ -123,8 +142,7 @@ func NewParallel(backends []Backend, cfg Config, src TensorSource, comms []tp.Co
 			}
 		}()
 	}
-	ranks[0].group = g
-	return ranks[0], nil
+	return g
 }
 
 // TP is the tensor-parallel degree (1 without tensor parallelism).
@@ -151,6 +169,14 @@ func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32) ([]float32
 	if len(s.ranks) != len(g.workers) {
 		return nil, fmt.Errorf("%w: the State was not made by this tensor-parallel model", ErrBatch)
 	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.leader {
+		if err := g.send(s, b, rows); err != nil {
+			g.abort()
+			return nil, fmt.Errorf("model: tensor-parallel step: sending it to the other nodes: %w", err)
+		}
+	}
 	for i, ch := range g.steps {
 		ch <- tpStep{s.ranks[i], b, rows}
 	}
@@ -170,25 +196,41 @@ func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32) ([]float32
 	return out, nil
 }
 
-// abort breaks the group's communicators so that no rank waits forever; the model is unusable
-// afterwards.
+// abort breaks the group's communicators (and its link to the other nodes) so that no rank
+// waits forever; the model is unusable afterwards.
 func (g *tpGroup) abort() {
 	for _, c := range g.comms {
 		c.Close()
 	}
+	if g.link != nil {
+		g.link.Close()
+	}
 }
 
-// Close stops the workers of a tensor-parallel model and closes its communicators. It does not
-// close the backends (their owner does). Close is a no-op without tensor parallelism.
+// Close stops the workers of a tensor-parallel model and closes its communicators. On node 0 of
+// a multi-node group it first tells the other nodes to stop (their Follow returns nil), then
+// closes the link. It does not close the backends (their owner does). Close is a no-op without
+// tensor parallelism.
 func (m *Model) Close() error {
 	if m.group == nil {
 		return nil
 	}
-	m.group.once.Do(func() {
-		for _, ch := range m.group.steps {
+	m.group.close(true)
+	return nil
+}
+
+// close stops the group; stop says whether node 0 tells the other nodes to stop (else they see
+// the group end and fail).
+func (g *tpGroup) close(stop bool) {
+	g.once.Do(func() {
+		if stop && g.leader {
+			// Not under g.mu: a step stuck in a collective must not hold Close up (the link
+			// keeps concurrent messages whole).
+			_ = g.link.Send(stopStep)
+		}
+		for _, ch := range g.steps {
 			close(ch)
 		}
-		m.group.abort()
+		g.abort()
 	})
-	return nil
 }

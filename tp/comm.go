@@ -1,11 +1,12 @@
 // Package tp is tensor parallelism's communication layer: the Comm interface the forward pass
 // uses between ranks (all-reduce after the attention output and after the FFN, all-gather of the
-// vocabulary-split logits), an in-process implementation whose ranks are goroutines, and (in cuda
-// builds) NCCL.
+// vocabulary-split logits), an in-process implementation whose ranks are goroutines, a TCP one
+// whose ranks are spread over processes (JoinTCP, for multi-node tensor parallelism on any
+// backend), and (in cuda builds) NCCL.
 //
 // Every rank calls each collective in the same order with the same length; a collective returns
 // only when all ranks have contributed. Results are bit-identical on every rank: the in-process
-// sum always adds rank 0, 1, 2, … in that order.
+// and TCP sums always add rank 0, 1, 2, … in that order, so they also agree with each other.
 package tp
 
 import (
@@ -33,6 +34,9 @@ var (
 	ErrClosed  = errors.New("tp: communicator closed")
 	ErrTimeout = errors.New("tp: timed out waiting for ranks")
 	ErrDegree  = errors.New("tp: bad tensor-parallel degree")
+	// ErrProtocol is returned when a peer process sends a frame that breaks the TCP group's
+	// protocol (tcp.go): a bad header, length, rank or sequence number.
+	ErrProtocol = errors.New("tp: malformed message from a peer")
 )
 
 // RankError names the rank(s) a collective was waiting for.

@@ -18,8 +18,11 @@ import (
 //
 // The protocol is one JSON line each way over TCP:
 //
-//	node k → node 0:  {"node": k, "nodes": N, "fingerprint": "…"}
+//	node k → node 0:  {"node": k, "nodes": N, "fingerprint": "…", "tp": R}
 //	node 0 → node k:  {"payload": "…base64…"}  or  {"error": "…"}
+//
+// ("tp", the group's ranks, only from JoinTCP, which keeps the connections open afterwards for
+// the group's binary frames: tcp.go.)
 
 // RendezvousConfig describes this node's part in a rendezvous.
 type RendezvousConfig struct {
@@ -33,12 +36,26 @@ type RendezvousConfig struct {
 	Payload []byte
 	// Timeout bounds the whole rendezvous (0: DefaultStartTimeout).
 	Timeout time.Duration
+	// Listener, when not nil, is where node 0 accepts the other nodes instead of listening on
+	// Addr (tests listen on port 0 and hand the others Listener.Addr()). It is closed when the
+	// rendezvous ends. Ignored on the other nodes.
+	Listener net.Listener
 }
 
 type hello struct {
 	Node        int    `json:"node"`
 	Nodes       int    `json:"nodes"`
 	Fingerprint string `json:"fingerprint"`
+	// TP is the group's size in ranks when the connection goes on to carry a TCP group
+	// (JoinTCP); 0 for a plain Rendezvous.
+	TP int `json:"tp,omitempty"`
+}
+
+// peer is a connection the rendezvous made, kept open by JoinTCP for the group's traffic.
+type peer struct {
+	node int
+	conn net.Conn
+	r    *bufio.Reader // conn's reader: it may hold bytes read past the JSON line
 }
 
 type welcome struct {
@@ -52,11 +69,28 @@ var ErrMismatch = errors.New("tp: nodes disagree")
 // Rendezvous runs this node's side and returns node 0's payload. Errors name the nodes that never
 // arrived or that disagree.
 func Rendezvous(ctx context.Context, c RendezvousConfig) ([]byte, error) {
+	p, peers, err := meet(ctx, c, 0)
+	for _, pe := range peers {
+		pe.conn.Close()
+	}
+	return p, err
+}
+
+// meet is Rendezvous that keeps the connections open: node 0 gets one per other node (in node
+// order), the others their connection to node 0. tpSize is checked equal on every node (0 for a
+// plain rendezvous).
+func meet(ctx context.Context, c RendezvousConfig, tpSize int) ([]byte, []*peer, error) {
 	if c.Nodes < 1 || c.NodeRank < 0 || c.NodeRank >= c.Nodes {
-		return nil, fmt.Errorf("%w: node rank %d of %d nodes", ErrDegree, c.NodeRank, c.Nodes)
+		if c.Listener != nil {
+			c.Listener.Close()
+		}
+		return nil, nil, fmt.Errorf("%w: node rank %d of %d nodes", ErrDegree, c.NodeRank, c.Nodes)
 	}
 	if c.Nodes == 1 {
-		return c.Payload, nil
+		if c.Listener != nil {
+			c.Listener.Close()
+		}
+		return c.Payload, nil, nil
 	}
 	timeout := c.Timeout
 	if timeout <= 0 {
@@ -65,39 +99,57 @@ func Rendezvous(ctx context.Context, c RendezvousConfig) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if c.NodeRank == 0 {
-		return c.Payload, serveRendezvous(ctx, c)
+		peers, err := serveRendezvous(ctx, c, tpSize)
+		return c.Payload, peers, err
 	}
-	return joinRendezvous(ctx, c)
+	pe, payload, err := joinRendezvous(ctx, c, tpSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	return payload, []*peer{pe}, nil
 }
 
-func serveRendezvous(ctx context.Context, c RendezvousConfig) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", c.Addr)
-	if err != nil {
-		return fmt.Errorf("tp: rendezvous: listen on %s: %w", c.Addr, err)
+func serveRendezvous(ctx context.Context, c RendezvousConfig, tpSize int) ([]*peer, error) {
+	ln := c.Listener
+	if ln == nil {
+		var lc net.ListenConfig
+		var err error
+		if ln, err = lc.Listen(ctx, "tcp", c.Addr); err != nil {
+			return nil, fmt.Errorf("tp: rendezvous: listen on %s: %w", c.Addr, err)
+		}
+	}
+	where := c.Addr
+	if where == "" {
+		where = ln.Addr().String()
 	}
 	defer ln.Close()
-	go func() { <-ctx.Done(); ln.Close() }()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
 
-	conns := map[int]net.Conn{}
+	conns := map[int]*peer{}
+	kept := false
 	defer func() {
-		for _, conn := range conns {
-			conn.Close()
+		if kept {
+			return
+		}
+		for _, pe := range conns {
+			pe.conn.Close()
 		}
 	}()
 	var mismatches []string
 	for len(conns) < c.Nodes-1 {
 		conn, err := ln.Accept()
 		if err != nil {
-			re := &RankError{Op: "rendezvous on " + c.Addr, Missing: missingNodes(conns, c.Nodes), Err: ErrTimeout}
-			for _, conn := range conns {
-				reject(conn, re.Error())
+			re := &RankError{Op: "rendezvous on " + where, Missing: missingNodes(conns, c.Nodes), Err: ErrTimeout}
+			for _, pe := range conns {
+				reject(pe.conn, re.Error())
 			}
-			return re
+			return nil, re
 		}
 		conn.SetDeadline(deadline(ctx))
 		var h hello
-		line, err := bufio.NewReader(conn).ReadBytes('\n')
+		br := bufio.NewReader(conn)
+		line, err := br.ReadBytes('\n')
 		if err == nil {
 			err = json.Unmarshal(line, &h)
 		}
@@ -113,59 +165,78 @@ func serveRendezvous(ctx context.Context, c RendezvousConfig) error {
 			reject(conn, fmt.Sprintf("node rank %d joined twice", h.Node))
 			continue
 		}
-		conns[h.Node] = conn
+		conns[h.Node] = &peer{node: h.Node, conn: conn, r: br}
 		if h.Fingerprint != c.Fingerprint {
 			mismatches = append(mismatches, fmt.Sprintf("node %d has %q, node 0 has %q", h.Node, h.Fingerprint, c.Fingerprint))
+		}
+		if h.TP != tpSize {
+			mismatches = append(mismatches, fmt.Sprintf("node %d has a group of %d ranks, node 0 has %d", h.Node, h.TP, tpSize))
 		}
 	}
 	if len(mismatches) > 0 {
 		sort.Strings(mismatches)
 		msg := fmt.Sprintf("%v: %v", ErrMismatch, mismatches)
-		for _, conn := range conns {
-			reject(conn, msg)
+		for _, pe := range conns {
+			reject(pe.conn, msg)
 		}
-		return fmt.Errorf("%w: %v", ErrMismatch, mismatches)
+		return nil, fmt.Errorf("%w: %v", ErrMismatch, mismatches)
 	}
-	for k, conn := range conns {
-		if err := json.NewEncoder(conn).Encode(welcome{Payload: c.Payload}); err != nil {
-			return fmt.Errorf("tp: rendezvous: node %d: %w", k, err)
+	peers := make([]*peer, 0, len(conns))
+	for k := 1; k < c.Nodes; k++ {
+		pe := conns[k]
+		if err := json.NewEncoder(pe.conn).Encode(welcome{Payload: c.Payload}); err != nil {
+			return nil, fmt.Errorf("tp: rendezvous: node %d: %w", k, err)
 		}
+		pe.conn.SetDeadline(time.Time{}) // the connection may live on (JoinTCP)
+		peers = append(peers, pe)
 	}
-	return nil
+	kept = true
+	return peers, nil
 }
 
-func joinRendezvous(ctx context.Context, c RendezvousConfig) ([]byte, error) {
+func joinRendezvous(ctx context.Context, c RendezvousConfig, tpSize int) (*peer, []byte, error) {
 	var d net.Dialer
 	for {
 		conn, err := d.DialContext(ctx, "tcp", c.Addr)
 		if err != nil {
 			select {
 			case <-ctx.Done():
-				return nil, &RankError{Op: "rendezvous at " + c.Addr, Missing: []int{0}, Err: ErrTimeout}
+				return nil, nil, &RankError{Op: "rendezvous at " + c.Addr, Missing: []int{0}, Err: ErrTimeout}
 			case <-time.After(200 * time.Millisecond): // node 0 may not be listening yet
 				continue
 			}
 		}
-		defer conn.Close()
-		// Wait a little past our own deadline for node 0's answer: it times out at about the
-		// same moment and then says which nodes never came.
-		conn.SetDeadline(deadline(ctx).Add(2 * time.Second))
-		if err := json.NewEncoder(conn).Encode(hello{Node: c.NodeRank, Nodes: c.Nodes, Fingerprint: c.Fingerprint}); err != nil {
-			return nil, fmt.Errorf("tp: rendezvous at %s: %w", c.Addr, err)
-		}
-		var w welcome
-		line, err := bufio.NewReader(conn).ReadBytes('\n')
-		if err == nil {
-			err = json.Unmarshal(line, &w)
-		}
+		pe, payload, err := greet(ctx, conn, c, tpSize)
 		if err != nil {
-			return nil, &RankError{Op: "rendezvous at " + c.Addr, Missing: []int{0}, Err: fmt.Errorf("%w (waiting for the other nodes: %v)", ErrTimeout, err)}
+			conn.Close()
+			return nil, nil, err
 		}
-		if w.Error != "" {
-			return nil, fmt.Errorf("tp: rendezvous at %s: node 0 refused node %d: %s", c.Addr, c.NodeRank, w.Error)
-		}
-		return w.Payload, nil
+		return pe, payload, nil
 	}
+}
+
+// greet says who this node is on conn and reads node 0's answer.
+func greet(ctx context.Context, conn net.Conn, c RendezvousConfig, tpSize int) (*peer, []byte, error) {
+	// Wait a little past our own deadline for node 0's answer: it times out at about the
+	// same moment and then says which nodes never came.
+	conn.SetDeadline(deadline(ctx).Add(2 * time.Second))
+	if err := json.NewEncoder(conn).Encode(hello{Node: c.NodeRank, Nodes: c.Nodes, Fingerprint: c.Fingerprint, TP: tpSize}); err != nil {
+		return nil, nil, fmt.Errorf("tp: rendezvous at %s: %w", c.Addr, err)
+	}
+	var w welcome
+	br := bufio.NewReader(conn)
+	line, err := br.ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(line, &w)
+	}
+	if err != nil {
+		return nil, nil, &RankError{Op: "rendezvous at " + c.Addr, Missing: []int{0}, Err: fmt.Errorf("%w (waiting for the other nodes: %v)", ErrTimeout, err)}
+	}
+	if w.Error != "" {
+		return nil, nil, fmt.Errorf("tp: rendezvous at %s: node 0 refused node %d: %s", c.Addr, c.NodeRank, w.Error)
+	}
+	conn.SetDeadline(time.Time{})
+	return &peer{node: 0, conn: conn, r: br}, w.Payload, nil
 }
 
 func reject(conn net.Conn, msg string) {
@@ -174,7 +245,7 @@ func reject(conn net.Conn, msg string) {
 	conn.Close()
 }
 
-func missingNodes(have map[int]net.Conn, n int) []int {
+func missingNodes(have map[int]*peer, n int) []int {
 	var m []int
 	for k := 1; k < n; k++ {
 		if have[k] == nil {

@@ -56,11 +56,12 @@ func cudaOptions() (gpu.Options, error) {
 
 // buildCUDAGroup opens this node's ranks and their communicators. With several nodes, node 0
 // makes the NCCL id and the rendezvous hands it to the others (refusing a node whose model
-// fingerprint differs); every rank then joins the one NCCL communicator.
-func buildCUDAGroup(g groupSpec) ([]model.Backend, []tp.Comm, error) {
+// fingerprint differs); every rank then joins the one NCCL communicator, and the rendezvous
+// connections (the group's TCP node) carry node 0's forward steps to the other nodes.
+func buildCUDAGroup(g groupSpec) (rankGroup, error) {
 	opts, err := cudaOptions()
 	if err != nil {
-		return nil, nil, err
+		return rankGroup{}, err
 	}
 	to := gpu.TPOptions{Size: g.tp, Local: g.local(), First: g.first()}
 	switch m := strings.ToLower(os.Getenv("LLAMACU_TP_COMM")); m {
@@ -70,41 +71,42 @@ func buildCUDAGroup(g groupSpec) ([]model.Backend, []tp.Comm, error) {
 	case "staged":
 		to.Mode = gpu.CommStaged
 	default:
-		return nil, nil, fmt.Errorf("%w: LLAMACU_TP_COMM=%q: want auto, nccl or staged", errUsage, m)
+		return rankGroup{}, fmt.Errorf("%w: LLAMACU_TP_COMM=%q: want auto, nccl or staged", errUsage, m)
 	}
+	var node *tp.TCPNode
 	if g.nodes > 1 {
 		lib, err := cuda.LoadNCCL()
 		if err != nil {
-			return nil, nil, fmt.Errorf("node %d: multi-node tensor parallelism: %w", g.nodeRank, err)
+			return rankGroup{}, fmt.Errorf("node %d: multi-node tensor parallelism: %w", g.nodeRank, err)
 		}
 		var payload []byte
 		if g.nodeRank == 0 {
 			id, err := lib.GetUniqueID()
 			if err != nil {
-				return nil, nil, err
+				return rankGroup{}, err
 			}
 			payload = id[:]
 		}
-		p, err := meetNodes(context.Background(), g, payload)
-		if err != nil {
-			return nil, nil, err
+		if node, err = joinNodes(context.Background(), g, payload); err != nil {
+			return rankGroup{}, err
 		}
+		p := node.Payload()
 		var id cuda.NCCLUniqueID
 		if len(p) != len(id) {
-			return nil, nil, fmt.Errorf("node %d: rendezvous at %s: node 0 sent %d bytes, not an NCCL id (%d)", g.nodeRank, g.rendezvous, len(p), len(id))
+			node.Close()
+			return rankGroup{}, fmt.Errorf("node %d: rendezvous at %s: node 0 sent %d bytes, not an NCCL id (%d)", g.nodeRank, g.rendezvous, len(p), len(id))
 		}
 		copy(id[:], p)
 		to.ID, to.Mode = &id, gpu.CommNCCL
 	}
 	grp, err := gpu.NewTP(opts, to)
 	if err != nil {
-		return nil, nil, err
+		if node != nil {
+			node.Close()
+		}
+		return rankGroup{}, err
 	}
 	fmt.Fprintf(g.stderr, "tensor parallel: ranks %d..%d of %d on devices %v, %v communicators\n",
 		to.First, to.First+g.local()-1, g.tp, grp.Devices, grp.Mode)
-	if g.nodes > 1 {
-		grp.Close()
-		return nil, nil, errMultiNodeForward
-	}
-	return grp.ModelBackends(), grp.Comms, nil
+	return rankGroup{backends: grp.ModelBackends(), comms: grp.Comms, node: node}, nil
 }

@@ -119,6 +119,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 				b.Close()
 			}
 		}()
+		if lf.follower() {
+			return lf.followModel(m, stderr)
+		}
+	} else if lf.follower() {
+		return lf.follow(stderr)
 	} else {
 		if resident, err = checkFileFits(lf, opts); err != nil {
 			return err
@@ -209,14 +214,21 @@ func syntheticModel(shape, dtypeName string, seed uint64, lf *loadFlags, opts be
 			b.Close()
 		}
 	}
-	var comms []tp.Comm
+	var (
+		comms []tp.Comm
+		node  *tp.TCPNode
+	)
 	if lf.backend == "cpu" && lf.nodes == 1 {
 		for range lf.tp {
 			// Keep half-precision weights half, so that "f16" measures f16 weights.
 			bes = append(bes, cpu.New(cpu.Options{Threads: max(1, threads/lf.tp), KeepHalf: true}))
 		}
-	} else if bes, comms, err = lf.backends(os.Stderr); err != nil { // cuda: a GPU per rank, NCCL
-		return nil, 0, err
+	} else { // cuda: a GPU per rank, NCCL; several nodes: TCP (or NCCL) between them
+		rg, err := lf.backends(os.Stderr)
+		if err != nil {
+			return nil, 0, err
+		}
+		bes, comms, node = rg.backends, rg.comms, rg.node
 	}
 	if comms == nil {
 		if comms, err = tp.NewInProcess(lf.tp); err != nil {
@@ -224,9 +236,17 @@ func syntheticModel(shape, dtypeName string, seed uint64, lf *loadFlags, opts be
 			return nil, 0, err
 		}
 	}
-	m, err := model.NewParallel(bes, cfg, model.Synthetic(cfg, seed, dtype), comms, nil)
+	var m *model.Model
+	if node != nil {
+		m, err = model.NewParallelNode(bes, cfg, model.Synthetic(cfg, seed, dtype), comms, node, nil)
+	} else {
+		m, err = model.NewParallel(bes, cfg, model.Synthetic(cfg, seed, dtype), comms, nil)
+	}
 	if err != nil {
 		closeAll()
+		if node != nil {
+			node.Close()
+		}
 		return nil, 0, err
 	}
 	rep.Model = bench.ModelInfo{Name: cfg.Name, Source: fmt.Sprintf("synthetic %s (seed %d)", shape, seed), Params: cfg.ParamCount()}

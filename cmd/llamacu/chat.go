@@ -70,6 +70,9 @@ func cmdChat(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	if lf.follower() {
+		return lf.follow(stderr)
+	}
 	e, err := lf.load(stderr)
 	if err != nil {
 		return err

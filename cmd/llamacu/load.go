@@ -23,6 +23,8 @@ type loadFlags struct {
 	threads, ctx, tp          int
 	nodes, nodeRank           int    // multi-node tensor parallelism (nodes.go)
 	rendezvous                string // HOST:PORT where the nodes meet
+
+	node *tp.TCPNode // after load with several nodes: the group (serve watches it)
 }
 
 func addLoadFlags(fs *flag.FlagSet) *loadFlags {
@@ -33,19 +35,24 @@ func addLoadFlags(fs *flag.FlagSet) *loadFlags {
 	fs.IntVar(&lf.threads, "threads", 0, "CPU threads (0: all cores)")
 	fs.IntVar(&lf.ctx, "ctx", 0, "context length to allocate (0: the model's)")
 	fs.IntVar(&lf.tp, "tp", 1, "tensor-parallel degree: ranks that split the heads and FFN (must divide the KV heads); with --nodes, over all nodes")
-	fs.IntVar(&lf.nodes, "nodes", 1, "processes (one per node) the --tp ranks span, --tp/--nodes each (cuda build: NCCL)")
-	fs.IntVar(&lf.nodeRank, "node-rank", 0, "this node, 0..--nodes−1 (node 0 hands the others its NCCL id)")
+	fs.IntVar(&lf.nodes, "nodes", 1, "processes (one per node) the --tp ranks span, --tp/--nodes each (TCP between them; --backend cuda: NCCL)")
+	fs.IntVar(&lf.nodeRank, "node-rank", 0, "this node, 0..--nodes−1 (node 0 runs the command; the others run its forward steps and print nothing)")
 	fs.StringVar(&lf.rendezvous, "rendezvous", "", "HOST:PORT where node 0 listens and the other nodes dial (needed with --nodes > 1)")
 	return lf
 }
 
-// load opens the model, showing a progress bar on a terminal.
+// load opens the model, showing a progress bar on a terminal. With several nodes it first meets
+// the others (nodes.go); the group's TCP node is then lf.node.
 func (lf *loadFlags) load(stderr io.Writer) (*engine.Engine, error) {
-	bes, comms, err := lf.backends(stderr)
+	rg, err := lf.backends(stderr)
 	if err != nil {
 		return nil, err
 	}
+	bes, comms := rg.backends, rg.comms
 	opts := engine.Options{ModelPath: lf.model, TokenizerPath: lf.tokenizer, Backends: bes, Comms: comms, CloseBackend: true, Context: lf.ctx}
+	if rg.node != nil {
+		opts.Link, lf.node = rg.node, rg.node
+	}
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		var bar *progressbar.ProgressBar
 		opts.Progress = func(done, total int64) {
@@ -63,6 +70,9 @@ func (lf *loadFlags) load(stderr io.Writer) (*engine.Engine, error) {
 		for _, c := range comms { // engine.Load closed the backends
 			c.Close()
 		}
+		if rg.node != nil {
+			rg.node.Close() // the other nodes learn that node 0 (or this one) gave up
+		}
 		return nil, err
 	}
 	c := e.Model.Config
@@ -70,52 +80,67 @@ func (lf *loadFlags) load(stderr io.Writer) (*engine.Engine, error) {
 	fmt.Fprintf(stderr, "loaded in %v: %s parameters, dim %d, %d layers, %d/%d heads, vocab %d, context %d; backend %s\n",
 		e.LoadTime.Round(time.Millisecond), humanize.SIWithDigits(float64(c.ParamCount()), 1, ""), c.Dim, c.Layers,
 		c.Heads, c.KVHeads, c.Vocab, e.Context, backendSummary(bes))
+	if rg.node != nil {
+		fmt.Fprintf(stderr, "node %d of %d: ranks %d..%d of %d, every node loaded\n", lf.nodeRank, lf.nodes,
+			rg.node.First(), rg.node.First()+len(bes)-1, lf.tp)
+	}
 	return e, nil
+}
+
+// rankGroup is this process's ranks of a tensor-parallel group.
+type rankGroup struct {
+	backends []model.Backend
+	comms    []tp.Comm // nil: the engine's in-process ones
+	// node is the TCP group of a multi-node run (nil on one node): the ranks' communicators on
+	// the CPU path, and on every path the link that carries node 0's steps to the others.
+	node *tp.TCPNode
 }
 
 // backends makes this process's ranks: through the backend's group builder when it has one and
 // there are several ranks (cuda: a device per rank, NCCL or staged communicators; several
-// nodes), else --tp backends from newBackend (comms nil: the engine's in-process ones).
-func (lf *loadFlags) backends(stderr io.Writer) ([]model.Backend, []tp.Comm, error) {
+// nodes), over TCP when several nodes run a backend without one (tcpGroup), else --tp backends
+// from newBackend (comms nil: the engine's in-process ones).
+func (lf *loadFlags) backends(stderr io.Writer) (rankGroup, error) {
 	if err := lf.checkNodes(); err != nil {
-		return nil, nil, err
+		return rankGroup{}, err
 	}
 	build, ok := groupBuilders[lf.backend]
-	if lf.nodes > 1 {
-		if len(groupBuilders) == 0 {
-			return nil, nil, errNeedsCUDA
-		}
-		if !ok {
-			return nil, nil, fmt.Errorf("%w: --nodes %d needs --backend cuda (NCCL), not %q", errUsage, lf.nodes, lf.backend)
-		}
-	}
-	if ok && lf.tp > 1 {
+	if lf.nodes > 1 || (ok && lf.tp > 1) {
 		g := groupSpec{tp: lf.tp, nodes: lf.nodes, nodeRank: lf.nodeRank, rendezvous: lf.rendezvous, stderr: stderr}
 		if lf.nodes > 1 {
 			fp, err := lf.nodeFingerprint()
 			if err != nil {
-				return nil, nil, err
+				return rankGroup{}, err
 			}
 			g.fingerprint = fp
 		}
-		return build(g)
+		if ok {
+			return build(g)
+		}
+		return lf.tcpGroup(g)
 	}
+	bes, err := lf.newBackends(lf.tp)
+	return rankGroup{backends: bes}, err
+}
+
+// newBackends makes n backends of --backend that share --threads.
+func (lf *loadFlags) newBackends(n int) ([]model.Backend, error) {
 	threads := lf.threads
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	var bes []model.Backend
-	for range lf.tp {
-		be, err := newBackend(lf.backend, max(1, threads/lf.tp))
+	for range n {
+		be, err := newBackend(lf.backend, max(1, threads/n))
 		if err != nil {
 			for _, b := range bes {
 				b.Close()
 			}
-			return nil, nil, err
+			return nil, err
 		}
 		bes = append(bes, be)
 	}
-	return bes, nil, nil
+	return bes, nil
 }
 
 // backendSummary names the backend, and the TP degree when there are several ranks.

@@ -4,14 +4,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/llamacu/llamacu/loader"
@@ -20,13 +21,14 @@ import (
 )
 
 // Multi-node tensor parallelism: one process per node, each running --tp/--nodes ranks (group
-// ranks node-rank·local … node-rank·local+local−1). Node 0 makes the NCCL unique id and hands it
-// to the others through tp.Rendezvous at --rendezvous, which also refuses a node whose model
-// fingerprint differs from node 0's. Validation and the fingerprint are pure Go; the group itself
-// is built by the backend's groupBuilder (the cuda build registers one).
-
-// errNeedsCUDA is what a build without a group builder says to --nodes > 1.
-var errNeedsCUDA = errors.New("multi-node tensor parallelism needs the cuda build (NCCL): make cuda, then bin/llamacu-cuda --backend cuda")
+// ranks node-rank·local … node-rank·local+local−1). The nodes meet at --rendezvous
+// (tp.JoinTCP), which refuses a node whose model fingerprint differs from node 0's and hands
+// node 0's payload (the cuda build's NCCL id) to the others; the connections stay open as the
+// group's TCP node. Node 0 runs the command — scheduler, sampler, tokenizer — and sends every
+// forward step to the others over that node (model.NewParallelNode); the other nodes run
+// nothing else: they load their ranks and follow node 0's steps (follow) until node 0 stops,
+// printing nothing on stdout. Collectives go over the same TCP node on the CPU path (any
+// backend without a groupBuilder), over NCCL in the cuda build.
 
 // groupSpec is what a tensor-parallel group builder needs.
 type groupSpec struct {
@@ -46,8 +48,8 @@ func (g groupSpec) first() int { return g.nodeRank * g.local() }
 // groupBuilders make this process's ranks of a tensor-parallel group with their communicators,
 // for backends that need more than one backend constructor call per rank (cuda: a device per
 // rank, and NCCL). Backends without one get --tp backends from newBackend and in-process
-// communicators.
-var groupBuilders = map[string]func(g groupSpec) ([]model.Backend, []tp.Comm, error){}
+// communicators on one node, TCP ones (tcpGroup) on several.
+var groupBuilders = map[string]func(g groupSpec) (rankGroup, error){}
 
 // Limits of --tp and --threads: far beyond any machine, but small enough that the backends and
 // worker goroutines made before the model is even opened cannot exhaust memory (--tp 10000000
@@ -185,27 +187,73 @@ func (lf *loadFlags) nodeFingerprint() (string, error) {
 	return modelFingerprint(lf.model, cfg, lf.tp)
 }
 
-// rendezvousTimeout bounds the multi-node meeting (nodes start within this of each other).
+// rendezvousTimeout bounds the multi-node meeting (nodes start within this of each other) and
+// the wait, after loading, for every node to have loaded.
 var rendezvousTimeout = 5 * time.Minute
 
-// meetNodes runs this node's side of the rendezvous: node 0 hands payload (its NCCL id) to every
-// other node, which gets it back; an error names the nodes that never came or whose model
-// differs from node 0's.
-func meetNodes(ctx context.Context, g groupSpec, payload []byte) ([]byte, error) {
+// collectiveTimeout bounds each TCP collective's wait for the other nodes' ranks: how long a
+// hung node (one that has not exited: an exit is noticed at once) stalls the others.
+var collectiveTimeout = tp.DefaultCollectiveTimeout
+
+// joinNodes runs this node's side of the rendezvous and returns the group's TCP node: node 0
+// hands payload (the cuda build's NCCL id) to every other node (node.Payload()); an error
+// names the nodes that never came or whose model differs from node 0's.
+func joinNodes(ctx context.Context, g groupSpec, payload []byte) (*tp.TCPNode, error) {
 	if g.nodeRank == 0 {
 		fmt.Fprintf(g.stderr, "node 0 of %d: waiting at %s for the other nodes (model %s)\n", g.nodes, g.rendezvous, g.fingerprint)
 	} else {
 		fmt.Fprintf(g.stderr, "node %d of %d: joining %s (model %s)\n", g.nodeRank, g.nodes, g.rendezvous, g.fingerprint)
 	}
-	p, err := tp.Rendezvous(ctx, tp.RendezvousConfig{Addr: g.rendezvous, Nodes: g.nodes, NodeRank: g.nodeRank,
-		Fingerprint: g.fingerprint, Payload: payload, Timeout: rendezvousTimeout})
+	n, err := tp.JoinTCP(ctx, tp.TCPConfig{
+		RendezvousConfig: tp.RendezvousConfig{Addr: g.rendezvous, Nodes: g.nodes, NodeRank: g.nodeRank,
+			Fingerprint: g.fingerprint, Payload: payload, Timeout: rendezvousTimeout},
+		Size: g.tp, Timeout: collectiveTimeout, StartTimeout: rendezvousTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("node %d of %d: %w", g.nodeRank, g.nodes, err)
 	}
-	return p, nil
+	return n, nil
 }
 
-// errMultiNodeForward is where multi-node start-up ends today: the communicators are built, but
-// model.NewParallel drives only ranks in its own process (rank 0 hands each step to the others
-// through channels); the other nodes would need the step's batch sent to them each step.
-var errMultiNodeForward = errors.New("multi-node: the nodes met and NCCL started, but the forward pass cannot drive ranks in other processes yet (model.NewParallel runs every rank in one process)")
+// tcpGroup makes this node's ranks of a multi-node group on --backend, talking over TCP.
+func (lf *loadFlags) tcpGroup(g groupSpec) (rankGroup, error) {
+	bes, err := lf.newBackends(g.local())
+	if err != nil {
+		return rankGroup{}, err
+	}
+	n, err := joinNodes(context.Background(), g, nil)
+	if err != nil {
+		for _, b := range bes {
+			b.Close()
+		}
+		return rankGroup{}, err
+	}
+	fmt.Fprintf(g.stderr, "tensor parallel: ranks %d..%d of %d here, TCP to the other %d node(s)\n", g.first(), g.first()+g.local()-1, g.tp, g.nodes-1)
+	return rankGroup{backends: bes, comms: n.Comms(), node: n}, nil
+}
+
+// follower reports whether this process is a node other than 0: it loads its ranks and runs
+// node 0's forward steps (follow) instead of the command.
+func (lf *loadFlags) follower() bool { return lf.nodes > 1 && lf.nodeRank > 0 }
+
+// follow is what every command does on a node other than 0: load this node's ranks, then run
+// node 0's forward steps until node 0 stops (exit 0) or goes away (an error). Nothing goes to
+// stdout.
+func (lf *loadFlags) follow(stderr io.Writer) error {
+	e, err := lf.load(stderr)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	return lf.followModel(e.Model, stderr)
+}
+
+func (lf *loadFlags) followModel(m *model.Model, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(stderr, "node %d of %d: following node 0's forward steps\n", lf.nodeRank, lf.nodes)
+	if err := m.Follow(ctx); err != nil {
+		return fmt.Errorf("node %d of %d: %w", lf.nodeRank, lf.nodes, err)
+	}
+	fmt.Fprintf(stderr, "node %d of %d: node 0 stopped the group\n", lf.nodeRank, lf.nodes)
+	return nil
+}

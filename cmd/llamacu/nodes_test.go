@@ -204,7 +204,11 @@ func TestMeetNodes(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					got[k], errs[k] = meetNodes(context.Background(), g, payload)
+					n, err := joinNodes(context.Background(), g, payload)
+					if errs[k] = err; err == nil {
+						got[k] = n.Payload()
+						t.Cleanup(func() { n.Close() })
+					}
 				}()
 			}
 			wg.Wait()
@@ -222,16 +226,9 @@ func TestMeetNodes(t *testing.T) {
 	}
 }
 
-// TestNodesNeedCUDA: in the default build --nodes > 1 is refused with a clear message, before
-// anything is loaded; flag errors come first.
-func TestNodesNeedCUDA(t *testing.T) {
-	if groupBuilders["cuda"] != nil {
-		t.Skip("cuda build: multi-node is available")
-	}
-	_, stderr, code := cli(t, "run", "--tp", "2", "--nodes", "2", "--node-rank", "1", "--rendezvous", "127.0.0.1:1", "--max-tokens", "1", "hi")
-	require.NotEqual(t, 0, code)
-	require.Contains(t, stderr, "multi-node tensor parallelism needs the cuda build (NCCL)")
-	_, stderr, code = cli(t, "run", "--tp", "2", "--nodes", "2", "--max-tokens", "1", "hi")
-	require.NotEqual(t, 0, code)
+// TestNodesNeedRendezvous: --nodes > 1 without --rendezvous is refused before anything is loaded.
+func TestNodesNeedRendezvous(t *testing.T) {
+	_, stderr, code := cli(t, "run", "--tp", "2", "--nodes", "2", "--max-tokens", "1", "hi")
+	require.Equal(t, 2, code)
 	require.Contains(t, stderr, "needs --rendezvous")
 }

@@ -45,6 +45,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	if lf.follower() {
+		return lf.follow(stderr)
+	}
 	e, err := lf.load(stderr)
 	if err != nil {
 		return err

@@ -82,6 +82,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 		sopts.MaxQueue = -1 // the scheduler's "no waiting line"
 	}
 
+	if lf.follower() { // no HTTP here: node 0 serves, this node runs its forward steps
+		return lf.follow(stderr)
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
@@ -145,9 +148,21 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 	fmt.Fprintf(stderr, "ready: model %q, %d sequences × %d tokens per step, KV cache %d blocks of %d tokens, queue %d\n",
 		*name, o.MaxSeqs, o.MaxBatchTokens, o.KVBlocks, o.BlockSize, max(o.MaxQueue, 0))
 
+	// With several nodes, a node that leaves breaks the group for good: stop serving (every
+	// request would fail) and exit non-zero, so that a supervisor restarts the group.
+	var groupDone <-chan struct{}
+	if lf.node != nil {
+		groupDone = lf.node.Done()
+	}
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
+		_ = sched.Close(context.Background())
+		return err
+	case <-groupDone:
+		err := fmt.Errorf("tensor-parallel group ended: %w", lf.node.Err())
+		fmt.Fprintf(stderr, "%v: shutting down\n", err)
+		hs.Close()
 		_ = sched.Close(context.Background())
 		return err
 	}
