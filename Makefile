@@ -51,6 +51,8 @@ fuzz:
 	$(FUZZ) ./tokenizer -fuzz '^FuzzEncodeDecode$$'
 	$(FUZZ) ./tokenizer -fuzz '^FuzzUserTrie$$'
 	$(FUZZ) ./model -fuzz '^FuzzFromHFConfig$$'
+	$(FUZZ) ./model -fuzz '^FuzzDecodeStep$$'
+	$(FUZZ) ./tp -fuzz '^FuzzTCPFrames$$'
 
 # CPU benchmarks: matmul GB/s and decode tokens/s on a synthetic ~110M-parameter model.
 bench:
