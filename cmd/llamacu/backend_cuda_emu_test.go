@@ -3,8 +3,11 @@
 package main
 
 import (
+	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -40,4 +43,42 @@ func TestCUDABackendEmulated(t *testing.T) {
 			require.True(t, strings.HasPrefix(out, tc.want), "got %q, want a prefix %q", out, tc.want)
 		})
 	}
+}
+
+// TestCUDAMultiNodeEmulated: the cuda build's multi-node path (node 0's NCCL id through the
+// rendezvous, one NCCL communicator across the nodes, node 0's steps broadcast over the
+// rendezvous connections) with two "nodes" in this process — the emulated NCCL joins ranks of
+// one process only. Node 0 prints llama2.c's text; node 1 prints nothing and exits 0.
+func TestCUDAMultiNodeEmulated(t *testing.T) {
+	dir := shared(t, "stories260K")
+	once := strings.TrimPrefix(readText(t, filepath.Join(dir, "expected_once_upon_a_time_n64.txt")), "Once upon a time")
+	t.Setenv("LLAMACU_WEIGHTS", "stored")
+	t.Setenv("LLAMACU_KV", "f32")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	l.Close()
+	type result struct {
+		out, errOut string
+		code        int
+	}
+	results := make([]result, 2)
+	var wg sync.WaitGroup
+	for node := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, errOut, code := cli(t, "run", "--backend", "cuda", "--temperature", "0", "--tp", "2", "--nodes", "2",
+				"--node-rank", strconv.Itoa(node), "--rendezvous", addr,
+				"--model", filepath.Join(dir, "stories260K.gguf"), "--max-tokens", "60", "Once upon a time")
+			results[node] = result{out, errOut, code}
+		}()
+	}
+	wg.Wait()
+	for node, r := range results {
+		require.Equal(t, 0, r.code, "node %d stderr: %s", node, r.errOut)
+	}
+	require.True(t, strings.HasPrefix(results[0].out, once), "node 0 printed %q, want a prefix %q", results[0].out, once)
+	require.Empty(t, results[1].out, "node 1 must print nothing")
+	require.Contains(t, results[0].errOut, "llamacu emulator")
 }
