@@ -15,7 +15,8 @@
 #     and the gpu.test Transformers tests       45 s  [~10 s]
 #   kernel benchmarks                           90 s  [~40 s]
 #   llamacu bench, synthetic 7B                150 s  [~90 s]
-#   PyTorch peer (eager)                       120 s  [~90 s]; whatever of the budget is left
+#   PyTorch peer (eager)                       120 s  [~90 s]
+#   prefill A/B (LLAMACU_PREFILL=simt)          60 s; each step gets whatever of the budget is left
 #
 # `make device-dryrun` runs this same script here, on a bundle built for the emulated driver
 # (-tags cudaemu: the kernels on the CPU) with a tiny shape, to catch a broken step before it
@@ -93,6 +94,10 @@ if python3 -c 'import torch, transformers' 2>/dev/null; then
 else
   echo "torch/transformers not importable: peer skipped"
 fi
+
+step "prefill attention A/B: the fp32 SIMT kernel instead of tensor cores (what the budget leaves)"
+run 60 env LLAMACU_PREFILL=simt ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 16 \
+  --batch 1 --depth 0 --reps 2 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda-simt-prefill"
 
 step "done"
 ls -la "$OUT"

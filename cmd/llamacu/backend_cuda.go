@@ -17,7 +17,8 @@ import (
 
 // The CUDA backend on device 0 ($LLAMACU_DEVICE selects another). Weight matrices are stored in
 // fp16 on the device ($LLAMACU_WEIGHTS=bf16 for bf16, =stored to keep each file's dtype, F32
-// included); the KV cache is fp16 ($LLAMACU_KV=f32 for fp32).
+// included); the KV cache is fp16 ($LLAMACU_KV=f32 for fp32). Prefill attention runs on the
+// tensor cores where it can ($LLAMACU_PREFILL=simt: the fp32 SIMT kernel, for comparisons).
 //
 // With --tp N the N ranks go to devices $LLAMACU_DEVICE+r mod the device count, and talk over
 // NCCL when each has a GPU of its own and libnccl.so.2 loads, else over the staged in-process
@@ -51,6 +52,13 @@ func cudaOptions() (gpu.Options, error) {
 		return opts, fmt.Errorf("%w: LLAMACU_WEIGHTS=%q: want f16, bf16 or stored", errUsage, w)
 	}
 	opts.KVF32 = strings.EqualFold(os.Getenv("LLAMACU_KV"), "f32")
+	switch p := strings.ToLower(os.Getenv("LLAMACU_PREFILL")); p {
+	case "", "mma":
+	case "simt":
+		opts.SIMTPrefill = true
+	default:
+		return opts, fmt.Errorf("%w: LLAMACU_PREFILL=%q: want mma or simt", errUsage, p)
+	}
 	return opts, nil
 }
 

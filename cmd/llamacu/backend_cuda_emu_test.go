@@ -82,3 +82,25 @@ func TestCUDAMultiNodeEmulated(t *testing.T) {
 	require.Empty(t, results[1].out, "node 1 must print nothing")
 	require.Contains(t, results[0].errOut, "llamacu emulator")
 }
+
+// TestCUDABackendSettings: the cuda backend's environment settings are checked, naming the
+// variable and what it accepts.
+func TestCUDABackendSettings(t *testing.T) {
+	for _, tc := range []struct{ env, val, want string }{
+		{"LLAMACU_PREFILL", "fast", "want mma or simt"},
+		{"LLAMACU_WEIGHTS", "q4", "want f16, bf16 or stored"},
+		{"LLAMACU_DEVICE", "gpu0", "is not a device number"},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			t.Setenv(tc.env, tc.val)
+			_, errOut, code := cli(t, "run", "--backend", "cuda", "--max-tokens", "1", "x")
+			require.NotEqual(t, 0, code)
+			require.Contains(t, errOut, tc.env)
+			require.Contains(t, errOut, tc.want)
+		})
+	}
+	t.Setenv("LLAMACU_PREFILL", "simt")
+	out, errOut, code := cli(t, "run", "--backend", "cuda", "--temperature", "0", "--max-tokens", "4", "Once upon a time")
+	require.Equal(t, 0, code, errOut)
+	require.NotEmpty(t, out)
+}
