@@ -730,9 +730,6 @@ type graphState struct {
 // BeginCapture starts recording the work queued on s.
 func (s *Stream) BeginCapture() error {
 	return s.c.Do(func() error {
-		if s == s.c.stream {
-			return emuError("cuStreamBeginCapture on the context's default stream", 900)
-		}
 		if s.c.capturing != nil {
 			return emuError("cuStreamBeginCapture: a capture is already running", 900)
 		}

@@ -130,6 +130,12 @@ func (b *Backend) makePlan(p *attnPlan, bt *model.Batch, key planKey) cuda.Devic
 		for _, r := range decRows {
 			maxCtx = max(maxCtx, int(bt.Pos[r])+1)
 		}
+		if b.opts.Graphs {
+			// Plan for the bucket (the splits past a row's end are empty, as for a batch's
+			// shorter rows), so that the launches stay the same, and a graph replayable, for
+			// graphCtxBucket steps.
+			maxCtx = ceilDiv(maxCtx, graphCtxBucket) * graphCtxBucket
+		}
 		splits := ceilDiv(4*b.sms, p.nDec*key.kvHeads)
 		splits = max(1, min(splits, ceilDiv(maxCtx, decMinChunk)))
 		chunk := (ceilDiv(maxCtx, splits) + 31) / 32 * 32

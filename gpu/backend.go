@@ -29,6 +29,10 @@ type Options struct {
 	KVF32 bool
 	// Naive runs the v1 (reference) kernel of every family instead of the fast versions.
 	Naive bool
+	// Graphs records each RunStep and replays it as a CUDA graph when an identical step was seen
+	// before (graph.go): decode steps then cost one launch. Only RunStep records; ops called
+	// outside it run directly.
+	Graphs bool
 	// SIMTPrefill runs the fp32 SIMT prefill attention (v2) where the tensor-core one (v3)
 	// applies: for benchmarks that compare them.
 	SIMTPrefill bool
@@ -66,6 +70,8 @@ type Backend struct {
 	argHost []int32
 
 	stage *cuda.HostBuffer // pinned staging of the host-path all-reduce (collective.go); nil until used
+
+	rec recorder // the step being recorded for a CUDA graph (graph.go)
 }
 
 var _ model.Backend = (*Backend)(nil)
@@ -140,6 +146,7 @@ func (b *Backend) Close() error {
 	}
 	b.allocs = nil
 	err = errors.Join(err, b.closeCollective())
+	err = errors.Join(err, b.closeGraphs())
 	if b.blas != nil {
 		err = errors.Join(err, b.blas.Close())
 	}
@@ -162,6 +169,10 @@ func (b *Backend) ok() bool { return b.err == nil && !b.closed }
 // launch queues f on the compute stream, recording any error.
 func (b *Backend) launch(f *cuda.Function, grid, block cuda.Dim3, args ...cuda.Arg) {
 	if b.err != nil {
+		return
+	}
+	if b.rec.on {
+		b.recordLaunch(f, grid, block, args)
 		return
 	}
 	b.fail(f.Launch(grid, block, 0, nil, args...))
@@ -226,6 +237,7 @@ func (b *Backend) Read(dst []float32, x model.Buffer, n int) error {
 	if b.err != nil {
 		return b.err
 	}
+	b.flush() // a recorded step must run before its results are read
 	if n == 0 {
 		b.fail(b.ctx.Synchronize())
 		return b.err
@@ -269,8 +281,15 @@ func (b *Backend) upload(s *intSlab, vals []int32) cuda.DevicePtr {
 	if s.valid && slices.Equal(s.last, vals) {
 		return s.dev
 	}
-	if len(vals) > s.cap {
-		c := max(256, 2*len(vals))
+	need := len(vals)
+	if b.opts.Graphs {
+		// Recorded copies are padded to a bucket, so that a growing block table does not
+		// change the copy (and the graph) every block.
+		need = ceilDiv(need, graphCopyBucket) * graphCopyBucket
+	}
+	if need > s.cap {
+		b.flush() // recorded operations may use the old allocation
+		c := max(256, 2*need)
 		if s.dev != 0 {
 			// Queued kernels may still read the old allocation.
 			b.fail(b.ctx.Synchronize())
@@ -285,7 +304,8 @@ func (b *Backend) upload(s *intSlab, vals []int32) cuda.DevicePtr {
 		}
 		s.dev, s.cap = p, c
 	}
-	if len(vals) > 0 {
+	if len(vals) > 0 && !(b.rec.on && b.recordCopy(s.dev, vals, need)) {
+		b.flush() // the arena is full: the rest of the step runs directly
 		b.fail(b.ctx.CopyHtoDAsync(s.dev, int32Bytes(vals), nil))
 	}
 	s.last = append(s.last[:0], vals...)
@@ -314,6 +334,7 @@ func (b *Backend) ensure(s *scratch, bytes int64) cuda.DevicePtr {
 		return s.ptr
 	}
 	bytes = max(bytes, 2*s.bytes, 1<<12)
+	b.flush() // recorded operations may use the old allocation
 	if s.ptr != 0 {
 		b.fail(b.ctx.Synchronize())
 		b.fail(b.ctx.Free(s.ptr))

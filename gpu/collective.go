@@ -52,9 +52,14 @@ func (b *Backend) AllReduceSum(x model.Buffer, n int, c tp.Comm) error {
 			return fmt.Errorf("gpu: all-reduce: NCCL communicator of rank %d is bound to device %d's context, not this backend's (device %d)",
 				nc.Rank(), nc.ctx.Device(), b.ctx.Device())
 		}
+		if b.rec.on {
+			b.recordAllReduce(nc.comm, xb.ptr, count)
+			return b.err
+		}
 		b.fail(nc.comm.AllReduce(xb.ptr, xb.ptr, count, cuda.TypeF32, nil))
 		return b.err
 	}
+	b.flush() // the staged path waits for the data on the host
 	return b.stagedAllReduce(xb, count, c)
 }
 

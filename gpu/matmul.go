@@ -85,6 +85,7 @@ func (b *Backend) gemmCublas(out, x *Buffer, w *Weight, n int) {
 	if !b.ok() {
 		return
 	}
+	b.flush() // cuBLAS is not recorded: the step runs directly from here
 	if err := b.blas.MatMulNT(n, N, K, xp, t, w.ptr, t, out.ptr, cuda.TypeF32); err != nil {
 		b.fail(fmt.Errorf("gpu: MatMul (%d, %d)·(%d, %d)ᵀ: %w", n, K, N, K, err))
 	}

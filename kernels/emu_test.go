@@ -1198,7 +1198,7 @@ var launchSites = []string{
 	"helper decodeFits: afb3be25ed9f",
 	"helper prefillFits: 57ab19b55cba",
 	"helper prefillMMA: afa8543c2a56",
-	"helper makePlan: 947e0257e6bf",
+	"helper makePlan: c10080e190b2",
 	"helper gemv: ab9f95502183",
 }
 

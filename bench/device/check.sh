@@ -16,7 +16,8 @@
 #   kernel benchmarks                           90 s  [~40 s]
 #   llamacu bench, synthetic 7B                150 s  [~90 s]
 #   PyTorch peer (eager)                       120 s  [~90 s]
-#   prefill A/B (LLAMACU_PREFILL=simt)          60 s; each step gets whatever of the budget is left
+#   prefill A/B (LLAMACU_PREFILL=simt)          60 s
+#   decode A/B (LLAMACU_GRAPHS=0)               60 s; each step gets whatever of the budget is left
 #
 # `make device-dryrun` runs this same script here, on a bundle built for the emulated driver
 # (-tags cudaemu: the kernels on the CPU) with a tiny shape, to catch a broken step before it
@@ -98,6 +99,10 @@ fi
 step "prefill attention A/B: the fp32 SIMT kernel instead of tensor cores (what the budget leaves)"
 run 60 env LLAMACU_PREFILL=simt ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 16 \
   --batch 1 --depth 0 --reps 2 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda-simt-prefill"
+
+step "decode A/B: launch by launch instead of CUDA graphs (what the budget leaves)"
+run 60 env LLAMACU_GRAPHS=0 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
+  --batch 1 --depth 0 --reps 2 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda-no-graphs"
 
 step "done"
 ls -la "$OUT"

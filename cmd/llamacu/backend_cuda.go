@@ -19,6 +19,7 @@ import (
 // fp16 on the device ($LLAMACU_WEIGHTS=bf16 for bf16, =stored to keep each file's dtype, F32
 // included); the KV cache is fp16 ($LLAMACU_KV=f32 for fp32). Prefill attention runs on the
 // tensor cores where it can ($LLAMACU_PREFILL=simt: the fp32 SIMT kernel, for comparisons).
+// Repeated steps (decode) replay as CUDA graphs ($LLAMACU_GRAPHS=0: launch by launch).
 //
 // With --tp N the N ranks go to devices $LLAMACU_DEVICE+r mod the device count, and talk over
 // NCCL when each has a GPU of its own and libnccl.so.2 loads, else over the staged in-process
@@ -52,6 +53,13 @@ func cudaOptions() (gpu.Options, error) {
 		return opts, fmt.Errorf("%w: LLAMACU_WEIGHTS=%q: want f16, bf16 or stored", errUsage, w)
 	}
 	opts.KVF32 = strings.EqualFold(os.Getenv("LLAMACU_KV"), "f32")
+	switch g := os.Getenv("LLAMACU_GRAPHS"); g {
+	case "", "1":
+		opts.Graphs = true
+	case "0":
+	default:
+		return opts, fmt.Errorf("%w: LLAMACU_GRAPHS=%q: want 1 (replay repeated steps as CUDA graphs, the default) or 0", errUsage, g)
+	}
 	switch p := strings.ToLower(os.Getenv("LLAMACU_PREFILL")); p {
 	case "", "mma":
 	case "simt":
