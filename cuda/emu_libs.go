@@ -374,6 +374,10 @@ func combine(in [][]byte, gather bool, dt DataType) ([]byte, error) {
 	return out, nil
 }
 
+// Abort is Close: the emulated ranks wait in Go, and closing the group wakes them with an error
+// from any goroutine.
+func (m *Comm) Abort() error { return m.Close() }
+
 // Close leaves the communicator; collectives waiting on this rank fail.
 func (m *Comm) Close() error {
 	if m.closed {

@@ -18,6 +18,7 @@ typedef int (*llamacu_ncclGetVersion_t)(int *version);
 typedef int (*llamacu_ncclGetUniqueId_t)(llamacu_ncclUniqueId *id);
 typedef int (*llamacu_ncclCommInitRank_t)(void **comm, int nranks, llamacu_ncclUniqueId id, int rank);
 typedef int (*llamacu_ncclCommDestroy_t)(void *comm);
+typedef int (*llamacu_ncclCommAbort_t)(void *comm);
 typedef int (*llamacu_ncclAllReduce_t)(const void *send, void *recv, size_t count, int dtype, int op, void *comm, CUstream s);
 typedef int (*llamacu_ncclAllGather_t)(const void *send, void *recv, size_t sendcount, int dtype, void *comm, CUstream s);
 typedef const char *(*llamacu_ncclGetErrorString_t)(int result);
@@ -28,6 +29,7 @@ static struct {
 	llamacu_ncclGetUniqueId_t get_unique_id;
 	llamacu_ncclCommInitRank_t comm_init_rank;
 	llamacu_ncclCommDestroy_t comm_destroy;
+	llamacu_ncclCommAbort_t comm_abort;
 	llamacu_ncclAllReduce_t all_reduce;
 	llamacu_ncclAllGather_t all_gather;
 	llamacu_ncclGetErrorString_t error_string;
@@ -54,6 +56,7 @@ static const char *llamacu_nccl_load(const char *path) {
 	LLAMACU_SYM(get_unique_id, "ncclGetUniqueId")
 	LLAMACU_SYM(comm_init_rank, "ncclCommInitRank")
 	LLAMACU_SYM(comm_destroy, "ncclCommDestroy")
+	LLAMACU_SYM(comm_abort, "ncclCommAbort")
 	LLAMACU_SYM(all_reduce, "ncclAllReduce")
 	LLAMACU_SYM(all_gather, "ncclAllGather")
 	LLAMACU_SYM(error_string, "ncclGetErrorString")
@@ -73,6 +76,7 @@ static int llamacu_nccl_comm_init_rank(void **comm, int nranks, const void *id12
 	return llamacu_nccl.comm_init_rank(comm, nranks, id, rank);
 }
 static int llamacu_nccl_comm_destroy(void *comm) { return llamacu_nccl.comm_destroy(comm); }
+static int llamacu_nccl_comm_abort(void *comm) { return llamacu_nccl.comm_abort(comm); }
 // op 0 is ncclSum.
 static int llamacu_nccl_all_reduce_sum(uintptr_t send, uintptr_t recv, size_t count, int dtype, void *comm, CUstream s) {
 	return llamacu_nccl.all_reduce((const void *)send, (void *)recv, count, dtype, 0, comm, s);
@@ -88,6 +92,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -184,6 +189,8 @@ type commState struct {
 	c            *Context
 	comm         unsafe.Pointer
 	nranks, rank int
+	mu           sync.Mutex  // Abort against Close
+	dead         atomic.Bool // aborted: comm is freed
 }
 
 // CommInitRank joins rank (0 ≤ rank < nranks) to the communicator id, on
@@ -239,6 +246,9 @@ func (m *Comm) AllGather(send, recv DevicePtr, sendCount int, dt DataType, s *St
 
 // collective runs on the context's thread.
 func (m *Comm) collective(gather bool, send, recv DevicePtr, count int, dt DataType, s *Stream) error {
+	if m.dead.Load() || m.comm == nil {
+		return fmt.Errorf("nccl: collective on rank %d: %w", m.rank, ErrClosed)
+	}
 	t, ok := dt.ncclDataType()
 	r := C.int(4) // ncclInvalidArgument
 	if ok && count >= 0 {
@@ -262,7 +272,9 @@ func (m *Comm) collective(gather bool, send, recv DevicePtr, count int, dt DataT
 // Close destroys the communicator (ncclCommDestroy). Calling it twice is a
 // no-op.
 func (m *Comm) Close() error {
-	if m.comm == nil {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.comm == nil || m.dead.Load() {
 		return nil
 	}
 	return m.c.Do(func() error {
@@ -270,4 +282,19 @@ func (m *Comm) Close() error {
 		m.comm = nil
 		return err
 	})
+}
+
+// Abort aborts the communicator (ncclCommAbort): this rank's NCCL work still queued or running
+// on the GPU is cancelled, whatever waits for it returns an error, and the communicator is
+// freed. Unlike Close it does not go through the context's thread, so it may be called from any
+// goroutine while that thread is blocked in a collective that can never complete (a rank died or
+// hung). Later collectives return ErrClosed; Close and Abort are then no-ops.
+func (m *Comm) Abort() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.comm == nil || m.dead.Load() {
+		return nil
+	}
+	m.dead.Store(true)
+	return ncclCheck(fmt.Sprintf("ncclCommAbort(rank %d of %d)", m.rank, m.nranks), C.llamacu_nccl_comm_abort(m.comm))
 }

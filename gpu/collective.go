@@ -208,13 +208,13 @@ func (c *NCCLComm) Barrier() error {
 	return c.AllReduceSum(one[:])
 }
 
-// Close destroys the communicator and frees its staging area; later calls return the first
-// call's result. It must not be called while a collective of this rank is running on the
-// context's thread (Close waits for the thread): NCCL's ncclCommAbort, which could break a hung
-// collective from outside, is not bound.
+// Close aborts the communicator (ncclCommAbort, from the calling goroutine: a collective of this
+// rank stuck on the GPU — a peer died — is cancelled and the context's thread freed), then frees
+// its staging area; later calls return the first call's result. This is how the model's abort
+// of a failed tensor-parallel step reaches a rank blocked in NCCL.
 func (c *NCCLComm) Close() error {
 	c.once.Do(func() {
-		err := c.comm.Close()
+		err := c.comm.Abort()
 		if c.stage != 0 {
 			err = errors.Join(err, c.ctx.Free(c.stage))
 			c.stage, c.stageBytes = 0, 0

@@ -269,3 +269,37 @@ func BenchmarkAllReduce(b *testing.B) {
 }
 
 var _ tp.Comm = (*gpu.NCCLComm)(nil)
+
+// TestNCCLCloseBreaksHang: a rank whose all-reduce can never complete (its peer never calls it)
+// is freed by closing its communicator from another goroutine — ncclCommAbort, not through the
+// blocked context thread — and its Read reports an error instead of hanging.
+func TestNCCLCloseBreaksHang(t *testing.T) {
+	g := newGroup(t, 2, gpu.CommNCCL, gpu.Options{})
+	be := g.Backends[0]
+	x := newBuf(t, be, 1, 64, make([]float32, 64))
+	done := make(chan error, 1)
+	go func() {
+		if err := be.AllReduceSum(x, 1, g.Comms[0]); err != nil {
+			done <- err
+			return
+		}
+		done <- be.Read(make([]float32, 64), x, 1)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the all-reduce finished without its peer: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := g.Comms[0].Close(); err != nil {
+		t.Logf("Close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Read after an aborted all-reduce returned no error")
+		}
+		t.Logf("rank 0 after the abort: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("closing the communicator did not free the rank blocked in NCCL")
+	}
+}
