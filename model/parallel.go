@@ -69,6 +69,25 @@ type tpGroup struct {
 	nextID atomic.Uint64
 	freeMu sync.Mutex
 	frees  []uint64 // ids of the leader's States the garbage collector has reclaimed
+
+	// The step watchdog: a step that has not finished after timeout aborts the group, so that a
+	// rank or node that hangs (a GPU collective has no time-out of its own) ends in an error.
+	timeout  time.Duration
+	watchdog *time.Timer
+	fired    atomic.Bool
+}
+
+// DefaultStepTimeout bounds one tensor-parallel forward step (SetStepTimeout changes it): far
+// above any healthy step — a 256-token prefill chunk of 70B on CPUs takes under a minute — so
+// that only a hang trips it.
+const DefaultStepTimeout = 10 * time.Minute
+
+// SetStepTimeout sets how long one tensor-parallel forward step may take before the group is
+// aborted and the step fails naming the time-out (0: never). No-op without tensor parallelism.
+func (m *Model) SetStepTimeout(d time.Duration) {
+	if m.group != nil {
+		m.group.timeout = d
+	}
 }
 
 // SetCollectiveObserver makes rank 0 call f after each of its all-reduces (two per layer per
@@ -131,7 +150,9 @@ func NewParallel(backends []Backend, cfg Config, src TensorSource, comms []tp.Co
 
 // startGroup starts the workers of ranks[1:].
 func startGroup(ranks []*Model, comms []tp.Comm) *tpGroup {
-	g := &tpGroup{workers: ranks[1:], done: make(chan error, len(ranks)), comms: comms}
+	g := &tpGroup{workers: ranks[1:], done: make(chan error, len(ranks)), comms: comms, timeout: DefaultStepTimeout}
+	g.watchdog = time.AfterFunc(time.Hour, func() { g.fired.Store(true); g.abort() })
+	g.watchdog.Stop()
 	for _, w := range g.workers {
 		ch := make(chan tpStep)
 		g.steps = append(g.steps, ch)
@@ -171,6 +192,9 @@ func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32) ([]float32
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.timeout > 0 {
+		g.watchdog.Reset(g.timeout)
+	}
 	if g.leader {
 		if err := g.send(s, b, rows); err != nil {
 			g.abort()
@@ -189,6 +213,9 @@ func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32) ([]float32
 			g.abort()
 			err = errors.Join(err, e)
 		}
+	}
+	if !g.watchdog.Stop() && g.fired.Load() {
+		err = errors.Join(fmt.Errorf("%w: no result after %v: the group was aborted (a rank or node hung)", tp.ErrTimeout, g.timeout), err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("model: tensor-parallel step: %w", err)
@@ -223,6 +250,7 @@ func (m *Model) Close() error {
 // the group end and fail).
 func (g *tpGroup) close(stop bool) {
 	g.once.Do(func() {
+		g.watchdog.Stop()
 		if stop && g.leader {
 			// Not under g.mu: a step stuck in a collective must not hold Close up (the link
 			// keeps concurrent messages whole).

@@ -6,7 +6,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/llamacu/llamacu/cpu"
 	"github.com/llamacu/llamacu/loader"
@@ -158,4 +160,59 @@ func TestTensorParallelDegreeErrors(t *testing.T) {
 	if err := model.Llama2_70B.CheckTP(16); err == nil {
 		t.Error("70B TP 16 (8 KV heads) should fail")
 	}
+}
+
+// hangingComm is a rank whose all-reduces never complete until the group aborts it (Close), as
+// a rank stuck in a GPU collective: the in-process group waits for it with no time-out.
+type hangingComm struct {
+	tp.Comm
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (h *hangingComm) AllReduceSum([]float32) error {
+	<-h.closed
+	return tp.ErrClosed
+}
+
+func (h *hangingComm) Close() error {
+	h.once.Do(func() { close(h.closed) })
+	return h.Comm.Close()
+}
+
+// TestStepTimeoutAbortsHungRank: a step in which one rank hangs fails after the step time-out,
+// naming it, instead of blocking forever: the watchdog aborts the group (closing every
+// communicator, which is what frees a rank stuck in NCCL).
+func TestStepTimeoutAbortsHungRank(t *testing.T) {
+	cfg := model.Tiny
+	comms, err := tp.NewInProcess(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comms[1] = &hangingComm{Comm: comms[1], closed: make(chan struct{})}
+	bes := []model.Backend{cpu.New(cpu.Options{Threads: 1}), cpu.New(cpu.Options{Threads: 1})}
+	m, err := model.NewParallel(bes, cfg, model.Synthetic(cfg, 1, tensor.F32), comms, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		m.Close()
+		for _, b := range bes {
+			b.Close()
+		}
+	}()
+	m.SetStepTimeout(300 * time.Millisecond)
+	s, err := m.NewState(1, 1, 16, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = m.Forward(s, &model.Batch{Tokens: []int32{1}, Pos: []int32{0}, Seq: []int32{0}, BlockTables: [][]int32{{0}}}, []int32{0})
+	if !errors.Is(err, tp.ErrTimeout) {
+		t.Fatalf("Forward with a hung rank: %v, want tp.ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the step failed only after %v", d)
+	}
+	t.Logf("after %v: %v", time.Since(start).Round(time.Millisecond), err)
 }
