@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/llamacu/llamacu/tensor"
@@ -226,7 +227,7 @@ type commState struct {
 	c      *Context
 	rank   int
 	nranks int
-	closed bool
+	closed atomic.Bool // Close may come from any goroutine (Abort)
 }
 
 // CommInitRank joins rank of nranks to the communicator id; it returns when all have joined.
@@ -284,7 +285,7 @@ func (m *Comm) collective(gather bool, send, recv DevicePtr, count int, dt DataT
 		name = "ncclAllGather"
 	}
 	op := fmt.Sprintf("%s(%d × %v, rank %d of %d)", name, count, dt, m.rank, m.nranks)
-	if m.closed || count < 0 || dt.Size() == 0 {
+	if m.closed.Load() || count < 0 || dt.Size() == 0 {
 		return &Error{Lib: "nccl", Op: op, Code: 4, Name: "ncclInvalidArgument"}
 	}
 	c := m.c
@@ -380,10 +381,9 @@ func (m *Comm) Abort() error { return m.Close() }
 
 // Close leaves the communicator; collectives waiting on this rank fail.
 func (m *Comm) Close() error {
-	if m.closed {
+	if m.closed.Swap(true) {
 		return nil
 	}
-	m.closed = true
 	m.g.mu.Lock()
 	m.g.closed = true
 	m.g.cond.Broadcast()
