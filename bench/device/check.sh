@@ -4,7 +4,9 @@
 #
 #   run(command="bash dist/device/check.sh", carry=["dist/device"], timeout_s=540)
 #
-# Everything it prints goes to stdout and to $OUT/check.log; per-step JSON lands in $OUT/. Each
+# Everything it prints goes to stdout and to $OUT/check.log; per-step JSON lands in $OUT/.
+# Back here, `llamacu bench summarize <files_at>` turns the folder into one table of figures
+# against the targets, for bench/results/. Each
 # step has its own time limit so one hang cannot eat the whole budget, and every limit is also cut
 # to what is left of CHECK_BUDGET (default 450 s: the whole script stays under 8 minutes, whatever
 # the steps take). Limits, with rough expectations on an H100 in brackets (estimates, not

@@ -25,7 +25,7 @@ import (
 )
 
 func init() {
-	register(command{"bench", "benchmark prompt processing and generation (bench serve: an OpenAI server)", cmdBench})
+	register(command{"bench", "benchmark prompt processing and generation (bench serve: an OpenAI server; bench summarize: a GPU check's results)", cmdBench})
 }
 
 // copyBufferBytes is the host buffer the CPU copy bandwidth is measured on: far larger than any
@@ -35,6 +35,9 @@ const copyBufferBytes = 256 << 20
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "serve" {
 		return cmdBenchServe(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "summarize" {
+		return cmdBenchSummarize(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)

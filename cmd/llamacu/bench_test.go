@@ -271,3 +271,15 @@ func TestPlanModelFile(t *testing.T) {
 	require.Len(t, p.ByTP, 3)
 	require.Equal(t, int64(640), p.Requested.KVPerToken)
 }
+
+// TestBenchSummarizeCLI: `bench summarize` needs one folder and says what it wants; an empty
+// folder is an error naming it.
+func TestBenchSummarizeCLI(t *testing.T) {
+	_, errOut, code := cli(t, "bench", "summarize")
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "usage: llamacu bench summarize DIR")
+	dir := t.TempDir()
+	_, errOut, code = cli(t, "bench", "summarize", dir)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "neither check.log nor bench reports")
+}

@@ -1,0 +1,262 @@
+package bench
+
+// The GPU check's summary: bench/device/check.sh leaves, in its output folder, check.log (with
+// the kernel benchmarks' `go test -bench` lines), llamacu bench reports (llamacu-*.json) and the
+// PyTorch peer's (hf-*.jsonl). SummarizeDeviceCheck reads them and sets each figure against the
+// target it answers to (issue 3: GEMV ≥ 90% and decode attention ≥ 80% of the copy bandwidth
+// measured in the same run; 7B decode ≥ 200 tok/s on an H100; 2048-token prefill ≥ 30,000 tok/s;
+// the ratio to PyTorch), so that a session with a GPU turns its few minutes into
+// bench/results/ with one command: llamacu bench summarize DIR.
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// GoBench is one line of `go test -bench` output.
+type GoBench struct {
+	Name    string             // without the -GOMAXPROCS suffix
+	N       int                // iterations
+	NsPerOp float64            // ns/op
+	Metrics map[string]float64 // unit → value: "MB/s", "TFLOP/s", …
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+([0-9.e+]+) ns/op(.*)$`)
+
+// ParseGoBench returns the benchmark lines of a test log, in order.
+func ParseGoBench(r io.Reader) ([]GoBench, error) {
+	var out []GoBench
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := benchLine.FindStringSubmatch(strings.TrimSpace(sc.Text()))
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.Atoi(m[2])
+		ns, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			continue
+		}
+		b := GoBench{Name: m[1], N: n, NsPerOp: ns, Metrics: map[string]float64{}}
+		f := strings.Fields(m[4])
+		for i := 0; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+				b.Metrics[f[i+1]] = v
+			}
+		}
+		out = append(out, b)
+	}
+	return out, sc.Err()
+}
+
+// Check is one figure against its target.
+type Check struct {
+	What   string  // "GEMV F16 4096x4096 n=1"
+	Value  float64 // in Unit
+	Unit   string  // "% of copy", "tok/s", "×"
+	Target float64 // 0: no target (reported only)
+	Note   string
+}
+
+// Met reports whether the figure reaches its target (always true without one).
+func (c Check) Met() bool { return c.Target == 0 || c.Value >= c.Target }
+
+// DeviceCheck is the summary of one GPU check folder.
+type DeviceCheck struct {
+	Device   string // from the llamacu report, else the log
+	CopyMBps float64
+	Checks   []Check
+	Reports  []string // files read
+}
+
+// SummarizeDeviceCheck reads dir (check.sh's $OUT).
+func SummarizeDeviceCheck(dir string) (*DeviceCheck, error) {
+	s := &DeviceCheck{}
+	if f, err := os.Open(filepath.Join(dir, "check.log")); err == nil {
+		benches, err := ParseGoBench(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("bench: check.log: %w", err)
+		}
+		s.Reports = append(s.Reports, "check.log")
+		s.addKernels(benches)
+	} else if !os.IsNotExist(err) {
+		return nil, err
+	}
+	reports := map[string]*Report{}
+	names, _ := filepath.Glob(filepath.Join(dir, "*.json*"))
+	sort.Strings(names)
+	for _, name := range names {
+		base := filepath.Base(name)
+		if !strings.HasPrefix(base, "llamacu-") && !strings.HasPrefix(base, "hf-") {
+			continue
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		r, err := ReadReport(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", base, err)
+		}
+		reports[strings.TrimSuffix(strings.TrimSuffix(base, ".jsonl"), ".json")] = r
+		s.Reports = append(s.Reports, base)
+	}
+	s.addModels(reports)
+	if len(s.Reports) == 0 {
+		return nil, fmt.Errorf("bench: %s holds neither check.log nor bench reports", dir)
+	}
+	return s, nil
+}
+
+// addKernels turns the kernel benchmarks into checks against BenchmarkCopy's bandwidth.
+func (s *DeviceCheck) addKernels(benches []GoBench) {
+	for _, b := range benches {
+		if b.Name == "BenchmarkCopy" {
+			s.CopyMBps = b.Metrics["MB/s"]
+		}
+	}
+	tflops := map[string]float64{}
+	for _, b := range benches {
+		switch {
+		case strings.HasPrefix(b.Name, "BenchmarkGEMV/") && s.CopyMBps > 0:
+			what := "GEMV " + strings.ReplaceAll(strings.TrimPrefix(b.Name, "BenchmarkGEMV/"), "/", " ")
+			target := 0.0
+			if strings.HasSuffix(b.Name, "n=1") {
+				target = 90
+			}
+			s.Checks = append(s.Checks, Check{What: what, Value: 100 * b.Metrics["MB/s"] / s.CopyMBps, Unit: "% of copy", Target: target,
+				Note: fmt.Sprintf("%.0f GB/s", b.Metrics["MB/s"]/1e3)})
+		case strings.HasPrefix(b.Name, "BenchmarkAttentionDecode/") && s.CopyMBps > 0:
+			what := "decode attention " + strings.TrimPrefix(b.Name, "BenchmarkAttentionDecode/") + ", 4096 context"
+			target := 0.0
+			if !strings.Contains(b.Name, "seqs") {
+				target = 80
+			}
+			s.Checks = append(s.Checks, Check{What: what, Value: 100 * b.Metrics["MB/s"] / s.CopyMBps, Unit: "% of copy", Target: target,
+				Note: fmt.Sprintf("%.0f GB/s of K/V", b.Metrics["MB/s"]/1e3)})
+		case strings.HasPrefix(b.Name, "BenchmarkAttentionPrefill/"):
+			rest := strings.TrimPrefix(b.Name, "BenchmarkAttentionPrefill/")
+			tflops[rest] = b.Metrics["TFLOP/s"]
+			s.Checks = append(s.Checks, Check{What: "prefill attention " + strings.ReplaceAll(rest, "/", " "), Value: b.Metrics["TFLOP/s"], Unit: "TFLOP/s"})
+		case strings.HasPrefix(b.Name, "BenchmarkAllReduce"):
+			s.Checks = append(s.Checks, Check{What: "all-reduce " + strings.TrimPrefix(strings.TrimPrefix(b.Name, "BenchmarkAllReduce"), "/"), Value: b.NsPerOp / 1e3, Unit: "µs"})
+		}
+	}
+	for k, v3 := range tflops {
+		if !strings.HasPrefix(k, "v3-mma/") {
+			continue
+		}
+		if v2 := tflops["v2-simt/"+strings.TrimPrefix(k, "v3-mma/")]; v2 > 0 {
+			s.Checks = append(s.Checks, Check{What: "prefill attention tensor cores ÷ SIMT, " + strings.ReplaceAll(strings.TrimPrefix(k, "v3-mma/"), "/", " "), Value: v3 / v2, Unit: "×"})
+		}
+	}
+}
+
+// addModels sets the llamacu reports against the targets and their peers.
+func (s *DeviceCheck) addModels(reports map[string]*Report) {
+	find := func(r *Report, label string) (Result, bool) {
+		if r == nil {
+			return Result{}, false
+		}
+		for _, x := range r.Results {
+			if x.Label() == label {
+				return x, true
+			}
+		}
+		return Result{}, false
+	}
+	var names []string
+	for name := range reports {
+		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		r := reports[name]
+		if s.Device == "" {
+			s.Device = r.Device.Name
+		}
+		shape := strings.TrimSuffix(strings.TrimPrefix(name, "llamacu-"), "-f16-cuda")
+		var peer *Report
+		for pn, p := range reports {
+			if strings.HasPrefix(pn, "hf-"+shape+"-") {
+				peer = p
+			}
+		}
+		big := strings.HasPrefix(shape, "7b")
+		for _, x := range r.Results {
+			c := Check{What: fmt.Sprintf("%s %s", r.Model.Name, x.Label()), Value: x.TokS.Mean, Unit: "tok/s"}
+			if big && x.Label() == "tg"+strconv.Itoa(r.Settings.Gen)+" b1 d0" {
+				c.Target = 200
+			}
+			if big && x.Kind == "pp" && x.Tokens >= 2048 && x.Depth == 0 {
+				c.Target = 30000
+			}
+			if p, ok := find(peer, x.Label()); ok && p.TokS.Mean > 0 {
+				c.Note = fmt.Sprintf("%.2f× PyTorch eager (%.1f tok/s)", x.TokS.Mean/p.TokS.Mean, p.TokS.Mean)
+			}
+			s.Checks = append(s.Checks, c)
+		}
+		// The A/B runs of the same shape: the fp32 SIMT prefill, launch by launch decode.
+		for _, ab := range []struct{ suffix, what string }{{"-simt-prefill", "prefill with tensor-core attention ÷ SIMT"}, {"-no-graphs", "decode with CUDA graphs ÷ without"}} {
+			o := reports[name+ab.suffix]
+			if o == nil {
+				continue
+			}
+			for _, x := range o.Results {
+				if y, ok := find(r, x.Label()); ok && x.TokS.Mean > 0 {
+					s.Checks = append(s.Checks, Check{What: fmt.Sprintf("%s, %s", ab.what, x.Label()), Value: y.TokS.Mean / x.TokS.Mean, Unit: "×",
+						Note: fmt.Sprintf("%.1f vs %.1f tok/s", y.TokS.Mean, x.TokS.Mean)})
+				}
+			}
+		}
+	}
+}
+
+// WriteMarkdown writes the summary as a table: figure, value, target, met.
+func (s *DeviceCheck) WriteMarkdown(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "device: %s; copy bandwidth %.0f GB/s (BenchmarkCopy, read+write); files: %s\n\n", orUnknown(s.Device), s.CopyMBps/1e3, strings.Join(s.Reports, ", "))
+	b.WriteString("| figure | value | target | met | note |\n|---|--:|--:|:-:|---|\n")
+	for _, c := range s.Checks {
+		target, met := "", ""
+		if c.Target > 0 {
+			target = fmt.Sprintf("%g %s", c.Target, c.Unit)
+			met = "no"
+			if c.Met() {
+				met = "yes"
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s %s | %s | %s | %s |\n", c.What, formatValue(c.Value), c.Unit, target, met, c.Note)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func formatValue(v float64) string {
+	switch {
+	case v >= 1000:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// A check.log excerpt in `go test -bench` format (GOMAXPROCS suffixes, -test.v name lines, a
+// custom metric), with figures chosen so that each target is met or missed on purpose.
+const checkLog = `===== kernel benchmarks =====
+goos: linux
+BenchmarkCopy
+BenchmarkCopy-16                     	     200	   5368709 ns/op	 400000.00 MB/s
+BenchmarkGEMV/F16/4096x4096/n=1-16   	     200	     93206 ns/op	 360000.00 MB/s
+BenchmarkGEMV/F16/11008x4096/n=1-16  	     200	    280000 ns/op	 322000.00 MB/s
+BenchmarkGEMV/F16/4096x4096/n=8-16   	     200	    120000 ns/op	 280000.00 MB/s
+BenchmarkAttentionDecode/7B-16       	     200	    400000 ns/op	 336000.00 MB/s
+BenchmarkAttentionDecode/7B/8seqs-16 	     200	   2000000 ns/op	 300000.00 MB/s
+BenchmarkAttentionPrefill/v3-mma/7B/n=2048-16  	200	 300000 ns/op	 114.5 TFLOP/s
+BenchmarkAttentionPrefill/v2-simt/7B/n=2048-16 	200	1500000 ns/op	  22.9 TFLOP/s
+BenchmarkAllReduce/1x4096-16         	    1000	     25000 ns/op
+PASS
+`
+
+func writeReport(t *testing.T, path, tool string, results ...Result) {
+	t.Helper()
+	r := &Report{Schema: Schema, Tool: tool, Device: Device{Name: "NVIDIA H100 80GB HBM3"}, Model: ModelInfo{Name: "llama-2-7b"},
+		Settings: Settings{Prompt: 2048, Gen: 128}, Results: results}
+	var b bytes.Buffer
+	require.NoError(t, r.WriteJSON(&b))
+	require.NoError(t, os.WriteFile(path, b.Bytes(), 0o644))
+}
+
+func res(kind string, tokens, batch, depth int, toks float64) Result {
+	test := kind + "128"
+	if kind == "pp" {
+		test = "pp2048"
+	}
+	return Result{Test: test, Kind: kind, Batch: batch, Depth: depth, Tokens: tokens, TokS: Summary{N: 3, Mean: toks}}
+}
+
+func TestSummarizeDeviceCheck(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "check.log"), []byte(checkLog), 0o644))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda.json"), "llamacu",
+		res("pp", 2048, 1, 0, 31000), res("tg", 128, 1, 0, 190), res("tg", 1024, 8, 0, 1400))
+	writeReport(t, filepath.Join(dir, "hf-7b-eager.jsonl"), "transformers-eager", res("pp", 2048, 1, 0, 15500), res("tg", 128, 1, 0, 38))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-simt-prefill.json"), "llamacu", res("pp", 2048, 1, 0, 20000))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-no-graphs.json"), "llamacu", res("tg", 128, 1, 0, 170))
+
+	s, err := SummarizeDeviceCheck(dir)
+	require.NoError(t, err)
+	require.Equal(t, 400000.0, s.CopyMBps)
+	require.Equal(t, "NVIDIA H100 80GB HBM3", s.Device)
+	got := map[string]Check{}
+	for _, c := range s.Checks {
+		got[c.What] = c
+	}
+	for _, tc := range []struct {
+		what  string
+		value float64
+		met   bool
+	}{
+		{"GEMV F16 4096x4096 n=1", 90, true}, // 360 of 400 GB/s
+		{"GEMV F16 11008x4096 n=1", 80.5, false},
+		{"GEMV F16 4096x4096 n=8", 70, true}, // no target at n = 8
+		{"decode attention 7B, 4096 context", 84, true},
+		{"decode attention 7B/8seqs, 4096 context", 75, true}, // reported only
+		{"prefill attention tensor cores ÷ SIMT, 7B n=2048", 114.5 / 22.9, true},
+		{"all-reduce 1x4096", 25, true},
+		{"llama-2-7b pp2048", 31000, true},
+		{"llama-2-7b tg128 b1 d0", 190, false}, // the 200 tok/s target
+		{"llama-2-7b tg128 b8 d0", 1400, true},
+		{"prefill with tensor-core attention ÷ SIMT, pp2048", 31000.0 / 20000, true},
+		{"decode with CUDA graphs ÷ without, tg128 b1 d0", 190.0 / 170, true},
+	} {
+		c, ok := got[tc.what]
+		require.True(t, ok, "no check %q in %v", tc.what, s.Checks)
+		require.InDelta(t, tc.value, c.Value, 1e-9, tc.what)
+		require.Equal(t, tc.met, c.Met(), tc.what)
+	}
+	require.Contains(t, got["llama-2-7b tg128 b1 d0"].Note, "5.00× PyTorch eager")
+	var md bytes.Buffer
+	require.NoError(t, s.WriteMarkdown(&md))
+	require.Contains(t, md.String(), "| llama-2-7b tg128 b1 d0 | 190.0 tok/s | 200 tok/s | no |")
+	require.Equal(t, 2+len(s.Checks), strings.Count(md.String(), "\n|")) // header, separator, rows
+
+	_, err = SummarizeDeviceCheck(t.TempDir())
+	require.Error(t, err, "an empty folder")
+}
