@@ -18,6 +18,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/plan"
+	"github.com/llamacu/llamacu/tensor"
 )
 
 // GoBench is one line of `go test -bench` output.
@@ -152,6 +156,7 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 			s.Checks = append(s.Checks, Check{What: "all-reduce " + strings.TrimPrefix(strings.TrimPrefix(b.Name, "BenchmarkAllReduce"), "/"), Value: b.NsPerOp / 1e3, Unit: "µs"})
 		}
 	}
+	s.addTP8(benches)
 	for k, v3 := range tflops {
 		if !strings.HasPrefix(k, "v3-mma/") {
 			continue
@@ -160,6 +165,35 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 			s.Checks = append(s.Checks, Check{What: "prefill attention tensor cores ÷ SIMT, " + strings.ReplaceAll(strings.TrimPrefix(k, "v3-mma/"), "/", " "), Value: v3 / v2, Unit: "×"})
 		}
 	}
+}
+
+// assumedAllReduceUs is the all-reduce cost the TP 8 estimate uses when the check ran on fewer
+// than two GPUs (NCCL between GPUs not measured): llamacu plan's README example, an assumption.
+const assumedAllReduceUs = 20
+
+// addTP8 is issue 6's figure: Llama-2-70B fp16, batch 1, on 8×H100 by the planner's arithmetic
+// (llamacu plan: the weights each GPU streams per token ÷ this run's copy bandwidth + 160
+// all-reduces), with the NCCL all-reduce measured here when the machine had several GPUs.
+func (s *DeviceCheck) addTP8(benches []GoBench) {
+	if s.CopyMBps <= 0 {
+		return
+	}
+	r, err := plan.Compute(model.Llama2_70B, plan.Options{DType: tensor.F16, KVDType: tensor.F16, GPUs: 8, Batch: 1})
+	if err != nil {
+		return
+	}
+	us, how := float64(assumedAllReduceUs), fmt.Sprintf("all-reduce %d µs assumed (one GPU: NCCL between GPUs not measured)", assumedAllReduceUs)
+	for _, b := range benches {
+		if strings.HasPrefix(b.Name, "BenchmarkAllReduce/") && strings.HasSuffix(b.Name, "/NCCL") {
+			if v := b.Metrics["µs/allreduce"]; v > 0 {
+				us, how = v, fmt.Sprintf("all-reduce %.1f µs measured (%s)", v, strings.TrimPrefix(b.Name, "BenchmarkAllReduce/"))
+			}
+		}
+	}
+	stream := float64(r.Weights - r.Replicated)
+	sec := stream/(s.CopyMBps*1e6) + 2*float64(model.Llama2_70B.Layers)*us*1e-6
+	s.Checks = append(s.Checks, Check{What: "Llama-2-70B fp16 b1 at TP 8 (planner arithmetic, this GPU ×8)", Value: 1 / sec, Unit: "tok/s", Target: 100,
+		Note: fmt.Sprintf("%.1f GB/GPU ÷ %.0f GB/s + 160 × %s; leaves out KV reads and launch gaps", stream/1e9, s.CopyMBps/1e3, how)})
 }
 
 // addModels sets the llamacu reports against the targets and their peers.

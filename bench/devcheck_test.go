@@ -8,6 +8,10 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/plan"
+	"github.com/llamacu/llamacu/tensor"
 )
 
 // A check.log excerpt in `go test -bench` format (GOMAXPROCS suffixes, -test.v name lines, a
@@ -24,6 +28,7 @@ BenchmarkAttentionDecode/7B/8seqs-16 	     200	   2000000 ns/op	 300000.00 MB/s
 BenchmarkAttentionPrefill/v3-mma/7B/n=2048-16  	200	 300000 ns/op	 114.5 TFLOP/s
 BenchmarkAttentionPrefill/v2-simt/7B/n=2048-16 	200	1500000 ns/op	  22.9 TFLOP/s
 BenchmarkAllReduce/1x4096-16         	    1000	     25000 ns/op
+BenchmarkAllReduce/8/NCCL-16         	    1000	     30000 ns/op	  1092.27 MB/s	 25.00 µs/allreduce	 4.000 ms/token-70B
 PASS
 `
 
@@ -85,6 +90,15 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		require.Equal(t, tc.met, c.Met(), tc.what)
 	}
 	require.Contains(t, got["llama-2-7b tg128 b1 d0"].Note, "5.00× PyTorch eager")
+
+	// Issue 6's estimate: the planner's bytes per GPU ÷ the copy bandwidth + 160 measured
+	// all-reduces of 25 µs.
+	r, err := plan.Compute(model.Llama2_70B, plan.Options{DType: tensor.F16, KVDType: tensor.F16, GPUs: 8, Batch: 1})
+	require.NoError(t, err)
+	tp8 := got["Llama-2-70B fp16 b1 at TP 8 (planner arithmetic, this GPU ×8)"]
+	require.InDelta(t, 1/(float64(r.Weights-r.Replicated)/4e11+160*25e-6), tp8.Value, 1e-9)
+	require.Equal(t, 100.0, tp8.Target)
+	require.Contains(t, tp8.Note, "25.0 µs measured (8/NCCL)")
 	var md bytes.Buffer
 	require.NoError(t, s.WriteMarkdown(&md))
 	require.Contains(t, md.String(), "| llama-2-7b tg128 b1 d0 | 190.0 tok/s | 200 tok/s | no |")
