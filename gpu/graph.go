@@ -38,6 +38,8 @@ const (
 	graphCtxBucket  = 256 // tokens: decode attention plans for the context rounded up to this
 	graphCopyBucket = 256 // int32s: recorded metadata copies are padded to a multiple of this
 	arenaMin        = 64 << 10
+
+	maxFailedCaptures = 3
 )
 
 // graphOp is one recorded operation.
@@ -170,7 +172,9 @@ func (b *Backend) flush() {
 			return
 		}
 	}
-	if sameLog(r.prevOps, r.prevArgs, r.ops, r.args) {
+	// After a few failed captures (a driver or library that cannot capture this work) steps run
+	// directly rather than trying again at every step.
+	if r.stats.Failed < maxFailedCaptures && sameLog(r.prevOps, r.prevArgs, r.ops, r.args) {
 		if g := b.capture(); g != nil {
 			r.stats.Captured++
 			b.fail(g.g.Launch(nil))
