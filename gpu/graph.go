@@ -22,10 +22,11 @@ package gpu
 //     own operations), cached (at most maxGraphs, least recently used evicted) and launched;
 //   - else the log's operations are executed directly, as without graphs.
 //
-// The rest of the step after a flush runs directly. Graph or not, the step computes exactly the
-// same thing: the graph holds the same launches. With graphs, the decode attention plans for the
-// context rounded up to graphCtxBucket tokens (more, empty, splits; the same result), so that
-// the log stays the same for that many steps.
+// The rest of the step after a flush runs directly. Replayed or not, a log computes exactly the
+// same thing: the graph holds the same launches. What Options.Graphs changes is the plan: the
+// decode attention plans for the context rounded up to graphCtxBucket tokens (more splits, some
+// empty: the same attention, summed in another order), so that the log stays the same for that
+// many steps.
 
 import (
 	"slices"
