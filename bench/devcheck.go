@@ -190,10 +190,9 @@ func (s *DeviceCheck) addTP8(benches []GoBench) {
 			}
 		}
 	}
-	stream := float64(r.Weights - r.Replicated)
-	sec := stream/(s.CopyMBps*1e6) + 2*float64(model.Llama2_70B.Layers)*us*1e-6
-	s.Checks = append(s.Checks, Check{What: "Llama-2-70B fp16 b1 at TP 8 (planner arithmetic, this GPU ×8)", Value: 1 / sec, Unit: "tok/s", Target: 100,
-		Note: fmt.Sprintf("%.1f GB/GPU ÷ %.0f GB/s + 160 × %s; leaves out KV reads and launch gaps", stream/1e9, s.CopyMBps/1e3, how)})
+	e := plan.EstimateDecode(r, model.Llama2_70B.Layers, s.CopyMBps/1e3, us)
+	s.Checks = append(s.Checks, Check{What: "Llama-2-70B fp16 b1 at TP 8 (planner arithmetic, this GPU ×8)", Value: e.TokensPerSec, Unit: "tok/s", Target: 100,
+		Note: fmt.Sprintf("%.1f GB/GPU ÷ %.0f GB/s + %d × %s; leaves out KV reads and launch gaps", float64(e.StreamBytes)/1e9, e.GBps, e.AllReduces, how)})
 }
 
 // addModels sets the llamacu reports against the targets and their peers.

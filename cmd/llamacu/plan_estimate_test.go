@@ -33,7 +33,7 @@ func TestEstimateDecode(t *testing.T) {
 		{"tp1", plan.Report{GPUs: 1, Weights: 13.5e9, Replicated: 0.5e9}, 32, 3250, 25, 4, "≈ 250 tokens/s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := estimateDecode(tc.r, tc.layers, tc.gbps, tc.arUs)
+			e := plan.EstimateDecode(tc.r, tc.layers, tc.gbps, tc.arUs)
 			require.InDelta(t, tc.wantMs, e.MsPerToken, 1e-3)
 			require.InDelta(t, 1e3/tc.wantMs, e.TokensPerSec, 0.1)
 			require.Contains(t, e.String(), tc.wantLine)
@@ -47,7 +47,7 @@ func TestEstimateDecode(t *testing.T) {
 	const params70B = 68976648192
 	norms := int64(2*cfg.Layers+1) * int64(cfg.Dim)
 	want := 2 * (params70B - int64(cfg.Vocab)*int64(cfg.Dim) - norms) / 8
-	e := estimateDecode(r, cfg.Layers, defaultDecodeGBps, 20)
+	e := plan.EstimateDecode(r, cfg.Layers, plan.DefaultDecodeGBps, 20)
 	require.InEpsilon(t, float64(want), float64(e.StreamBytes), 1e-4, "bytes streamed per GPU per token")
 	require.Equal(t, 160, e.AllReduces)
 	// The 8×H100 figure README quotes: 17.18 GB / 3015 GB/s + 160 × 20 µs = 8.90 ms ⇒ 112 tokens/s.
