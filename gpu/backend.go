@@ -240,9 +240,10 @@ func (b *Backend) Read(dst []float32, x model.Buffer, n int) error {
 	b.flush() // a recorded step must run before its results are read
 	if n == 0 {
 		b.fail(b.ctx.Synchronize())
-		return b.err
+	} else {
+		b.fail(b.ctx.CopyFloatsDtoH(dst[:n*xb.cols], xb.ptr)) // waits for all queued work
 	}
-	b.fail(b.ctx.CopyFloatsDtoH(dst[:n*xb.cols], xb.ptr))
+	b.rec.pending = b.rec.pending && b.err != nil
 	return b.err
 }
 

@@ -66,6 +66,9 @@ type recorder struct {
 	arena *cuda.HostBuffer
 	used  int
 	grow  int // arena bytes wanted at the next step (a step ran out)
+	// pending: a flushed log may still be reading the arena on the GPU (no synchronous Read or
+	// Argmax since), so the next step must wait before overwriting it.
+	pending bool
 
 	prevOps  []graphOp // the previous flushed log, to capture a repeat
 	prevArgs []cuda.Arg
@@ -115,8 +118,10 @@ func (b *Backend) startRecording() {
 		}
 		r.graphs, r.prevOps = nil, r.prevOps[:0]
 	}
-	// The previous step's copies from the arena may still be queued (a step without a Read).
-	b.fail(b.ctx.Stream().Synchronize())
+	if r.pending { // the previous step's copies from the arena may still be queued
+		b.fail(b.ctx.Stream().Synchronize())
+		r.pending = false
+	}
 	for _, s := range []*intSlab{&b.tokens, &b.ropePos, &b.rows, &b.argRows, &b.batch.slab, &b.plan.slab} {
 		s.valid = false
 	}
@@ -164,6 +169,7 @@ func (b *Backend) flush() {
 	if len(r.ops) == 0 || !b.ok() {
 		return
 	}
+	r.pending = true
 	r.tick++
 	for _, g := range r.graphs {
 		if sameLog(g.ops, g.args, r.ops, r.args) {
