@@ -34,7 +34,7 @@ func (b *Backend) Argmax(dst []int32, x model.Buffer, n int) error {
 	if b.err != nil {
 		return b.err
 	}
-	b.flush() // a recorded step must run before its results are read
+	b.flush()                                        // a recorded step must run before its results are read
 	b.fail(b.ctx.CopyDtoH(int32Bytes(dst[:n]), out)) // waits for all queued work
 	b.rec.pending = b.rec.pending && b.err != nil
 	return b.err
