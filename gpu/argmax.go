@@ -34,8 +34,9 @@ func (b *Backend) Argmax(dst []int32, x model.Buffer, n int) error {
 	if b.err != nil {
 		return b.err
 	}
-	b.flush()                                        // a recorded step must run before its results are read
-	b.fail(b.ctx.CopyDtoH(int32Bytes(dst[:n]), out)) // waits for all queued work
+	// A recorded step must run before its results are read; the copy waits for all queued work.
+	b.flush()
+	b.fail(b.ctx.CopyDtoH(int32Bytes(dst[:n]), out))
 	b.rec.pending = b.rec.pending && b.err != nil
 	return b.err
 }
