@@ -184,7 +184,50 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 	if kept == nil {
 		return tok
 	}
-	// Draw from what is left, in proportion to the weights.
+	return s.draw(kept)
+}
+
+// TopKNeeded returns how many of a row's best logits Sample looks at: a k for which SampleTop,
+// given the row's k best candidates (TopK), returns what Sample returns given the whole row.
+// It is 1 for greedy decoding and Params.TopK when top-k is on; 0 means Sample needs the whole
+// row: top-k is off (top-p and min-p alone may keep any number of tokens), or a repetition
+// penalty is on (it can lift a token from below the k best).
+func (s *Sampler) TopKNeeded() int {
+	p := &s.p
+	switch {
+	case p.RepeatPenalty != 1 && p.RepeatLastN != 0:
+		return 0
+	case p.Temperature == 0 || p.TopK == 1:
+		return 1
+	case p.TopK > 0 && p.TopK < s.vocab:
+		return p.TopK
+	}
+	return 0
+}
+
+// SampleTop is Sample for a row of which only the best candidates are known: vals and ids hold
+// at least TopKNeeded() of them, best first, as TopK returns them (a device top-k, model.TopKer,
+// computes exactly that). It returns the token Sample would return for the whole row, with the
+// same draws from the generator, and allocates nothing. It panics if TopKNeeded() is 0 or more
+// than the candidates given (programmer errors).
+func (s *Sampler) SampleTop(vals []float32, ids []int32) int32 {
+	n := s.TopKNeeded()
+	if n == 0 || len(vals) < n || len(ids) < n {
+		panic(fmt.Sprintf("sample: SampleTop with %d values and %d ids; the sampler needs %d (0: the whole row)", len(vals), len(ids), n))
+	}
+	lmax := vals[0]
+	if n == 1 || math.IsInf(float64(lmax), 0) {
+		return ids[0]
+	}
+	c := s.cands[:n]
+	for i := range c {
+		c[i] = candidate{l: vals[i], id: ids[i]}
+	}
+	return s.draw(s.truncate(c, lmax, true))
+}
+
+// draw picks one of the kept candidates in proportion to their weights.
+func (s *Sampler) draw(kept []candidate) int32 {
 	var total float64
 	for i := range kept {
 		total += kept[i].p
@@ -254,6 +297,14 @@ func (s *Sampler) filter(logits []float32, history []int32) ([]candidate, int32)
 		sorted = true
 	}
 
+	return s.truncate(c[:n], lmax, sorted), -1
+}
+
+// truncate applies temperature, top-p and min-p to the candidates c (the best one's logit is
+// lmax; sorted says c is in better() order) and returns the survivors, a prefix of c.
+func (s *Sampler) truncate(c []candidate, lmax float32, sorted bool) []candidate {
+	p := &s.p
+	n := len(c)
 	// Softmax with temperature, unnormalised: the best token has weight exactly 1.
 	invT := 1 / float64(p.Temperature)
 	fmax := float64(lmax)
@@ -294,8 +345,7 @@ func (s *Sampler) filter(logits []float32, history []int32) ([]candidate, int32)
 		}
 		n = m
 	}
-
-	return c[:n], -1
+	return c[:n]
 }
 
 // The top-p histogram: weights in (0, 1] are bucketed by binary exponent and the top 3 mantissa
