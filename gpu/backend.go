@@ -63,10 +63,13 @@ type Backend struct {
 	plan                           attnPlan
 
 	// Grow-only device scratch (allocated when a larger size is first needed, never per step).
-	xHalf   scratch // x rounded to the weight dtype for cuBLAS, (n, K)
-	partO   scratch // attention split partials (rows, heads, splits, head_dim) fp32
-	partML  scratch // (rows, heads, splits, 2) fp32
-	argOut  scratch // (n) int32 argmax results
+	xHalf  scratch // x rounded to the weight dtype for cuBLAS, (n, K)
+	partO  scratch // attention split partials (rows, heads, splits, head_dim) fp32
+	partML scratch // (rows, heads, splits, 2) fp32
+	argOut scratch // (n) int32 argmax results
+	topOut scratch // (n, k) fp32 top-k values, then (n, k) int32 ids
+
+	topHost []int32 // (2, n, k) TopK's copy of topOut
 	argHost []int32
 
 	stage *cuda.HostBuffer // pinned staging of the host-path all-reduce (collective.go); nil until used
@@ -135,7 +138,7 @@ func (b *Backend) Close() error {
 	}
 	b.closed = true
 	err := b.ctx.Synchronize()
-	for _, s := range []*scratch{&b.xHalf, &b.partO, &b.partML, &b.argOut} {
+	for _, s := range []*scratch{&b.xHalf, &b.partO, &b.partML, &b.argOut, &b.topOut} {
 		b.allocs = append(b.allocs, s.ptr)
 	}
 	for _, s := range []*intSlab{&b.tokens, &b.ropePos, &b.rows, &b.argRows, &b.batch.slab, &b.plan.slab} {

@@ -221,6 +221,71 @@ func TestArgmax(t *testing.T) {
 	}
 }
 
+// TestTopK compares both top-k kernels with sample.TopK, bit for bit: rows with exact ties,
+// NaN, ±Inf and ±0, at widths around a block (1023…1025), a TP-split vocabulary (16000) and
+// LLaMA 2's (32000), for k from greedy (1) to the maximum (256).
+func TestTopK(t *testing.T) {
+	for _, naive := range []bool{false, true} {
+		name := "v2"
+		if naive {
+			name = "v1"
+		}
+		t.Run(name, func(t *testing.T) {
+			be := open(t, gpu.Options{Naive: naive})
+			r := rand.New(rand.NewPCG(11, 12))
+			for _, cols := range []int{1, 3, 300, 1023, 1024, 1025, 16000, 32000} {
+				const n = 3
+				x := normal(r, n*cols)
+				for i := range x {
+					switch r.IntN(16) {
+					case 0:
+						x[i] = float32(math.NaN())
+					case 1:
+						x[i] = float32(math.Inf(-1))
+					case 2:
+						x[i] = float32(math.Copysign(0, -1))
+					case 3:
+						x[i] = 0
+					case 4, 5:
+						x[i] = float32(r.IntN(3)) // exact ties, among the best values
+					}
+				}
+				x[2*cols-1] = float32(math.Inf(1)) // row 1: +Inf in the last column
+				for i := range cols {
+					x[2*cols+i] = float32(math.NaN()) // row 2: nothing but NaN
+				}
+				xb := newBuf(t, be, n, cols, x)
+				for _, k := range []int{1, 2, 40, 256} {
+					if k > cols {
+						continue
+					}
+					vals, ids := make([]float32, n*k), make([]int32, n*k)
+					if err := be.TopK(vals, ids, xb, n, k); err != nil {
+						t.Fatal(err)
+					}
+					wv, wi := make([]float32, k), make([]int32, k)
+					for i := range n {
+						sample.TopK(wv, wi, x[i*cols:(i+1)*cols], k)
+						for j := range k {
+							g := i*k + j
+							if ids[g] != wi[j] || math.Float32bits(vals[g]) != math.Float32bits(wv[j]) {
+								t.Fatalf("cols %d k %d row %d: candidate %d is (%v, %d), want (%v, %d)", cols, k, i, j, vals[g], ids[g], wv[j], wi[j])
+							}
+						}
+					}
+				}
+			}
+			// Bad sizes are errors, not faults.
+			xb := newBuf(t, be, 2, 10, nil)
+			for _, c := range []struct{ n, k, room int }{{3, 1, 3}, {1, 0, 1}, {1, 11, 11}, {2, 5, 9}, {-1, 1, 1}} {
+				if err := be.TopK(make([]float32, c.room), make([]int32, c.room), xb, c.n, c.k); err == nil {
+					t.Errorf("TopK(n %d, k %d) into %d: no error", c.n, c.k, c.room)
+				}
+			}
+		})
+	}
+}
+
 // TestMatMulPaths compares every MatMul path (GEMV v2, cuBLAS, GEMV slices) with the naive
 // gemm_<dt>_v1 on the same device, including LLaMA 7B shapes.
 func TestMatMulPaths(t *testing.T) {

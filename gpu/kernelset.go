@@ -29,6 +29,7 @@ type kernelFuncs[F any] struct {
 	addV1, add       F // add.cu
 	gather           F // gather.cu
 	argmax           F // argmax.cu
+	topkV1, topk     F // topk.cu
 }
 
 // table maps the extern "C" name of every kernel to the slot of k that holds it.
@@ -48,6 +49,7 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		"swiglu_f32_v1": &k.swigluV1, "swiglu_f32": &k.swiglu,
 		"add_f32_v1": &k.addV1, "add_f32": &k.add,
 		"gather_rows_f32": &k.gather, "argmax_f32": &k.argmax,
+		"topk_f32_v1": &k.topkV1, "topk_f32": &k.topk,
 	}
 	for g, w := range widths {
 		table[fmt.Sprintf("attention_decode_f32_g%d", w)] = &k.attnDecF32[g]

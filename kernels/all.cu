@@ -12,3 +12,4 @@
 #include "add.cu"
 #include "gather.cu"
 #include "argmax.cu"
+#include "topk.cu"

@@ -113,6 +113,13 @@ inline void ptx(const char* text, uint4& r, const void* p) {
 
 #define __syncthreads() emu::syncthreads(__FILE__, __LINE__)
 
+// atomicAdd: fibers switch only at barriers, so a plain read-modify-write is atomic here.
+template <typename T> inline T atomicAdd(T* p, T v) {
+    T old = *p;
+    *p = old + v;
+    return old;
+}
+
 template <typename T> inline T emu_shfl_xor(unsigned mask, T v, int lane_mask, const char* file, int line) {
     static_assert(sizeof(T) <= 8, "shuffle of a type wider than 64 bits");
     uint64_t bits = 0;
