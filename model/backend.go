@@ -117,3 +117,15 @@ type RoPEStorer interface {
 type StepRunner interface {
 	RunStep(f func() error) error
 }
+
+// TopKer reads each row's k best logits instead of the whole row: what a sampler with top-k
+// (or greedy decoding) needs, in 8·k bytes per row instead of 4·cols. It must equal
+//
+//	Read(rows, x, n); then for each row i < n: sample.TopK(vals[i·k:], ids[i·k:], rows[i], k)
+//
+// (best first; of equal values the lower column; NaN as −Inf, −0 as +0), for any
+// 1 ≤ k ≤ min(x.Cols(), sample.MaxTopK), with len(vals), len(ids) ≥ n·k. Like Read, it waits for
+// all queued work and returns any error the device has seen; bad sizes are an error.
+type TopKer interface {
+	TopK(vals []float32, ids []int32, x Buffer, n, k int) error
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/llamacu/llamacu/sample"
 	"github.com/llamacu/llamacu/tensor"
 	"github.com/llamacu/llamacu/tp"
 )
@@ -116,6 +117,7 @@ type State struct {
 	// Tensor parallelism: this rank's logits slice, the gathered slices, the other ranks' States.
 	localHost []float32 // (R, outRows)
 	gathered  []float32 // (TP, R, outRows)
+	top       topBufs   // ForwardTopK's host buffers, allocated at its first call
 	ranks     []*State
 
 	id uint64 // multi-node, on node 0: names this State in the steps sent to the other nodes
@@ -197,35 +199,69 @@ func (m *Model) newRankState(maxBatch, maxLogits, blockSize, numBlocks int) (*St
 // Under tensor parallelism every rank runs this pass on its heads and FFN slice at once; the
 // partial outputs of Wo and W2 are all-reduced, and the vocabulary-split logits all-gathered.
 func (m *Model) Forward(s *State, b *Batch, logitRows []int32) ([]float32, error) {
+	out, err := m.forward(s, b, logitRows, 0)
+	return out.logits, err
+}
+
+// ForwardTopK is Forward that returns, instead of whole rows of logits, the k best of each row
+// (1 ≤ k ≤ min(vocab, sample.MaxTopK)): vals and ids, each (len(logitRows), k) row-major, best
+// first in sample.TopK's order, valid until the next call. On a backend that implements TopKer
+// (DeviceTopK) only those 8·k bytes per row leave the device; otherwise the whole rows are read
+// and selected on the host. It is what a sampler whose TopKNeeded is at most k needs
+// (sample.Sampler.SampleTop).
+func (m *Model) ForwardTopK(s *State, b *Batch, logitRows []int32, k int) (vals []float32, ids []int32, err error) {
+	if k < 1 || k > min(m.Config.Vocab, sample.MaxTopK) {
+		return nil, nil, fmt.Errorf("%w: top-k %d: must be in [1, %d]", ErrBatch, k, min(m.Config.Vocab, sample.MaxTopK))
+	}
+	out, err := m.forward(s, b, logitRows, k)
+	return out.vals, out.ids, err
+}
+
+// DeviceTopK reports whether ForwardTopK selects on the device (the backend is a TopKer).
+func (m *Model) DeviceTopK() bool {
+	_, ok := m.Backend.(TopKer)
+	return ok
+}
+
+// stepOut is what one step returns: the logits (R, vocab) when it was asked for k = 0, else
+// the k best candidates of each row, vals and ids (R, k).
+type stepOut struct {
+	logits []float32
+	vals   []float32
+	ids    []int32
+}
+
+func (m *Model) forward(s *State, b *Batch, logitRows []int32, k int) (stepOut, error) {
 	if err := m.checkBatch(s, b, logitRows); err != nil {
-		return nil, err
+		return stepOut{}, err
 	}
 	if m.group == nil {
-		return m.runRank(s, b, logitRows)
+		return m.runRank(s, b, logitRows, k)
 	}
 	if m.group.link != nil && !m.group.leader {
-		return nil, errFollower
+		return stepOut{}, errFollower
 	}
-	return m.group.forward(m, s, b, logitRows)
+	return m.group.forward(m, s, b, logitRows, k)
 }
 
 // runRank is forwardRank, inside the backend's RunStep when it has one.
-func (m *Model) runRank(s *State, b *Batch, logitRows []int32) ([]float32, error) {
+func (m *Model) runRank(s *State, b *Batch, logitRows []int32, k int) (stepOut, error) {
 	sr, ok := m.Backend.(StepRunner)
 	if !ok {
-		return m.forwardRank(s, b, logitRows)
+		return m.forwardRank(s, b, logitRows, k)
 	}
-	var out []float32
+	var out stepOut
 	err := sr.RunStep(func() error {
 		var err error
-		out, err = m.forwardRank(s, b, logitRows)
+		out, err = m.forwardRank(s, b, logitRows, k)
 		return err
 	})
 	return out, err
 }
 
-// forwardRank is one rank's share of Forward (the whole of it without tensor parallelism).
-func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32) ([]float32, error) {
+// forwardRank is one rank's share of a step (the whole of it without tensor parallelism): the
+// logits, or with k > 0 each row's k best.
+func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32, k int) (stepOut, error) {
 	c, be := m.local, m.Backend
 	n := b.Len()
 	be.Embed(s.x, m.tokEmbed, b.Tokens) // x (B, dim)
@@ -246,7 +282,7 @@ func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32) ([]float32, e
 		be.Attention(s.att, s.q, s.KV, l, b) // att (B, heads·hd)
 		be.MatMul(s.xb, s.att, w.wo, n)      // xb (B, dim), a partial sum under TP
 		if err := m.allReduce(s.xb, n); err != nil {
-			return nil, err
+			return stepOut{}, err
 		}
 		be.Add(s.x, s.xb, n) // residual
 		// Feed-forward block (SwiGLU).
@@ -256,41 +292,44 @@ func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32) ([]float32, e
 		be.SwiGLU(s.hb, s.hb, s.hb2, n) // silu(gate)·up
 		be.MatMul(s.xb, s.hb, w.w2, n)  // down (B, dim), a partial sum under TP
 		if err := m.allReduce(s.xb, n); err != nil {
-			return nil, err
+			return stepOut{}, err
 		}
 		be.Add(s.x, s.xb, n) // residual
 	}
 	// LM head, only on the rows whose next token is wanted.
 	r := len(logitRows)
 	if r == 0 {
-		return s.host[:0], be.Read(nil, s.logits, 0)
+		return stepOut{logits: s.host[:0]}, be.Read(nil, s.logits, 0)
 	}
 	be.GatherRows(s.xl, s.x, logitRows)          // xl (R, dim)
 	be.RMSNorm(s.xl, s.xl, m.norm, r, c.NormEps) // final norm
 	be.MatMul(s.logits, s.xl, m.output, r)       // logits (R, outRows)
+	if k > 0 {
+		return m.topK(s, r, k)
+	}
 	out := s.host[:r*c.Vocab]
 	if m.outRows == c.Vocab {
 		if err := be.Read(out, s.logits, r); err != nil {
-			return nil, fmt.Errorf("model: forward: %w", err)
+			return stepOut{}, fmt.Errorf("model: forward: %w", err)
 		}
-		return out, nil
+		return stepOut{logits: out}, nil
 	}
 	// Vocabulary-split LM head: gather every rank's (R, outRows) block, then interleave them
 	// into (R, vocab) rows.
 	part := s.localHost[:r*m.outRows]
 	if err := be.Read(part, s.logits, r); err != nil {
-		return nil, fmt.Errorf("model: forward: %w", err)
+		return stepOut{}, fmt.Errorf("model: forward: %w", err)
 	}
 	all := s.gathered[:m.comm.Size()*len(part)]
 	if err := m.comm.AllGather(all, part); err != nil {
-		return nil, fmt.Errorf("model: forward: %w", err)
+		return stepOut{}, fmt.Errorf("model: forward: %w", err)
 	}
 	for q := 0; q < m.comm.Size(); q++ {
 		for i := 0; i < r; i++ {
 			copy(out[i*c.Vocab+q*m.outRows:i*c.Vocab+(q+1)*m.outRows], all[(q*r+i)*m.outRows:(q*r+i+1)*m.outRows])
 		}
 	}
-	return out, nil
+	return stepOut{logits: out}, nil
 }
 
 // checkBatch validates a batch against the state and the model (user input reaches here through

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 
+	"github.com/llamacu/llamacu/sample"
 	"github.com/llamacu/llamacu/tp"
 )
 
@@ -121,8 +122,8 @@ func (g *tpGroup) release(id uint64) {
 	g.freeMu.Unlock()
 }
 
-// send sends step (s, b, rows) to the other nodes. Call with g.mu held, after checkBatch.
-func (g *tpGroup) send(s *State, b *Batch, rows []int32) error {
+// send sends step (s, b, rows, k) to the other nodes. Call with g.mu held, after checkBatch.
+func (g *tpGroup) send(s *State, b *Batch, rows []int32, k int) error {
 	m := append(g.msg[:0], stepRun)
 	g.freeMu.Lock()
 	m = binary.LittleEndian.AppendUint32(m, uint32(len(g.frees)))
@@ -156,6 +157,7 @@ func (g *tpGroup) send(s *State, b *Batch, rows []int32) error {
 		m = appendInt32s(m, t)
 	}
 	m = appendInt32s(m, rows)
+	m = binary.LittleEndian.AppendUint32(m, uint32(k))
 	g.msg = m
 	return g.link.Send(m)
 }
@@ -176,6 +178,7 @@ type step struct {
 	maxBatch, maxLogits, blockSize, nBlocks int
 	batch                                   Batch
 	rows                                    []int32
+	topK                                    int // 0: logits; else ForwardTopK's k
 }
 
 // errStep reports a step message that does not decode.
@@ -286,6 +289,11 @@ func decodeStep(msg []byte, st *step) error {
 	}
 	b.BlockTables = tables[:ns]
 	st.rows = r.int32s(st.rows, "logit rows")
+	if k := r.u32("top k"); k > sample.MaxTopK {
+		r.fail(fmt.Sprintf("top k %d", k))
+	} else {
+		st.topK = int(k)
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail(fmt.Sprintf("%d bytes past the end", len(r.b)))
 	}
@@ -340,7 +348,7 @@ func (m *Model) Follow(ctx context.Context) error {
 			g.abort()
 			return fmt.Errorf("%s: step %d from node 0: %w", where, steps+1, err)
 		}
-		if _, err := g.forward(m, s, &st.batch, st.rows); err != nil {
+		if _, err := g.forward(m, s, &st.batch, st.rows, st.topK); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -95,6 +95,13 @@ func TestStepMessageRoundTrip(t *testing.T) {
 	if got, w := fmt.Sprintf("%+v", st), fmt.Sprintf("%+v", want); got != w {
 		t.Errorf("decoded step (-want +got):\n%s\n%s", w, got)
 	}
+	// ForwardTopK's k travels with the step.
+	if _, _, err := m.ForwardTopK(s, b, []int32{2}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := decodeStep(rec.msgs[len(rec.msgs)-1], &st); err != nil || st.topK != 5 || !slices.Equal(st.rows, []int32{2}) {
+		t.Errorf("ForwardTopK's step: top k %d, rows %v, %v", st.topK, st.rows, err)
+	}
 	m.Close()
 	if err := decodeStep(rec.msgs[len(rec.msgs)-1], &st); err != nil || !st.stop {
 		t.Errorf("last message: stop %v, %v", st.stop, err)
@@ -139,7 +146,7 @@ func TestDecodeStepRejects(t *testing.T) {
 		var g tpGroup
 		g.link = &recorder{}
 		_ = g.send(&State{id: 7, MaxBatch: 2, MaxLogits: 1, KV: nullKV{KVLayout{BlockSize: 4, NumBlocks: 3}}},
-			&Batch{Tokens: []int32{1, 2}, Pos: []int32{0, 1}, Seq: []int32{0, 0}, BlockTables: [][]int32{{0}}}, []int32{1})
+			&Batch{Tokens: []int32{1, 2}, Pos: []int32{0, 1}, Seq: []int32{0, 0}, BlockTables: [][]int32{{0}}}, []int32{1}, 40)
 		return g.link.(*recorder).msgs[0]
 	}()
 	var st step
@@ -156,6 +163,7 @@ func TestDecodeStepRejects(t *testing.T) {
 		"zero sizes":    append([]byte{stepRun, 0, 0, 0, 0}, make([]byte, 8+16)...),
 		"huge list":     append(slices.Clone(good[:1+4+8+16]), 0xff, 0xff, 0xff, 0x7f),
 		"header only":   {stepRun},
+		"huge top k":    append(slices.Clone(good[:len(good)-4]), 0x01, 0x01, 0, 0),
 		"huge max size": append(append([]byte{stepRun, 0, 0, 0, 0}, make([]byte, 8)...), 0xff, 0xff, 0xff, 0xff),
 	} {
 		if err := decodeStep(msg, &st); !errors.Is(err, errStep) {
@@ -170,7 +178,7 @@ func FuzzDecodeStep(f *testing.F) {
 	var g tpGroup
 	g.link = &recorder{}
 	_ = g.send(&State{id: 1, MaxBatch: 3, MaxLogits: 2, KV: nullKV{KVLayout{BlockSize: 16, NumBlocks: 4}}},
-		&Batch{Tokens: []int32{5, 6, 7}, Pos: []int32{0, 1, 0}, Seq: []int32{0, 0, 1}, BlockTables: [][]int32{{0}, {1, 2}}}, []int32{1, 2})
+		&Batch{Tokens: []int32{5, 6, 7}, Pos: []int32{0, 1, 0}, Seq: []int32{0, 0, 1}, BlockTables: [][]int32{{0}, {1, 2}}}, []int32{1, 2}, 3)
 	f.Add(g.link.(*recorder).msgs[0])
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		var st step

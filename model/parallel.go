@@ -107,6 +107,7 @@ type tpStep struct {
 	s    *State
 	b    *Batch
 	rows []int32
+	k    int // 0: logits; else top-k candidates (ForwardTopK)
 }
 
 // NewParallel builds an n-way tensor-parallel model, n = len(backends) = len(comms): rank r runs
@@ -158,7 +159,7 @@ func startGroup(ranks []*Model, comms []tp.Comm) *tpGroup {
 		g.steps = append(g.steps, ch)
 		go func() {
 			for st := range ch {
-				_, err := w.runRank(st.s, st.b, st.rows)
+				_, err := w.runRank(st.s, st.b, st.rows, st.k)
 				g.done <- err
 			}
 		}()
@@ -185,10 +186,10 @@ func (m *Model) Backends() []Backend {
 	return bs
 }
 
-// forward runs every rank's share of a step at once and returns rank 0's logits.
-func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32) ([]float32, error) {
+// forward runs every rank's share of a step at once and returns rank 0's output.
+func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32, k int) (stepOut, error) {
 	if len(s.ranks) != len(g.workers) {
-		return nil, fmt.Errorf("%w: the State was not made by this tensor-parallel model", ErrBatch)
+		return stepOut{}, fmt.Errorf("%w: the State was not made by this tensor-parallel model", ErrBatch)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -196,15 +197,15 @@ func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32) ([]float32
 		g.watchdog.Reset(g.timeout)
 	}
 	if g.leader {
-		if err := g.send(s, b, rows); err != nil {
+		if err := g.send(s, b, rows, k); err != nil {
 			g.abort()
-			return nil, fmt.Errorf("model: tensor-parallel step: sending it to the other nodes: %w", err)
+			return stepOut{}, fmt.Errorf("model: tensor-parallel step: sending it to the other nodes: %w", err)
 		}
 	}
 	for i, ch := range g.steps {
-		ch <- tpStep{s.ranks[i], b, rows}
+		ch <- tpStep{s.ranks[i], b, rows, k}
 	}
-	out, err := m.runRank(s, b, rows)
+	out, err := m.runRank(s, b, rows, k)
 	if err != nil {
 		g.abort() // the other ranks may be waiting in a collective for this one
 	}
@@ -218,7 +219,7 @@ func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32) ([]float32
 		err = errors.Join(fmt.Errorf("%w: no result after %v: the group was aborted (a rank or node hung)", tp.ErrTimeout, g.timeout), err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("model: tensor-parallel step: %w", err)
+		return stepOut{}, fmt.Errorf("model: tensor-parallel step: %w", err)
 	}
 	return out, nil
 }
