@@ -93,7 +93,12 @@ func (e *Engine) Generate(ctx context.Context, req Request, emit func(id int32, 
 	}
 	batch := &model.Batch{BlockTables: [][]int32{table}}
 	last := make([]int32, 1) // the row whose logits each step needs
-	step := func(toks []int32, pos0 int) ([]float32, error) {
+	// Each step leaves either the last row's logits, or its k best candidates when the model
+	// selects them on the device (stepTopK); pick samples from whichever it is.
+	k := e.stepTopK(1, func(int) int { return sampler.TopKNeeded() })
+	var logits, vals []float32
+	var cands []int32
+	step := func(toks []int32, pos0 int) (err error) {
 		n := len(toks)
 		batch.Tokens = toks
 		batch.Pos = batch.Pos[:0]
@@ -103,17 +108,27 @@ func (e *Engine) Generate(ctx context.Context, req Request, emit func(id int32, 
 			batch.Seq = append(batch.Seq, 0)
 		}
 		last[0] = int32(n - 1)
-		return e.Model.Forward(s, batch, last)
+		if k > 0 {
+			vals, cands, err = e.Model.ForwardTopK(s, batch, last, k)
+		} else {
+			logits, err = e.Model.Forward(s, batch, last)
+		}
+		return err
+	}
+	pick := func(history []int32) int32 {
+		if k > 0 {
+			return sampler.SampleTop(vals, cands)
+		}
+		return sampler.Sample(logits, history)
 	}
 
 	start := time.Now()
-	var logits []float32
 	for pos := 0; pos < len(ids); pos += s.MaxBatch {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
 		end := min(pos+s.MaxBatch, len(ids))
-		if logits, err = step(ids[pos:end], pos); err != nil {
+		if err = step(ids[pos:end], pos); err != nil {
 			return st, err
 		}
 	}
@@ -123,7 +138,7 @@ func (e *Engine) Generate(ctx context.Context, req Request, emit func(id int32, 
 	decodeStart := time.Time{}
 	st.StopReason = "max_tokens"
 	for st.Generated < maxTokens {
-		next := sampler.Sample(logits, history)
+		next := pick(history)
 		if st.Generated == 0 {
 			st.PromptTime = time.Since(start)
 			decodeStart = time.Now()
@@ -147,7 +162,7 @@ func (e *Engine) Generate(ctx context.Context, req Request, emit func(id int32, 
 			return st, err
 		}
 		one[0] = next
-		if logits, err = step(one, len(history)-1); err != nil {
+		if err = step(one, len(history)-1); err != nil {
 			return st, err
 		}
 	}

@@ -67,6 +67,11 @@ type Engine struct {
 	File     *loader.Model
 	LoadTime time.Duration
 	Context  int // positions the KV cache holds
+	// HostSampling makes every step read whole rows of logits and sample from them on the host,
+	// even where the model selects each row's best candidates on the device (Model.DeviceTopK)
+	// and the samplers need no more (sample.Sampler.TopKNeeded). The tokens are the same either
+	// way; it is for A/B benchmarks and tests. Set it before generating.
+	HostSampling bool
 
 	ownBackend bool
 	backends   []model.Backend

@@ -553,7 +553,15 @@ func (s *Scheduler) step() {
 	}
 	s.promptToks.Add(prefilled)
 
-	logits, err := s.e.Model.Forward(s.state, b, s.rows)
+	var logits, vals []float32
+	var ids []int32
+	var err error
+	k := s.e.stepTopK(len(s.owners), func(i int) int { return s.owners[i].sampler.TopKNeeded() })
+	if k > 0 {
+		vals, ids, err = s.e.Model.ForwardTopK(s.state, b, s.rows, k)
+	} else {
+		logits, err = s.e.Model.Forward(s.state, b, s.rows)
+	}
 	s.steps.Add(1)
 	if err != nil {
 		err = fmt.Errorf("engine: forward step: %w", err)
@@ -566,7 +574,12 @@ func (s *Scheduler) step() {
 	now := time.Now()
 	vocab := s.e.Model.Config.Vocab
 	for i, q := range s.owners {
-		next := q.sampler.Sample(logits[i*vocab:(i+1)*vocab], q.history)
+		var next int32
+		if k > 0 {
+			next = q.sampler.SampleTop(vals[i*k:(i+1)*k], ids[i*k:(i+1)*k])
+		} else {
+			next = q.sampler.Sample(logits[i*vocab:(i+1)*vocab], q.history)
+		}
 		if reason, done := s.advance(q, next, now); done {
 			s.retire(q, reason, nil)
 		}
