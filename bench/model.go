@@ -19,6 +19,10 @@ type ModelOptions struct {
 	Warmup  int   // untimed repetitions before them
 	// UBatch is the most prompt tokens one forward step takes in pp (0: all p at once).
 	UBatch int
+	// TopK, when > 0, makes each tg step read every row's TopK best logits (Model.ForwardTopK:
+	// selected on the device where the backend can) instead of the whole rows, as a sampling
+	// engine does; 0 reads the rows, as llama-bench does.
+	TopK int
 	// Profile adds one extra repetition of each test through a ProfilingBackend, reported as the
 	// test's per-op profile (its time is not in the headline numbers).
 	Profile bool
@@ -104,7 +108,7 @@ func (o ModelOptions) Needs() (maxBatchTokens, maxLogits, ctx, seqs int) {
 
 func (o ModelOptions) validate() error {
 	switch {
-	case o.Prompt < 0 || o.Gen < 0 || o.UBatch < 0 || o.Warmup < 0:
+	case o.Prompt < 0 || o.Gen < 0 || o.UBatch < 0 || o.Warmup < 0 || o.TopK < 0:
 		return fmt.Errorf("%w: negative size", ErrOptions)
 	case o.Reps < 1:
 		return fmt.Errorf("%w: reps must be ≥ 1", ErrOptions)
@@ -130,7 +134,7 @@ func (o ModelOptions) validate() error {
 // skipped because it would run past the model's context. Each test calls model.Forward directly:
 // pp feeds p tokens of one sequence at positions d … d+p−1 (logits of the last token only, as a
 // prompt needs); tg runs n steps of B tokens, sequence i at position d+j in step j, with the logits
-// of all B rows read back. Sampling is not timed. The KV cache at depth d is allocated (each
+// of all B rows read back (or, with TopK, each row's best TopK). Sampling is not timed. The KV cache at depth d is allocated (each
 // sequence its own blocks) but not computed: attention reads the d cached positions whatever they
 // hold, so its cost is the same as after a real prefill. Ids are seeded pseudo-random tokens.
 func RunModel(m *model.Model, o ModelOptions) ([]Result, []string, error) {
@@ -333,7 +337,13 @@ func (r *runner) tg(res Result) (int, error) {
 			r.batch.Pos[i] = int32(res.Depth + j)
 			r.batch.Seq[i] = int32(i)
 		}
-		if _, err := r.m.Forward(r.s, &r.batch, r.rows); err != nil {
+		var err error
+		if r.o.TopK > 0 {
+			_, _, err = r.m.ForwardTopK(r.s, &r.batch, r.rows, r.o.TopK)
+		} else {
+			_, err = r.m.Forward(r.s, &r.batch, r.rows)
+		}
+		if err != nil {
 			return j, fmt.Errorf("bench: %s: %w", res.Label(), err)
 		}
 	}

@@ -53,6 +53,7 @@ type Settings struct {
 	Reps    int   `json:"reps"`
 	Warmup  int   `json:"warmup"`
 	UBatch  int   `json:"ubatch,omitempty"`
+	TopK    int   `json:"topk,omitempty"` // tg read each row's best TopK logits (ModelOptions.TopK)
 	Threads int   `json:"threads,omitempty"`
 }
 

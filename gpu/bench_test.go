@@ -9,6 +9,7 @@ import (
 
 	"github.com/llamacu/llamacu/gpu"
 	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/sample"
 	"github.com/llamacu/llamacu/tensor"
 )
 
@@ -155,6 +156,37 @@ func BenchmarkAttentionPrefill(b *testing.B) {
 				flops := 2.0 * float64(c.heads*hd) * n * n // 2 products × 2 flops × n²/2 (causal)
 				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
 			})
+		}
+	}
+}
+
+// BenchmarkTopK: each row's k best of a 32000-token vocabulary, for sampling. Bytes are the
+// logits read once (n·32000·4). v2 (radix select) and v1 (k rounds) return 8·k bytes per row;
+// read+host is what they replace: the whole rows copied to the host and sample.TopK there.
+func BenchmarkTopK(b *testing.B) {
+	const cols = 32000
+	r := rand.New(rand.NewPCG(3, 3))
+	for _, v := range []string{"v2", "v1", "read+host"} {
+		be := open(b, gpu.Options{Naive: v == "v1"})
+		for _, n := range []int{1, 8} {
+			x := newBuf(b, be, n, cols, normal(r, n*cols))
+			for _, k := range []int{1, 40} {
+				b.Run(fmt.Sprintf("%s/n=%d/k=%d", v, n, k), func(b *testing.B) {
+					vals, ids := make([]float32, n*k), make([]int32, n*k)
+					b.SetBytes(int64(n) * cols * 4)
+					if v != "read+host" {
+						run(b, be, func() { _ = be.TopK(vals, ids, x, n, k) })
+						return
+					}
+					host := make([]float32, n*cols)
+					run(b, be, func() {
+						_ = be.Read(host, x, n)
+						for i := range n {
+							sample.TopK(vals[i*k:(i+1)*k], ids[i*k:(i+1)*k], host[i*cols:(i+1)*cols], k)
+						}
+					})
+				})
+			}
 		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/llamacu/llamacu/loader"
 	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/plan"
+	"github.com/llamacu/llamacu/sample"
 	"github.com/llamacu/llamacu/tensor"
 	"github.com/llamacu/llamacu/tp"
 )
@@ -48,6 +49,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	p := fs.Int("p", 512, "prompt tokens of the pp test (0: no pp test)")
 	n := fs.Int("n", 128, "decode steps of the tg test (0: no tg test)")
 	ubatch := fs.Int("ubatch", 512, "most prompt tokens per forward step in pp")
+	topk := fs.Int("topk", 0, "tg reads each row's best K logits (selected on the device where the backend can), as sampling with top-k does (0: the whole rows, as llama-bench)")
 	batchList := fs.String("batch", "1,8,32", "comma-separated batch sizes of tg (sequences decoding together)")
 	depthList := fs.String("depth", "0,2048", "comma-separated KV depths (positions already cached) each test runs at")
 	reps := fs.Int("reps", 5, "timed repetitions of each test")
@@ -89,9 +91,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --format %q (want md, json or csv)", errUsage, *format)
 	}
 	opts := bench.ModelOptions{Prompt: *p, Gen: *n, Batches: batches, Depths: depths, Reps: *reps, Warmup: *warmup,
-		UBatch: *ubatch, Profile: !*noProfile, Seed: *seed}
-	if *p < 0 || *n < 0 || *reps < 1 || *warmup < 0 || *ubatch < 1 || (*p == 0 && *n == 0) {
-		return fmt.Errorf("%w: -p and -n must be ≥ 0 (not both 0), --reps and --ubatch ≥ 1, --warmup ≥ 0", errUsage)
+		UBatch: *ubatch, TopK: *topk, Profile: !*noProfile, Seed: *seed}
+	if *p < 0 || *n < 0 || *reps < 1 || *warmup < 0 || *ubatch < 1 || (*p == 0 && *n == 0) || *topk < 0 || *topk > sample.MaxTopK {
+		return fmt.Errorf("%w: -p and -n must be ≥ 0 (not both 0), --reps and --ubatch ≥ 1, --warmup ≥ 0, --topk in [0, %d]", errUsage, sample.MaxTopK)
 	}
 	threads := lf.threads
 	if threads <= 0 {
@@ -145,7 +147,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	}
 	rep.Model.DType, rep.Model.WeightBytes = resident.String(), m.Config.WeightBytes(resident)
 	rep.Backend = backendSummary(m.Backends())
-	rep.Settings = bench.Settings{Prompt: *p, Gen: *n, Batches: batches, Depths: depths, Reps: *reps, Warmup: *warmup, UBatch: *ubatch, Threads: threads}
+	rep.Settings = bench.Settings{Prompt: *p, Gen: *n, Batches: batches, Depths: depths, Reps: *reps, Warmup: *warmup, UBatch: *ubatch, TopK: *topk, Threads: threads}
 	rep.Device = describeDevice(m.Backend, threads, logf)
 	logf("model %s (%s, %s parameters, %s weights); backend %s", rep.Model.Name, rep.Model.DType,
 		humanize.SIWithDigits(float64(rep.Model.Params), 1, ""), humanize.IBytes(uint64(rep.Model.WeightBytes)), rep.Backend)
