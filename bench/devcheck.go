@@ -12,9 +12,11 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -130,6 +132,7 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 		}
 	}
 	tflops := map[string]float64{}
+	topk := map[string]float64{} // ns/op by "v2/n=8/k=40"
 	for _, b := range benches {
 		switch {
 		case strings.HasPrefix(b.Name, "BenchmarkGEMV/") && s.CopyMBps > 0:
@@ -152,11 +155,21 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 			rest := strings.TrimPrefix(b.Name, "BenchmarkAttentionPrefill/")
 			tflops[rest] = b.Metrics["TFLOP/s"]
 			s.Checks = append(s.Checks, Check{What: "prefill attention " + strings.ReplaceAll(rest, "/", " "), Value: b.Metrics["TFLOP/s"], Unit: "TFLOP/s"})
+		case strings.HasPrefix(b.Name, "BenchmarkTopK/"):
+			rest := strings.TrimPrefix(b.Name, "BenchmarkTopK/")
+			topk[rest] = b.NsPerOp
+			s.Checks = append(s.Checks, Check{What: "top-k " + strings.ReplaceAll(rest, "/", " ") + ", 32000 vocabulary", Value: b.NsPerOp / 1e3, Unit: "µs"})
 		case strings.HasPrefix(b.Name, "BenchmarkAllReduce"):
 			s.Checks = append(s.Checks, Check{What: "all-reduce " + strings.TrimPrefix(strings.TrimPrefix(b.Name, "BenchmarkAllReduce"), "/"), Value: b.NsPerOp / 1e3, Unit: "µs"})
 		}
 	}
 	s.addTP8(benches)
+	for _, k := range slices.Sorted(maps.Keys(topk)) {
+		v2 := topk[k]
+		if host := topk["read+host/"+strings.TrimPrefix(k, "v2/")]; strings.HasPrefix(k, "v2/") && host > 0 && v2 > 0 {
+			s.Checks = append(s.Checks, Check{What: "top-k on the device: read+host ÷ v2, " + strings.ReplaceAll(strings.TrimPrefix(k, "v2/"), "/", " "), Value: host / v2, Unit: "×"})
+		}
+	}
 	for k, v3 := range tflops {
 		if !strings.HasPrefix(k, "v3-mma/") {
 			continue
@@ -210,7 +223,7 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 	}
 	var names []string
 	for name := range reports {
-		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") {
+		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") && !strings.Contains(name, "-topk") && !strings.Contains(name, "-q8_0-") {
 			names = append(names, name)
 		}
 	}
@@ -241,14 +254,31 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 			}
 			s.Checks = append(s.Checks, c)
 		}
-		// The A/B runs of the same shape: the fp32 SIMT prefill, launch by launch decode.
-		for _, ab := range []struct{ suffix, what string }{{"-simt-prefill", "prefill with tensor-core attention ÷ SIMT"}, {"-no-graphs", "decode with CUDA graphs ÷ without"}} {
+		// The A/B runs of the same shape: the fp32 SIMT prefill, launch by launch decode (the
+		// main run has the feature); decode reading 40 candidates per row, and the model in
+		// Q8_0 (llamacu-<shape>-q8_0-cuda) instead of fp16 (the A/B run has it).
+		for _, ab := range []struct {
+			suffix, what string
+			abHasIt      bool
+		}{
+			{"-simt-prefill", "prefill with tensor-core attention ÷ SIMT", false},
+			{"-no-graphs", "decode with CUDA graphs ÷ without", false},
+			{"-topk40", "decode reading each row's 40 best logits (device top-k) ÷ whole rows", true},
+			{"-q8_0", "Q8_0 weights kept quantised ÷ fp16", true},
+		} {
 			o := reports[name+ab.suffix]
+			if ab.suffix == "-q8_0" {
+				o = reports[strings.Replace(name, "-f16-", "-q8_0-", 1)]
+			}
 			if o == nil {
 				continue
 			}
 			for _, x := range o.Results {
-				if y, ok := find(r, x.Label()); ok && x.TokS.Mean > 0 {
+				y, ok := find(r, x.Label())
+				if ab.abHasIt {
+					x, y = y, x
+				}
+				if ok && x.TokS.Mean > 0 {
 					s.Checks = append(s.Checks, Check{What: fmt.Sprintf("%s, %s", ab.what, x.Label()), Value: y.TokS.Mean / x.TokS.Mean, Unit: "×",
 						Note: fmt.Sprintf("%.1f vs %.1f tok/s", y.TokS.Mean, x.TokS.Mean)})
 				}

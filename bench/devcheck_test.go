@@ -27,6 +27,8 @@ BenchmarkAttentionDecode/7B-16       	     200	    400000 ns/op	 336000.00 MB/s
 BenchmarkAttentionDecode/7B/8seqs-16 	     200	   2000000 ns/op	 300000.00 MB/s
 BenchmarkAttentionPrefill/v3-mma/7B/n=2048-16  	200	 300000 ns/op	 114.5 TFLOP/s
 BenchmarkAttentionPrefill/v2-simt/7B/n=2048-16 	200	1500000 ns/op	  22.9 TFLOP/s
+BenchmarkTopK/v2/n=8/k=40-16         	     200	     30000 ns/op	 34133.33 MB/s
+BenchmarkTopK/read+host/n=8/k=40-16  	     200	    600000 ns/op	  1706.67 MB/s
 BenchmarkAllReduce/1x4096-16         	    1000	     25000 ns/op
 BenchmarkAllReduce/8/NCCL-16         	    1000	     30000 ns/op	  1092.27 MB/s	 25.00 µs/allreduce	 4.000 ms/token-70B
 PASS
@@ -57,6 +59,8 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	writeReport(t, filepath.Join(dir, "hf-7b-eager.jsonl"), "transformers-eager", res("pp", 2048, 1, 0, 15500), res("tg", 128, 1, 0, 38))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-simt-prefill.json"), "llamacu", res("pp", 2048, 1, 0, 20000))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-no-graphs.json"), "llamacu", res("tg", 128, 1, 0, 170))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-topk40.json"), "llamacu", res("tg", 1024, 8, 0, 1540))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-q8_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 342), res("pp", 2048, 1, 0, 24800))
 
 	s, err := SummarizeDeviceCheck(dir)
 	require.NoError(t, err)
@@ -78,11 +82,16 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"decode attention 7B/8seqs, 4096 context", 75, true}, // reported only
 		{"prefill attention tensor cores ÷ SIMT, 7B n=2048", 114.5 / 22.9, true},
 		{"all-reduce 1x4096", 25, true},
+		{"top-k v2 n=8 k=40, 32000 vocabulary", 30, true},
+		{"top-k on the device: read+host ÷ v2, n=8 k=40", 20, true},
 		{"llama-2-7b pp2048", 31000, true},
 		{"llama-2-7b tg128 b1 d0", 190, false}, // the 200 tok/s target
 		{"llama-2-7b tg128 b8 d0", 1400, true},
 		{"prefill with tensor-core attention ÷ SIMT, pp2048", 31000.0 / 20000, true},
 		{"decode with CUDA graphs ÷ without, tg128 b1 d0", 190.0 / 170, true},
+		{"decode reading each row's 40 best logits (device top-k) ÷ whole rows, tg128 b8 d0", 1540.0 / 1400, true},
+		{"Q8_0 weights kept quantised ÷ fp16, tg128 b1 d0", 342.0 / 190, true},
+		{"Q8_0 weights kept quantised ÷ fp16, pp2048", 24800.0 / 31000, true},
 	} {
 		c, ok := got[tc.what]
 		require.True(t, ok, "no check %q in %v", tc.what, s.Checks)

@@ -19,10 +19,14 @@ import (
 type Options struct {
 	// Device is the CUDA device ordinal.
 	Device int
-	// Weights is the device dtype of weight matrices. F16 or BF16 convert every matrix (F32, F16,
-	// BF16, Q8_0, Q4_0) to it at Upload. The zero value (F32) keeps F32, F16 and BF16 matrices as
-	// stored and widens Q8_0 and Q4_0 to F16. Vectors (norm weights) are always F32.
+	// Weights is the device dtype of weight matrices. F16 or BF16 convert every float matrix (F32,
+	// F16, BF16) and Q4_0 to it at Upload; the zero value (F32) keeps F32, F16 and BF16 matrices
+	// as stored and widens Q4_0 to F16. Q8_0 matrices stay Q8_0 (kernels/gemv.cu's q8_0
+	// kernels read 1.06 bytes per weight) unless WidenQ8. Vectors (norm weights) are always F32.
 	Weights tensor.DType
+	// WidenQ8 converts Q8_0 matrices like Q4_0 instead of keeping them quantised: twice the
+	// memory and decode bytes, no dequantisation before prefill's cuBLAS; for A/B benchmarks.
+	WidenQ8 bool
 	// KVF32 keeps the KV cache in fp32 (exactly the cpu reference's values). By default it is
 	// fp16: half the memory and half the bytes attention reads per step, at a relative rounding
 	// of 2⁻¹¹ on every cached K and V.
@@ -64,6 +68,8 @@ type Backend struct {
 
 	// Grow-only device scratch (allocated when a larger size is first needed, never per step).
 	xHalf  scratch // x rounded to the weight dtype for cuBLAS, (n, K)
+	wHalf  scratch // a Q8_0 matrix dequantised to fp16 for cuBLAS, (N, K)
+	wDeq   Weight  // describes wHalf for gemmCublas
 	partO  scratch // attention split partials (rows, heads, splits, head_dim) fp32
 	partML scratch // (rows, heads, splits, 2) fp32
 	argOut scratch // (n) int32 argmax results
@@ -138,7 +144,7 @@ func (b *Backend) Close() error {
 	}
 	b.closed = true
 	err := b.ctx.Synchronize()
-	for _, s := range []*scratch{&b.xHalf, &b.partO, &b.partML, &b.argOut, &b.topOut} {
+	for _, s := range []*scratch{&b.xHalf, &b.wHalf, &b.partO, &b.partML, &b.argOut, &b.topOut} {
 		b.allocs = append(b.allocs, s.ptr)
 	}
 	for _, s := range []*intSlab{&b.tokens, &b.ropePos, &b.rows, &b.argRows, &b.batch.slab, &b.plan.slab} {

@@ -11,7 +11,7 @@ import (
 )
 
 // Embed: out[i,:] = table[tokens[i],:] for i < len(tokens). out (B, dim), table (vocab, dim)
-// F32, F16 or BF16 (kernels/embed.cu). A token outside the table is a programmer error.
+// F32, F16, BF16 or Q8_0 (kernels/embed.cu). A token outside the table is a programmer error.
 func (b *Backend) Embed(out model.Buffer, table model.Weight, tokens []int32) {
 	ob, tw := buf(out), wt(table)
 	checkRows("Embed", len(tokens), ob)
@@ -26,6 +26,12 @@ func (b *Backend) Embed(out model.Buffer, table model.Weight, tokens []int32) {
 	if len(tokens) == 0 || !b.ok() {
 		return
 	}
+	tok := b.upload(&b.tokens, tokens)
+	if tw.dtype == tensor.Q8_0 {
+		b.launch(b.k.embedQ8, cuda.Dim3{X: len(tokens)}, cuda.Dim3{X: 256},
+			cuda.Ptr(ob.ptr), cuda.Ptr(tw.ptr), cuda.Ptr(tw.scales), cuda.Ptr(tok), i32(tw.cols))
+		return
+	}
 	f := b.k.embedF32
 	switch tw.dtype {
 	case tensor.F16:
@@ -33,7 +39,6 @@ func (b *Backend) Embed(out model.Buffer, table model.Weight, tokens []int32) {
 	case tensor.BF16:
 		f = b.k.embedBF16
 	}
-	tok := b.upload(&b.tokens, tokens)
 	b.launch(f, cuda.Dim3{X: len(tokens)}, cuda.Dim3{X: 256},
 		cuda.Ptr(ob.ptr), cuda.Ptr(tw.ptr), cuda.Ptr(tok), i32(tw.cols))
 }

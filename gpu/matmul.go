@@ -24,7 +24,8 @@ const (
 //   - n > 8 with cuBLAS: x rounded to the weight dtype (convert_f32_to_<dt>; F32 weights use x
 //     as is), then cublasGemmEx with fp32 accumulation and fp32 output;
 //   - n > 8 without cuBLAS: gemv_<dt>_v2_n8 over 8-row slices;
-//   - K not a multiple of the 16-byte vector, or Options.Naive: gemv_<dt>_v1.
+//   - K not a multiple of the 16-byte vector, or Options.Naive: gemv_<dt>_v1;
+//   - Q8_0 weights: the same choices with the q8_0 kernels (matMulQ8).
 func (b *Backend) MatMul(out, x model.Buffer, w model.Weight, n int) {
 	ob, xb, ww := buf(out), buf(x), wt(w)
 	checkRows("MatMul", n, ob, xb)
@@ -32,6 +33,10 @@ func (b *Backend) MatMul(out, x model.Buffer, w model.Weight, n int) {
 		panic(fmt.Sprintf("gpu: MatMul: out (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", n, ob.cols, n, xb.cols, ww.shape))
 	}
 	if n == 0 || !b.ok() {
+		return
+	}
+	if ww.dtype == tensor.Q8_0 {
+		b.matMulQ8(ob, xb, ww, n)
 		return
 	}
 	N, K, d := ww.rows, ww.cols, ww.wdt()
@@ -62,6 +67,39 @@ func (b *Backend) gemv(out, x cuda.DevicePtr, w *Weight, m int) {
 	}
 	b.launch(b.k.gemvV2[w.wdt()][j], cuda.Dim3{X: ceilDiv(w.rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
 		cuda.Ptr(out), cuda.Ptr(x), cuda.Ptr(w.ptr), i32(m), i32(w.rows), i32(w.cols))
+}
+
+// matMulQ8 is MatMul for Q8_0 weights (kernels/gemv.cu): gemv_q8_0_v2_n{1,2,4,8} over 8-row
+// slices; for more than 8 rows with cuBLAS, the matrix dequantised to fp16 scratch
+// (dequant_q8_0_f16: 3 bytes moved per weight, small beside a prefill GEMM's arithmetic) and
+// cuBLAS's fp16 path; under Options.Naive, gemv_q8_0_v1.
+func (b *Backend) matMulQ8(out, x *Buffer, w *Weight, n int) {
+	N, K := w.rows, w.cols
+	if b.opts.Naive {
+		b.launch(b.k.gemvQ8V1, cuda.Dim3{X: ceilDiv(N, 8), Y: n}, cuda.Dim3{X: 256},
+			cuda.Ptr(out.ptr), cuda.Ptr(x.ptr), cuda.Ptr(w.ptr), cuda.Ptr(w.scales), i32(n), i32(N), i32(K))
+		return
+	}
+	if n > gemvMaxBatch && b.blas != nil {
+		total := N * K // < 2³¹, checked at Upload
+		wh := b.ensure(&b.wHalf, int64(total)*2)
+		if !b.ok() {
+			return
+		}
+		b.launch(b.k.dequantQ8, gridFor(total, 256), cuda.Dim3{X: 256}, cuda.Ptr(wh), cuda.Ptr(w.ptr), cuda.Ptr(w.scales), i32(total))
+		b.wDeq = Weight{name: w.name, shape: w.shape, dtype: tensor.F16, rows: N, cols: K, ptr: wh}
+		b.gemmCublas(out, x, &b.wDeq, n)
+		return
+	}
+	for i := 0; i < n; i += gemvMaxBatch {
+		m := min(gemvMaxBatch, n-i)
+		j := 0 // batch width index: 1, 2, 4, 8
+		for 1<<j < m {
+			j++
+		}
+		b.launch(b.k.gemvQ8V2[j], cuda.Dim3{X: ceilDiv(N, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
+			cuda.Ptr(out.row(i)), cuda.Ptr(x.row(i)), cuda.Ptr(w.ptr), cuda.Ptr(w.scales), i32(m), i32(N), i32(K))
+	}
 }
 
 // gemmCublas computes out (n, N) = x (n, K) · wᵀ with cuBLAS.
@@ -100,6 +138,11 @@ func (b *Backend) MatMulV1(out, x model.Buffer, w model.Weight, n int) {
 		panic(fmt.Sprintf("gpu: MatMulV1: out (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", n, ob.cols, n, xb.cols, ww.shape))
 	}
 	if n == 0 || !b.ok() {
+		return
+	}
+	if ww.dtype == tensor.Q8_0 { // gemv_q8_0_v1 is its naive kernel
+		b.launch(b.k.gemvQ8V1, cuda.Dim3{X: ceilDiv(ww.rows, 8), Y: n}, cuda.Dim3{X: 256},
+			cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ww.ptr), cuda.Ptr(ww.scales), i32(n), i32(ww.rows), i32(ww.cols))
 		return
 	}
 	b.launch(b.k.gemmV1[ww.wdt()], cuda.Dim3{X: ceilDiv(ww.rows, 128), Y: n}, cuda.Dim3{X: 128},

@@ -14,14 +14,15 @@ import (
 	"github.com/llamacu/llamacu/tensor"
 )
 
-// Weight is a parameter tensor resident on the device: F32, F16 or BF16 (see Options.Weights
-// for which dtype a file tensor becomes). Vectors are always F32.
+// Weight is a parameter tensor resident on the device: F32, F16, BF16 or Q8_0 (see
+// Options.Weights for which dtype a file tensor becomes). Vectors are always F32.
 type Weight struct {
 	name       string
 	shape      []int
 	dtype      tensor.DType // resident dtype
 	rows, cols int
-	ptr        cuda.DevicePtr // (rows, cols) of dtype
+	ptr        cuda.DevicePtr // (rows, cols) of dtype; Q8_0: the int8 q (rows, cols)
+	scales     cuda.DevicePtr // Q8_0 only: the fp16 d (rows, cols/32), in the same allocation
 }
 
 // Shape is the tensor's shape, as uploaded.
@@ -58,6 +59,9 @@ func (b *Backend) residentDType(d tensor.DType, matrix bool) tensor.DType {
 	if !matrix {
 		return tensor.F32
 	}
+	if d == tensor.Q8_0 && !b.opts.WidenQ8 {
+		return tensor.Q8_0
+	}
 	if b.opts.Weights != tensor.F32 {
 		return b.opts.Weights
 	}
@@ -65,7 +69,7 @@ func (b *Backend) residentDType(d tensor.DType, matrix bool) tensor.DType {
 	case tensor.F32, tensor.F16, tensor.BF16:
 		return d
 	}
-	return tensor.F16 // Q8_0, Q4_0
+	return tensor.F16 // Q4_0, and Q8_0 under WidenQ8
 }
 
 // Upload converts t to its resident dtype on the host (in parallel over rows) and copies it to
@@ -88,7 +92,13 @@ func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
 	w := &Weight{name: t.Name, shape: append([]int(nil), t.Shape...), rows: t.Rows(), cols: t.Cols()}
 	w.dtype = b.residentDType(t.DType, len(t.Shape) == 2)
 	data := t.Data
-	if w.dtype != t.DType {
+	switch {
+	case w.dtype == tensor.Q8_0:
+		if int64(w.rows)*int64(w.cols) >= 1<<31 {
+			return nil, fmt.Errorf("%w: Q8_0 tensor %q of %d×%d elements: at most 2³¹−1 on the device", ErrBadShape, t.Name, w.rows, w.cols)
+		}
+		data = repackQ8(t)
+	case w.dtype != t.DType:
 		data = convert(t, w.dtype)
 	}
 	p, err := b.alloc(int64(len(data)))
@@ -99,7 +109,43 @@ func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
 		return nil, fmt.Errorf("gpu: upload %q: %w", t.Name, err)
 	}
 	w.ptr = p
+	if w.dtype == tensor.Q8_0 {
+		w.scales = p + cuda.DevicePtr(w.rows*w.cols)
+	}
 	return w, nil
+}
+
+// repackQ8 rewrites a Q8_0 matrix from the file's 34-byte blocks (fp16 d, 32 int8) into the
+// device layout of kernels/gemv.cu: all the int8 q (rows, cols), then all the fp16 d
+// (rows, cols/32), so that the kernels' 16-byte loads of q are aligned.
+func repackQ8(t *tensor.Tensor) []byte {
+	rows, cols := t.Rows(), t.Cols()
+	nb := cols / tensor.QK
+	out := make([]byte, rows*cols+rows*nb*2)
+	q, d := out[:rows*cols], out[rows*cols:]
+	parallelRows(rows, cols, func(lo, hi int) {
+		for blk := lo * nb; blk < hi*nb; blk++ {
+			src := t.Data[blk*34 : blk*34+34]
+			d[2*blk], d[2*blk+1] = src[0], src[1]
+			copy(q[blk*tensor.QK:(blk+1)*tensor.QK], src[2:])
+		}
+	})
+	return out
+}
+
+// parallelRows runs f over [0, rows) split into one range per core (a few for small tensors).
+func parallelRows(rows, cols int, f func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), max(1, rows*cols/(1<<16)))
+	var wg sync.WaitGroup
+	for wk := 0; wk < workers; wk++ {
+		lo, hi := rows*wk/workers, rows*(wk+1)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(lo, hi)
+		}()
+	}
+	wg.Wait()
 }
 
 // convert re-encodes t's rows as dtype to (F32, F16 or BF16), using every core.

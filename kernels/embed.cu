@@ -1,6 +1,6 @@
 // embed.cu — token embedding lookup.
 //
-//   out[i, :] = table[tokens[i], :]      out (n, dim) fp32; table (vocab, dim) f32 | f16 | bf16
+//   out[i, :] = table[tokens[i], :]      out (n, dim) fp32; table (vocab, dim) f32 | f16 | bf16 | q8_0
 //
 // Versions
 //   embed_<dt>  (v1, the only one): one block per row, each thread copies dim/blockDim elements,
@@ -30,4 +30,15 @@ extern "C" __global__ void embed_f16(float* out, const __half* table, const int*
 extern "C" __global__ void embed_bf16(float* out, const __nv_bfloat16* table, const int* tokens,
                                       int dim) {
     embed(out, table, tokens, dim);
+}
+
+// embed_q8_0: the table resident as Q8_0 (q (vocab, dim) int8, d (vocab, dim/32) fp16; see
+// gemv.cu), out[i, j] = d[t, j/32] · q[t, j] for t = tokens[i].
+// grid (n), block (256).
+extern "C" __global__ void embed_q8_0(float* out, const int8_t* q, const __half* d, const int* tokens, int dim) {
+    const int64_t t = tokens[blockIdx.x];
+    const int8_t* src = q + t * dim;
+    const __half* ds = d + t * (dim / 32);
+    float* dst = out + (int64_t)blockIdx.x * dim;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = __half2float(ds[j / 32]) * (float)src[j];
 }

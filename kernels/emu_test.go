@@ -40,6 +40,7 @@ import (
 
 	"github.com/llamacu/llamacu/cpu"
 	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/sample"
 	"github.com/llamacu/llamacu/tensor"
 )
 
@@ -331,6 +332,7 @@ func TestEmulatedKernels(t *testing.T) {
 			{"StoreKV", testStoreKV}, {"RoPEStoreKV", testRoPEStoreKV}, {"Attention", testAttention},
 			{"MatMul", testMatMul}, {"GEMM", testGEMM}, {"Convert", testConvert},
 			{"SwiGLU", testSwiGLU}, {"Add", testAdd}, {"Gather", testGather}, {"Argmax", testArgmax},
+			{"TopK", testTopK}, {"Q8_0", testQ8},
 			{"Faults", testFaults},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -1165,6 +1167,131 @@ func testArgmax(t *testing.T, e *emulator) {
 	}
 }
 
+// ---- TopK (gpu/topk.go: grid (n), block 1024, v2 or v1 under Naive), against sample.TopK bit
+// for bit: ties, NaN, ±Inf, ±0, and a row of NaN only.
+
+func testTopK(t *testing.T, e *emulator) {
+	r := rand.New(rand.NewPCG(17, 17))
+	for _, cols := range []int{1, 7, 1025, 3000} {
+		for _, k := range []int{1, 3, 40} {
+			if k > cols {
+				continue
+			}
+			t.Run(fmt.Sprintf("%d/k=%d", cols, k), func(t *testing.T) {
+				const n = 3
+				x := normal(r, n*cols, 1)
+				for i := range x {
+					switch r.IntN(12) {
+					case 0:
+						x[i] = float32(math.NaN())
+					case 1:
+						x[i] = float32(math.Inf(-1))
+					case 2:
+						x[i] = float32(math.Copysign(0, -1))
+					case 3, 4:
+						x[i] = float32(r.IntN(2)) // exact ties
+					}
+				}
+				for i := range cols {
+					x[2*cols+i] = float32(math.NaN())
+				}
+				wantV, wantI := make([]float32, n*k), make([]int32, n*k)
+				for i := range n {
+					sample.TopK(wantV[i*k:(i+1)*k], wantI[i*k:(i+1)*k], x[i*cols:(i+1)*cols], k)
+				}
+				for _, name := range []string{"topk_f32", "topk_f32_v1"} {
+					s := &script{}
+					vals, ids := s.buf(make([]byte, 4*n*k)), s.buf(make([]byte, 4*n*k))
+					xd := s.buf(f32Bytes(x))
+					s.launch(name, d1(n), d1(1024), ptr(vals), ptr(ids), ptr(xd), i32(cols), i32(k))
+					gv, gi := s.read(vals), s.read(ids)
+					e.run(t, s)
+					if !bytes.Equal(*gv, f32Bytes(wantV)) || !slices.Equal(bytesI32(*gi), wantI) {
+						t.Errorf("%s: got %v %v, want %v %v", name, bytesF32(*gv), bytesI32(*gi), wantV, wantI)
+					}
+				}
+			})
+		}
+	}
+}
+
+// ---- Q8_0 (gpu/matmul.go matMulQ8, gpu/embed.go): the weights repacked as gpu/upload.go does
+// (all int8 q, then all fp16 d), against the CPU backend on the file's Q8_0 blocks.
+
+func testQ8(t *testing.T, e *emulator) {
+	r := rand.New(rand.NewPCG(19, 19))
+	repack := func(data []byte, rows, cols int) []byte {
+		nb := cols / 32
+		out := make([]byte, rows*cols+rows*nb*2)
+		for blk := 0; blk < rows*nb; blk++ {
+			src := data[blk*34:]
+			out[rows*cols+2*blk], out[rows*cols+2*blk+1] = src[0], src[1]
+			copy(out[blk*32:(blk+1)*32], src[2:34])
+		}
+		return out
+	}
+	for _, c := range []struct{ n, N, K int }{{1, 17, 64}, {2, 40, 32}, {3, 5, 96}, {8, 21, 128}, {11, 19, 64}} {
+		t.Run(fmt.Sprintf("%dx%dx%d", c.n, c.N, c.K), func(t *testing.T) {
+			x := normal(r, c.n*c.K, 1)
+			wq := tensor.Encode(tensor.Q8_0, normal(r, c.N*c.K, 1))
+			w := make([]float32, c.N*c.K)
+			tensor.Decode(w, tensor.Q8_0, wq)
+			be := newCPU(t)
+			xb, _ := hostBuf(t, be, c.n, c.K, x)
+			ob, want := hostBuf(t, be, c.n, c.N, nil)
+			be.MatMul(ob, xb, upload(t, be, tensor.F32, c.N, c.K, w), c.n)
+			mag := absDot(x, w, c.n, c.N, c.K)
+			dev := repack(wq, c.N, c.K)
+			for _, name := range []string{"v1", "v2"} {
+				s := &script{}
+				out := s.buf(f32Bytes(nanFill((c.n + 1) * c.N)))
+				xd, wd := s.buf(f32Bytes(x)), s.buf(dev)
+				q, d := ptr(wd), ptrAt(wd, c.N*c.K)
+				if name == "v1" {
+					s.launch("gemv_q8_0_v1", d2(ceilDiv(c.N, 8), c.n), d1(256), ptr(out), ptr(xd), q, d, i32(c.n), i32(c.N), i32(c.K))
+				} else {
+					for i := 0; i < c.n; i += 8 {
+						m := min(8, c.n-i)
+						b := 1
+						for b < m {
+							b *= 2
+						}
+						s.launch(fmt.Sprintf("gemv_q8_0_v2_n%d", b), d1(ceilDiv(c.N, 16)), d1(128),
+							ptrAt(out, 4*i*c.N), ptrAt(xd, 4*i*c.K), q, d, i32(m), i32(c.N), i32(c.K))
+					}
+				}
+				got := s.read(out)
+				e.run(t, s)
+				g := bytesF32(*got)
+				compare(t, name, g[:c.n*c.N], want[:c.n*c.N], mag, tol{1e-6, 1e-5})
+				for i, v := range g[c.n*c.N:] {
+					if !math.IsNaN(float64(v)) {
+						t.Errorf("%s wrote out[%d] = %g beyond its %d rows", name, c.n*c.N+i, v, c.n)
+						break
+					}
+				}
+			}
+			// The dequantisation for cuBLAS, and the embedding lookup.
+			s := &script{}
+			wd := s.buf(dev)
+			half := s.buf(make([]byte, 2*c.N*c.K))
+			s.launch("dequant_q8_0_f16", d1(ceilDiv(c.N*c.K, 256)), d1(256), ptr(half), ptr(wd), ptrAt(wd, c.N*c.K), i32(c.N*c.K))
+			toks := []int32{int32(c.N - 1), 0, int32(c.N / 2)}
+			emb := s.buf(make([]byte, 4*len(toks)*c.K))
+			td := s.buf(i32Bytes(toks))
+			s.launch("embed_q8_0", d1(len(toks)), d1(256), ptr(emb), ptr(wd), ptrAt(wd, c.N*c.K), ptr(td), i32(c.K))
+			gh, ge := s.read(half), s.read(emb)
+			e.run(t, s)
+			compare(t, "dequant_q8_0_f16", decodeAs(tensor.F16, *gh), roundTo(tensor.F16, w), nil, exact)
+			var wantE []float32
+			for _, tok := range toks {
+				wantE = append(wantE, w[int(tok)*c.K:(int(tok)+1)*c.K]...)
+			}
+			compare(t, "embed_q8_0", bytesF32(*ge), wantE, nil, exact)
+		})
+	}
+}
+
 // ---------------------------------------------------------------- the mirror of gpu/*.go
 
 // launchSites are the launch geometries of gpu/*.go that the tests above mirror, as
@@ -1181,11 +1308,16 @@ var launchSites = []string{
 	"Attention: cuda.Dim3{X: p.nTiles, Y: kvHeads} | cuda.Dim3{X: pmThreads}",
 	"Attention: cuda.Dim3{X: p.nTiles, Y: kvHeads} | cuda.Dim3{X: pfThreads}",
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
+	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
 	"GatherRows: cuda.Dim3{X: len(rows)} | cuda.Dim3{X: 256}",
 	"StoreKV: cuda.Dim3{X: bt.Len()} | cuda.Dim3{X: 128}",
 	"MatMul: cuda.Dim3{X: ceilDiv(N, 8), Y: n} | cuda.Dim3{X: 256}",
 	"gemv: cuda.Dim3{X: ceilDiv(w.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
+	"matMulQ8: cuda.Dim3{X: ceilDiv(N, 8), Y: n} | cuda.Dim3{X: 256}",
+	"matMulQ8: gridFor(total, 256) | cuda.Dim3{X: 256}",
+	"matMulQ8: cuda.Dim3{X: ceilDiv(N, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"gemmCublas: gridFor(total, 256) | cuda.Dim3{X: 256}",
+	"MatMulV1: cuda.Dim3{X: ceilDiv(ww.rows, 8), Y: n} | cuda.Dim3{X: 256}",
 	"MatMulV1: cuda.Dim3{X: ceilDiv(ww.rows, 128), Y: n} | cuda.Dim3{X: 128}",
 	"RMSNorm: cuda.Dim3{X: n} | cuda.Dim3{X: threads}",
 	"RMSNorm: cuda.Dim3{X: n} | cuda.Dim3{X: 256}",
@@ -1193,6 +1325,7 @@ var launchSites = []string{
 	"RoPEStoreKV: cuda.Dim3{X: bt.Len()} | cuda.Dim3{X: 128}",
 	"SwiGLU: gridFor(total/4, 256) | cuda.Dim3{X: 256}",
 	"SwiGLU: gridFor(total, 256) | cuda.Dim3{X: 256}",
+	"TopK: cuda.Dim3{X: n} | cuda.Dim3{X: 1024}",
 	"helper gridFor: c178bae07148",
 	"helper ceilDiv: 9ec13d69fdda",
 	"helper decodeFits: afb3be25ed9f",

@@ -1,6 +1,6 @@
 // gemv.cu — the decode matmul: a few activation rows times a weight matrix.
 //
-//   out[b, r] = Σ_k x[b, k] · w[r, k]      out (n, N) fp32; x (n, K) fp32; w (N, K) f32|f16|bf16
+//   out[b, r] = Σ_k x[b, k] · w[r, k]      out (n, N) fp32; x (n, K) fp32; w (N, K) f32|f16|bf16|q8_0
 //
 // fp32 accumulation; weights widened in registers (f16: __half22float2; bf16: a shift).
 //
@@ -127,3 +127,118 @@ GEMV_ENTRY(bf16, __nv_bfloat16, 1)
 GEMV_ENTRY(bf16, __nv_bfloat16, 2)
 GEMV_ENTRY(bf16, __nv_bfloat16, 4)
 GEMV_ENTRY(bf16, __nv_bfloat16, 8)
+
+// ---------------------------------------------------------------- Q8_0
+//
+// Q8_0 weights stay quantised on the device, repacked by gpu/upload.go from the file's 34-byte
+// blocks (an fp16 scale, then 32 int8) into two arrays, so that every load is aligned:
+//
+//   q (N, K) int8, d (N, K/32) fp16:   w[r, k] = d[r, k/32] · q[r, k]      (K % 32 == 0)
+//
+// 1.0625 bytes per weight instead of fp16's 2: a decode step streams 53% of the bytes.
+//   gemv_q8_0_v1      : gemv_<dt>_v1's loop on the dequantised weight. The reference.
+//   gemv_q8_0_v2_n<B> : gemv_<dt>_v2's layout with 16 int8 (half a block) per lane and load;
+//                       the 16 products are summed, then scaled once by the block's d.
+
+// grid (ceil(N/8), n), block (256).
+extern "C" __global__ void gemv_q8_0_v1(float* out, const float* x, const int8_t* q, const __half* d,
+                                        int n, int N, int K) {
+    const int warps = blockDim.x >> 5;
+    const int r = blockIdx.x * warps + (threadIdx.x >> 5), b = blockIdx.y, lane = threadIdx.x & 31;
+    if (r >= N) return;  // whole warp
+    const int8_t* qr = q + (int64_t)r * K;
+    const __half* dr = d + (int64_t)r * (K / 32);
+    const float* xr = x + (int64_t)b * K;
+    float acc = 0.f;
+    for (int k = lane; k < K; k += 32) acc += __half2float(dr[k / 32]) * (float)qr[k] * xr[k];
+    acc = warp_sum(acc);
+    if (lane == 0) out[(int64_t)b * N + r] = acc;
+}
+
+// unpack_i8x16 widens 16 int8 (element 0 in the low byte of u.x) to float.
+LLAMACU_DEVICE void unpack_i8x16(uint4 u, float* f) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) f[4 * i + j] = (float)(int8_t)(w[i] >> (8 * j));
+}
+
+template <int NB>
+__device__ void gemv_q8_0_v2(float* __restrict__ out, const float* __restrict__ x,
+                             const int8_t* __restrict__ q, const __half* __restrict__ d, int n, int N,
+                             int K) {
+    const int lane = threadIdx.x & 31;
+    const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
+    if (r0 >= N) return;  // whole warp; no barrier below
+    const int8_t* qr[GEMV_ROWS];
+    const __half* dr[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) {
+        const int64_t row = min(r0 + r, N - 1);  // tail: reread
+        qr[r] = q + row * K;
+        dr[r] = d + row * (K / 32);
+    }
+    float acc[GEMV_ROWS][NB];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) acc[r][b] = 0.f;
+
+    const int nvec = K / 16;
+#pragma unroll 2
+    for (int v = lane; v < nvec; v += 32) {
+        uint4 raw[GEMV_ROWS];
+        float s[GEMV_ROWS];
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; r++) {
+            raw[r] = load16_stream(qr[r] + (int64_t)v * 16);
+            s[r] = __half2float(__ldg(dr[r] + (v >> 1)));
+        }
+        float wf[GEMV_ROWS][16];
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; r++) unpack_i8x16(raw[r], wf[r]);
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            if (b < n) {
+                float xf[16];
+                load_f32x<8>(x + (int64_t)b * K + (int64_t)v * 16, xf);
+                load_f32x<8>(x + (int64_t)b * K + (int64_t)v * 16 + 8, xf + 8);
+#pragma unroll
+                for (int r = 0; r < GEMV_ROWS; r++) {
+                    float dot = 0.f;
+#pragma unroll
+                    for (int e = 0; e < 16; e++) dot += wf[r][e] * xf[e];
+                    acc[r][b] += s[r] * dot;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            const float sum = warp_sum(acc[r][b]);
+            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = sum;
+        }
+}
+
+#define GEMV_Q8_ENTRY(NB)                                                                         \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q8_0_v2_n##NB(                \
+        float* out, const float* x, const int8_t* q, const __half* d, int n, int N, int K) {      \
+        gemv_q8_0_v2<NB>(out, x, q, d, n, N, K);                                                  \
+    }
+
+// grid (ceil(N / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); n ≤ B.
+GEMV_Q8_ENTRY(1)
+GEMV_Q8_ENTRY(2)
+GEMV_Q8_ENTRY(4)
+GEMV_Q8_ENTRY(8)
+
+// dequant_q8_0_f16: out[i] = d[i/32] · q[i] as fp16, for the cuBLAS path of prefill (n > 8).
+// grid-stride, block (256).
+// total = N·K < 2^31 (the host checks).
+extern "C" __global__ void dequant_q8_0_f16(__half* out, const int8_t* q, const __half* d, int total) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
+        out[i] = __float2half_rn(__half2float(d[i / 32]) * (float)q[i]);
+}
