@@ -223,7 +223,7 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 	}
 	var names []string
 	for name := range reports {
-		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") && !strings.Contains(name, "-topk") && !strings.Contains(name, "-q8_0-") {
+		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") && !strings.Contains(name, "-topk") && !strings.Contains(name, "-q8_0-") && !strings.Contains(name, "-q4_0-") {
 			names = append(names, name)
 		}
 	}
@@ -256,7 +256,7 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 		}
 		// The A/B runs of the same shape: the fp32 SIMT prefill, launch by launch decode (the
 		// main run has the feature); decode reading 40 candidates per row, and the model in
-		// Q8_0 (llamacu-<shape>-q8_0-cuda) instead of fp16 (the A/B run has it).
+		// Q8_0 or Q4_0 (llamacu-<shape>-q8_0-cuda) instead of fp16 (the A/B run has it).
 		for _, ab := range []struct {
 			suffix, what string
 			abHasIt      bool
@@ -265,10 +265,11 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 			{"-no-graphs", "decode with CUDA graphs ÷ without", false},
 			{"-topk40", "decode reading each row's 40 best logits (device top-k) ÷ whole rows", true},
 			{"-q8_0", "Q8_0 weights kept quantised ÷ fp16", true},
+			{"-q4_0", "Q4_0 weights kept quantised ÷ fp16", true},
 		} {
 			o := reports[name+ab.suffix]
-			if ab.suffix == "-q8_0" {
-				o = reports[strings.Replace(name, "-f16-", "-q8_0-", 1)]
+			if ab.suffix == "-q8_0" || ab.suffix == "-q4_0" { // llamacu-7b-q8_0-cuda beside llamacu-7b-f16-cuda
+				o = reports[strings.Replace(name, "-f16-", ab.suffix+"-", 1)]
 			}
 			if o == nil {
 				continue

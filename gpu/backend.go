@@ -19,14 +19,15 @@ import (
 type Options struct {
 	// Device is the CUDA device ordinal.
 	Device int
-	// Weights is the device dtype of weight matrices. F16 or BF16 convert every float matrix (F32,
-	// F16, BF16) and Q4_0 to it at Upload; the zero value (F32) keeps F32, F16 and BF16 matrices
-	// as stored and widens Q4_0 to F16. Q8_0 matrices stay Q8_0 (kernels/gemv.cu's q8_0
-	// kernels read 1.06 bytes per weight) unless WidenQ8. Vectors (norm weights) are always F32.
+	// Weights is the device dtype of float weight matrices. F16 or BF16 convert every F32, F16
+	// and BF16 matrix to it at Upload; the zero value (F32) keeps each as stored. Q8_0 and Q4_0
+	// matrices stay quantised (kernels/gemv.cu's q8_0 and q4_0 kernels read 1.06 and 0.56
+	// bytes per weight) unless WidenQuant. Vectors (norm weights) are always F32.
 	Weights tensor.DType
-	// WidenQ8 converts Q8_0 matrices like Q4_0 instead of keeping them quantised: twice the
-	// memory and decode bytes, no dequantisation before prefill's cuBLAS; for A/B benchmarks.
-	WidenQ8 bool
+	// WidenQuant converts Q8_0 and Q4_0 matrices to Weights (F16 for the zero value) instead
+	// of keeping them quantised: 2–3.6× the memory and decode bytes, no dequantisation before
+	// prefill's cuBLAS; for A/B benchmarks.
+	WidenQuant bool
 	// KVF32 keeps the KV cache in fp32 (exactly the cpu reference's values). By default it is
 	// fp16: half the memory and half the bytes attention reads per step, at a relative rounding
 	// of 2⁻¹¹ on every cached K and V.

@@ -47,7 +47,7 @@ func open(t testing.TB, opts gpu.Options) *gpu.Backend {
 
 // Tight tolerances: fp32 everywhere (KV cache, weights as stored), only the order of sums and
 // the fast-math exp/rsqrt differ from the float64 reference.
-var tight = modeltest.Options{ATol: 2e-5, RTol: 2e-4, DTypes: []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0}}
+var tight = modeltest.Options{ATol: 2e-5, RTol: 2e-4, DTypes: []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0}}
 
 // Half tolerances: the fp16 KV cache (2⁻¹¹ relative rounding of every K and V, which moves the
 // softmax weights by ~|q|·|k|·2⁻¹¹/sqrt(head_dim)), Q8_0/Q4_0 dequantised to fp16 (2⁻¹¹ per
@@ -292,18 +292,18 @@ func TestMatMulPaths(t *testing.T) {
 	for _, noBlas := range []bool{false, true} {
 		be := open(t, gpu.Options{NoCublas: noBlas})
 		r := rand.New(rand.NewPCG(5, 6))
-		for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0} {
+		for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0} {
 			shapes := [][3]int{{1, 4096, 4096}, {3, 4096, 11008}, {8, 11008, 4096}, {9, 256, 72}, {64, 4096, 512}, {5, 4096, 32000}}
 			if cuda.Emulated { // the same paths at sizes a CPU emulating every thread can afford
 				shapes = [][3]int{{1, 512, 256}, {3, 256, 344}, {8, 344, 256}, {9, 256, 72}, {20, 512, 136}, {5, 256, 1000}, {2, 172, 64}}
 			}
 			for _, c := range shapes {
 				n, K, N := c[0], c[1], c[2]
-				if N >= 1000 && d != tensor.F16 && d != tensor.Q8_0 {
-					continue // the LM head shape twice is enough (0.5 GB of F32)
+				if N >= 1000 && d != tensor.F16 && d != tensor.Q8_0 && d != tensor.Q4_0 {
+					continue // the LM head shape for each kernel family is enough (0.5 GB of F32)
 				}
-				if K%tensor.QK != 0 && d == tensor.Q8_0 {
-					continue // Q8_0 rows are whole blocks of 32
+				if K%tensor.QK != 0 && d.BlockSize() > 1 {
+					continue // quantised rows are whole blocks of 32
 				}
 				w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{N, K}, Data: tensor.Encode(d, normal(r, N*K))})
 				if err != nil {

@@ -11,7 +11,7 @@ import (
 )
 
 // Embed: out[i,:] = table[tokens[i],:] for i < len(tokens). out (B, dim), table (vocab, dim)
-// F32, F16, BF16 or Q8_0 (kernels/embed.cu). A token outside the table is a programmer error.
+// F32, F16, BF16, Q8_0 or Q4_0 (kernels/embed.cu). A token outside the table is a programmer error.
 func (b *Backend) Embed(out model.Buffer, table model.Weight, tokens []int32) {
 	ob, tw := buf(out), wt(table)
 	checkRows("Embed", len(tokens), ob)
@@ -27,8 +27,8 @@ func (b *Backend) Embed(out model.Buffer, table model.Weight, tokens []int32) {
 		return
 	}
 	tok := b.upload(&b.tokens, tokens)
-	if tw.dtype == tensor.Q8_0 {
-		b.launch(b.k.embedQ8, cuda.Dim3{X: len(tokens)}, cuda.Dim3{X: 256},
+	if tw.quantised() {
+		b.launch(b.k.embedQ[tw.qi()], cuda.Dim3{X: len(tokens)}, cuda.Dim3{X: 256},
 			cuda.Ptr(ob.ptr), cuda.Ptr(tw.ptr), cuda.Ptr(tw.scales), cuda.Ptr(tok), i32(tw.cols))
 		return
 	}

@@ -7,8 +7,8 @@ import "fmt"
 // build tag, so that the default-build test (kernelsig_test.go) can run table() and check every
 // name and every launch site against the extern "C" signatures of kernels/*.cu.
 type kernelFuncs[F any] struct {
-	embedF32, embedF16, embedBF16 F // embed.cu
-	embedQ8                       F
+	embedF32, embedF16, embedBF16 F    // embed.cu
+	embedQ                        [2]F // by quantised type: Q8_0, Q4_0
 
 	rmsnormV1, rmsnorm F // rmsnorm.cu
 
@@ -23,9 +23,9 @@ type kernelFuncs[F any] struct {
 
 	gemvV1        [3]F    // gemv.cu, by wdt (F32, F16, BF16)
 	gemvV2        [3][4]F // by wdt, batch width 1, 2, 4, 8
-	gemvQ8V1      F       // gemv.cu, Q8_0
-	gemvQ8V2      [4]F    // by batch width 1, 2, 4, 8
-	dequantQ8     F       // Q8_0 → fp16 for cuBLAS
+	gemvQV1       [2]F    // gemv.cu, by quantised type: Q8_0, Q4_0
+	gemvQV2       [2][4]F // by quantised type, batch width 1, 2, 4, 8
+	dequantQ      [2]F    // Q8_0, Q4_0 → fp16 for cuBLAS
 	gemmV1        [3]F    // gemm.cu
 	toF16, toBF16 F
 
@@ -41,8 +41,9 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 	dts := [3]string{"f32", "f16", "bf16"}
 	widths := [4]int{1, 2, 4, 8}
 	table := map[string]*F{
-		"embed_f32": &k.embedF32, "embed_f16": &k.embedF16, "embed_bf16": &k.embedBF16, "embed_q8_0": &k.embedQ8,
-		"gemv_q8_0_v1": &k.gemvQ8V1, "dequant_q8_0_f16": &k.dequantQ8,
+		"embed_f32": &k.embedF32, "embed_f16": &k.embedF16, "embed_bf16": &k.embedBF16, "embed_q8_0": &k.embedQ[0], "embed_q4_0": &k.embedQ[1],
+		"gemv_q8_0_v1": &k.gemvQV1[0], "gemv_q4_0_v1": &k.gemvQV1[1],
+		"dequant_q8_0_f16": &k.dequantQ[0], "dequant_q4_0_f16": &k.dequantQ[1],
 		"rmsnorm_f32_v1": &k.rmsnormV1, "rmsnorm_f32": &k.rmsnorm,
 		"rope_f32": &k.rope, "rope_qk_store_kv_f32": &k.ropeStoreF32, "rope_qk_store_kv_f16": &k.ropeStoreF16,
 		"store_kv_f32": &k.storeKVF32, "store_kv_f16": &k.storeKVF16,
@@ -59,7 +60,8 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 	for g, w := range widths {
 		table[fmt.Sprintf("attention_decode_f32_g%d", w)] = &k.attnDecF32[g]
 		table[fmt.Sprintf("attention_decode_f16_g%d", w)] = &k.attnDecF16[g]
-		table[fmt.Sprintf("gemv_q8_0_v2_n%d", w)] = &k.gemvQ8V2[g]
+		table[fmt.Sprintf("gemv_q8_0_v2_n%d", w)] = &k.gemvQV2[0][g]
+		table[fmt.Sprintf("gemv_q4_0_v2_n%d", w)] = &k.gemvQV2[1][g]
 	}
 	for d, dt := range dts {
 		table["gemv_"+dt+"_v1"] = &k.gemvV1[d]

@@ -25,7 +25,7 @@ const (
 //     as is), then cublasGemmEx with fp32 accumulation and fp32 output;
 //   - n > 8 without cuBLAS: gemv_<dt>_v2_n8 over 8-row slices;
 //   - K not a multiple of the 16-byte vector, or Options.Naive: gemv_<dt>_v1;
-//   - Q8_0 weights: the same choices with the q8_0 kernels (matMulQ8).
+//   - Q8_0 and Q4_0 weights: the same choices with the q8_0 / q4_0 kernels (matMulQuant).
 func (b *Backend) MatMul(out, x model.Buffer, w model.Weight, n int) {
 	ob, xb, ww := buf(out), buf(x), wt(w)
 	checkRows("MatMul", n, ob, xb)
@@ -35,8 +35,8 @@ func (b *Backend) MatMul(out, x model.Buffer, w model.Weight, n int) {
 	if n == 0 || !b.ok() {
 		return
 	}
-	if ww.dtype == tensor.Q8_0 {
-		b.matMulQ8(ob, xb, ww, n)
+	if ww.quantised() {
+		b.matMulQuant(ob, xb, ww, n)
 		return
 	}
 	N, K, d := ww.rows, ww.cols, ww.wdt()
@@ -69,14 +69,14 @@ func (b *Backend) gemv(out, x cuda.DevicePtr, w *Weight, m int) {
 		cuda.Ptr(out), cuda.Ptr(x), cuda.Ptr(w.ptr), i32(m), i32(w.rows), i32(w.cols))
 }
 
-// matMulQ8 is MatMul for Q8_0 weights (kernels/gemv.cu): gemv_q8_0_v2_n{1,2,4,8} over 8-row
-// slices; for more than 8 rows with cuBLAS, the matrix dequantised to fp16 scratch
-// (dequant_q8_0_f16: 3 bytes moved per weight, small beside a prefill GEMM's arithmetic) and
-// cuBLAS's fp16 path; under Options.Naive, gemv_q8_0_v1.
-func (b *Backend) matMulQ8(out, x *Buffer, w *Weight, n int) {
-	N, K := w.rows, w.cols
+// matMulQuant is MatMul for Q8_0 and Q4_0 weights (kernels/gemv.cu): gemv_<q>_v2_n{1,2,4,8}
+// over 8-row slices; for more than 8 rows with cuBLAS, the matrix dequantised to fp16 scratch
+// (dequant_<q>_f16: under 3 bytes moved per weight, small beside a prefill GEMM's arithmetic)
+// and cuBLAS's fp16 path; under Options.Naive, gemv_<q>_v1.
+func (b *Backend) matMulQuant(out, x *Buffer, w *Weight, n int) {
+	N, K, q := w.rows, w.cols, w.qi()
 	if b.opts.Naive {
-		b.launch(b.k.gemvQ8V1, cuda.Dim3{X: ceilDiv(N, 8), Y: n}, cuda.Dim3{X: 256},
+		b.launch(b.k.gemvQV1[q], cuda.Dim3{X: ceilDiv(N, 8), Y: n}, cuda.Dim3{X: 256},
 			cuda.Ptr(out.ptr), cuda.Ptr(x.ptr), cuda.Ptr(w.ptr), cuda.Ptr(w.scales), i32(n), i32(N), i32(K))
 		return
 	}
@@ -86,7 +86,7 @@ func (b *Backend) matMulQ8(out, x *Buffer, w *Weight, n int) {
 		if !b.ok() {
 			return
 		}
-		b.launch(b.k.dequantQ8, gridFor(total, 256), cuda.Dim3{X: 256}, cuda.Ptr(wh), cuda.Ptr(w.ptr), cuda.Ptr(w.scales), i32(total))
+		b.launch(b.k.dequantQ[q], gridFor(total, 256), cuda.Dim3{X: 256}, cuda.Ptr(wh), cuda.Ptr(w.ptr), cuda.Ptr(w.scales), i32(total))
 		b.wDeq = Weight{name: w.name, shape: w.shape, dtype: tensor.F16, rows: N, cols: K, ptr: wh}
 		b.gemmCublas(out, x, &b.wDeq, n)
 		return
@@ -97,7 +97,7 @@ func (b *Backend) matMulQ8(out, x *Buffer, w *Weight, n int) {
 		for 1<<j < m {
 			j++
 		}
-		b.launch(b.k.gemvQ8V2[j], cuda.Dim3{X: ceilDiv(N, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
+		b.launch(b.k.gemvQV2[q][j], cuda.Dim3{X: ceilDiv(N, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
 			cuda.Ptr(out.row(i)), cuda.Ptr(x.row(i)), cuda.Ptr(w.ptr), cuda.Ptr(w.scales), i32(m), i32(N), i32(K))
 	}
 }
@@ -140,8 +140,8 @@ func (b *Backend) MatMulV1(out, x model.Buffer, w model.Weight, n int) {
 	if n == 0 || !b.ok() {
 		return
 	}
-	if ww.dtype == tensor.Q8_0 { // gemv_q8_0_v1 is its naive kernel
-		b.launch(b.k.gemvQ8V1, cuda.Dim3{X: ceilDiv(ww.rows, 8), Y: n}, cuda.Dim3{X: 256},
+	if ww.quantised() { // gemv_<q>_v1 is the naive kernel
+		b.launch(b.k.gemvQV1[ww.qi()], cuda.Dim3{X: ceilDiv(ww.rows, 8), Y: n}, cuda.Dim3{X: 256},
 			cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ww.ptr), cuda.Ptr(ww.scales), i32(n), i32(ww.rows), i32(ww.cols))
 		return
 	}

@@ -14,15 +14,26 @@ import (
 	"github.com/llamacu/llamacu/tensor"
 )
 
-// Weight is a parameter tensor resident on the device: F32, F16, BF16 or Q8_0 (see
+// Weight is a parameter tensor resident on the device: F32, F16, BF16, Q8_0 or Q4_0 (see
 // Options.Weights for which dtype a file tensor becomes). Vectors are always F32.
 type Weight struct {
 	name       string
 	shape      []int
 	dtype      tensor.DType // resident dtype
 	rows, cols int
-	ptr        cuda.DevicePtr // (rows, cols) of dtype; Q8_0: the int8 q (rows, cols)
-	scales     cuda.DevicePtr // Q8_0 only: the fp16 d (rows, cols/32), in the same allocation
+	ptr        cuda.DevicePtr // (rows, cols) of dtype; Q8_0: int8 q (rows, cols); Q4_0: nibbles (rows, cols/2)
+	scales     cuda.DevicePtr // Q8_0, Q4_0: the fp16 d (rows, cols/32), after ptr's bytes in the same allocation
+}
+
+// quantised reports a Q8_0 or Q4_0 weight (two arrays: ptr and scales).
+func (w *Weight) quantised() bool { return w.dtype == tensor.Q8_0 || w.dtype == tensor.Q4_0 }
+
+// qi indexes the per-quantised-type kernel tables: 0 Q8_0, 1 Q4_0.
+func (w *Weight) qi() int {
+	if w.dtype == tensor.Q4_0 {
+		return 1
+	}
+	return 0
 }
 
 // Shape is the tensor's shape, as uploaded.
@@ -59,8 +70,8 @@ func (b *Backend) residentDType(d tensor.DType, matrix bool) tensor.DType {
 	if !matrix {
 		return tensor.F32
 	}
-	if d == tensor.Q8_0 && !b.opts.WidenQ8 {
-		return tensor.Q8_0
+	if (d == tensor.Q8_0 || d == tensor.Q4_0) && !b.opts.WidenQuant {
+		return d
 	}
 	if b.opts.Weights != tensor.F32 {
 		return b.opts.Weights
@@ -69,7 +80,7 @@ func (b *Backend) residentDType(d tensor.DType, matrix bool) tensor.DType {
 	case tensor.F32, tensor.F16, tensor.BF16:
 		return d
 	}
-	return tensor.F16 // Q4_0, and Q8_0 under WidenQ8
+	return tensor.F16 // Q8_0 and Q4_0 under WidenQuant
 }
 
 // Upload converts t to its resident dtype on the host (in parallel over rows) and copies it to
@@ -93,11 +104,11 @@ func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
 	w.dtype = b.residentDType(t.DType, len(t.Shape) == 2)
 	data := t.Data
 	switch {
-	case w.dtype == tensor.Q8_0:
+	case w.dtype == tensor.Q8_0 || w.dtype == tensor.Q4_0:
 		if int64(w.rows)*int64(w.cols) >= 1<<31 {
-			return nil, fmt.Errorf("%w: Q8_0 tensor %q of %d×%d elements: at most 2³¹−1 on the device", ErrBadShape, t.Name, w.rows, w.cols)
+			return nil, fmt.Errorf("%w: %v tensor %q of %d×%d elements: at most 2³¹−1 on the device", ErrBadShape, w.dtype, t.Name, w.rows, w.cols)
 		}
-		data = repackQ8(t)
+		data = repackQuant(t)
 	case w.dtype != t.DType:
 		data = convert(t, w.dtype)
 	}
@@ -109,25 +120,28 @@ func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
 		return nil, fmt.Errorf("gpu: upload %q: %w", t.Name, err)
 	}
 	w.ptr = p
-	if w.dtype == tensor.Q8_0 {
-		w.scales = p + cuda.DevicePtr(w.rows*w.cols)
+	if w.quantised() {
+		w.scales = p + cuda.DevicePtr(len(data)-w.rows*w.cols/tensor.QK*2)
 	}
 	return w, nil
 }
 
-// repackQ8 rewrites a Q8_0 matrix from the file's 34-byte blocks (fp16 d, 32 int8) into the
-// device layout of kernels/gemv.cu: all the int8 q (rows, cols), then all the fp16 d
-// (rows, cols/32), so that the kernels' 16-byte loads of q are aligned.
-func repackQ8(t *tensor.Tensor) []byte {
+// repackQuant rewrites a Q8_0 or Q4_0 matrix from the file's blocks (an fp16 d, then 32 int8
+// or 16 bytes of nibbles) into the device layout of kernels/gemv.cu: every block's quants
+// (rows, cols) int8 or (rows, cols/2) bytes, then every d (rows, cols/32) fp16, so that the
+// kernels' 16-byte loads of the quants are aligned.
+func repackQuant(t *tensor.Tensor) []byte {
 	rows, cols := t.Rows(), t.Cols()
 	nb := cols / tensor.QK
-	out := make([]byte, rows*cols+rows*nb*2)
-	q, d := out[:rows*cols], out[rows*cols:]
+	bb := t.DType.BlockBytes() // 34 or 18
+	qb := bb - 2               // quant bytes per block
+	out := make([]byte, rows*nb*bb)
+	q, d := out[:rows*nb*qb], out[rows*nb*qb:]
 	parallelRows(rows, cols, func(lo, hi int) {
 		for blk := lo * nb; blk < hi*nb; blk++ {
-			src := t.Data[blk*34 : blk*34+34]
+			src := t.Data[blk*bb : (blk+1)*bb]
 			d[2*blk], d[2*blk+1] = src[0], src[1]
-			copy(q[blk*tensor.QK:(blk+1)*tensor.QK], src[2:])
+			copy(q[blk*qb:(blk+1)*qb], src[2:])
 		}
 	})
 	return out

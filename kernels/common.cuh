@@ -141,6 +141,16 @@ LLAMACU_DEVICE void argmax_merge(float& v, int& i, float v2, int i2) {
     }
 }
 
+// ---------------------------------------------------------------- Q4_0
+
+// q4_at is element k of a row of Q4_0 nibbles as resident on the device (gemv.cu: each block
+// of 32 is 16 bytes, byte j holding element j in its low nibble and j+16 in its high one),
+// before the block's scale: the nibble minus 8.
+LLAMACU_DEVICE int q4_at(const uint8_t* row, int k) {
+    const uint8_t byte = row[(k / 32) * 16 + (k % 16)];
+    return (k % 32 < 16 ? (byte & 0xf) : (byte >> 4)) - 8;
+}
+
 // ---------------------------------------------------------------- paged KV cache
 
 // kv_offset is the element offset in K or V, stored (layers, num_blocks, block_size, kv_heads,

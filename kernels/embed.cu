@@ -1,6 +1,6 @@
 // embed.cu — token embedding lookup.
 //
-//   out[i, :] = table[tokens[i], :]      out (n, dim) fp32; table (vocab, dim) f32 | f16 | bf16 | q8_0
+//   out[i, :] = table[tokens[i], :]      out (n, dim) fp32; table (vocab, dim) f32 | f16 | bf16 | q8_0 | q4_0
 //
 // Versions
 //   embed_<dt>  (v1, the only one): one block per row, each thread copies dim/blockDim elements,
@@ -41,4 +41,14 @@ extern "C" __global__ void embed_q8_0(float* out, const int8_t* q, const __half*
     const __half* ds = d + t * (dim / 32);
     float* dst = out + (int64_t)blockIdx.x * dim;
     for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = __half2float(ds[j / 32]) * (float)src[j];
+}
+
+// embed_q4_0: the table resident as Q4_0 (q (vocab, dim/2) bytes, d (vocab, dim/32) fp16; see
+// gemv.cu). grid (n), block (256).
+extern "C" __global__ void embed_q4_0(float* out, const uint8_t* q, const __half* d, const int* tokens, int dim) {
+    const int64_t t = tokens[blockIdx.x];
+    const uint8_t* src = q + t * (dim / 2);
+    const __half* ds = d + t * (dim / 32);
+    float* dst = out + (int64_t)blockIdx.x * dim;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = __half2float(ds[j / 32]) * (float)q4_at(src, j);
 }

@@ -332,7 +332,7 @@ func TestEmulatedKernels(t *testing.T) {
 			{"StoreKV", testStoreKV}, {"RoPEStoreKV", testRoPEStoreKV}, {"Attention", testAttention},
 			{"MatMul", testMatMul}, {"GEMM", testGEMM}, {"Convert", testConvert},
 			{"SwiGLU", testSwiGLU}, {"Add", testAdd}, {"Gather", testGather}, {"Argmax", testArgmax},
-			{"TopK", testTopK}, {"Q8_0", testQ8},
+			{"TopK", testTopK}, {"Quant", testQuant},
 			{"Faults", testFaults},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -1215,80 +1215,86 @@ func testTopK(t *testing.T, e *emulator) {
 	}
 }
 
-// ---- Q8_0 (gpu/matmul.go matMulQ8, gpu/embed.go): the weights repacked as gpu/upload.go does
-// (all int8 q, then all fp16 d), against the CPU backend on the file's Q8_0 blocks.
+// ---- Q8_0 and Q4_0 (gpu/matmul.go matMulQuant, gpu/embed.go): the weights repacked as
+// gpu/upload.go does (every block's quants, then every fp16 d), against the CPU backend on the
+// file's blocks.
 
-func testQ8(t *testing.T, e *emulator) {
+func testQuant(t *testing.T, e *emulator) {
 	r := rand.New(rand.NewPCG(19, 19))
-	repack := func(data []byte, rows, cols int) []byte {
-		nb := cols / 32
-		out := make([]byte, rows*cols+rows*nb*2)
+	repack := func(d tensor.DType, data []byte, rows, cols int) []byte {
+		nb, bb := cols/32, d.BlockBytes()
+		qb := bb - 2
+		out := make([]byte, rows*nb*bb)
 		for blk := 0; blk < rows*nb; blk++ {
-			src := data[blk*34:]
-			out[rows*cols+2*blk], out[rows*cols+2*blk+1] = src[0], src[1]
-			copy(out[blk*32:(blk+1)*32], src[2:34])
+			src := data[blk*bb:]
+			out[rows*nb*qb+2*blk], out[rows*nb*qb+2*blk+1] = src[0], src[1]
+			copy(out[blk*qb:(blk+1)*qb], src[2:bb])
 		}
 		return out
 	}
-	for _, c := range []struct{ n, N, K int }{{1, 17, 64}, {2, 40, 32}, {3, 5, 96}, {8, 21, 128}, {11, 19, 64}} {
-		t.Run(fmt.Sprintf("%dx%dx%d", c.n, c.N, c.K), func(t *testing.T) {
-			x := normal(r, c.n*c.K, 1)
-			wq := tensor.Encode(tensor.Q8_0, normal(r, c.N*c.K, 1))
-			w := make([]float32, c.N*c.K)
-			tensor.Decode(w, tensor.Q8_0, wq)
-			be := newCPU(t)
-			xb, _ := hostBuf(t, be, c.n, c.K, x)
-			ob, want := hostBuf(t, be, c.n, c.N, nil)
-			be.MatMul(ob, xb, upload(t, be, tensor.F32, c.N, c.K, w), c.n)
-			mag := absDot(x, w, c.n, c.N, c.K)
-			dev := repack(wq, c.N, c.K)
-			for _, name := range []string{"v1", "v2"} {
-				s := &script{}
-				out := s.buf(f32Bytes(nanFill((c.n + 1) * c.N)))
-				xd, wd := s.buf(f32Bytes(x)), s.buf(dev)
-				q, d := ptr(wd), ptrAt(wd, c.N*c.K)
-				if name == "v1" {
-					s.launch("gemv_q8_0_v1", d2(ceilDiv(c.N, 8), c.n), d1(256), ptr(out), ptr(xd), q, d, i32(c.n), i32(c.N), i32(c.K))
-				} else {
-					for i := 0; i < c.n; i += 8 {
-						m := min(8, c.n-i)
-						b := 1
-						for b < m {
-							b *= 2
+	for _, dt := range []tensor.DType{tensor.Q8_0, tensor.Q4_0} {
+		name := strings.ToLower(dt.String())
+		for _, c := range []struct{ n, N, K int }{{1, 17, 64}, {2, 40, 32}, {3, 5, 96}, {8, 21, 128}, {11, 19, 64}} {
+			t.Run(fmt.Sprintf("%v/%dx%dx%d", dt, c.n, c.N, c.K), func(t *testing.T) {
+				x := normal(r, c.n*c.K, 1)
+				wq := tensor.Encode(dt, normal(r, c.N*c.K, 1))
+				w := make([]float32, c.N*c.K)
+				tensor.Decode(w, dt, wq)
+				be := newCPU(t)
+				xb, _ := hostBuf(t, be, c.n, c.K, x)
+				ob, want := hostBuf(t, be, c.n, c.N, nil)
+				be.MatMul(ob, xb, upload(t, be, tensor.F32, c.N, c.K, w), c.n)
+				mag := absDot(x, w, c.n, c.N, c.K)
+				dev := repack(dt, wq, c.N, c.K)
+				scales := len(dev) - c.N*c.K/32*2
+				for _, v := range []string{"v1", "v2"} {
+					s := &script{}
+					out := s.buf(f32Bytes(nanFill((c.n + 1) * c.N)))
+					xd, wd := s.buf(f32Bytes(x)), s.buf(dev)
+					q, d := ptr(wd), ptrAt(wd, scales)
+					if v == "v1" {
+						s.launch("gemv_"+name+"_v1", d2(ceilDiv(c.N, 8), c.n), d1(256), ptr(out), ptr(xd), q, d, i32(c.n), i32(c.N), i32(c.K))
+					} else {
+						for i := 0; i < c.n; i += 8 {
+							m := min(8, c.n-i)
+							b := 1
+							for b < m {
+								b *= 2
+							}
+							s.launch(fmt.Sprintf("gemv_%s_v2_n%d", name, b), d1(ceilDiv(c.N, 16)), d1(128),
+								ptrAt(out, 4*i*c.N), ptrAt(xd, 4*i*c.K), q, d, i32(m), i32(c.N), i32(c.K))
 						}
-						s.launch(fmt.Sprintf("gemv_q8_0_v2_n%d", b), d1(ceilDiv(c.N, 16)), d1(128),
-							ptrAt(out, 4*i*c.N), ptrAt(xd, 4*i*c.K), q, d, i32(m), i32(c.N), i32(c.K))
+					}
+					got := s.read(out)
+					e.run(t, s)
+					g := bytesF32(*got)
+					compare(t, v, g[:c.n*c.N], want[:c.n*c.N], mag, tol{1e-6, 1e-5})
+					for i, val := range g[c.n*c.N:] {
+						if !math.IsNaN(float64(val)) {
+							t.Errorf("%s wrote out[%d] = %g beyond its %d rows", v, c.n*c.N+i, val, c.n)
+							break
+						}
 					}
 				}
-				got := s.read(out)
+				// The dequantisation for cuBLAS, and the embedding lookup.
+				s := &script{}
+				wd := s.buf(dev)
+				half := s.buf(make([]byte, 2*c.N*c.K))
+				s.launch("dequant_"+name+"_f16", d1(ceilDiv(c.N*c.K, 256)), d1(256), ptr(half), ptr(wd), ptrAt(wd, scales), i32(c.N*c.K))
+				toks := []int32{int32(c.N - 1), 0, int32(c.N / 2)}
+				emb := s.buf(make([]byte, 4*len(toks)*c.K))
+				td := s.buf(i32Bytes(toks))
+				s.launch("embed_"+name, d1(len(toks)), d1(256), ptr(emb), ptr(wd), ptrAt(wd, scales), ptr(td), i32(c.K))
+				gh, ge := s.read(half), s.read(emb)
 				e.run(t, s)
-				g := bytesF32(*got)
-				compare(t, name, g[:c.n*c.N], want[:c.n*c.N], mag, tol{1e-6, 1e-5})
-				for i, v := range g[c.n*c.N:] {
-					if !math.IsNaN(float64(v)) {
-						t.Errorf("%s wrote out[%d] = %g beyond its %d rows", name, c.n*c.N+i, v, c.n)
-						break
-					}
+				compare(t, "dequant_"+name+"_f16", decodeAs(tensor.F16, *gh), roundTo(tensor.F16, w), nil, exact)
+				var wantE []float32
+				for _, tok := range toks {
+					wantE = append(wantE, w[int(tok)*c.K:(int(tok)+1)*c.K]...)
 				}
-			}
-			// The dequantisation for cuBLAS, and the embedding lookup.
-			s := &script{}
-			wd := s.buf(dev)
-			half := s.buf(make([]byte, 2*c.N*c.K))
-			s.launch("dequant_q8_0_f16", d1(ceilDiv(c.N*c.K, 256)), d1(256), ptr(half), ptr(wd), ptrAt(wd, c.N*c.K), i32(c.N*c.K))
-			toks := []int32{int32(c.N - 1), 0, int32(c.N / 2)}
-			emb := s.buf(make([]byte, 4*len(toks)*c.K))
-			td := s.buf(i32Bytes(toks))
-			s.launch("embed_q8_0", d1(len(toks)), d1(256), ptr(emb), ptr(wd), ptrAt(wd, c.N*c.K), ptr(td), i32(c.K))
-			gh, ge := s.read(half), s.read(emb)
-			e.run(t, s)
-			compare(t, "dequant_q8_0_f16", decodeAs(tensor.F16, *gh), roundTo(tensor.F16, w), nil, exact)
-			var wantE []float32
-			for _, tok := range toks {
-				wantE = append(wantE, w[int(tok)*c.K:(int(tok)+1)*c.K]...)
-			}
-			compare(t, "embed_q8_0", bytesF32(*ge), wantE, nil, exact)
-		})
+				compare(t, "embed_"+name, bytesF32(*ge), wantE, nil, exact)
+			})
+		}
 	}
 }
 
@@ -1313,9 +1319,9 @@ var launchSites = []string{
 	"StoreKV: cuda.Dim3{X: bt.Len()} | cuda.Dim3{X: 128}",
 	"MatMul: cuda.Dim3{X: ceilDiv(N, 8), Y: n} | cuda.Dim3{X: 256}",
 	"gemv: cuda.Dim3{X: ceilDiv(w.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
-	"matMulQ8: cuda.Dim3{X: ceilDiv(N, 8), Y: n} | cuda.Dim3{X: 256}",
-	"matMulQ8: gridFor(total, 256) | cuda.Dim3{X: 256}",
-	"matMulQ8: cuda.Dim3{X: ceilDiv(N, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
+	"matMulQuant: cuda.Dim3{X: ceilDiv(N, 8), Y: n} | cuda.Dim3{X: 256}",
+	"matMulQuant: gridFor(total, 256) | cuda.Dim3{X: 256}",
+	"matMulQuant: cuda.Dim3{X: ceilDiv(N, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"gemmCublas: gridFor(total, 256) | cuda.Dim3{X: 256}",
 	"MatMulV1: cuda.Dim3{X: ceilDiv(ww.rows, 8), Y: n} | cuda.Dim3{X: 256}",
 	"MatMulV1: cuda.Dim3{X: ceilDiv(ww.rows, 128), Y: n} | cuda.Dim3{X: 128}",

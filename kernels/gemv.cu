@@ -1,6 +1,6 @@
 // gemv.cu — the decode matmul: a few activation rows times a weight matrix.
 //
-//   out[b, r] = Σ_k x[b, k] · w[r, k]      out (n, N) fp32; x (n, K) fp32; w (N, K) f32|f16|bf16|q8_0
+//   out[b, r] = Σ_k x[b, k] · w[r, k]      out (n, N) fp32; x (n, K) fp32; w (N, K) f32|f16|bf16|q8_0|q4_0
 //
 // fp32 accumulation; weights widened in registers (f16: __half22float2; bf16: a shift).
 //
@@ -241,4 +241,132 @@ GEMV_Q8_ENTRY(8)
 extern "C" __global__ void dequant_q8_0_f16(__half* out, const int8_t* q, const __half* d, int total) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
         out[i] = __float2half_rn(__half2float(d[i / 32]) * (float)q[i]);
+}
+
+// ---------------------------------------------------------------- Q4_0
+//
+// Q4_0 weights stay quantised too, repacked by gpu/upload.go from the file's 18-byte blocks (an
+// fp16 scale, then 16 bytes: byte j holds element j in its low nibble and element j+16 in its
+// high one) into
+//
+//   q (N, K/2) bytes in the file's order, d (N, K/32) fp16:   w[r, k] = d[r, k/32] · (nibble − 8)
+//
+// 0.5625 bytes per weight: a decode step streams 28% of fp16's bytes.
+//   gemv_q4_0_v1      : the reference loop on the dequantised weight.
+//   gemv_q4_0_v2_n<B> : gemv_q8_0_v2's layout with one whole block (16 bytes, 32 weights) per lane
+//                       and load; the low nibbles meet x[32v … 32v+15], the high ones the next 16.
+
+// grid (ceil(N/8), n), block (256).
+extern "C" __global__ void gemv_q4_0_v1(float* out, const float* x, const uint8_t* q, const __half* d,
+                                        int n, int N, int K) {
+    const int warps = blockDim.x >> 5;
+    const int r = blockIdx.x * warps + (threadIdx.x >> 5), b = blockIdx.y, lane = threadIdx.x & 31;
+    if (r >= N) return;  // whole warp
+    const uint8_t* qr = q + (int64_t)r * (K / 2);
+    const __half* dr = d + (int64_t)r * (K / 32);
+    const float* xr = x + (int64_t)b * K;
+    float acc = 0.f;
+    for (int k = lane; k < K; k += 32) acc += __half2float(dr[k / 32]) * (float)q4_at(qr, k) * xr[k];
+    acc = warp_sum(acc);
+    if (lane == 0) out[(int64_t)b * N + r] = acc;
+}
+
+// unpack_q4x32 splits one 16-byte Q4_0 block into its 32 values minus 8: lo = elements 0…15
+// (low nibbles), hi = 16…31 (high nibbles).
+LLAMACU_DEVICE void unpack_q4x32(uint4 u, float* lo, float* hi) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const uint32_t byte = (w[i] >> (8 * j)) & 0xff;
+            lo[4 * i + j] = (float)((int)(byte & 0xf) - 8);
+            hi[4 * i + j] = (float)((int)(byte >> 4) - 8);
+        }
+}
+
+template <int NB>
+__device__ void gemv_q4_0_v2(float* __restrict__ out, const float* __restrict__ x,
+                             const uint8_t* __restrict__ q, const __half* __restrict__ d, int n, int N,
+                             int K) {
+    const int lane = threadIdx.x & 31;
+    const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
+    if (r0 >= N) return;  // whole warp; no barrier below
+    const uint8_t* qr[GEMV_ROWS];
+    const __half* dr[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) {
+        const int64_t row = min(r0 + r, N - 1);  // tail: reread
+        qr[r] = q + row * (K / 2);
+        dr[r] = d + row * (K / 32);
+    }
+    float acc[GEMV_ROWS][NB];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) acc[r][b] = 0.f;
+
+    const int nblk = K / 32;
+#pragma unroll 2
+    for (int v = lane; v < nblk; v += 32) {
+        uint4 raw[GEMV_ROWS];
+        float s[GEMV_ROWS];
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; r++) {
+            raw[r] = load16_stream(qr[r] + (int64_t)v * 16);
+            s[r] = __half2float(__ldg(dr[r] + v));
+        }
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            float wf[GEMV_ROWS][16];
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++) {
+                float other[16];
+                if (half == 0) unpack_q4x32(raw[r], wf[r], other);
+                else unpack_q4x32(raw[r], other, wf[r]);
+            }
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                if (b < n) {
+                    float xf[16];
+                    const float* xp = x + (int64_t)b * K + (int64_t)v * 32 + half * 16;
+                    load_f32x<8>(xp, xf);
+                    load_f32x<8>(xp + 8, xf + 8);
+#pragma unroll
+                    for (int r = 0; r < GEMV_ROWS; r++) {
+                        float dot = 0.f;
+#pragma unroll
+                        for (int e = 0; e < 16; e++) dot += wf[r][e] * xf[e];
+                        acc[r][b] += s[r] * dot;
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            const float sum = warp_sum(acc[r][b]);
+            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = sum;
+        }
+}
+
+#define GEMV_Q4_ENTRY(NB)                                                                         \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q4_0_v2_n##NB(                \
+        float* out, const float* x, const uint8_t* q, const __half* d, int n, int N, int K) {     \
+        gemv_q4_0_v2<NB>(out, x, q, d, n, N, K);                                                  \
+    }
+
+// grid (ceil(N / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); n ≤ B.
+GEMV_Q4_ENTRY(1)
+GEMV_Q4_ENTRY(2)
+GEMV_Q4_ENTRY(4)
+GEMV_Q4_ENTRY(8)
+
+// dequant_q4_0_f16: out[i] = d[i/32] · (nibble i − 8) as fp16, for prefill's cuBLAS path.
+// total = N·K < 2^31 (the host checks). grid-stride, block (256).
+extern "C" __global__ void dequant_q4_0_f16(__half* out, const uint8_t* q, const __half* d, int total) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
+        out[i] = __float2half_rn(__half2float(d[i / 32]) * (float)q4_at(q, i));
 }

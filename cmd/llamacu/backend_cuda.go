@@ -17,7 +17,7 @@ import (
 
 // The CUDA backend on device 0 ($LLAMACU_DEVICE selects another). Weight matrices are stored in
 // fp16 on the device ($LLAMACU_WEIGHTS=bf16 for bf16, =stored to keep each file's dtype, F32
-// included), except Q8_0 ones, which stay Q8_0 ($LLAMACU_Q8=widen converts them too); the KV cache is fp16 ($LLAMACU_KV=f32 for fp32). Prefill attention runs on the
+// included), except Q8_0 and Q4_0 ones, which stay quantised ($LLAMACU_QUANT=widen converts them too); the KV cache is fp16 ($LLAMACU_KV=f32 for fp32). Prefill attention runs on the
 // tensor cores where it can ($LLAMACU_PREFILL=simt: the fp32 SIMT kernel, for comparisons).
 // Repeated steps (decode) replay as CUDA graphs ($LLAMACU_GRAPHS=0: launch by launch).
 //
@@ -52,12 +52,12 @@ func cudaOptions() (gpu.Options, error) {
 	default:
 		return opts, fmt.Errorf("%w: LLAMACU_WEIGHTS=%q: want f16, bf16 or stored", errUsage, w)
 	}
-	switch q := strings.ToLower(os.Getenv("LLAMACU_Q8")); q {
-	case "", "q8_0", "native":
-	case "widen", "f16":
-		opts.WidenQ8 = true
+	switch q := strings.ToLower(os.Getenv("LLAMACU_QUANT")); q {
+	case "", "native":
+	case "widen":
+		opts.WidenQuant = true
 	default:
-		return opts, fmt.Errorf("%w: LLAMACU_Q8=%q: want native or widen", errUsage, q)
+		return opts, fmt.Errorf("%w: LLAMACU_QUANT=%q: want native or widen", errUsage, q)
 	}
 	opts.KVF32 = strings.EqualFold(os.Getenv("LLAMACU_KV"), "f32")
 	switch g := os.Getenv("LLAMACU_GRAPHS"); g {

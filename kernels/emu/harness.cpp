@@ -375,7 +375,8 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(convert_f32_to_f16) X(convert_f32_to_bf16) X(swiglu_f32_v1) X(swiglu_f32)             \
     X(add_f32_v1) X(add_f32) X(gather_rows_f32) X(argmax_f32)   \
     X(topk_f32_v1) X(topk_f32) X(gemv_q8_0_v1) X(gemv_q8_0_v2_n1) X(gemv_q8_0_v2_n2) X(gemv_q8_0_v2_n4)   \
-    X(gemv_q8_0_v2_n8) X(dequant_q8_0_f16) X(embed_q8_0)
+    X(gemv_q8_0_v2_n8) X(dequant_q8_0_f16) X(embed_q8_0) X(gemv_q4_0_v1) X(gemv_q4_0_v2_n1)              \
+    X(gemv_q4_0_v2_n2) X(gemv_q4_0_v2_n4) X(gemv_q4_0_v2_n8) X(dequant_q4_0_f16) X(embed_q4_0)
 
 const std::map<std::string, Launcher>& kernels() {
 #define X(name) {#name, launcher(name)},
