@@ -132,7 +132,8 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 		}
 	}
 	tflops := map[string]float64{}
-	topk := map[string]float64{} // ns/op by "v2/n=8/k=40"
+	topk := map[string]float64{}   // ns/op by "v2/n=8/k=40"
+	gateUp := map[string]float64{} // ns/op by "fused/n=1"
 	for _, b := range benches {
 		switch {
 		case strings.HasPrefix(b.Name, "BenchmarkGEMV/") && s.CopyMBps > 0:
@@ -155,6 +156,8 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 			rest := strings.TrimPrefix(b.Name, "BenchmarkAttentionPrefill/")
 			tflops[rest] = b.Metrics["TFLOP/s"]
 			s.Checks = append(s.Checks, Check{What: "prefill attention " + strings.ReplaceAll(rest, "/", " "), Value: b.Metrics["TFLOP/s"], Unit: "TFLOP/s"})
+		case strings.HasPrefix(b.Name, "BenchmarkGateUp/"):
+			gateUp[strings.TrimPrefix(b.Name, "BenchmarkGateUp/")] = b.NsPerOp
 		case strings.HasPrefix(b.Name, "BenchmarkTopK/"):
 			rest := strings.TrimPrefix(b.Name, "BenchmarkTopK/")
 			topk[rest] = b.NsPerOp
@@ -164,6 +167,12 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 		}
 	}
 	s.addTP8(benches)
+	for _, k := range slices.Sorted(maps.Keys(gateUp)) {
+		if un := gateUp["unfused/"+strings.TrimPrefix(k, "fused/")]; strings.HasPrefix(k, "fused/") && un > 0 && gateUp[k] > 0 {
+			s.Checks = append(s.Checks, Check{What: "FFN gate/up + SwiGLU fused ÷ unfused (7B, fp16), " + strings.TrimPrefix(k, "fused/"), Value: un / gateUp[k], Unit: "×",
+				Note: fmt.Sprintf("%.1f vs %.1f µs", gateUp[k]/1e3, un/1e3)})
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(topk)) {
 		v2 := topk[k]
 		if host := topk["read+host/"+strings.TrimPrefix(k, "v2/")]; strings.HasPrefix(k, "v2/") && host > 0 && v2 > 0 {

@@ -27,6 +27,8 @@ BenchmarkAttentionDecode/7B-16       	     200	    400000 ns/op	 336000.00 MB/s
 BenchmarkAttentionDecode/7B/8seqs-16 	     200	   2000000 ns/op	 300000.00 MB/s
 BenchmarkAttentionPrefill/v3-mma/7B/n=2048-16  	200	 300000 ns/op	 114.5 TFLOP/s
 BenchmarkAttentionPrefill/v2-simt/7B/n=2048-16 	200	1500000 ns/op	  22.9 TFLOP/s
+BenchmarkGateUp/fused/n=1-16        	     200	    110000 ns/op	 1639.68 MB/s
+BenchmarkGateUp/unfused/n=1-16      	     200	    121000 ns/op	 1490.62 MB/s
 BenchmarkTopK/v2/n=8/k=40-16         	     200	     30000 ns/op	 34133.33 MB/s
 BenchmarkTopK/read+host/n=8/k=40-16  	     200	    600000 ns/op	  1706.67 MB/s
 BenchmarkAllReduce/1x4096-16         	    1000	     25000 ns/op
@@ -84,6 +86,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"prefill attention tensor cores ÷ SIMT, 7B n=2048", 114.5 / 22.9, true},
 		{"all-reduce 1x4096", 25, true},
 		{"top-k v2 n=8 k=40, 32000 vocabulary", 30, true},
+		{"FFN gate/up + SwiGLU fused ÷ unfused (7B, fp16), n=1", 1.1, true},
 		{"top-k on the device: read+host ÷ v2, n=8 k=40", 20, true},
 		{"llama-2-7b pp2048", 31000, true},
 		{"llama-2-7b tg128 b1 d0", 190, false}, // the 200 tok/s target

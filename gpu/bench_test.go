@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/llamacu/llamacu/cuda"
 	"github.com/llamacu/llamacu/gpu"
 	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/sample"
@@ -188,5 +189,41 @@ func BenchmarkTopK(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// BenchmarkGateUp: LLaMA 7B's FFN gate and up projections and SwiGLU (2 × 11008×4096 fp16),
+// fused (gemv_f16_v2_glu: one launch) and unfused (two GEMVs and swiglu_f32); bytes are the two
+// matrices. The ratio is what the fusion buys per layer, launch gaps included.
+func BenchmarkGateUp(b *testing.B) {
+	be := open(b, gpu.Options{})
+	r := rand.New(rand.NewPCG(4, 4))
+	N, K := 11008, 4096
+	if cuda.Emulated {
+		N, K = 344, 128
+	}
+	up := func() model.Weight {
+		w, err := be.Upload(&tensor.Tensor{Name: "w", DType: tensor.F16, Shape: []int{N, K}, Data: tensor.Encode(tensor.F16, normal(r, N*K))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return w
+	}
+	w1, w3 := up(), up()
+	for _, n := range []int{1, 8} {
+		x := newBuf(b, be, n, K, normal(r, n*K))
+		out, tmp := newBuf(b, be, n, N, nil), newBuf(b, be, n, N, nil)
+		b.Run(fmt.Sprintf("fused/n=%d", n), func(b *testing.B) {
+			b.SetBytes(2 * int64(N) * int64(K) * 2)
+			run(b, be, func() { be.MatMulSwiGLU(out, tmp, x, w1, w3, n) })
+		})
+		b.Run(fmt.Sprintf("unfused/n=%d", n), func(b *testing.B) {
+			b.SetBytes(2 * int64(N) * int64(K) * 2)
+			run(b, be, func() {
+				be.MatMul(out, x, w1, n)
+				be.MatMul(tmp, x, w3, n)
+				be.SwiGLU(out, out, tmp, n)
+			})
+		})
 	}
 }

@@ -11,6 +11,7 @@ type kernelFuncs[F any] struct {
 	embedQ                        [2]F // by quantised type: Q8_0, Q4_0
 
 	rmsnormV1, rmsnorm F // rmsnorm.cu
+	addRMSNorm         F
 
 	rope                           F // rope.cu
 	ropeStoreF32, ropeStoreF16     F
@@ -23,6 +24,8 @@ type kernelFuncs[F any] struct {
 
 	gemvV1        [3]F    // gemv.cu, by wdt (F32, F16, BF16)
 	gemvV2        [3][4]F // by wdt, batch width 1, 2, 4, 8
+	gemvQKV       [3][4]F // fused q, k, v projections, by wdt and batch width
+	gemvGLU       [3][4]F // fused gate/up projections and SwiGLU, by wdt and batch width
 	gemvQV1       [2]F    // gemv.cu, by quantised type: Q8_0, Q4_0
 	gemvQV2       [2][4]F // by quantised type, batch width 1, 2, 4, 8
 	dequantQ      [2]F    // Q8_0, Q4_0 → fp16 for cuBLAS
@@ -44,7 +47,7 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		"embed_f32": &k.embedF32, "embed_f16": &k.embedF16, "embed_bf16": &k.embedBF16, "embed_q8_0": &k.embedQ[0], "embed_q4_0": &k.embedQ[1],
 		"gemv_q8_0_v1": &k.gemvQV1[0], "gemv_q4_0_v1": &k.gemvQV1[1],
 		"dequant_q8_0_f16": &k.dequantQ[0], "dequant_q4_0_f16": &k.dequantQ[1],
-		"rmsnorm_f32_v1": &k.rmsnormV1, "rmsnorm_f32": &k.rmsnorm,
+		"rmsnorm_f32_v1": &k.rmsnormV1, "rmsnorm_f32": &k.rmsnorm, "add_rmsnorm_f32": &k.addRMSNorm,
 		"rope_f32": &k.rope, "rope_qk_store_kv_f32": &k.ropeStoreF32, "rope_qk_store_kv_f16": &k.ropeStoreF16,
 		"store_kv_f32": &k.storeKVF32, "store_kv_f16": &k.storeKVF16,
 		"attention_f32_v1": &k.attnV1F32, "attention_f16_v1": &k.attnV1F16,
@@ -68,6 +71,8 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		table["gemm_"+dt+"_v1"] = &k.gemmV1[d]
 		for j, w := range widths {
 			table[fmt.Sprintf("gemv_%s_v2_n%d", dt, w)] = &k.gemvV2[d][j]
+			table[fmt.Sprintf("gemv_%s_v2_qkv_n%d", dt, w)] = &k.gemvQKV[d][j]
+			table[fmt.Sprintf("gemv_%s_v2_glu_n%d", dt, w)] = &k.gemvGLU[d][j]
 		}
 	}
 	return table

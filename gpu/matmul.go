@@ -13,6 +13,7 @@ import (
 // Constants of kernels/gemv.cu.
 const (
 	gemvThreads      = 128
+	gemvRows         = 4  // GEMV_ROWS: weight rows per warp
 	gemvRowsPerBlock = 16 // GEMV_ROWS_PER_BLOCK
 	gemvMaxBatch     = 8  // widest compiled batch (gemv_<dt>_v2_n8)
 )

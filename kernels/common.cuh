@@ -141,6 +141,12 @@ LLAMACU_DEVICE void argmax_merge(float& v, int& i, float v2, int i2) {
     }
 }
 
+// ---------------------------------------------------------------- SwiGLU
+
+// silu_mul is SwiGLU's element, llama2.c's arithmetic: silu(g)·u = g · (1/(1+e^−g)) · u
+// (swiglu.cu, and the epilogue of gemv.cu's fused gate/up GEMV).
+LLAMACU_DEVICE float silu_mul(float g, float u) { return g * (1.f / (1.f + expf(-g))) * u; }
+
 // ---------------------------------------------------------------- Q4_0
 
 // q4_at is element k of a row of Q4_0 nibbles as resident on the device (gemv.cu: each block

@@ -332,7 +332,7 @@ func TestEmulatedKernels(t *testing.T) {
 			{"StoreKV", testStoreKV}, {"RoPEStoreKV", testRoPEStoreKV}, {"Attention", testAttention},
 			{"MatMul", testMatMul}, {"GEMM", testGEMM}, {"Convert", testConvert},
 			{"SwiGLU", testSwiGLU}, {"Add", testAdd}, {"Gather", testGather}, {"Argmax", testArgmax},
-			{"TopK", testTopK}, {"Quant", testQuant},
+			{"TopK", testTopK}, {"Quant", testQuant}, {"Fused", testFused},
 			{"Faults", testFaults},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -1167,6 +1167,86 @@ func testArgmax(t *testing.T, e *emulator) {
 	}
 }
 
+// ---- Fused decode ops (gpu/fused.go: MatMulQKV and MatMulSwiGLU launch like gemv, grid
+// (ceil(rows/16)), block 128; AddRMSNorm like rmsnorm_f32), against the CPU backend's unfused
+// MatMul, SwiGLU, Add and RMSNorm.
+
+func testFused(t *testing.T, e *emulator) {
+	r := rand.New(rand.NewPCG(23, 23))
+	for _, d := range []tensor.DType{tensor.F16, tensor.BF16, tensor.F32} {
+		dt := strings.ToLower(d.String())
+		for _, c := range []struct{ n, N0, N1, N2, K int }{{1, 16, 8, 8, 64}, {3, 12, 4, 6, 40}, {8, 20, 8, 8, 16}, {2, 4, 4, 1, 136}} {
+			t.Run(fmt.Sprintf("%v/%dx%d+%d+%dx%d", d, c.n, c.N0, c.N1, c.N2, c.K), func(t *testing.T) {
+				b := 1
+				for b < c.n {
+					b *= 2
+				}
+				x := normal(r, c.n*c.K, 1)
+				be := newCPU(t)
+				xb, _ := hostBuf(t, be, c.n, c.K, x)
+				ns := []int{c.N0, c.N1, c.N2}
+				var ws [3][]float32
+				var want [3][]float32
+				for i, N := range ns {
+					ws[i] = roundTo(d, normal(r, N*c.K, 1))
+					var ob model.Buffer
+					ob, want[i] = hostBuf(t, be, c.n, N, nil)
+					be.MatMul(ob, xb, upload(t, be, d, N, c.K, ws[i]), c.n)
+				}
+				// qkv: three matmuls in one launch.
+				s := &script{}
+				xd := s.buf(f32Bytes(x))
+				var outs, wds [3]dev
+				for i, N := range ns {
+					outs[i] = s.buf(f32Bytes(nanFill(c.n * N)))
+					wds[i] = s.buf(tensor.Encode(d, ws[i]))
+				}
+				s.launch(fmt.Sprintf("gemv_%s_v2_qkv_n%d", dt, b), d1(ceilDiv(c.N0+c.N1+c.N2, 16)), d1(128),
+					ptr(outs[0]), ptr(outs[1]), ptr(outs[2]), ptr(xd), ptr(wds[0]), ptr(wds[1]), ptr(wds[2]),
+					i32(c.n), i32(c.N0), i32(c.N1), i32(c.N2), i32(c.K))
+				var got [3]*[]byte
+				for i := range outs {
+					got[i] = s.read(outs[i])
+				}
+				// glu: silu(x·W0ᵀ)·(x·W1ᵀ) when the two have the same rows (N1 rows of each).
+				glu := s.buf(f32Bytes(nanFill(c.n * c.N1)))
+				w0top := s.buf(tensor.Encode(d, ws[0][:c.N1*c.K]))
+				s.launch(fmt.Sprintf("gemv_%s_v2_glu_n%d", dt, b), d1(ceilDiv(c.N1, 16)), d1(128),
+					ptr(glu), ptr(xd), ptr(w0top), ptr(wds[1]), i32(c.n), i32(c.N1), i32(c.K))
+				gotGLU := s.read(glu)
+				e.run(t, s)
+				for i, N := range ns {
+					compare(t, fmt.Sprintf("qkv out %d", i), bytesF32(*got[i]), want[i], absDot(x, ws[i], c.n, N, c.K), tol{1e-6, 1e-5})
+				}
+				// The CPU's SwiGLU on its gate (the first N1 rows of out 0's matmul) and up.
+				gate, gw := hostBuf(t, be, c.n, c.N1, nil)
+				be.MatMul(gate, xb, upload(t, be, d, c.N1, c.K, ws[0][:c.N1*c.K]), c.n)
+				up, _ := hostBuf(t, be, c.n, c.N1, want[1])
+				be.SwiGLU(gate, gate, up, c.n)
+				compare(t, "glu", bytesF32(*gotGLU), gw, nil, tol{1e-5, 1e-4})
+			})
+		}
+	}
+	for _, c := range []struct{ n, dim int }{{2, 64}, {1, 4100}, {3, 260}} {
+		t.Run(fmt.Sprintf("add_rmsnorm/%dx%d", c.n, c.dim), func(t *testing.T) {
+			x, y, w := normal(r, c.n*c.dim, 2), normal(r, c.n*c.dim, 2), normal(r, c.dim, 1)
+			const eps = 1e-5
+			be := newCPU(t)
+			xb, xw := hostBuf(t, be, c.n, c.dim, x)
+			yb, yw := hostBuf(t, be, c.n, c.dim, y)
+			be.Add(xb, yb, c.n)
+			be.RMSNorm(yb, xb, upload(t, be, tensor.F32, 1, c.dim, w), c.n, eps)
+			s := &script{}
+			xd, yd, wd := s.buf(f32Bytes(x)), s.buf(f32Bytes(y)), s.buf(f32Bytes(w))
+			s.launch("add_rmsnorm_f32", d1(c.n), d1(min(1024, roundUp(c.dim/4, 32))), ptr(yd), ptr(xd), ptr(yd), ptr(wd), i32(c.dim), f32(eps))
+			gx, gy := s.read(xd), s.read(yd)
+			e.run(t, s)
+			compare(t, "add_rmsnorm x", bytesF32(*gx), xw, nil, exact)
+			compare(t, "add_rmsnorm out", bytesF32(*gy), yw, nil, tol{1e-6, 2e-6})
+		})
+	}
+}
+
 // ---- TopK (gpu/topk.go: grid (n), block 1024, v2 or v1 under Naive), against sample.TopK bit
 // for bit: ties, NaN, ±Inf, ±0, and a row of NaN only.
 
@@ -1315,6 +1395,9 @@ var launchSites = []string{
 	"Attention: cuda.Dim3{X: p.nTiles, Y: kvHeads} | cuda.Dim3{X: pfThreads}",
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
+	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
+	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
+	"AddRMSNorm: cuda.Dim3{X: n} | cuda.Dim3{X: threads}",
 	"GatherRows: cuda.Dim3{X: len(rows)} | cuda.Dim3{X: 256}",
 	"StoreKV: cuda.Dim3{X: bt.Len()} | cuda.Dim3{X: 128}",
 	"MatMul: cuda.Dim3{X: ceilDiv(N, 8), Y: n} | cuda.Dim3{X: 256}",

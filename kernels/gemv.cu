@@ -60,44 +60,52 @@ extern "C" __global__ void gemv_bf16_v1(float* out, const float* x, const __nv_b
 #define GEMV_ROWS 4  // weight rows per warp
 #define GEMV_ROWS_PER_BLOCK (GEMV_ROWS * GEMV_THREADS / 32)
 
-template <typename W, int NB>
-__device__ void gemv_v2(float* __restrict__ out, const float* __restrict__ x,
-                        const W* __restrict__ w, int n, int N, int K) {
+// gemv_v2_acc adds each lane's share of Σ_k w[r, k]·x[b, k], for the R weight rows wr[r] and the
+// first n ≤ NB rows of x, to acc[r][b] (the warp_sum comes after). The sequence of additions into
+// one acc[r][b] does not depend on R, so the fused kernels below give bit for bit the sums that
+// separate gemv_<dt>_v2 launches give.
+template <typename W, int NB, int R>
+__device__ __forceinline__ void gemv_v2_acc(float (&acc)[R][NB], const W* const (&wr)[R],
+                                            const float* __restrict__ x, int n, int K) {
     constexpr int VEC = Vec16<W>::N;
     const int lane = threadIdx.x & 31;
-    const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
-    if (r0 >= N) return;  // whole warp; no barrier below
-    const W* wr[GEMV_ROWS];
 #pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) wr[r] = w + (int64_t)min(r0 + r, N - 1) * K;  // tail: reread
-
-    float acc[GEMV_ROWS][NB];
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++)
+    for (int r = 0; r < R; r++)
 #pragma unroll
         for (int b = 0; b < NB; b++) acc[r][b] = 0.f;
-
     const int nvec = K / VEC;
 #pragma unroll 2
     for (int v = lane; v < nvec; v += 32) {
-        uint4 raw[GEMV_ROWS];
+        uint4 raw[R];
 #pragma unroll
-        for (int r = 0; r < GEMV_ROWS; r++) raw[r] = load16_stream(wr[r] + (int64_t)v * VEC);
-        float wf[GEMV_ROWS][VEC];
+        for (int r = 0; r < R; r++) raw[r] = load16_stream(wr[r] + (int64_t)v * VEC);
+        float wf[R][VEC];
 #pragma unroll
-        for (int r = 0; r < GEMV_ROWS; r++) unpack16<W>(raw[r], wf[r]);
+        for (int r = 0; r < R; r++) unpack16<W>(raw[r], wf[r]);
 #pragma unroll
         for (int b = 0; b < NB; b++) {
             if (b < n) {
                 float xf[VEC];
                 load_f32x<VEC>(x + (int64_t)b * K + (int64_t)v * VEC, xf);
 #pragma unroll
-                for (int r = 0; r < GEMV_ROWS; r++)
+                for (int r = 0; r < R; r++)
 #pragma unroll
                     for (int e = 0; e < VEC; e++) acc[r][b] += wf[r][e] * xf[e];
             }
         }
     }
+}
+
+// gemv_v2_rows computes rows r0 … r0+3 of out (n, N) = x · wᵀ: one warp's work in gemv_v2.
+template <typename W, int NB>
+__device__ __forceinline__ void gemv_v2_rows(float* __restrict__ out, const float* __restrict__ x,
+                                             const W* __restrict__ w, int n, int N, int K, int r0) {
+    const int lane = threadIdx.x & 31;
+    const W* wr[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) wr[r] = w + (int64_t)min(r0 + r, N - 1) * K;  // tail: reread
+    float acc[GEMV_ROWS][NB];
+    gemv_v2_acc<W, NB, GEMV_ROWS>(acc, wr, x, n, K);
     // Every lane ends with every sum; lane r·NB+b stores (r, b).
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++)
@@ -106,6 +114,14 @@ __device__ void gemv_v2(float* __restrict__ out, const float* __restrict__ x,
             const float s = warp_sum(acc[r][b]);
             if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = s;
         }
+}
+
+template <typename W, int NB>
+__device__ void gemv_v2(float* __restrict__ out, const float* __restrict__ x,
+                        const W* __restrict__ w, int n, int N, int K) {
+    const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
+    if (r0 >= N) return;  // whole warp; no barrier below
+    gemv_v2_rows<W, NB>(out, x, w, n, N, K, r0);
 }
 
 #define GEMV_ENTRY(DT, WT, NB)                                                                  \
@@ -127,6 +143,88 @@ GEMV_ENTRY(bf16, __nv_bfloat16, 1)
 GEMV_ENTRY(bf16, __nv_bfloat16, 2)
 GEMV_ENTRY(bf16, __nv_bfloat16, 4)
 GEMV_ENTRY(bf16, __nv_bfloat16, 8)
+
+// ---------------------------------------------------------------- v2, fused
+//
+// A decode step ran 15 kernels per layer, and each costs a launch gap on the GPU (~1–2 µs, even
+// replayed from a CUDA graph) beside its 10–130 µs of streaming at 7B. These two remove 4 of them
+// per layer (rmsnorm.cu's add_rmsnorm_f32 2 more: 9 per layer, 192 fewer per token at 7B):
+//   gemv_<dt>_v2_qkv_n<B>: q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ in one launch. The grid covers
+//                          N0 + N1 + N2 rows; each warp's 4 rows come from one matrix (N0 and N1
+//                          are multiples of 4: the host checks).
+//   gemv_<dt>_v2_glu_n<B>: out = silu(x·W1ᵀ)·(x·W3ᵀ), LLaMA's gate and up projections and
+//                          SwiGLU: each warp streams 4 rows of W1 and the same 4 rows of W3 (8 rows
+//                          of loads in flight) and applies SwiGLU in the epilogue, so gate and up
+//                          never go through memory.
+// Both give bit for bit what gemv_<dt>_v2_n<B> (and swiglu_f32) give unfused (gpu/fused_test.go,
+// TestFusedOps). Quantised weights run unfused for now (gpu/fused.go).
+
+template <typename W, int NB>
+__device__ void gemv_v2_qkv(float* out0, float* out1, float* out2, const float* x, const W* w0,
+                            const W* w1, const W* w2, int n, int N0, int N1, int N2, int K) {
+    int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
+    if (r0 < N0) {
+        gemv_v2_rows<W, NB>(out0, x, w0, n, N0, K, r0);
+        return;
+    }
+    r0 -= N0;
+    if (r0 < N1) {
+        gemv_v2_rows<W, NB>(out1, x, w1, n, N1, K, r0);
+        return;
+    }
+    r0 -= N1;
+    if (r0 < N2) gemv_v2_rows<W, NB>(out2, x, w2, n, N2, K, r0);
+}
+
+template <typename W, int NB>
+__device__ void gemv_v2_glu(float* __restrict__ out, const float* __restrict__ x,
+                            const W* __restrict__ w1, const W* __restrict__ w3, int n, int N, int K) {
+    const int lane = threadIdx.x & 31;
+    const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
+    if (r0 >= N) return;  // whole warp; no barrier below
+    const W* wr[2 * GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) {
+        const int64_t row = min(r0 + r, N - 1);  // tail: reread
+        wr[r] = w1 + row * K;
+        wr[GEMV_ROWS + r] = w3 + row * K;
+    }
+    float acc[2 * GEMV_ROWS][NB];
+    gemv_v2_acc<W, NB, 2 * GEMV_ROWS>(acc, wr, x, n, K);
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            const float g = warp_sum(acc[r][b]), u = warp_sum(acc[GEMV_ROWS + r][b]);
+            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = silu_mul(g, u);
+        }
+}
+
+#define GEMV_FUSED_ENTRY(DT, WT, NB)                                                              \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v2_qkv_n##NB(          \
+        float* out0, float* out1, float* out2, const float* x, const WT* w0, const WT* w1,        \
+        const WT* w2, int n, int N0, int N1, int N2, int K) {                                     \
+        gemv_v2_qkv<WT, NB>(out0, out1, out2, x, w0, w1, w2, n, N0, N1, N2, K);                   \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v2_glu_n##NB(          \
+        float* out, const float* x, const WT* w1, const WT* w3, int n, int N, int K) {            \
+        gemv_v2_glu<WT, NB>(out, x, w1, w3, n, N, K);                                             \
+    }
+
+// qkv: grid (ceil((N0 + N1 + N2) / GEMV_ROWS_PER_BLOCK)); glu: grid (ceil(N / GEMV_ROWS_PER_BLOCK));
+// block (GEMV_THREADS); K % (16/sizeof(dt)) == 0, n ≤ B.
+GEMV_FUSED_ENTRY(f32, float, 1)
+GEMV_FUSED_ENTRY(f32, float, 2)
+GEMV_FUSED_ENTRY(f32, float, 4)
+GEMV_FUSED_ENTRY(f32, float, 8)
+GEMV_FUSED_ENTRY(f16, __half, 1)
+GEMV_FUSED_ENTRY(f16, __half, 2)
+GEMV_FUSED_ENTRY(f16, __half, 4)
+GEMV_FUSED_ENTRY(f16, __half, 8)
+GEMV_FUSED_ENTRY(bf16, __nv_bfloat16, 1)
+GEMV_FUSED_ENTRY(bf16, __nv_bfloat16, 2)
+GEMV_FUSED_ENTRY(bf16, __nv_bfloat16, 4)
+GEMV_FUSED_ENTRY(bf16, __nv_bfloat16, 8)
 
 // ---------------------------------------------------------------- Q8_0
 //

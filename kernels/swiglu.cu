@@ -10,12 +10,11 @@
 //   swiglu_f32_v1: one thread per element.
 //   swiglu_f32   : (v2) float4 per thread when total % 4 == 0.
 //
-// Speed: 12 bytes per element, memory-bound. A fused W1|W3 GEMV epilogue would save the round
-// trip of gate and up through memory (2·n·ffn·4 bytes per layer) — small next to the weights.
+// Speed: 12 bytes per element, memory-bound. For decode, gemv_<dt>_v2_glu (gemv.cu) applies the
+// same silu_mul (common.cuh) in the epilogue of the gate and up projections instead.
 // Checked by model/modeltest (SwiGLU): go test -tags cuda ./gpu -run Conformance/SwiGLU
 #include "common.cuh"
 
-LLAMACU_DEVICE float silu_mul(float g, float u) { return g * (1.f / (1.f + expf(-g))) * u; }
 
 // grid (ceil(total/256)), block (256).
 extern "C" __global__ void swiglu_f32_v1(float* out, const float* gate, const float* up,

@@ -111,6 +111,29 @@ type RoPEStorer interface {
 	RoPEStoreKV(q, k, v Buffer, c KVCache, layer int, b *Batch, headDim int, theta float32)
 }
 
+// QKVMatMuler runs the query, key and value projections of one input at once. It must equal
+//
+//	MatMul(q, x, wq, n); MatMul(k, x, wk, n); MatMul(v, x, wv, n)
+type QKVMatMuler interface {
+	MatMulQKV(q, k, v, x Buffer, wq, wk, wv Weight, n int)
+}
+
+// GateUpMatMuler runs the feed-forward block's gate and up projections and SwiGLU at once. It
+// must equal (tmp, (n, ffn), is scratch whose contents afterwards are unspecified)
+//
+//	MatMul(out, x, gate, n); MatMul(tmp, x, up, n); SwiGLU(out, out, tmp, n)
+type GateUpMatMuler interface {
+	MatMulSwiGLU(out, tmp, x Buffer, gate, up Weight, n int)
+}
+
+// AddRMSNormer fuses a residual add with the RMSNorm after it. It must equal (out may be y,
+// not x)
+//
+//	Add(x, y, n); RMSNorm(out, x, w, n, eps)
+type AddRMSNormer interface {
+	AddRMSNorm(out, x, y Buffer, w Weight, n int, eps float32)
+}
+
 // StepRunner runs a whole forward step inside f on the backend's own terms — the CUDA backend
 // runs it on its context's locked OS thread, where launches are direct and allocation-free, and
 // may capture it into a graph. RunStep(f) must equal f().

@@ -265,13 +265,13 @@ func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32, k int) (stepO
 	c, be := m.local, m.Backend
 	n := b.Len()
 	be.Embed(s.x, m.tokEmbed, b.Tokens) // x (B, dim)
+	// xb (B, dim): the first layer's attention norm; each later layer's comes with the residual
+	// add before it (addNorm), which a backend may fuse.
+	be.RMSNorm(s.xb, s.x, m.layers[0].attnNorm, n, c.NormEps)
 	for l := range m.layers {
 		w := &m.layers[l]
 		// Attention block.
-		be.RMSNorm(s.xb, s.x, w.attnNorm, n, c.NormEps) // xb (B, dim)
-		be.MatMul(s.q, s.xb, w.wq, n)                   // q (B, heads·hd)
-		be.MatMul(s.k, s.xb, w.wk, n)                   // k (B, kv_heads·hd)
-		be.MatMul(s.v, s.xb, w.wv, n)                   // v (B, kv_heads·hd)
+		m.qkv(s.q, s.k, s.v, s.xb, w, n) // q (B, heads·hd), k, v (B, kv_heads·hd)
 		if rs, ok := be.(RoPEStorer); ok {
 			rs.RoPEStoreKV(s.q, s.k, s.v, s.KV, l, b, c.HeadDim(), c.RopeTheta)
 		} else {
@@ -284,17 +284,18 @@ func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32, k int) (stepO
 		if err := m.allReduce(s.xb, n); err != nil {
 			return stepOut{}, err
 		}
-		be.Add(s.x, s.xb, n) // residual
+		m.addNorm(s.xb, s.x, s.xb, w.ffnNorm, n) // x += xb (residual); xb = rmsnorm(x)·ffn_norm
 		// Feed-forward block (SwiGLU).
-		be.RMSNorm(s.xb, s.x, w.ffnNorm, n, c.NormEps)
-		be.MatMul(s.hb, s.xb, w.w1, n)  // gate (B, ffn)
-		be.MatMul(s.hb2, s.xb, w.w3, n) // up (B, ffn)
-		be.SwiGLU(s.hb, s.hb, s.hb2, n) // silu(gate)·up
-		be.MatMul(s.xb, s.hb, w.w2, n)  // down (B, dim), a partial sum under TP
+		m.gateUp(s.hb, s.hb2, s.xb, w, n) // hb (B, ffn) = silu(xb·W1ᵀ)·(xb·W3ᵀ)
+		be.MatMul(s.xb, s.hb, w.w2, n)    // down (B, dim), a partial sum under TP
 		if err := m.allReduce(s.xb, n); err != nil {
 			return stepOut{}, err
 		}
-		be.Add(s.x, s.xb, n) // residual
+		if l+1 < len(m.layers) {
+			m.addNorm(s.xb, s.x, s.xb, m.layers[l+1].attnNorm, n) // residual; the next layer's norm
+		} else {
+			be.Add(s.x, s.xb, n) // residual
+		}
 	}
 	// LM head, only on the rows whose next token is wanted.
 	r := len(logitRows)
@@ -330,6 +331,40 @@ func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32, k int) (stepO
 		}
 	}
 	return stepOut{logits: out}, nil
+}
+
+// qkv is q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ: one fused op where the backend has it (QKVMatMuler).
+func (m *Model) qkv(q, k, v, x Buffer, w *layer, n int) {
+	if f, ok := m.Backend.(QKVMatMuler); ok {
+		f.MatMulQKV(q, k, v, x, w.wq, w.wk, w.wv, n)
+		return
+	}
+	m.Backend.MatMul(q, x, w.wq, n)
+	m.Backend.MatMul(k, x, w.wk, n)
+	m.Backend.MatMul(v, x, w.wv, n)
+}
+
+// gateUp is out = silu(x·W1ᵀ)·(x·W3ᵀ), using tmp for the up projection unless the backend fuses
+// it (GateUpMatMuler).
+func (m *Model) gateUp(out, tmp, x Buffer, w *layer, n int) {
+	if f, ok := m.Backend.(GateUpMatMuler); ok {
+		f.MatMulSwiGLU(out, tmp, x, w.w1, w.w3, n)
+		return
+	}
+	m.Backend.MatMul(out, x, w.w1, n) // gate (B, ffn)
+	m.Backend.MatMul(tmp, x, w.w3, n) // up (B, ffn)
+	m.Backend.SwiGLU(out, out, tmp, n)
+}
+
+// addNorm is x += y, then out = rmsnorm(x)·w: one fused op where the backend has it
+// (AddRMSNormer).
+func (m *Model) addNorm(out, x, y Buffer, w Weight, n int) {
+	if f, ok := m.Backend.(AddRMSNormer); ok {
+		f.AddRMSNorm(out, x, y, w, n, m.local.NormEps)
+		return
+	}
+	m.Backend.Add(x, y, n)
+	m.Backend.RMSNorm(out, x, w, n, m.local.NormEps)
 }
 
 // checkBatch validates a batch against the state and the model (user input reaches here through

@@ -1,0 +1,126 @@
+//go:build cuda || cudaemu
+
+package gpu
+
+import (
+	"fmt"
+
+	"github.com/llamacu/llamacu/cuda"
+	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/tensor"
+)
+
+// The fused decode ops (model.QKVMatMuler, model.GateUpMatMuler, model.AddRMSNormer): each is one
+// launch where the unfused sequence is two or three, and equals that sequence bit for bit. Where a
+// fused kernel does not apply (more than 8 rows, which go to cuBLAS; quantised or mixed weights;
+// Options.Naive; shapes the kernels do not take) they run the unfused sequence.
+
+var (
+	_ model.QKVMatMuler    = (*Backend)(nil)
+	_ model.GateUpMatMuler = (*Backend)(nil)
+	_ model.AddRMSNormer   = (*Backend)(nil)
+)
+
+// fusable reports whether gemv_<dt>_v2_{qkv,glu} can take x (n, K) times these weights: float
+// weights of one dtype, n ≤ 8, K a multiple of the 16-byte vector.
+func (b *Backend) fusable(n int, ws ...*Weight) bool {
+	if b.opts.Naive || n > gemvMaxBatch {
+		return false
+	}
+	d, K := ws[0].dtype, ws[0].cols
+	vec := 8
+	switch d {
+	case tensor.F32:
+		vec = 4
+	case tensor.F16, tensor.BF16:
+	default:
+		return false
+	}
+	for _, w := range ws {
+		if w.dtype != d || w.cols != K || len(w.shape) != 2 {
+			return false
+		}
+	}
+	return K%vec == 0
+}
+
+// batchWidth is the index of the compiled batch width (1, 2, 4, 8) that holds m ≤ 8 rows.
+func batchWidth(m int) int {
+	j := 0
+	for 1<<j < m {
+		j++
+	}
+	return j
+}
+
+// MatMulQKV: q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ in one launch of gemv_<dt>_v2_qkv (the three row
+// counts but the last multiples of 4, so that a warp's rows come from one matrix); else three
+// MatMuls.
+func (b *Backend) MatMulQKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, n int) {
+	qb, kb, vb, xb := buf(q), buf(k), buf(v), buf(x)
+	ws := []*Weight{wt(wq), wt(wk), wt(wv)}
+	if !b.fusable(n, ws...) || ws[0].rows%gemvRows != 0 || ws[1].rows%gemvRows != 0 {
+		b.MatMul(q, x, wq, n)
+		b.MatMul(k, x, wk, n)
+		b.MatMul(v, x, wv, n)
+		return
+	}
+	checkRows("MatMulQKV", n, qb, kb, vb, xb)
+	for i, ob := range []*Buffer{qb, kb, vb} {
+		if ob.cols != ws[i].rows || xb.cols != ws[i].cols || ob == xb {
+			panic(fmt.Sprintf("gpu: MatMulQKV: out %d (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", i, n, ob.cols, n, xb.cols, ws[i].shape))
+		}
+	}
+	if n == 0 || !b.ok() {
+		return
+	}
+	rows := ws[0].rows + ws[1].rows + ws[2].rows
+	b.launch(b.k.gemvQKV[ws[0].wdt()][batchWidth(n)], cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
+		cuda.Ptr(qb.ptr), cuda.Ptr(kb.ptr), cuda.Ptr(vb.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ws[0].ptr), cuda.Ptr(ws[1].ptr), cuda.Ptr(ws[2].ptr),
+		i32(n), i32(ws[0].rows), i32(ws[1].rows), i32(ws[2].rows), i32(xb.cols))
+}
+
+// MatMulSwiGLU: out = silu(x·gateᵀ)·(x·upᵀ) in one launch of gemv_<dt>_v2_glu; else MatMul into
+// out and tmp and SwiGLU. tmp (n, N) is scratch for the unfused path; it may be left as it was.
+func (b *Backend) MatMulSwiGLU(out, tmp, x model.Buffer, gate, up model.Weight, n int) {
+	ob, xb, wg, wu := buf(out), buf(x), wt(gate), wt(up)
+	if !b.fusable(n, wg, wu) || wg.rows != wu.rows {
+		b.MatMul(out, x, gate, n)
+		b.MatMul(tmp, x, up, n)
+		b.SwiGLU(out, out, tmp, n)
+		return
+	}
+	checkRows("MatMulSwiGLU", n, ob, xb)
+	if ob.cols != wg.rows || xb.cols != wg.cols || ob == xb {
+		panic(fmt.Sprintf("gpu: MatMulSwiGLU: out (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", n, ob.cols, n, xb.cols, wg.shape))
+	}
+	if n == 0 || !b.ok() {
+		return
+	}
+	b.launch(b.k.gemvGLU[wg.wdt()][batchWidth(n)], cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
+		cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(wg.ptr), cuda.Ptr(wu.ptr), i32(n), i32(wg.rows), i32(wg.cols))
+}
+
+// AddRMSNorm: x += y, then out = rmsnorm(x)·w, in one launch of add_rmsnorm_f32 where RMSNorm
+// would run its v2 kernel (and Add its float4 one); else Add then RMSNorm. out may be y.
+func (b *Backend) AddRMSNorm(out, x, y model.Buffer, w model.Weight, n int, eps float32) {
+	ob, xb, yb, ww := buf(out), buf(x), buf(y), wt(w)
+	dim := xb.cols
+	d4 := dim / 4
+	if b.opts.Naive || dim%4 != 0 || d4 > rmsnormMaxV*1024 {
+		b.Add(x, y, n)
+		b.RMSNorm(out, x, w, n, eps)
+		return
+	}
+	checkRows("AddRMSNorm", n, ob, xb, yb)
+	if ob.cols != dim || yb.cols != dim || ww.rows*ww.cols != dim || ww.dtype != tensor.F32 || ob == xb {
+		panic(fmt.Sprintf("gpu: AddRMSNorm: out (%d, %d), x (%d, %d), y (%d, %d), w %v %v (want F32 (%d); out must not be x)",
+			n, ob.cols, n, dim, n, yb.cols, ww.dtype, ww.shape, dim))
+	}
+	if n == 0 || !b.ok() {
+		return
+	}
+	threads := min(1024, (d4+31)/32*32) // as RMSNorm
+	b.launch(b.k.addRMSNorm, cuda.Dim3{X: n}, cuda.Dim3{X: threads},
+		cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(yb.ptr), cuda.Ptr(ww.ptr), i32(dim), cuda.F32(eps))
+}

@@ -1,0 +1,90 @@
+//go:build cuda || cudaemu
+
+package gpu_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/llamacu/llamacu/cuda"
+	"github.com/llamacu/llamacu/gpu"
+	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/tensor"
+)
+
+// TestFusedOps: each fused op (MatMulQKV, MatMulSwiGLU, AddRMSNorm) equals the unfused sequence
+// of model/backend.go bit for bit — on the fused kernels (≤ 8 rows, float weights) and on the
+// shapes that fall back (9 rows, quantised weights, row counts not a multiple of 4).
+func TestFusedOps(t *testing.T) {
+	be := open(t, gpu.Options{NoCublas: true})
+	r := rand.New(rand.NewPCG(21, 22))
+	upload := func(d tensor.DType, rows, cols int) model.Weight {
+		w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{rows, cols}, Data: tensor.Encode(d, normal(r, rows*cols))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	same := func(what string, got, want []float32) {
+		t.Helper()
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s: element %d is %v fused, %v unfused", what, i, got[i], want[i])
+			}
+		}
+	}
+	dim, kv, ffn := 256, 64, 688 // K = dim; kv and ffn rows
+	if !cuda.Emulated {
+		dim, kv, ffn = 4096, 1024, 11008 // LLaMA 7B/70B-like rows
+	}
+	for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0} {
+		for _, n := range []int{1, 3, 8, 9} {
+			t.Run(fmt.Sprintf("%v/n=%d", d, n), func(t *testing.T) {
+				x := newBuf(t, be, n, dim, normal(r, n*dim))
+				// q, k, v: the usual shape, and a k/v height that is not a multiple of 4.
+				for _, kvRows := range []int{kv, kv + 2} {
+					wq, wk, wv := upload(d, dim, dim), upload(d, kvRows, dim), upload(d, kvRows, dim)
+					outs := [2][3]model.Buffer{}
+					for i := range outs {
+						outs[i] = [3]model.Buffer{newBuf(t, be, n, dim, nil), newBuf(t, be, n, kvRows, nil), newBuf(t, be, n, kvRows, nil)}
+					}
+					be.MatMulQKV(outs[0][0], outs[0][1], outs[0][2], x, wq, wk, wv, n)
+					for j, w := range []model.Weight{wq, wk, wv} {
+						be.MatMul(outs[1][j], x, w, n)
+					}
+					for j, what := range []string{"q", "k", "v"} {
+						same(fmt.Sprintf("MatMulQKV %s (kv rows %d)", what, kvRows), read(t, be, outs[0][j], n), read(t, be, outs[1][j], n))
+					}
+				}
+				// Gate/up and SwiGLU.
+				w1, w3 := upload(d, ffn, dim), upload(d, ffn, dim)
+				fused, tmp := newBuf(t, be, n, ffn, nil), newBuf(t, be, n, ffn, nil)
+				be.MatMulSwiGLU(fused, tmp, x, w1, w3, n)
+				gate, up := newBuf(t, be, n, ffn, nil), newBuf(t, be, n, ffn, nil)
+				be.MatMul(gate, x, w1, n)
+				be.MatMul(up, x, w3, n)
+				be.SwiGLU(gate, gate, up, n)
+				same("MatMulSwiGLU", read(t, be, fused, n), read(t, be, gate, n))
+			})
+		}
+	}
+	// The residual add and RMSNorm, out aliasing y as the forward pass calls it.
+	for _, n := range []int{1, 5} {
+		for _, cols := range []int{dim, 4100, 4102} { // 4102: not float4-aligned, unfused
+			xs, ys := normal(r, n*cols), normal(r, n*cols)
+			w, err := be.Upload(&tensor.Tensor{Name: "norm", DType: tensor.F32, Shape: []int{cols}, Data: tensor.Encode(tensor.F32, normal(r, cols))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			x1, y1 := newBuf(t, be, n, cols, xs), newBuf(t, be, n, cols, ys)
+			be.AddRMSNorm(y1, x1, y1, w, n, 1e-5)
+			x2, y2 := newBuf(t, be, n, cols, xs), newBuf(t, be, n, cols, ys)
+			be.Add(x2, y2, n)
+			be.RMSNorm(y2, x2, w, n, 1e-5)
+			same(fmt.Sprintf("AddRMSNorm x (n %d, dim %d)", n, cols), read(t, be, x1, n), read(t, be, x2, n))
+			same(fmt.Sprintf("AddRMSNorm out (n %d, dim %d)", n, cols), read(t, be, y1, n), read(t, be, y2, n))
+		}
+	}
+}
