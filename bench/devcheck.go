@@ -81,6 +81,9 @@ type DeviceCheck struct {
 	CopyMBps float64
 	Checks   []Check
 	Reports  []string // files read
+
+	allReduceUs  float64 // the all-reduce cost the TP estimates use (addTP8)
+	allReduceHow string  // where it comes from
 }
 
 // SummarizeDeviceCheck reads dir (check.sh's $OUT).
@@ -118,6 +121,7 @@ func SummarizeDeviceCheck(dir string) (*DeviceCheck, error) {
 		s.Reports = append(s.Reports, base)
 	}
 	s.addModels(reports)
+	s.addRanks(reports)
 	if len(s.Reports) == 0 {
 		return nil, fmt.Errorf("bench: %s holds neither check.log nor bench reports", dir)
 	}
@@ -196,14 +200,9 @@ const assumedAllReduceUs = 20
 // addTP8 is issue 6's figure: Llama-2-70B fp16, batch 1, on 8×H100 by the planner's arithmetic
 // (llamacu plan: the weights each GPU streams per token ÷ this run's copy bandwidth + 160
 // all-reduces), with the NCCL all-reduce measured here when the machine had several GPUs.
-func (s *DeviceCheck) addTP8(benches []GoBench) {
-	if s.CopyMBps <= 0 {
-		return
-	}
-	r, err := plan.Compute(model.Llama2_70B, plan.Options{DType: tensor.F16, KVDType: tensor.F16, GPUs: 8, Batch: 1})
-	if err != nil {
-		return
-	}
+// allReduce is the cost of one all-reduce for the TP estimates: the NCCL benchmark's when the
+// machine had several GPUs, else assumedAllReduceUs. It remembers it for addModels.
+func (s *DeviceCheck) allReduce(benches []GoBench) (float64, string) {
 	us, how := float64(assumedAllReduceUs), fmt.Sprintf("all-reduce %d µs assumed (one GPU: NCCL between GPUs not measured)", assumedAllReduceUs)
 	for _, b := range benches {
 		if strings.HasPrefix(b.Name, "BenchmarkAllReduce/") && strings.HasSuffix(b.Name, "/NCCL") {
@@ -212,9 +211,52 @@ func (s *DeviceCheck) addTP8(benches []GoBench) {
 			}
 		}
 	}
+	s.allReduceUs, s.allReduceHow = us, how
+	return us, how
+}
+
+func (s *DeviceCheck) addTP8(benches []GoBench) {
+	if s.CopyMBps <= 0 {
+		return
+	}
+	r, err := plan.Compute(model.Llama2_70B, plan.Options{DType: tensor.F16, KVDType: tensor.F16, GPUs: 8, Batch: 1})
+	if err != nil {
+		return
+	}
+	us, how := s.allReduce(benches)
 	e := plan.EstimateDecode(r, model.Llama2_70B.Layers, s.CopyMBps/1e3, us)
 	s.Checks = append(s.Checks, Check{What: "Llama-2-70B fp16 b1 at TP 8 (planner arithmetic, this GPU ×8)", Value: e.TokensPerSec, Unit: "tok/s", Target: 100,
 		Note: fmt.Sprintf("%.1f GB/GPU ÷ %.0f GB/s + %d × %s; leaves out KV reads and launch gaps", float64(e.StreamBytes)/1e9, e.GBps, e.AllReduces, how)})
+}
+
+// addRanks turns each report of one rank timed alone (llamacu bench --rank-of N) into the group's
+// decode rate: the rank's measured step time plus the step's all-reduces (two per layer, at the
+// cost addTP8 chose). Issue 6's figure, Llama-2-70B fp16 at TP 8, has the 100 tok/s target.
+func (s *DeviceCheck) addRanks(reports map[string]*Report) {
+	us, how := s.allReduceUs, s.allReduceHow
+	if us <= 0 {
+		us, how = float64(assumedAllReduceUs), fmt.Sprintf("all-reduce %d µs assumed", assumedAllReduceUs)
+	}
+	for _, name := range slices.Sorted(maps.Keys(reports)) {
+		r := reports[name]
+		tpN, layers := r.Settings.RankOf, r.Model.Config.Layers
+		if tpN == 0 || layers == 0 {
+			continue
+		}
+		for _, x := range r.Results {
+			if x.Kind != "tg" || x.Batch != 1 || x.TokS.Mean <= 0 {
+				continue
+			}
+			step := 1/x.TokS.Mean + float64(2*layers)*us*1e-6
+			c := Check{What: fmt.Sprintf("%s b1 d%d at TP %d: one rank measured alone + %d all-reduces", r.Model.Config.Name, x.Depth, tpN, 2*layers),
+				Value: 1 / step, Unit: "tok/s",
+				Note: fmt.Sprintf("rank 0 alone %.2f ms/token (%s, %s) + %d × %s", 1e3/x.TokS.Mean, name, r.Model.DType, 2*layers, how)}
+			if r.Model.Config.Name == model.Llama2_70B.Name && tpN == 8 && r.Model.DType == "F16" && x.Depth == 0 {
+				c.Target = 100
+			}
+			s.Checks = append(s.Checks, c)
+		}
+	}
 }
 
 // addModels sets the llamacu reports against the targets and their peers.
@@ -232,7 +274,7 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 	}
 	var names []string
 	for name := range reports {
-		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") && !strings.Contains(name, "-topk") && !strings.Contains(name, "-q8_0-") && !strings.Contains(name, "-q4_0-") {
+		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") && !strings.Contains(name, "-topk") && !strings.Contains(name, "-q8_0-") && !strings.Contains(name, "-q4_0-") && reports[name].Settings.RankOf == 0 {
 			names = append(names, name)
 		}
 	}

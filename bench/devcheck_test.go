@@ -65,6 +65,13 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q8_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 342), res("pp", 2048, 1, 0, 24800))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q4_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 570))
 
+	// One rank of 70B at TP 8 timed alone: 12.5 ms/token, + 160 all-reduces of 25 µs (NCCL).
+	rank := &Report{Schema: Schema, Tool: "llamacu", Model: ModelInfo{Name: "llama-2-70b, rank 0 of TP 8 alone", DType: "F16", Config: model.Llama2_70B},
+		Settings: Settings{Gen: 128, RankOf: 8}, Results: []Result{res("tg", 128, 1, 0, 80)}}
+	var rb bytes.Buffer
+	require.NoError(t, rank.WriteJSON(&rb))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "llamacu-70b-rank-of-8-f16-cuda.json"), rb.Bytes(), 0o644))
+
 	s, err := SummarizeDeviceCheck(dir)
 	require.NoError(t, err)
 	require.Equal(t, 400000.0, s.CopyMBps)
@@ -86,6 +93,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"prefill attention tensor cores ÷ SIMT, 7B n=2048", 114.5 / 22.9, true},
 		{"all-reduce 1x4096", 25, true},
 		{"top-k v2 n=8 k=40, 32000 vocabulary", 30, true},
+		{"llama-2-70b b1 d0 at TP 8: one rank measured alone + 160 all-reduces", 1 / (1.0/80 + 160*25e-6), false}, // 61.5 < 100
 		{"FFN gate/up + SwiGLU fused ÷ unfused (7B, fp16), n=1", 1.1, true},
 		{"top-k on the device: read+host ÷ v2, n=8 k=40", 20, true},
 		{"llama-2-7b pp2048", 31000, true},

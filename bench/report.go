@@ -53,7 +53,8 @@ type Settings struct {
 	Reps    int   `json:"reps"`
 	Warmup  int   `json:"warmup"`
 	UBatch  int   `json:"ubatch,omitempty"`
-	TopK    int   `json:"topk,omitempty"` // tg read each row's best TopK logits (ModelOptions.TopK)
+	TopK    int   `json:"topk,omitempty"`    // tg read each row's best TopK logits (ModelOptions.TopK)
+	RankOf  int   `json:"rank_of,omitempty"` // the model was rank 0 of a RankOf-way TP model, timed alone
 	Threads int   `json:"threads,omitempty"`
 }
 

@@ -29,6 +29,9 @@ func (m *Model) allReduce(x Buffer, n int) error {
 	if m.comm == nil || m.comm.Size() == 1 {
 		return nil
 	}
+	if _, solo := m.comm.(*tp.Solo); solo {
+		return nil // a rank timed alone: no collective, and none of the staging copies either
+	}
 	if m.group != nil && m.group.observe != nil {
 		start := time.Now()
 		err := m.allReduceRows(x, n)
@@ -147,6 +150,26 @@ func NewParallel(backends []Backend, cfg Config, src TensorSource, comms []tp.Co
 	}
 	ranks[0].group = startGroup(ranks, comms)
 	return ranks[0], nil
+}
+
+// NewRank builds one rank of a tensor-parallel model on be: rank comm.Rank() of comm.Size(),
+// its weights from shard (that rank's tensors: ShardSource of the whole model's source, or
+// SyntheticShard), its collectives going through comm. With tp.Solo as comm it is one GPU's
+// share of a group timed alone (llamacu bench --rank-of). NewParallel is the usual way to build
+// a whole group.
+func NewRank(be Backend, cfg Config, shard TensorSource, comm tp.Comm, progress func(done, total int64)) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := comm.Size()
+	if err := cfg.CheckTP(n); err != nil {
+		return nil, err
+	}
+	m, err := newRank(be, cfg, n, shard, comm, progress)
+	if err != nil {
+		return nil, fmt.Errorf("model: rank %d of %d: %w", comm.Rank(), n, err)
+	}
+	return m, nil
 }
 
 // startGroup starts the workers of ranks[1:].

@@ -68,38 +68,53 @@ func (c Config) localShapes(n int) []WeightShape {
 
 // ShardSource returns the tensors of rank r of n, by canonical name with local shapes.
 func ShardSource(c Config, src TensorSource, r, n int) TensorSource {
-	_, outRows := c.localConfig(n)
 	return func(name string) (*tensor.Tensor, error) {
-		base, kind := name, ""
-		var l int
-		if _, err := fmt.Sscanf(name, "layers.%d.", &l); err == nil {
-			base = name[len(fmt.Sprintf("layers.%d.", l)):]
-		}
-		switch base {
-		case NameWq, NameWk, NameWv, NameW1, NameW3:
-			kind = "rows"
-		case NameWo, NameW2:
-			kind = "cols"
-		case NameOutput:
-			if outRows != c.Vocab {
-				kind = "rows"
-			}
-		}
-		srcName := name
-		if name == NameOutput && c.TiedOutput {
-			srcName = NameTokEmbed
-		}
+		srcName, kind := shardKind(c, name, n)
 		t, err := src(srcName)
-		if err != nil || n == 1 || kind == "" {
+		if err != nil || n == 1 || kind == shardWhole {
 			return t, err
 		}
-		switch kind {
-		case "rows":
+		if kind == shardRows {
 			return sliceRows(t, name, r, n)
-		default:
-			return sliceCols(t, name, r, n)
+		}
+		return sliceCols(t, name, r, n)
+	}
+}
+
+// How a rank's tensor comes from the whole model's.
+const (
+	shardWhole = iota // replicated
+	shardRows         // a contiguous block of rows
+	shardCols         // a block of every row's columns
+)
+
+// shardKind says which tensor of the whole model rank tensor name comes from (the embedding
+// for a tied LM head) and how it is cut at TP degree n.
+func shardKind(c Config, name string, n int) (srcName string, kind int) {
+	_, outRows := c.localConfig(n)
+	base := name
+	var l int
+	if _, err := fmt.Sscanf(name, "layers.%d.", &l); err == nil {
+		base = name[len(fmt.Sprintf("layers.%d.", l)):]
+	}
+	switch base {
+	case NameWq, NameWk, NameWv, NameW1, NameW3:
+		kind = shardRows
+	case NameWo, NameW2:
+		kind = shardCols
+	case NameOutput:
+		if outRows != c.Vocab {
+			kind = shardRows
 		}
 	}
+	srcName = name
+	if name == NameOutput && c.TiedOutput {
+		srcName = NameTokEmbed
+	}
+	if n == 1 {
+		kind = shardWhole
+	}
+	return srcName, kind
 }
 
 // sliceRows is rank r's contiguous block of rows: a slice of t.Data, no copy.

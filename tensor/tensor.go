@@ -225,6 +225,12 @@ func Encode(d DType, src []float32) []byte {
 		panic("tensor.Encode: " + err.Error())
 	}
 	out := make([]byte, n)
+	EncodeTo(out, d, src)
+	return out
+}
+
+// EncodeTo is Encode into out, which must hold at least the encoded bytes; it allocates nothing.
+func EncodeTo(out []byte, d DType, src []float32) {
 	switch d {
 	case F32:
 		for i, v := range src {
@@ -279,7 +285,6 @@ func Encode(d DType, src []float32) []byte {
 			}
 		}
 	}
-	return out
 }
 
 // F16ToF32 converts an IEEE binary16 bit pattern to float32 (exact).

@@ -20,6 +20,7 @@
 #   PyTorch peer (eager)                       120 s  [~90 s]
 #   prefill A/B (LLAMACU_PREFILL=simt)          60 s
 #   decode A/B (LLAMACU_GRAPHS=0)               60 s
+#   70B TP 8, one rank alone (--rank-of 8)      90 s  [~20 s to build 17 GB of weights]
 #   decode A/B (--topk 40: device top-k)        45 s
 #   Q8_0 and Q4_0 A/B (synthetic 7B)         2×75 s; each step gets whatever of the budget is left
 #
@@ -27,10 +28,13 @@
 # (-tags cudaemu: the kernels on the CPU) with a tiny shape, to catch a broken step before it
 # costs GPU time: CHECK_SHAPE (synthetic model of the bench steps, default 7b), CHECK_PREFILL
 # (prompt tokens, default 2048), CHECK_GEN (generated tokens, default 128), CHECK_BENCH (the
-# kernel benchmarks' -test.bench, default .).
+# kernel benchmarks' -test.bench, default .), CHECK_RANK_SHAPE and CHECK_RANKS (the one-rank
+# step: default 70b, 8).
 set -uo pipefail
 cd "$(dirname "$0")"
 SHAPE=${CHECK_SHAPE:-7b}
+RANK_SHAPE=${CHECK_RANK_SHAPE:-70b}
+RANKS=${CHECK_RANKS:-8}
 PREFILL=${CHECK_PREFILL:-2048}
 KBENCH=${CHECK_BENCH:-.}
 GEN=${CHECK_GEN:-128}
@@ -107,6 +111,10 @@ run 60 env LLAMACU_PREFILL=simt ./llamacu bench --synthetic "$SHAPE" --dtype f16
 step "decode A/B: launch by launch instead of CUDA graphs (what the budget leaves)"
 run 60 env LLAMACU_GRAPHS=0 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
   --batch 1 --depth 0 --reps 2 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda-no-graphs"
+
+step "$RANK_SHAPE at TP $RANKS: one rank's share of every step timed alone on this GPU (what the budget leaves)"
+run 90 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
+  --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$OUT" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda"
 
 step "decode A/B: each row's 40 best logits selected on the device instead of whole rows (what the budget leaves)"
 run 45 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" --topk 40 \

@@ -49,6 +49,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	p := fs.Int("p", 512, "prompt tokens of the pp test (0: no pp test)")
 	n := fs.Int("n", 128, "decode steps of the tg test (0: no tg test)")
 	ubatch := fs.Int("ubatch", 512, "most prompt tokens per forward step in pp")
+	rankOf := fs.Int("rank-of", 0, "time one rank of an N-way tensor-parallel model alone (--synthetic, --tp 1): its shards and its share of every op, the collectives left out; add the all-reduce cost (BenchmarkAllReduce) for the group's step")
 	topk := fs.Int("topk", 0, "tg reads each row's best K logits (selected on the device where the backend can), as sampling with top-k does (0: the whole rows, as llama-bench)")
 	batchList := fs.String("batch", "1,8,32", "comma-separated batch sizes of tg (sequences decoding together)")
 	depthList := fs.String("depth", "0,2048", "comma-separated KV depths (positions already cached) each test runs at")
@@ -92,6 +93,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	}
 	opts := bench.ModelOptions{Prompt: *p, Gen: *n, Batches: batches, Depths: depths, Reps: *reps, Warmup: *warmup,
 		UBatch: *ubatch, TopK: *topk, Profile: !*noProfile, Seed: *seed}
+	if *rankOf < 0 || (*rankOf > 0 && (*synthetic == "" || lf.tp != 1 || lf.nodes != 1)) {
+		return fmt.Errorf("%w: --rank-of N times one rank alone: it needs --synthetic, and neither --tp nor --nodes", errUsage)
+	}
 	if *p < 0 || *n < 0 || *reps < 1 || *warmup < 0 || *ubatch < 1 || (*p == 0 && *n == 0) || *topk < 0 || *topk > sample.MaxTopK {
 		return fmt.Errorf("%w: -p and -n must be ≥ 0 (not both 0), --reps and --ubatch ≥ 1, --warmup ≥ 0, --topk in [0, %d]", errUsage, sample.MaxTopK)
 	}
@@ -114,7 +118,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		resident tensor.DType
 	)
 	if *synthetic != "" {
-		m, resident, err = syntheticModel(*synthetic, *dtypeName, *seed, lf, opts, rep)
+		m, resident, err = syntheticModel(*synthetic, *dtypeName, *seed, *rankOf, lf, opts, rep)
 		if err != nil {
 			return err
 		}
@@ -146,8 +150,13 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		rep.Model.Name = strings.TrimSuffix(filepath.Base(lf.model), filepath.Ext(lf.model))
 	}
 	rep.Model.DType, rep.Model.WeightBytes = resident.String(), m.Config.WeightBytes(resident)
+	if *rankOf > 0 { // the rank's share, as the planner counts it
+		if r, err := plan.Compute(m.Config, plan.Options{DType: resident, KVDType: tensor.F16, GPUs: *rankOf}); err == nil {
+			rep.Model.WeightBytes = r.Weights
+		}
+	}
 	rep.Backend = backendSummary(m.Backends())
-	rep.Settings = bench.Settings{Prompt: *p, Gen: *n, Batches: batches, Depths: depths, Reps: *reps, Warmup: *warmup, UBatch: *ubatch, TopK: *topk, Threads: threads}
+	rep.Settings = bench.Settings{Prompt: *p, Gen: *n, Batches: batches, Depths: depths, Reps: *reps, Warmup: *warmup, UBatch: *ubatch, TopK: *topk, RankOf: *rankOf, Threads: threads}
 	rep.Device = describeDevice(m.Backend, threads, logf)
 	logf("model %s (%s, %s parameters, %s weights); backend %s", rep.Model.Name, rep.Model.DType,
 		humanize.SIWithDigits(float64(rep.Model.Params), 1, ""), humanize.IBytes(uint64(rep.Model.WeightBytes)), rep.Backend)
@@ -190,8 +199,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 }
 
 // syntheticModel builds the named shape with seeded random weights directly on the backend, after
-// the memory planner has checked that the weights and the benchmark's State fit.
-func syntheticModel(shape, dtypeName string, seed uint64, lf *loadFlags, opts bench.ModelOptions, rep *bench.Report) (*model.Model, tensor.DType, error) {
+// the memory planner has checked that the weights and the benchmark's State fit. With rankOf > 0
+// it builds only rank 0 of a rankOf-way tensor-parallel model, alone (tp.Solo).
+func syntheticModel(shape, dtypeName string, seed uint64, rankOf int, lf *loadFlags, opts bench.ModelOptions, rep *bench.Report) (*model.Model, tensor.DType, error) {
 	cfg, err := model.Preset(shape)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: --synthetic: %v", errUsage, err)
@@ -206,7 +216,12 @@ func syntheticModel(shape, dtypeName string, seed uint64, lf *loadFlags, opts be
 	if err := cfg.CheckTP(lf.tp); err != nil {
 		return nil, 0, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if err := checkFits(cfg, dtype, lf.backend, opts); err != nil {
+	if rankOf > 0 {
+		if err := cfg.CheckTP(rankOf); err != nil {
+			return nil, 0, fmt.Errorf("%w: --rank-of: %v", errUsage, err)
+		}
+	}
+	if err := checkFits(cfg, dtype, lf.backend, max(rankOf, 1), opts); err != nil {
 		return nil, 0, err
 	}
 	threads := lf.threads
@@ -242,6 +257,18 @@ func syntheticModel(shape, dtypeName string, seed uint64, lf *loadFlags, opts be
 		}
 	}
 	var m *model.Model
+	if rankOf > 0 {
+		solo, err := tp.NewSolo(0, rankOf)
+		if err == nil {
+			m, err = model.NewRank(bes[0], cfg, model.SyntheticShard(cfg, seed, dtype, 0, rankOf), solo, nil)
+		}
+		if err != nil {
+			closeAll()
+			return nil, 0, err
+		}
+		rep.Model = bench.ModelInfo{Name: fmt.Sprintf("%s, rank 0 of TP %d alone", cfg.Name, rankOf), Source: fmt.Sprintf("synthetic %s (seed %d)", shape, seed), Params: cfg.ParamCount()}
+		return m, dtype, nil
+	}
 	if node != nil {
 		m, err = model.NewParallelNode(bes, cfg, model.Synthetic(cfg, seed, dtype), comms, node, nil)
 	} else {
@@ -259,9 +286,10 @@ func syntheticModel(shape, dtypeName string, seed uint64, lf *loadFlags, opts be
 }
 
 // checkFits asks the planner whether weights of dtype and the State the benchmark allocates fit:
-// on the CPU against the host's available memory (fp32 KV cache, no fixed overhead). Other
-// backends are not checked here (their capacity is the device's; the engine checks at load).
-func checkFits(cfg model.Config, dtype tensor.DType, backend string, o bench.ModelOptions) error {
+// on the CPU against the host's available memory (fp32 KV cache, no fixed overhead), for one rank
+// of a tp-way model. Other backends are not checked here (their capacity is the device's; the
+// engine checks at load).
+func checkFits(cfg model.Config, dtype tensor.DType, backend string, tp int, o bench.ModelOptions) error {
 	if backend != "cpu" {
 		return nil
 	}
@@ -271,7 +299,7 @@ func checkFits(cfg model.Config, dtype tensor.DType, backend string, o bench.Mod
 	}
 	mbt, _, ctx, seqs := o.Needs()
 	ctx = min(max(ctx, 1), cfg.MaxSeq)
-	po := plan.Options{DType: dtype, KVDType: tensor.F32, GPUs: 1, GPUMem: mem, Ctx: ctx, Batch: seqs, MaxBatchTokens: mbt, MaxTP: 1}
+	po := plan.Options{DType: dtype, KVDType: tensor.F32, GPUs: tp, GPUMem: mem, Ctx: ctx, Batch: seqs, MaxBatchTokens: mbt, MaxTP: 1}
 	if err := plan.CheckFits(cfg, po); err != nil {
 		return fmt.Errorf("refusing to allocate: %w", err)
 	}
@@ -287,7 +315,7 @@ func checkFileFits(lf *loadFlags, o bench.ModelOptions) (tensor.DType, error) {
 	}
 	cfg, d := f.Config, residentDType(matrixDType(f), lf.backend)
 	f.Close()
-	return d, checkFits(cfg, d, lf.backend, o)
+	return d, checkFits(cfg, d, lf.backend, 1, o)
 }
 
 // describeDevice asks the backend for its device and copy bandwidth, else describes the host CPU

@@ -164,12 +164,30 @@ func TestBenchUsageErrors(t *testing.T) {
 		"no reps":      {"bench", "--synthetic", "tiny", "--reps", "0"},
 		"serve no url": {"bench", "serve"},
 		"serve url":    {"bench", "serve", "--url", "localhost:1"},
+		"rank-of tp":   {"bench", "--synthetic", "tiny", "--rank-of", "2", "--tp", "2"},
+		"rank-of 3":    {"bench", "--synthetic", "tiny", "--rank-of", "3"},
+		"rank-of file": {"bench", "--model", "x.gguf", "--rank-of", "2"},
+		"topk 300":     {"bench", "--synthetic", "tiny", "--topk", "300"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, errOut, code := cli(t, args...)
 			require.Equal(t, 2, code, errOut)
 			require.Contains(t, errOut, "llamacu bench")
 		})
+	}
+}
+
+// --rank-of 4 builds and times only rank 0 of TP 4 (a quarter of the sharded weights); --topk
+// reads candidates instead of rows. Both are recorded in the report.
+func TestBenchRankOfAndTopK(t *testing.T) {
+	rep := benchJSON(t, "--synthetic", "tiny", "--backend", "cpu", "--rank-of", "4", "--topk", "40", "-p", "16", "-n", "8", "--batch", "1,2", "--depth", "0", "--reps", "1")
+	require.Equal(t, 4, rep.Settings.RankOf)
+	require.Equal(t, 40, rep.Settings.TopK)
+	require.Contains(t, rep.Model.Name, "rank 0 of TP 4")
+	require.Less(t, rep.Model.WeightBytes, model.Tiny.WeightBytes(0)/2, "a rank holds its shards")
+	require.Len(t, rep.Results, 3)
+	for _, r := range rep.Results {
+		require.Positive(t, r.TokS.Mean, r.Label())
 	}
 }
 
