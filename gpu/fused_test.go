@@ -38,14 +38,23 @@ func TestFusedOps(t *testing.T) {
 	dim, kv, ffn := 256, 64, 688 // K = dim; kv and ffn rows
 	if !cuda.Emulated {
 		dim, kv, ffn = 4096, 1024, 11008 // LLaMA 7B/70B-like rows
+		if testing.Short() {
+			dim, kv, ffn = 1024, 256, 2752
+		}
 	}
 	for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0} {
+		// q, k, v: the usual shape, and a k/v height that is not a multiple of 4.
+		wq := upload(d, dim, dim)
+		var kvs [2][2]model.Weight
+		for i, rows := range []int{kv, kv + 2} {
+			kvs[i] = [2]model.Weight{upload(d, rows, dim), upload(d, rows, dim)}
+		}
+		w1, w3 := upload(d, ffn, dim), upload(d, ffn, dim)
 		for _, n := range []int{1, 3, 8, 9} {
 			t.Run(fmt.Sprintf("%v/n=%d", d, n), func(t *testing.T) {
 				x := newBuf(t, be, n, dim, normal(r, n*dim))
-				// q, k, v: the usual shape, and a k/v height that is not a multiple of 4.
-				for _, kvRows := range []int{kv, kv + 2} {
-					wq, wk, wv := upload(d, dim, dim), upload(d, kvRows, dim), upload(d, kvRows, dim)
+				for i, kvRows := range []int{kv, kv + 2} {
+					wk, wv := kvs[i][0], kvs[i][1]
 					outs := [2][3]model.Buffer{}
 					for i := range outs {
 						outs[i] = [3]model.Buffer{newBuf(t, be, n, dim, nil), newBuf(t, be, n, kvRows, nil), newBuf(t, be, n, kvRows, nil)}
@@ -59,7 +68,6 @@ func TestFusedOps(t *testing.T) {
 					}
 				}
 				// Gate/up and SwiGLU.
-				w1, w3 := upload(d, ffn, dim), upload(d, ffn, dim)
 				fused, tmp := newBuf(t, be, n, ffn, nil), newBuf(t, be, n, ffn, nil)
 				be.MatMulSwiGLU(fused, tmp, x, w1, w3, n)
 				gate, up := newBuf(t, be, n, ffn, nil), newBuf(t, be, n, ffn, nil)

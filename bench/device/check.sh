@@ -18,9 +18,9 @@
 #   kernel benchmarks                           90 s  [~40 s]
 #   llamacu bench, synthetic 7B                150 s  [~90 s]
 #   PyTorch peer (eager)                       120 s  [~90 s]
+#   70B TP 8, one rank alone (--rank-of 8)      90 s  [~20 s to build 17 GB of weights]
 #   prefill A/B (LLAMACU_PREFILL=simt)          60 s
 #   decode A/B (LLAMACU_GRAPHS=0)               60 s
-#   70B TP 8, one rank alone (--rank-of 8)      90 s  [~20 s to build 17 GB of weights]
 #   decode A/B (--topk 40: device top-k)        45 s
 #   Q8_0 and Q4_0 A/B (synthetic 7B)         2×75 s; each step gets whatever of the budget is left
 #
@@ -104,6 +104,10 @@ else
   echo "torch/transformers not importable: peer skipped"
 fi
 
+step "$RANK_SHAPE at TP $RANKS: one rank's share of every step timed alone on this GPU (what the budget leaves)"
+run 90 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
+  --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$OUT" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda"
+
 step "prefill attention A/B: the fp32 SIMT kernel instead of tensor cores (what the budget leaves)"
 run 60 env LLAMACU_PREFILL=simt ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 16 \
   --batch 1 --depth 0 --reps 2 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda-simt-prefill"
@@ -111,10 +115,6 @@ run 60 env LLAMACU_PREFILL=simt ./llamacu bench --synthetic "$SHAPE" --dtype f16
 step "decode A/B: launch by launch instead of CUDA graphs (what the budget leaves)"
 run 60 env LLAMACU_GRAPHS=0 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
   --batch 1 --depth 0 --reps 2 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda-no-graphs"
-
-step "$RANK_SHAPE at TP $RANKS: one rank's share of every step timed alone on this GPU (what the budget leaves)"
-run 90 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
-  --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$OUT" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda"
 
 step "decode A/B: each row's 40 best logits selected on the device instead of whole rows (what the budget leaves)"
 run 45 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" --topk 40 \
