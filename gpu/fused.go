@@ -12,7 +12,7 @@ import (
 
 // The fused decode ops (model.QKVMatMuler, model.GateUpMatMuler, model.AddRMSNormer): each is one
 // launch where the unfused sequence is two or three, and equals that sequence bit for bit. Where a
-// fused kernel does not apply (more than 8 rows, which go to cuBLAS; quantised or mixed weights;
+// fused kernel does not apply (more than 8 rows, which go to cuBLAS; weights of mixed dtypes;
 // Options.Naive; shapes the kernels do not take) they run the unfused sequence.
 
 var (
@@ -21,8 +21,8 @@ var (
 	_ model.AddRMSNormer   = (*Backend)(nil)
 )
 
-// fusable reports whether gemv_<dt>_v2_{qkv,glu} can take x (n, K) times these weights: float
-// weights of one dtype, n ≤ 8, K a multiple of the 16-byte vector.
+// fusable reports whether gemv_<dt>_v2_{qkv,glu} can take x (n, K) times these weights: weights
+// of one dtype, n ≤ 8, K a multiple of the 16-byte vector (of a Q8_0/Q4_0 block: always).
 func (b *Backend) fusable(n int, ws ...*Weight) bool {
 	if b.opts.Naive || n > gemvMaxBatch {
 		return false
@@ -33,6 +33,8 @@ func (b *Backend) fusable(n int, ws ...*Weight) bool {
 	case tensor.F32:
 		vec = 4
 	case tensor.F16, tensor.BF16:
+	case tensor.Q8_0, tensor.Q4_0:
+		vec = tensor.QK
 	default:
 		return false
 	}
@@ -75,6 +77,13 @@ func (b *Backend) MatMulQKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, n 
 		return
 	}
 	rows := ws[0].rows + ws[1].rows + ws[2].rows
+	if ws[0].quantised() {
+		b.launch(b.k.gemvQQKV[ws[0].qi()][batchWidth(n)], cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
+			cuda.Ptr(qb.ptr), cuda.Ptr(kb.ptr), cuda.Ptr(vb.ptr), cuda.Ptr(xb.ptr),
+			cuda.Ptr(ws[0].ptr), cuda.Ptr(ws[0].scales), cuda.Ptr(ws[1].ptr), cuda.Ptr(ws[1].scales), cuda.Ptr(ws[2].ptr), cuda.Ptr(ws[2].scales),
+			i32(n), i32(ws[0].rows), i32(ws[1].rows), i32(ws[2].rows), i32(xb.cols))
+		return
+	}
 	b.launch(b.k.gemvQKV[ws[0].wdt()][batchWidth(n)], cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
 		cuda.Ptr(qb.ptr), cuda.Ptr(kb.ptr), cuda.Ptr(vb.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ws[0].ptr), cuda.Ptr(ws[1].ptr), cuda.Ptr(ws[2].ptr),
 		i32(n), i32(ws[0].rows), i32(ws[1].rows), i32(ws[2].rows), i32(xb.cols))
@@ -95,6 +104,11 @@ func (b *Backend) MatMulSwiGLU(out, tmp, x model.Buffer, gate, up model.Weight, 
 		panic(fmt.Sprintf("gpu: MatMulSwiGLU: out (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", n, ob.cols, n, xb.cols, wg.shape))
 	}
 	if n == 0 || !b.ok() {
+		return
+	}
+	if wg.quantised() {
+		b.launch(b.k.gemvQGLU[wg.qi()][batchWidth(n)], cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
+			cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(wg.ptr), cuda.Ptr(wg.scales), cuda.Ptr(wu.ptr), cuda.Ptr(wu.scales), i32(n), i32(wg.rows), i32(wg.cols))
 		return
 	}
 	b.launch(b.k.gemvGLU[wg.wdt()][batchWidth(n)], cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},

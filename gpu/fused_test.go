@@ -15,8 +15,8 @@ import (
 )
 
 // TestFusedOps: each fused op (MatMulQKV, MatMulSwiGLU, AddRMSNorm) equals the unfused sequence
-// of model/backend.go bit for bit — on the fused kernels (≤ 8 rows, float weights) and on the
-// shapes that fall back (9 rows, quantised weights, row counts not a multiple of 4).
+// of model/backend.go bit for bit — on the fused kernels (≤ 8 rows; float, Q8_0 and Q4_0
+// weights) and on the shapes that fall back (9 rows, row counts not a multiple of 4).
 func TestFusedOps(t *testing.T) {
 	be := open(t, gpu.Options{NoCublas: true})
 	r := rand.New(rand.NewPCG(21, 22))
@@ -42,7 +42,7 @@ func TestFusedOps(t *testing.T) {
 			dim, kv, ffn = 1024, 256, 2752
 		}
 	}
-	for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0} {
+	for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0} {
 		// q, k, v: the usual shape, and a k/v height that is not a multiple of 4.
 		wq := upload(d, dim, dim)
 		var kvs [2][2]model.Weight

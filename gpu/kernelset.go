@@ -28,6 +28,8 @@ type kernelFuncs[F any] struct {
 	gemvGLU       [3][4]F // fused gate/up projections and SwiGLU, by wdt and batch width
 	gemvQV1       [2]F    // gemv.cu, by quantised type: Q8_0, Q4_0
 	gemvQV2       [2][4]F // by quantised type, batch width 1, 2, 4, 8
+	gemvQQKV      [2][4]F // fused q, k, v projections, by quantised type and batch width
+	gemvQGLU      [2][4]F // fused gate/up projections and SwiGLU, by quantised type and batch width
 	dequantQ      [2]F    // Q8_0, Q4_0 → fp16 for cuBLAS
 	gemmV1        [3]F    // gemm.cu
 	toF16, toBF16 F
@@ -65,6 +67,10 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		table[fmt.Sprintf("attention_decode_f16_g%d", w)] = &k.attnDecF16[g]
 		table[fmt.Sprintf("gemv_q8_0_v2_n%d", w)] = &k.gemvQV2[0][g]
 		table[fmt.Sprintf("gemv_q4_0_v2_n%d", w)] = &k.gemvQV2[1][g]
+		for q, name := range []string{"q8_0", "q4_0"} {
+			table[fmt.Sprintf("gemv_%s_v2_qkv_n%d", name, w)] = &k.gemvQQKV[q][g]
+			table[fmt.Sprintf("gemv_%s_v2_glu_n%d", name, w)] = &k.gemvQGLU[q][g]
+		}
 	}
 	for d, dt := range dts {
 		table["gemv_"+dt+"_v1"] = &k.gemvV1[d]

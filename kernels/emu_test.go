@@ -1227,6 +1227,65 @@ func testFused(t *testing.T, e *emulator) {
 			})
 		}
 	}
+	// Q8_0 and Q4_0: weights repacked as gpu/upload.go does, scales after the quants.
+	for _, d := range []tensor.DType{tensor.Q8_0, tensor.Q4_0} {
+		name := strings.ToLower(d.String())
+		for _, c := range []struct{ n, N0, N1, N2, K int }{{1, 16, 8, 8, 64}, {3, 12, 4, 6, 32}, {8, 20, 8, 8, 96}, {2, 4, 4, 1, 128}} {
+			t.Run(fmt.Sprintf("%v/%dx%d+%d+%dx%d", d, c.n, c.N0, c.N1, c.N2, c.K), func(t *testing.T) {
+				b := 1
+				for b < c.n {
+					b *= 2
+				}
+				x := normal(r, c.n*c.K, 1)
+				be := newCPU(t)
+				xb, _ := hostBuf(t, be, c.n, c.K, x)
+				ns := []int{c.N0, c.N1, c.N2}
+				s := &script{}
+				xd := s.buf(f32Bytes(x))
+				var outs [3]dev
+				var qs, ds [3]arg
+				var want [3][]float32
+				var ws [3][]float32
+				for i, N := range ns {
+					enc := tensor.Encode(d, normal(r, N*c.K, 1))
+					ws[i] = make([]float32, N*c.K)
+					tensor.Decode(ws[i], d, enc)
+					var ob model.Buffer
+					ob, want[i] = hostBuf(t, be, c.n, N, nil)
+					be.MatMul(ob, xb, upload(t, be, tensor.F32, N, c.K, ws[i]), c.n)
+					dev := repackQuantForTest(d, enc, N, c.K)
+					wd := s.buf(dev)
+					qs[i], ds[i] = ptr(wd), ptrAt(wd, len(dev)-N*c.K/32*2)
+					outs[i] = s.buf(f32Bytes(nanFill(c.n * N)))
+				}
+				s.launch(fmt.Sprintf("gemv_%s_v2_qkv_n%d", name, b), d1(ceilDiv(c.N0+c.N1+c.N2, 16)), d1(128),
+					ptr(outs[0]), ptr(outs[1]), ptr(outs[2]), ptr(xd), qs[0], ds[0], qs[1], ds[1], qs[2], ds[2],
+					i32(c.n), i32(c.N0), i32(c.N1), i32(c.N2), i32(c.K))
+				var got [3]*[]byte
+				for i := range outs {
+					got[i] = s.read(outs[i])
+				}
+				// glu over matrices 1 and 2 cut to the same rows (min(N1, N2)).
+				rows := min(c.N1, c.N2)
+				glu := s.buf(f32Bytes(nanFill(c.n * rows)))
+				s.launch(fmt.Sprintf("gemv_%s_v2_glu_n%d", name, b), d1(ceilDiv(rows, 16)), d1(128),
+					ptr(glu), ptr(xd), qs[1], ds[1], qs[2], ds[2], i32(c.n), i32(rows), i32(c.K))
+				gotGLU := s.read(glu)
+				e.run(t, s)
+				for i, N := range ns {
+					compare(t, fmt.Sprintf("qkv out %d", i), bytesF32(*got[i]), want[i], absDot(x, ws[i], c.n, N, c.K), tol{1e-6, 1e-5})
+				}
+				wantGLU := make([]float32, c.n*rows)
+				for i := range c.n {
+					for j := range rows {
+						g, u := want[1][i*c.N1+j], want[2][i*c.N2+j]
+						wantGLU[i*rows+j] = g * (1 / (1 + float32(math.Exp(float64(-g))))) * u
+					}
+				}
+				compare(t, "glu", bytesF32(*gotGLU), wantGLU, nil, tol{1e-5, 1e-4})
+			})
+		}
+	}
 	for _, c := range []struct{ n, dim int }{{2, 64}, {1, 4100}, {3, 260}} {
 		t.Run(fmt.Sprintf("add_rmsnorm/%dx%d", c.n, c.dim), func(t *testing.T) {
 			x, y, w := normal(r, c.n*c.dim, 2), normal(r, c.n*c.dim, 2), normal(r, c.dim, 1)
@@ -1299,19 +1358,22 @@ func testTopK(t *testing.T, e *emulator) {
 // gpu/upload.go does (every block's quants, then every fp16 d), against the CPU backend on the
 // file's blocks.
 
+// repackQuantForTest is gpu/upload.go's repackQuant: every block's quants, then every fp16 d.
+func repackQuantForTest(d tensor.DType, data []byte, rows, cols int) []byte {
+	nb, bb := cols/32, d.BlockBytes()
+	qb := bb - 2
+	out := make([]byte, rows*nb*bb)
+	for blk := 0; blk < rows*nb; blk++ {
+		src := data[blk*bb:]
+		out[rows*nb*qb+2*blk], out[rows*nb*qb+2*blk+1] = src[0], src[1]
+		copy(out[blk*qb:(blk+1)*qb], src[2:bb])
+	}
+	return out
+}
+
 func testQuant(t *testing.T, e *emulator) {
 	r := rand.New(rand.NewPCG(19, 19))
-	repack := func(d tensor.DType, data []byte, rows, cols int) []byte {
-		nb, bb := cols/32, d.BlockBytes()
-		qb := bb - 2
-		out := make([]byte, rows*nb*bb)
-		for blk := 0; blk < rows*nb; blk++ {
-			src := data[blk*bb:]
-			out[rows*nb*qb+2*blk], out[rows*nb*qb+2*blk+1] = src[0], src[1]
-			copy(out[blk*qb:(blk+1)*qb], src[2:bb])
-		}
-		return out
-	}
+	repack := repackQuantForTest
 	for _, dt := range []tensor.DType{tensor.Q8_0, tensor.Q4_0} {
 		name := strings.ToLower(dt.String())
 		for _, c := range []struct{ n, N, K int }{{1, 17, 64}, {2, 40, 32}, {3, 5, 96}, {8, 21, 128}, {11, 19, 64}} {
@@ -1396,6 +1458,8 @@ var launchSites = []string{
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
+	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
+	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"AddRMSNorm: cuda.Dim3{X: n} | cuda.Dim3{X: threads}",
 	"GatherRows: cuda.Dim3{X: len(rows)} | cuda.Dim3{X: 256}",

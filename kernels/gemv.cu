@@ -157,7 +157,7 @@ GEMV_ENTRY(bf16, __nv_bfloat16, 8)
 //                          of loads in flight) and applies SwiGLU in the epilogue, so gate and up
 //                          never go through memory.
 // Both give bit for bit what gemv_<dt>_v2_n<B> (and swiglu_f32) give unfused (gpu/fused_test.go,
-// TestFusedOps). Quantised weights run unfused for now (gpu/fused.go).
+// TestFusedOps). Q8_0 and Q4_0 have theirs at the end of this file.
 
 template <typename W, int NB>
 __device__ void gemv_v2_qkv(float* out0, float* out1, float* out2, const float* x, const W* w0,
@@ -468,3 +468,161 @@ extern "C" __global__ void dequant_q4_0_f16(__half* out, const uint8_t* q, const
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
         out[i] = __float2half_rn(__half2float(d[i / 32]) * (float)q4_at(q, i));
 }
+
+// ---------------------------------------------------------------- Q8_0 and Q4_0, fused
+//
+// gemv_<q>_v2_qkv_n<B> and gemv_<q>_v2_glu_n<B>: the fused q/k/v and gate/up+SwiGLU kernels of
+// the float types for Q8_0 and Q4_0 weights. Their inner loop (gemvq_acc) widens a row's quants
+// inside the loop over batch rows instead of once before it, so that 8 rows of W1|W3 fit in
+// registers: the same products added in the same order as gemv_<q>_v2 (bit for bit), at the cost
+// of B conversions per weight instead of one (nothing at B = 1, the single-stream decode).
+
+// Q8Fmt / Q4Fmt describe a quantised row for gemvq_acc: bytes per row and one lane step (16
+// bytes of quants: 16 Q8_0 values, or a whole 32-value Q4_0 block).
+struct Q8Fmt {
+    typedef int8_t Q;
+    static __device__ __forceinline__ int64_t row_bytes(int K) { return K; }
+};
+struct Q4Fmt {
+    typedef uint8_t Q;
+    static __device__ __forceinline__ int64_t row_bytes(int K) { return K / 2; }
+};
+
+template <typename F, int NB, int R>
+__device__ __forceinline__ void gemvq_acc(float (&acc)[R][NB], const typename F::Q* const (&qr)[R],
+                                          const __half* const (&dr)[R], const float* __restrict__ x,
+                                          int n, int K) {
+    constexpr bool q4 = std::is_same<F, Q4Fmt>::value;
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) acc[r][b] = 0.f;
+    const int nstep = q4 ? K / 32 : K / 16;
+#pragma unroll 2
+    for (int v = lane; v < nstep; v += 32) {
+        uint4 raw[R];
+        float s[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            raw[r] = load16_stream(qr[r] + (int64_t)v * 16);
+            s[r] = __half2float(__ldg(dr[r] + (q4 ? v : v >> 1)));
+        }
+#pragma unroll
+        for (int half = 0; half < (q4 ? 2 : 1); half++) {
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                if (b < n) {
+                    float xf[16];
+                    const float* xp = x + (int64_t)b * K + (int64_t)v * (q4 ? 32 : 16) + half * 16;
+                    load_f32x<8>(xp, xf);
+                    load_f32x<8>(xp + 8, xf + 8);
+#pragma unroll
+                    for (int r = 0; r < R; r++) {
+                        float wf[16], other[16];
+                        if (!q4) unpack_i8x16(raw[r], wf);
+                        else if (half == 0) unpack_q4x32(raw[r], wf, other);
+                        else unpack_q4x32(raw[r], other, wf);
+                        float dot = 0.f;
+#pragma unroll
+                        for (int e = 0; e < 16; e++) dot += wf[e] * xf[e];
+                        acc[r][b] += s[r] * dot;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// gemvq_rows computes rows r0 … r0+3 of out (n, N) = x · wᵀ for quantised w (q, d).
+template <typename F, int NB>
+__device__ __forceinline__ void gemvq_rows(float* __restrict__ out, const float* __restrict__ x,
+                                           const typename F::Q* __restrict__ q, const __half* __restrict__ d,
+                                           int n, int N, int K, int r0) {
+    const int lane = threadIdx.x & 31;
+    const typename F::Q* qr[GEMV_ROWS];
+    const __half* dr[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) {
+        const int64_t row = min(r0 + r, N - 1);  // tail: reread
+        qr[r] = q + row * F::row_bytes(K);
+        dr[r] = d + row * (K / 32);
+    }
+    float acc[GEMV_ROWS][NB];
+    gemvq_acc<F, NB, GEMV_ROWS>(acc, qr, dr, x, n, K);
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            const float sum = warp_sum(acc[r][b]);
+            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = sum;
+        }
+}
+
+template <typename F, int NB>
+__device__ void gemvq_qkv(float* out0, float* out1, float* out2, const float* x, const typename F::Q* q0,
+                          const __half* d0, const typename F::Q* q1, const __half* d1,
+                          const typename F::Q* q2, const __half* d2, int n, int N0, int N1, int N2, int K) {
+    int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
+    if (r0 < N0) {
+        gemvq_rows<F, NB>(out0, x, q0, d0, n, N0, K, r0);
+        return;
+    }
+    r0 -= N0;
+    if (r0 < N1) {
+        gemvq_rows<F, NB>(out1, x, q1, d1, n, N1, K, r0);
+        return;
+    }
+    r0 -= N1;
+    if (r0 < N2) gemvq_rows<F, NB>(out2, x, q2, d2, n, N2, K, r0);
+}
+
+template <typename F, int NB>
+__device__ void gemvq_glu(float* __restrict__ out, const float* __restrict__ x, const typename F::Q* q1,
+                          const __half* d1, const typename F::Q* q3, const __half* d3, int n, int N, int K) {
+    const int lane = threadIdx.x & 31;
+    const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
+    if (r0 >= N) return;  // whole warp; no barrier below
+    const typename F::Q* qr[2 * GEMV_ROWS];
+    const __half* dr[2 * GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) {
+        const int64_t row = min(r0 + r, N - 1);  // tail: reread
+        qr[r] = q1 + row * F::row_bytes(K);
+        qr[GEMV_ROWS + r] = q3 + row * F::row_bytes(K);
+        dr[r] = d1 + row * (K / 32);
+        dr[GEMV_ROWS + r] = d3 + row * (K / 32);
+    }
+    float acc[2 * GEMV_ROWS][NB];
+    gemvq_acc<F, NB, 2 * GEMV_ROWS>(acc, qr, dr, x, n, K);
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            const float g = warp_sum(acc[r][b]), u = warp_sum(acc[GEMV_ROWS + r][b]);
+            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = silu_mul(g, u);
+        }
+}
+
+#define GEMVQ_FUSED_ENTRY(DT, FMT, NB)                                                               \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v2_qkv_n##NB(             \
+        float* out0, float* out1, float* out2, const float* x, const FMT::Q* q0, const __half* d0,   \
+        const FMT::Q* q1, const __half* d1, const FMT::Q* q2, const __half* d2, int n, int N0,       \
+        int N1, int N2, int K) {                                                                     \
+        gemvq_qkv<FMT, NB>(out0, out1, out2, x, q0, d0, q1, d1, q2, d2, n, N0, N1, N2, K);           \
+    }                                                                                                \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v2_glu_n##NB(             \
+        float* out, const float* x, const FMT::Q* q1, const __half* d1, const FMT::Q* q3,            \
+        const __half* d3, int n, int N, int K) {                                                     \
+        gemvq_glu<FMT, NB>(out, x, q1, d1, q3, d3, n, N, K);                                         \
+    }
+
+// As the float types' fused kernels; K % 32 == 0.
+GEMVQ_FUSED_ENTRY(q8_0, Q8Fmt, 1)
+GEMVQ_FUSED_ENTRY(q8_0, Q8Fmt, 2)
+GEMVQ_FUSED_ENTRY(q8_0, Q8Fmt, 4)
+GEMVQ_FUSED_ENTRY(q8_0, Q8Fmt, 8)
+GEMVQ_FUSED_ENTRY(q4_0, Q4Fmt, 1)
+GEMVQ_FUSED_ENTRY(q4_0, Q4Fmt, 2)
+GEMVQ_FUSED_ENTRY(q4_0, Q4Fmt, 4)
+GEMVQ_FUSED_ENTRY(q4_0, Q4Fmt, 8)
