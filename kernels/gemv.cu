@@ -96,17 +96,12 @@ __device__ __forceinline__ void gemv_v2_acc(float (&acc)[R][NB], const W* const 
     }
 }
 
-// gemv_v2_rows computes rows r0 … r0+3 of out (n, N) = x · wᵀ: one warp's work in gemv_v2.
-template <typename W, int NB>
-__device__ __forceinline__ void gemv_v2_rows(float* __restrict__ out, const float* __restrict__ x,
-                                             const W* __restrict__ w, int n, int N, int K, int r0) {
+// gemv_store sums each acc[r][b] over the warp and stores row r0 + r of batch row b of out (n, N):
+// every lane ends with every sum; lane r·NB+b stores (r, b).
+template <int NB>
+__device__ __forceinline__ void gemv_store(float* __restrict__ out, float (&acc)[GEMV_ROWS][NB], int n,
+                                           int N, int r0) {
     const int lane = threadIdx.x & 31;
-    const W* wr[GEMV_ROWS];
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) wr[r] = w + (int64_t)min(r0 + r, N - 1) * K;  // tail: reread
-    float acc[GEMV_ROWS][NB];
-    gemv_v2_acc<W, NB, GEMV_ROWS>(acc, wr, x, n, K);
-    // Every lane ends with every sum; lane r·NB+b stores (r, b).
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++)
 #pragma unroll
@@ -114,6 +109,33 @@ __device__ __forceinline__ void gemv_v2_rows(float* __restrict__ out, const floa
             const float s = warp_sum(acc[r][b]);
             if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = s;
         }
+}
+
+// gemv_store_glu is gemv_store of silu(gate)·up, the gate sums in acc[0, 4) and the up sums in
+// acc[4, 8).
+template <int NB>
+__device__ __forceinline__ void gemv_store_glu(float* __restrict__ out, float (&acc)[2 * GEMV_ROWS][NB],
+                                               int n, int N, int r0) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            const float g = warp_sum(acc[r][b]), u = warp_sum(acc[GEMV_ROWS + r][b]);
+            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = silu_mul(g, u);
+        }
+}
+
+// gemv_v2_rows computes rows r0 … r0+3 of out (n, N) = x · wᵀ: one warp's work in gemv_v2.
+template <typename W, int NB>
+__device__ __forceinline__ void gemv_v2_rows(float* __restrict__ out, const float* __restrict__ x,
+                                             const W* __restrict__ w, int n, int N, int K, int r0) {
+    const W* wr[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) wr[r] = w + (int64_t)min(r0 + r, N - 1) * K;  // tail: reread
+    float acc[GEMV_ROWS][NB];
+    gemv_v2_acc<W, NB, GEMV_ROWS>(acc, wr, x, n, K);
+    gemv_store<NB>(out, acc, n, N, r0);
 }
 
 template <typename W, int NB>
@@ -179,7 +201,6 @@ __device__ void gemv_v2_qkv(float* out0, float* out1, float* out2, const float* 
 template <typename W, int NB>
 __device__ void gemv_v2_glu(float* __restrict__ out, const float* __restrict__ x,
                             const W* __restrict__ w1, const W* __restrict__ w3, int n, int N, int K) {
-    const int lane = threadIdx.x & 31;
     const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
     if (r0 >= N) return;  // whole warp; no barrier below
     const W* wr[2 * GEMV_ROWS];
@@ -191,13 +212,7 @@ __device__ void gemv_v2_glu(float* __restrict__ out, const float* __restrict__ x
     }
     float acc[2 * GEMV_ROWS][NB];
     gemv_v2_acc<W, NB, 2 * GEMV_ROWS>(acc, wr, x, n, K);
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            const float g = warp_sum(acc[r][b]), u = warp_sum(acc[GEMV_ROWS + r][b]);
-            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = silu_mul(g, u);
-        }
+    gemv_store_glu<NB>(out, acc, n, N, r0);
 }
 
 #define GEMV_FUSED_ENTRY(DT, WT, NB)                                                              \
@@ -262,76 +277,6 @@ LLAMACU_DEVICE void unpack_i8x16(uint4 u, float* f) {
         for (int j = 0; j < 4; j++) f[4 * i + j] = (float)(int8_t)(w[i] >> (8 * j));
 }
 
-template <int NB>
-__device__ void gemv_q8_0_v2(float* __restrict__ out, const float* __restrict__ x,
-                             const int8_t* __restrict__ q, const __half* __restrict__ d, int n, int N,
-                             int K) {
-    const int lane = threadIdx.x & 31;
-    const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
-    if (r0 >= N) return;  // whole warp; no barrier below
-    const int8_t* qr[GEMV_ROWS];
-    const __half* dr[GEMV_ROWS];
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) {
-        const int64_t row = min(r0 + r, N - 1);  // tail: reread
-        qr[r] = q + row * K;
-        dr[r] = d + row * (K / 32);
-    }
-    float acc[GEMV_ROWS][NB];
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) acc[r][b] = 0.f;
-
-    const int nvec = K / 16;
-#pragma unroll 2
-    for (int v = lane; v < nvec; v += 32) {
-        uint4 raw[GEMV_ROWS];
-        float s[GEMV_ROWS];
-#pragma unroll
-        for (int r = 0; r < GEMV_ROWS; r++) {
-            raw[r] = load16_stream(qr[r] + (int64_t)v * 16);
-            s[r] = __half2float(__ldg(dr[r] + (v >> 1)));
-        }
-        float wf[GEMV_ROWS][16];
-#pragma unroll
-        for (int r = 0; r < GEMV_ROWS; r++) unpack_i8x16(raw[r], wf[r]);
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            if (b < n) {
-                float xf[16];
-                load_f32x<8>(x + (int64_t)b * K + (int64_t)v * 16, xf);
-                load_f32x<8>(x + (int64_t)b * K + (int64_t)v * 16 + 8, xf + 8);
-#pragma unroll
-                for (int r = 0; r < GEMV_ROWS; r++) {
-                    float dot = 0.f;
-#pragma unroll
-                    for (int e = 0; e < 16; e++) dot += wf[r][e] * xf[e];
-                    acc[r][b] += s[r] * dot;
-                }
-            }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            const float sum = warp_sum(acc[r][b]);
-            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = sum;
-        }
-}
-
-#define GEMV_Q8_ENTRY(NB)                                                                         \
-    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q8_0_v2_n##NB(                \
-        float* out, const float* x, const int8_t* q, const __half* d, int n, int N, int K) {      \
-        gemv_q8_0_v2<NB>(out, x, q, d, n, N, K);                                                  \
-    }
-
-// grid (ceil(N / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); n ≤ B.
-GEMV_Q8_ENTRY(1)
-GEMV_Q8_ENTRY(2)
-GEMV_Q8_ENTRY(4)
-GEMV_Q8_ENTRY(8)
 
 // dequant_q8_0_f16: out[i] = d[i/32] · q[i] as fp16, for the cuBLAS path of prefill (n > 8).
 // grid-stride, block (256).
@@ -369,98 +314,17 @@ extern "C" __global__ void gemv_q4_0_v1(float* out, const float* x, const uint8_
     if (lane == 0) out[(int64_t)b * N + r] = acc;
 }
 
-// unpack_q4x32 splits one 16-byte Q4_0 block into its 32 values minus 8: lo = elements 0…15
-// (low nibbles), hi = 16…31 (high nibbles).
-LLAMACU_DEVICE void unpack_q4x32(uint4 u, float* lo, float* hi) {
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+// unpack_q4x16 widens half of one 16-byte Q4_0 block, minus 8: half 0 = elements 0…15 (the low
+// nibbles), half 1 = elements 16…31 (the high nibbles).
+LLAMACU_DEVICE void unpack_q4x16(uint4 u, int half, float* w) {
+    const uint32_t words[4] = {u.x, u.y, u.z, u.w};
+    const int shift = 4 * half;
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const uint32_t byte = (w[i] >> (8 * j)) & 0xff;
-            lo[4 * i + j] = (float)((int)(byte & 0xf) - 8);
-            hi[4 * i + j] = (float)((int)(byte >> 4) - 8);
-        }
+        for (int j = 0; j < 4; j++) w[4 * i + j] = (float)((int)((words[i] >> (8 * j + shift)) & 0xf) - 8);
 }
 
-template <int NB>
-__device__ void gemv_q4_0_v2(float* __restrict__ out, const float* __restrict__ x,
-                             const uint8_t* __restrict__ q, const __half* __restrict__ d, int n, int N,
-                             int K) {
-    const int lane = threadIdx.x & 31;
-    const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
-    if (r0 >= N) return;  // whole warp; no barrier below
-    const uint8_t* qr[GEMV_ROWS];
-    const __half* dr[GEMV_ROWS];
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) {
-        const int64_t row = min(r0 + r, N - 1);  // tail: reread
-        qr[r] = q + row * (K / 2);
-        dr[r] = d + row * (K / 32);
-    }
-    float acc[GEMV_ROWS][NB];
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) acc[r][b] = 0.f;
-
-    const int nblk = K / 32;
-#pragma unroll 2
-    for (int v = lane; v < nblk; v += 32) {
-        uint4 raw[GEMV_ROWS];
-        float s[GEMV_ROWS];
-#pragma unroll
-        for (int r = 0; r < GEMV_ROWS; r++) {
-            raw[r] = load16_stream(qr[r] + (int64_t)v * 16);
-            s[r] = __half2float(__ldg(dr[r] + v));
-        }
-#pragma unroll
-        for (int half = 0; half < 2; half++) {
-            float wf[GEMV_ROWS][16];
-#pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++) {
-                float other[16];
-                if (half == 0) unpack_q4x32(raw[r], wf[r], other);
-                else unpack_q4x32(raw[r], other, wf[r]);
-            }
-#pragma unroll
-            for (int b = 0; b < NB; b++) {
-                if (b < n) {
-                    float xf[16];
-                    const float* xp = x + (int64_t)b * K + (int64_t)v * 32 + half * 16;
-                    load_f32x<8>(xp, xf);
-                    load_f32x<8>(xp + 8, xf + 8);
-#pragma unroll
-                    for (int r = 0; r < GEMV_ROWS; r++) {
-                        float dot = 0.f;
-#pragma unroll
-                        for (int e = 0; e < 16; e++) dot += wf[r][e] * xf[e];
-                        acc[r][b] += s[r] * dot;
-                    }
-                }
-            }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            const float sum = warp_sum(acc[r][b]);
-            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = sum;
-        }
-}
-
-#define GEMV_Q4_ENTRY(NB)                                                                         \
-    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q4_0_v2_n##NB(                \
-        float* out, const float* x, const uint8_t* q, const __half* d, int n, int N, int K) {     \
-        gemv_q4_0_v2<NB>(out, x, q, d, n, N, K);                                                  \
-    }
-
-// grid (ceil(N / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); n ≤ B.
-GEMV_Q4_ENTRY(1)
-GEMV_Q4_ENTRY(2)
-GEMV_Q4_ENTRY(4)
-GEMV_Q4_ENTRY(8)
 
 // dequant_q4_0_f16: out[i] = d[i/32] · (nibble i − 8) as fp16, for prefill's cuBLAS path.
 // total = N·K < 2^31 (the host checks). grid-stride, block (256).
@@ -471,14 +335,11 @@ extern "C" __global__ void dequant_q4_0_f16(__half* out, const uint8_t* q, const
 
 // ---------------------------------------------------------------- Q8_0 and Q4_0, fused
 //
-// gemv_<q>_v2_qkv_n<B> and gemv_<q>_v2_glu_n<B>: the fused q/k/v and gate/up+SwiGLU kernels of
-// the float types for Q8_0 and Q4_0 weights. Their inner loop (gemvq_acc) widens a row's quants
-// inside the loop over batch rows instead of once before it, so that 8 rows of W1|W3 fit in
-// registers: the same products added in the same order as gemv_<q>_v2 (bit for bit), at the cost
-// of B conversions per weight instead of one (nothing at B = 1, the single-stream decode).
+// One inner loop, gemvq_acc, serves gemv_<q>_v2_n<B> and the fused gemv_<q>_v2_qkv_n<B> and
+// gemv_<q>_v2_glu_n<B> of Q8_0 and Q4_0 weights (the float types' fused kernels, above), so the
+// fused kernels equal the unfused ones bit for bit.
 
-// Q8Fmt / Q4Fmt describe a quantised row for gemvq_acc: bytes per row and one lane step (16
-// bytes of quants: 16 Q8_0 values, or a whole 32-value Q4_0 block).
+// Q8Fmt / Q4Fmt describe a quantised row for gemvq_acc: its element type and bytes per row.
 struct Q8Fmt {
     typedef int8_t Q;
     static __device__ __forceinline__ int64_t row_bytes(int K) { return K; }
@@ -488,7 +349,35 @@ struct Q4Fmt {
     static __device__ __forceinline__ int64_t row_bytes(int K) { return K / 2; }
 };
 
-template <typename F, int NB, int R>
+// unpack_half widens the 16 values of lane step half (0, or for Q4_0 also 1) of a quant vector.
+template <typename F> LLAMACU_DEVICE void unpack_half(uint4 u, int half, float* w) {
+    if constexpr (std::is_same<F, Q4Fmt>::value) {
+        unpack_q4x16(u, half, w);
+    } else {
+        unpack_i8x16(u, w);
+    }
+}
+
+// load_x16 reads 16 consecutive floats of x; dot16 is Σ_e w[e]·x[e], left to right.
+LLAMACU_DEVICE void load_x16(const float* p, float* xf) {
+    load_f32x<8>(p, xf);
+    load_f32x<8>(p + 8, xf + 8);
+}
+LLAMACU_DEVICE float dot16(const float* w, const float* xf) {
+    float d = 0.f;
+#pragma unroll
+    for (int e = 0; e < 16; e++) d += w[e] * xf[e];
+    return d;
+}
+
+// gemvq_acc is gemv_v2_acc for quantised rows (qr, dr): each lane step loads 16 bytes of quants
+// per row (16 Q8_0 values, half a block; or a whole 32-value Q4_0 block, used as two halves of
+// 16) and the block's scale; the 16 products of a half are summed, then scaled once. HOIST widens
+// each row's quants once per step, before the loop over batch rows (gemv_<q>_v2, qkv); without it
+// they are widened inside that loop (B conversions per weight instead of one, nothing more at
+// B = 1), so that 8 rows fit in registers (glu). The additions into one acc[r][b] are the same
+// either way.
+template <typename F, int NB, int R, bool HOIST>
 __device__ __forceinline__ void gemvq_acc(float (&acc)[R][NB], const typename F::Q* const (&qr)[R],
                                           const __half* const (&dr)[R], const float* __restrict__ x,
                                           int n, int K) {
@@ -510,23 +399,31 @@ __device__ __forceinline__ void gemvq_acc(float (&acc)[R][NB], const typename F:
         }
 #pragma unroll
         for (int half = 0; half < (q4 ? 2 : 1); half++) {
+            if constexpr (HOIST) {
+                float wh[R][16];
 #pragma unroll
-            for (int b = 0; b < NB; b++) {
-                if (b < n) {
-                    float xf[16];
-                    const float* xp = x + (int64_t)b * K + (int64_t)v * (q4 ? 32 : 16) + half * 16;
-                    load_f32x<8>(xp, xf);
-                    load_f32x<8>(xp + 8, xf + 8);
+                for (int r = 0; r < R; r++) unpack_half<F>(raw[r], half, wh[r]);
 #pragma unroll
-                    for (int r = 0; r < R; r++) {
-                        float wf[16], other[16];
-                        if (!q4) unpack_i8x16(raw[r], wf);
-                        else if (half == 0) unpack_q4x32(raw[r], wf, other);
-                        else unpack_q4x32(raw[r], other, wf);
-                        float dot = 0.f;
+                for (int b = 0; b < NB; b++) {
+                    if (b < n) {
+                        float xf[16];
+                        load_x16(x + (int64_t)b * K + (int64_t)v * (q4 ? 32 : 16) + half * 16, xf);
 #pragma unroll
-                        for (int e = 0; e < 16; e++) dot += wf[e] * xf[e];
-                        acc[r][b] += s[r] * dot;
+                        for (int r = 0; r < R; r++) acc[r][b] += s[r] * dot16(wh[r], xf);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int b = 0; b < NB; b++) {
+                    if (b < n) {
+                        float xf[16];
+                        load_x16(x + (int64_t)b * K + (int64_t)v * (q4 ? 32 : 16) + half * 16, xf);
+#pragma unroll
+                        for (int r = 0; r < R; r++) {
+                            float wf[16];
+                            unpack_half<F>(raw[r], half, wf);
+                            acc[r][b] += s[r] * dot16(wf, xf);
+                        }
                     }
                 }
             }
@@ -539,7 +436,6 @@ template <typename F, int NB>
 __device__ __forceinline__ void gemvq_rows(float* __restrict__ out, const float* __restrict__ x,
                                            const typename F::Q* __restrict__ q, const __half* __restrict__ d,
                                            int n, int N, int K, int r0) {
-    const int lane = threadIdx.x & 31;
     const typename F::Q* qr[GEMV_ROWS];
     const __half* dr[GEMV_ROWS];
 #pragma unroll
@@ -549,14 +445,8 @@ __device__ __forceinline__ void gemvq_rows(float* __restrict__ out, const float*
         dr[r] = d + row * (K / 32);
     }
     float acc[GEMV_ROWS][NB];
-    gemvq_acc<F, NB, GEMV_ROWS>(acc, qr, dr, x, n, K);
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            const float sum = warp_sum(acc[r][b]);
-            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = sum;
-        }
+    gemvq_acc<F, NB, GEMV_ROWS, true>(acc, qr, dr, x, n, K);
+    gemv_store<NB>(out, acc, n, N, r0);
 }
 
 template <typename F, int NB>
@@ -580,7 +470,6 @@ __device__ void gemvq_qkv(float* out0, float* out1, float* out2, const float* x,
 template <typename F, int NB>
 __device__ void gemvq_glu(float* __restrict__ out, const float* __restrict__ x, const typename F::Q* q1,
                           const __half* d1, const typename F::Q* q3, const __half* d3, int n, int N, int K) {
-    const int lane = threadIdx.x & 31;
     const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
     if (r0 >= N) return;  // whole warp; no barrier below
     const typename F::Q* qr[2 * GEMV_ROWS];
@@ -594,14 +483,8 @@ __device__ void gemvq_glu(float* __restrict__ out, const float* __restrict__ x, 
         dr[GEMV_ROWS + r] = d3 + row * (K / 32);
     }
     float acc[2 * GEMV_ROWS][NB];
-    gemvq_acc<F, NB, 2 * GEMV_ROWS>(acc, qr, dr, x, n, K);
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            const float g = warp_sum(acc[r][b]), u = warp_sum(acc[GEMV_ROWS + r][b]);
-            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = silu_mul(g, u);
-        }
+    gemvq_acc<F, NB, 2 * GEMV_ROWS, false>(acc, qr, dr, x, n, K);
+    gemv_store_glu<NB>(out, acc, n, N, r0);
 }
 
 #define GEMVQ_FUSED_ENTRY(DT, FMT, NB)                                                               \
@@ -626,3 +509,28 @@ GEMVQ_FUSED_ENTRY(q4_0, Q4Fmt, 1)
 GEMVQ_FUSED_ENTRY(q4_0, Q4Fmt, 2)
 GEMVQ_FUSED_ENTRY(q4_0, Q4Fmt, 4)
 GEMVQ_FUSED_ENTRY(q4_0, Q4Fmt, 8)
+
+// The single-matrix kernels, gemv_q8_0_v2_n<B> and gemv_q4_0_v2_n<B>: one warp per 4 rows, as
+// gemv_<dt>_v2. grid (ceil(N / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); n ≤ B.
+template <typename F, int NB>
+__device__ void gemvq_v2(float* __restrict__ out, const float* __restrict__ x, const typename F::Q* __restrict__ q,
+                         const __half* __restrict__ d, int n, int N, int K) {
+    const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
+    if (r0 >= N) return;  // whole warp; no barrier below
+    gemvq_rows<F, NB>(out, x, q, d, n, N, K, r0);
+}
+
+#define GEMVQ_ENTRY(DT, FMT, NB)                                                                     \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v2_n##NB(                 \
+        float* out, const float* x, const FMT::Q* q, const __half* d, int n, int N, int K) {         \
+        gemvq_v2<FMT, NB>(out, x, q, d, n, N, K);                                                    \
+    }
+
+GEMVQ_ENTRY(q8_0, Q8Fmt, 1)
+GEMVQ_ENTRY(q8_0, Q8Fmt, 2)
+GEMVQ_ENTRY(q8_0, Q8Fmt, 4)
+GEMVQ_ENTRY(q8_0, Q8Fmt, 8)
+GEMVQ_ENTRY(q4_0, Q4Fmt, 1)
+GEMVQ_ENTRY(q4_0, Q4Fmt, 2)
+GEMVQ_ENTRY(q4_0, Q4Fmt, 4)
+GEMVQ_ENTRY(q4_0, Q4Fmt, 8)

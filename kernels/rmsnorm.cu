@@ -38,6 +38,29 @@ extern "C" __global__ void rmsnorm_f32_v1(float* out, const float* x, const floa
 
 #define RMSNORM_MAXV 4  // float4s per thread: dim ≤ 4·4·1024 = 16384
 
+// rmsnorm_v2_store ends rmsnorm_f32 (and add_rmsnorm_f32): the block's Σx² from each thread's
+// partial ss, then out = w·(x/rms) for the float4s v the thread holds.
+LLAMACU_DEVICE void rmsnorm_v2_store(float4* __restrict__ orow, const float4* __restrict__ w4,
+                                     const float4 (&v)[RMSNORM_MAXV], float ss, int dim, float eps,
+                                     float* scratch) {
+    const int d4 = dim >> 2;
+    ss = block_sum(ss, scratch);
+    const float inv = 1.f / sqrtf(ss / (float)dim + eps);
+#pragma unroll
+    for (int k = 0; k < RMSNORM_MAXV; k++) {
+        const int j = threadIdx.x + k * blockDim.x;
+        if (j < d4) {
+            const float4 g = __ldg(w4 + j);
+            float4 o;
+            o.x = g.x * (inv * v[k].x);
+            o.y = g.y * (inv * v[k].y);
+            o.z = g.z * (inv * v[k].z);
+            o.w = g.w * (inv * v[k].w);
+            orow[j] = o;
+        }
+    }
+}
+
 // grid (n), block (roundup32(dim/4) ≤ 1024); dim % 4 == 0, dim/4 ≤ RMSNORM_MAXV·blockDim.
 extern "C" __global__ void rmsnorm_f32(float* out, const float* x, const float* w, int dim,
                                        float eps) {
@@ -56,21 +79,7 @@ extern "C" __global__ void rmsnorm_f32(float* out, const float* x, const float* 
             ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
         }
     }
-    ss = block_sum(ss, scratch);
-    const float inv = 1.f / sqrtf(ss / (float)dim + eps);
-#pragma unroll
-    for (int k = 0; k < RMSNORM_MAXV; k++) {
-        const int j = threadIdx.x + k * blockDim.x;
-        if (j < d4) {
-            const float4 g = __ldg(w4 + j);
-            float4 o;
-            o.x = g.x * (inv * v[k].x);
-            o.y = g.y * (inv * v[k].y);
-            o.z = g.z * (inv * v[k].z);
-            o.w = g.w * (inv * v[k].w);
-            orow[j] = o;
-        }
-    }
+    rmsnorm_v2_store(orow, w4, v, ss, dim, eps, scratch);
 }
 
 // add_rmsnorm_f32 (fused): the residual add and the RMSNorm that follows it in LLaMA's block,
@@ -104,19 +113,5 @@ extern "C" __global__ void add_rmsnorm_f32(float* out, float* x, const float* y,
             ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
         }
     }
-    ss = block_sum(ss, scratch);
-    const float inv = 1.f / sqrtf(ss / (float)dim + eps);
-#pragma unroll
-    for (int k = 0; k < RMSNORM_MAXV; k++) {
-        const int j = threadIdx.x + k * blockDim.x;
-        if (j < d4) {
-            const float4 g = __ldg(w4 + j);
-            float4 o;
-            o.x = g.x * (inv * v[k].x);
-            o.y = g.y * (inv * v[k].y);
-            o.z = g.z * (inv * v[k].z);
-            o.w = g.w * (inv * v[k].w);
-            orow[j] = o;
-        }
-    }
+    rmsnorm_v2_store(orow, w4, v, ss, dim, eps, scratch);
 }
