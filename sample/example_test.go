@@ -40,3 +40,27 @@ func Example() {
 	// same seed, same token: true
 	// sample: invalid parameters: top_p 1.5: must be in [0, 1] (0 or 1 disables it)
 }
+
+// A sampler whose top-k is on reads only the k best logits of a row: the candidates a device
+// top-k returns (model.Model.ForwardTopK), here made on the host by TopK. SampleTop draws the
+// same token as Sample on the whole row.
+func ExampleSampler_SampleTop() {
+	logits := []float32{0.1, 3.0, -2.0, 2.5, 0.7, 2.9, -0.4, 1.0} // (vocab)
+	p := sample.DefaultParams()                                   // top-k 40, top-p 0.95, min-p 0.05
+	p.TopK, p.Seed = 3, 7
+	whole, _ := sample.New(p, len(logits))
+	top, _ := sample.New(p, len(logits))
+
+	k := top.TopKNeeded()
+	vals, ids := make([]float32, k), make([]int32, k)
+	sample.TopK(vals, ids, logits, k)
+	fmt.Println("candidates:", ids, vals)
+	for range 5 {
+		fmt.Print(whole.Sample(logits, nil) == top.SampleTop(vals, ids), " ")
+	}
+	fmt.Println()
+
+	// Output:
+	// candidates: [1 5 3] [3 2.9 2.5]
+	// true true true true true
+}
