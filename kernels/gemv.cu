@@ -14,13 +14,20 @@
 //                       has 4·2·512 = 4 KB of weights in flight; the matching x vector of each
 //                       batch row is read once per 4 rows through L1 (__ldg) and reused for all 4.
 //                       Needs K a multiple of the vector (8 for f16/bf16, 4 for f32); else v1.
+//   gemv_<dt>_v2_qkv_n<B>, gemv_<dt>_v2_glu_n<B>: v2 fused — q/k/v in one grid, and the FFN's
+//                       gate/up with SwiGLU in the epilogue (section "v2, fused").
+//   gemv_q8_0_*, gemv_q4_0_*: the same versions for weights kept quantised (sections "Q8_0",
+//                       "Q4_0" and the shared quantised loop at the end), and dequant_<q>_f16
+//                       for the cuBLAS path of prefill.
 //
 // Speed: decode is bandwidth-bound: N·K·sizeof(dt) bytes per call must stream at HBM speed.
 // With all N/4 warps resident (N = 4096 → 1024 warps ≈ 8 per SM on an H100) there are ≈ 4 MB of
 // loads in flight, above the ≈ 2.5 MB that Little's law asks of 3.35 TB/s at ~700 ns. The x
 // traffic through L1 is 2·B/4 bytes per weight byte (x fp32 vs w fp16, shared by 4 rows): at
 // B = 8 that is 4× the weight bytes, near the L1 rate — why B stops at 8 and the host moves to
-// cuBLAS (gemm.cu) above it. Small N (< ~1000 rows) cannot fill the GPU (no split-K yet).
+// cuBLAS (gemm.cu) above it. Small N (< ~1000 rows) cannot fill the GPU (no split-K yet): at
+// 70B TP 8 the fused q/k/v grid has 1280 rows, 80 blocks for 132 SMs (BenchmarkGEMV and the
+// device check's one-rank run will say what that costs).
 // Target: ≥ 90% of the device-to-device copy bandwidth on 7B shapes (bench: llamacu bench
 // kernels); checked by model/modeltest (MatMul): go test -tags cuda ./gpu -run Conformance/MatMul
 #include "common.cuh"
