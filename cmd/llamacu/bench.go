@@ -156,6 +156,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	rep.Backend = backendSummary(m.Backends())
+	if lf.nodes > 1 { // only this node's backends are known here
+		rep.Backend += fmt.Sprintf(" on node 0 (ranks 0–%d of %d; the rest on %d more node(s))", lf.tp/lf.nodes-1, lf.tp, lf.nodes-1)
+	}
 	rep.Settings = bench.Settings{Prompt: *p, Gen: *n, Batches: batches, Depths: depths, Reps: *reps, Warmup: *warmup, UBatch: *ubatch, TopK: *topk, RankOf: *rankOf, Threads: threads}
 	rep.Device = describeDevice(m.Backend, threads, logf)
 	logf("model %s (%s, %s parameters, %s weights); backend %s", rep.Model.Name, rep.Model.DType,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/llamacu/llamacu/bench"
 	"github.com/llamacu/llamacu/cpu"
 	"github.com/llamacu/llamacu/engine"
 	"github.com/llamacu/llamacu/model"
@@ -255,4 +256,24 @@ func TestMultiNodeServe(t *testing.T) {
 		require.Equal(t, 0, nodes[0].wait(t, 20*time.Second), nodes[0].stderr.String())
 		require.Equal(t, 0, nodes[1].wait(t, 20*time.Second), nodes[1].stderr.String())
 	})
+}
+
+// bench over two processes: node 0 writes the report (its header says the other ranks ran on
+// another node), node 1 runs node 0's steps and prints nothing.
+func TestMultiNodeBench(t *testing.T) {
+	addr := freeAddr(t)
+	var nodes [2]*child
+	for _, k := range []int{1, 0} {
+		args := append([]string{"bench", "--synthetic", "tiny", "--threads", "1", "-p", "16", "-n", "4", "--batch", "1",
+			"--depth", "0", "--reps", "1", "--warmup", "0", "--no-profile", "--format", "json"}, nodeArgs(2, k, addr)...)
+		nodes[k] = startCLI(t, "node "+itoa(k), args...)
+	}
+	for k, n := range nodes {
+		require.Equal(t, 0, n.wait(t, 60*time.Second), "node %d stderr:\n%s", k, n.stderr.String())
+	}
+	require.Empty(t, nodes[1].stdout.String())
+	rep, err := bench.ReadReport(strings.NewReader(nodes[0].stdout.String()))
+	require.NoError(t, err)
+	require.Contains(t, rep.Backend, "on node 0 (ranks 0–0 of 2; the rest on 1 more node(s))")
+	require.Len(t, rep.Results, 2)
 }
