@@ -72,11 +72,16 @@ cuda: kernels
 DEV := dist/device
 DEVTAGS ?= cuda
 SHARED ?= ../shared/testdata
-device-bundle: kernels
+# The binaries are built with -tags nofatbin and share one fatbin file ($$LLAMACU_FATBIN, set by
+# check.sh), made for the lent GPUs only (H100/H200: sm_90 SASS, plus compute_90 PTX), so that
+# the bundle stays well under the device tool's 64 MiB.
+DEVGENCODE ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+device-bundle:
 	rm -rf $(DEV) && mkdir -p $(DEV)/pkg/cuda $(DEV)/pkg/gpu $(DEV)/shared/testdata
-	$(GO) build -tags $(DEVTAGS) -ldflags '-s -w' -o $(DEV)/llamacu ./cmd/llamacu
-	$(GO) test -tags $(DEVTAGS) -c -ldflags '-s -w' -o $(DEV)/gpu.test ./gpu
-	$(GO) test -tags $(DEVTAGS) -c -ldflags '-s -w' -o $(DEV)/cuda.test ./cuda
+	$(NVCC) -O3 --use_fast_math -std=c++17 $(DEVGENCODE) --fatbin -o $(DEV)/llamacu.fatbin $(KERNELS)
+	$(GO) build -tags '$(DEVTAGS) nofatbin' -ldflags '-s -w' -o $(DEV)/llamacu ./cmd/llamacu
+	$(GO) test -tags '$(DEVTAGS) nofatbin' -c -ldflags '-s -w' -o $(DEV)/gpu.test ./gpu
+	$(GO) test -tags '$(DEVTAGS) nofatbin' -c -ldflags '-s -w' -o $(DEV)/cuda.test ./cuda
 	cp bench/device/check.sh bench/reference/hf_peer.py bench/reference/hf_logits.py $(DEV)/
 	cp -r $(SHARED)/stories260K $(DEV)/shared/testdata/
 	git rev-parse --short HEAD > $(DEV)/COMMIT 2>/dev/null || echo unknown > $(DEV)/COMMIT

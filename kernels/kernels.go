@@ -3,18 +3,14 @@
 package kernels
 
 import (
-	_ "embed"
 	"fmt"
 	"os"
 )
 
-// embedded is kernels/llamacu.fatbin as built by `make kernels` (which `make cuda` runs first).
-//
-//go:embed llamacu.fatbin
-var embedded []byte
-
-// Fatbin is the embedded fatbin: every kernel of this package for sm_80, sm_86, sm_89 and
-// sm_90, plus compute_90 PTX that the driver JIT-compiles for newer GPUs.
+// Fatbin is the embedded fatbin (fatbin_embed.go): every kernel of this package for sm_80,
+// sm_86, sm_89 and sm_90, plus compute_90 PTX that the driver JIT-compiles for newer GPUs. It is
+// empty in a build with -tags nofatbin (fatbin_none.go), which loads $LLAMACU_FATBIN instead:
+// the GPU check's bundle ships one fatbin file beside its binaries rather than one in each.
 var Fatbin = embedded
 
 // EnvFatbin names the environment variable that replaces the embedded fatbin with a file (for
@@ -32,6 +28,9 @@ func Load() (image []byte, source string, err error) {
 		return b, p, nil
 	}
 	if len(Fatbin) == 0 {
+		if noFatbin {
+			return nil, "", fmt.Errorf("kernels: this build embeds no fatbin (-tags nofatbin): set %s to kernels/llamacu.fatbin", EnvFatbin)
+		}
 		return nil, "", fmt.Errorf("kernels: the embedded fatbin is empty (run make kernels)")
 	}
 	return Fatbin, "embedded", nil

@@ -43,6 +43,8 @@ OUT=${OUT:-/tmp/llamacu-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/check.log") 2>&1
 export LLAMACU_COMMIT=$(cat COMMIT 2>/dev/null || echo unknown)
+# The binaries are built with -tags nofatbin: they load the bundle's one fatbin from here.
+[ -f "$B/llamacu.fatbin" ] && export LLAMACU_FATBIN="$B/llamacu.fatbin"
 
 BUDGET=${CHECK_BUDGET:-450}
 
