@@ -3,9 +3,7 @@
 package gpu
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 	"runtime"
 	"sync"
 
@@ -167,34 +165,12 @@ func convert(t *tensor.Tensor, to tensor.DType) []byte {
 	rows, cols := t.Rows(), t.Cols()
 	eb := to.BlockBytes()
 	out := make([]byte, rows*cols*eb)
-	workers := min(runtime.GOMAXPROCS(0), max(1, rows*cols/(1<<16)))
-	var wg sync.WaitGroup
-	for wk := 0; wk < workers; wk++ {
-		lo, hi := rows*wk/workers, rows*(wk+1)/workers
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			row := make([]float32, cols)
-			for r := lo; r < hi; r++ {
-				t.DecodeRow(row, r)
-				dst := out[r*cols*eb : (r+1)*cols*eb]
-				switch to {
-				case tensor.F32:
-					for j, v := range row {
-						binary.LittleEndian.PutUint32(dst[4*j:], math.Float32bits(v))
-					}
-				case tensor.F16:
-					for j, v := range row {
-						binary.LittleEndian.PutUint16(dst[2*j:], tensor.F32ToF16(v))
-					}
-				case tensor.BF16:
-					for j, v := range row {
-						binary.LittleEndian.PutUint16(dst[2*j:], tensor.F32ToBF16(v))
-					}
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	parallelRows(rows, cols, func(lo, hi int) {
+		row := make([]float32, cols)
+		for r := lo; r < hi; r++ {
+			t.DecodeRow(row, r)
+			tensor.EncodeTo(out[r*cols*eb:(r+1)*cols*eb], to, row)
+		}
+	})
 	return out
 }

@@ -196,26 +196,30 @@ func (r *stepReader) fail(what string) {
 	}
 }
 
-func (r *stepReader) u32(what string) uint32 {
-	if len(r.b) < 4 {
+// take consumes the next n bytes, or fails (and empties the reader) when fewer are left.
+func (r *stepReader) take(n int, what string) []byte {
+	if len(r.b) < n {
 		r.fail(what + ": truncated")
 		r.b = nil
-		return 0
+		return nil
 	}
-	v := binary.LittleEndian.Uint32(r.b)
-	r.b = r.b[4:]
-	return v
+	b := r.b[:n]
+	r.b = r.b[n:]
+	return b
+}
+
+func (r *stepReader) u32(what string) uint32 {
+	if b := r.take(4, what); b != nil {
+		return binary.LittleEndian.Uint32(b)
+	}
+	return 0
 }
 
 func (r *stepReader) u64(what string) uint64 {
-	if len(r.b) < 8 {
-		r.fail(what + ": truncated")
-		r.b = nil
-		return 0
+	if b := r.take(8, what); b != nil {
+		return binary.LittleEndian.Uint64(b)
 	}
-	v := binary.LittleEndian.Uint64(r.b)
-	r.b = r.b[8:]
-	return v
+	return 0
 }
 
 // dim reads a State size: 1..maxStepDim.
