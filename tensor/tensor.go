@@ -1,6 +1,7 @@
 // Package tensor describes host-side weight tensors as they come out of a model file: a name, a
 // dtype, a shape and the raw little-endian bytes (usually a slice of a memory-mapped file). It also
-// holds the scalar conversions (fp16, bf16) and the block dequantisers (Q8_0, Q4_0) that every
+// holds the scalar conversions (fp16, bf16) and the block dequantisers (Q8_0, Q4_0, and the other
+// ggml types GGUF files hold: Q4_1, Q5_0, Q5_1 and the k-quants Q2_K … Q6_K) that every
 // backend needs. It imports nothing from the project: loader, model, cpu and gpu all depend on it.
 //
 // Shapes are row-major, outermost first, as in PyTorch: a matrix W that maps dim → n has shape
@@ -25,12 +26,22 @@ const (
 	BF16              // bfloat16: the top half of a binary32
 	Q8_0              // blocks of 32: fp16 scale d, 32 int8 q; x = d·q
 	Q4_0              // blocks of 32: fp16 scale d, 16 bytes of nibbles; x = d·(q−8)
+	// Read-only ggml types (ggmlquants.go): decoded, never written by llamacu.
+	Q4_1 // blocks of 32: fp16 d and m, nibbles; x = d·q + m
+	Q5_0 // blocks of 32: fp16 d, 5-bit q; x = d·(q−16)
+	Q5_1 // blocks of 32: fp16 d and m, 5-bit q; x = d·q + m
+	Q2_K // super-blocks of 256: 2-bit q, 4-bit scales and mins (2.625 bits per weight)
+	Q3_K // super-blocks of 256: 3-bit q, 6-bit scales (3.4375)
+	Q4_K // super-blocks of 256: 4-bit q, 6-bit scales and mins (4.5)
+	Q5_K // super-blocks of 256: 5-bit q, 6-bit scales and mins (5.5)
+	Q6_K // super-blocks of 256: 6-bit q, int8 scales (6.5625)
 )
 
 // QK is the number of elements in one Q8_0 or Q4_0 block.
 const QK = 32
 
-var dtypeNames = [...]string{F32: "F32", F16: "F16", BF16: "BF16", Q8_0: "Q8_0", Q4_0: "Q4_0"}
+var dtypeNames = [...]string{F32: "F32", F16: "F16", BF16: "BF16", Q8_0: "Q8_0", Q4_0: "Q4_0",
+	Q4_1: "Q4_1", Q5_0: "Q5_0", Q5_1: "Q5_1", Q2_K: "Q2_K", Q3_K: "Q3_K", Q4_K: "Q4_K", Q5_K: "Q5_K", Q6_K: "Q6_K"}
 
 // String returns the conventional upper-case name ("F16", "Q4_0").
 func (d DType) String() string {
@@ -42,7 +53,13 @@ func (d DType) String() string {
 
 // ParseDType accepts the names String returns, case-insensitively ("fp16" and "fp32" too).
 func ParseDType(s string) (DType, error) {
-	switch strings.ToUpper(s) {
+	u := strings.ToUpper(s)
+	for d, name := range dtypeNames {
+		if d > int(Q4_0) && u == name {
+			return DType(d), nil
+		}
+	}
+	switch u {
 	case "F32", "FP32", "FLOAT32":
 		return F32, nil
 	case "F16", "FP16", "FLOAT16":
@@ -60,14 +77,24 @@ func ParseDType(s string) (DType, error) {
 // ErrUnknownDType is returned for a dtype name or code llamacu does not support.
 var ErrUnknownDType = errors.New("unknown dtype")
 
-// BlockSize returns how many elements one storage block holds (1 for scalar types, QK for quantized).
+// BlockSize returns how many elements one storage block holds (1 for scalar types, QK for
+// Q8_0 … Q5_1, QKK for the k-quants).
 func (d DType) BlockSize() int {
 	switch d {
-	case Q8_0, Q4_0:
+	case Q8_0, Q4_0, Q4_1, Q5_0, Q5_1:
 		return QK
+	case Q2_K, Q3_K, Q4_K, Q5_K, Q6_K:
+		return QKK
 	}
 	return 1
 }
+
+// Quantized reports whether d stores blocks of several elements with their scales.
+func (d DType) Quantized() bool { return d.BlockSize() > 1 }
+
+// ReadOnly reports whether llamacu can decode d but not encode it (the types of ggmlquants.go,
+// which come from llama.cpp's quantiser).
+func (d DType) ReadOnly() bool { return blockBytesGGML[d] != 0 }
 
 // BlockBytes returns the bytes of one storage block.
 func (d DType) BlockBytes() int {
@@ -81,7 +108,7 @@ func (d DType) BlockBytes() int {
 	case Q4_0:
 		return 2 + QK/2 // fp16 scale + 16 bytes of nibbles
 	}
-	return 0
+	return blockBytesGGML[d]
 }
 
 // Bytes returns the storage size of n elements, or an error when n is not a whole number of
@@ -214,6 +241,8 @@ func Decode(dst []float32, d DType, src []byte) {
 				dst[b*QK+j+QK/2] = scale * float32(int(q>>4)-8)
 			}
 		}
+	default:
+		decodeGGML(dst, d, src)
 	}
 }
 
@@ -230,8 +259,11 @@ func Encode(d DType, src []float32) []byte {
 }
 
 // EncodeTo is Encode into out, which must hold at least the encoded bytes; it allocates nothing.
+// It panics for a ReadOnly dtype.
 func EncodeTo(out []byte, d DType, src []float32) {
 	switch d {
+	case Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K:
+		panic("tensor.Encode: llamacu does not write " + d.String() + " (llama.cpp's llama-quantize does)")
 	case F32:
 		for i, v := range src {
 			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))

@@ -125,7 +125,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: no error", bad.Name)
 		}
 	}
-	if _, err := ParseDType("q5_k"); !errors.Is(err, ErrUnknownDType) {
+	if _, err := ParseDType("iq4_xs"); !errors.Is(err, ErrUnknownDType) {
 		t.Errorf("ParseDType: %v", err)
 	}
 }

@@ -1,0 +1,235 @@
+package tensor
+
+import (
+	"encoding/binary"
+)
+
+// The ggml block types beyond Q8_0 and Q4_0 that GGUF files of LLaMA 2 come in: the legacy
+// Q4_1, Q5_0 and Q5_1 (blocks of 32) and the k-quants Q2_K … Q6_K (super-blocks of QKK = 256
+// elements in 8 or 16 sub-blocks, whose scales are themselves quantised). llamacu decodes them
+// (Decode; backends dequantise rows or whole matrices from them) but does not write them: a file
+// of these types comes from llama.cpp's llama-quantize. Layouts are ggml's (ggml-common.h);
+// every decoder equals ggml's dequantize_row_<type> bit for bit (testdata/ggml, made by ggml
+// itself through bench/reference/ggml_quants.py).
+//
+// The arithmetic follows ggml's order of operations, and every product is converted to float32
+// before a subtraction or addition so that no compiler fuses it into an FMA (ggml's portable
+// dequantisers are compiled without FMA): that is what makes the results bit-identical.
+
+// QKK is the number of elements in one k-quant super-block.
+const QKK = 256
+
+// blockBytesGGML holds the block sizes of the types in this file.
+var blockBytesGGML = map[DType]int{
+	Q4_1: 4 + QK/2,                   // fp16 d, fp16 m, 16 bytes of nibbles
+	Q5_0: 2 + 4 + QK/2,               // fp16 d, 32 high bits, 16 bytes of nibbles
+	Q5_1: 4 + 4 + QK/2,               // fp16 d, fp16 m, 32 high bits, nibbles
+	Q2_K: QKK/16 + QKK/4 + 4,         // 16 scale|min bytes, 2-bit quants, fp16 d, dmin
+	Q3_K: QKK/8 + QKK/4 + 12 + 2,     // high-bit mask, 2-bit quants, 12 bytes of 6-bit scales, fp16 d
+	Q4_K: 4 + 12 + QKK/2,             // fp16 d, dmin, 12 bytes of 6-bit scales and mins, nibbles
+	Q5_K: 4 + 12 + QKK/8 + QKK/2,     // as Q4_K plus a high bit per element
+	Q6_K: QKK/2 + QKK/4 + QKK/16 + 2, // low nibbles, high 2 bits, 16 int8 scales, fp16 d
+}
+
+func f16At(b []byte, off int) float32 { return F16ToF32(binary.LittleEndian.Uint16(b[off:])) }
+
+// decodeGGML decodes the types of this file; Decode has checked the sizes.
+func decodeGGML(dst []float32, d DType, src []byte) {
+	bs := d.BlockSize()
+	bb := d.BlockBytes()
+	for b := 0; b < len(dst)/bs; b++ {
+		y, blk := dst[b*bs:(b+1)*bs], src[b*bb:(b+1)*bb]
+		switch d {
+		case Q4_1:
+			decodeQ4_1(y, blk)
+		case Q5_0:
+			decodeQ5_0(y, blk)
+		case Q5_1:
+			decodeQ5_1(y, blk)
+		case Q2_K:
+			decodeQ2_K(y, blk)
+		case Q3_K:
+			decodeQ3_K(y, blk)
+		case Q4_K:
+			decodeQ4_K(y, blk)
+		case Q5_K:
+			decodeQ5_K(y, blk)
+		case Q6_K:
+			decodeQ6_K(y, blk)
+		}
+	}
+}
+
+// Q4_1: x = d·q + m, q in [0, 16); byte j holds elements j (low nibble) and j+16.
+func decodeQ4_1(y []float32, blk []byte) {
+	d, m := f16At(blk, 0), f16At(blk, 2)
+	qs := blk[4:]
+	for j := 0; j < QK/2; j++ {
+		y[j] = float32(float32(qs[j]&0xf)*d) + m
+		y[j+QK/2] = float32(float32(qs[j]>>4)*d) + m
+	}
+}
+
+// Q5_0: x = d·(q − 16), q in [0, 32): the nibbles of Q4_0 plus bit j of qh as bit 4 of element j.
+func decodeQ5_0(y []float32, blk []byte) {
+	d := f16At(blk, 0)
+	qh := binary.LittleEndian.Uint32(blk[2:])
+	qs := blk[6:]
+	for j := 0; j < QK/2; j++ {
+		h0 := byte(qh>>j<<4) & 0x10
+		h1 := byte(qh>>(j+12)) & 0x10
+		y[j] = float32(int32(qs[j]&0xf|h0)-16) * d
+		y[j+QK/2] = float32(int32(qs[j]>>4|h1)-16) * d
+	}
+}
+
+// Q5_1: x = d·q + m, q in [0, 32), bits as Q5_0.
+func decodeQ5_1(y []float32, blk []byte) {
+	d, m := f16At(blk, 0), f16At(blk, 2)
+	qh := binary.LittleEndian.Uint32(blk[4:])
+	qs := blk[8:]
+	for j := 0; j < QK/2; j++ {
+		h0 := byte(qh>>j<<4) & 0x10
+		h1 := byte(qh>>(j+12)) & 0x10
+		y[j] = float32(float32(qs[j]&0xf|h0)*d) + m
+		y[j+QK/2] = float32(float32(qs[j]>>4|h1)*d) + m
+	}
+}
+
+// Q2_K: 16 sub-blocks of 16; sub-block i has scale d·(scales[i]&15) and min dmin·(scales[i]>>4);
+// x = scale·q − min with 2-bit q. Byte l of a 32-byte group holds, at bit 2j, an element of the
+// j-th 32-element run of that group's 128.
+func decodeQ2_K(y []float32, blk []byte) {
+	scales, qs := blk[:16], blk[16:80]
+	d, dmin := f16At(blk, 80), f16At(blk, 82)
+	is, o := 0, 0
+	for n := 0; n < QKK; n += 128 {
+		q := qs[n/4:]
+		for shift := uint(0); shift < 8; shift += 2 {
+			for half := 0; half < 2; half++ {
+				sc := scales[is]
+				is++
+				dl, ml := d*float32(sc&0xf), dmin*float32(sc>>4)
+				for l := 0; l < 16; l++ {
+					y[o] = float32(dl*float32(q[16*half+l]>>shift&3)) - ml
+					o++
+				}
+			}
+		}
+	}
+}
+
+// Q3_K: 16 sub-blocks of 16 with 6-bit scales s (stored offset by 32, packed in 12 bytes);
+// x = d·(s − 32)·(q − 4·(1 − h)): 2-bit q as Q2_K, and its high bit h in hmask (bit j of byte l
+// for the element at l of the j-th run of 32).
+func decodeQ3_K(y []float32, blk []byte) {
+	hm, qs, packed := blk[:32], blk[32:96], blk[96:108]
+	d := f16At(blk, 108)
+	var sc [16]int8
+	for i := 0; i < 16; i++ {
+		// Low 4 bits: nibble i%8 of bytes 0..7 (low nibbles first); high 2 bits: bits 2·(i/4)
+		// of byte 8 + i%4.
+		lo := packed[i%8] >> (4 * uint(i/8)) & 0xf
+		hi := packed[8+i%4] >> (2 * uint(i/4)) & 3
+		sc[i] = int8(lo|hi<<4) - 32
+	}
+	is, o := 0, 0
+	m := byte(1)
+	for n := 0; n < QKK; n += 128 {
+		q := qs[n/4:]
+		for shift := uint(0); shift < 8; shift += 2 {
+			for half := 0; half < 2; half++ {
+				dl := d * float32(sc[is])
+				is++
+				for l := 16 * half; l < 16*half+16; l++ {
+					v := int8(q[l] >> shift & 3)
+					if hm[l]&m == 0 {
+						v -= 4
+					}
+					y[o] = dl * float32(v)
+					o++
+				}
+			}
+			m <<= 1
+		}
+	}
+}
+
+// scaleMinK4 unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block:
+// j < 4 in the low 6 bits of bytes j and j+4; j ≥ 4 as a nibble of byte j+4 and the top 2 bits
+// of bytes j−4 (scale) and j (min).
+func scaleMinK4(j int, s []byte) (sc, m byte) {
+	if j < 4 {
+		return s[j] & 63, s[j+4] & 63
+	}
+	return s[j+4]&0xf | s[j-4]>>6<<4, s[j+4]>>4 | s[j]>>6<<4
+}
+
+// Q4_K: 8 sub-blocks of 32, x = d·sc·q − dmin·m with 4-bit q; each 32 bytes of qs hold two
+// sub-blocks, the first in the low nibbles.
+func decodeQ4_K(y []float32, blk []byte) {
+	d, dmin := f16At(blk, 0), f16At(blk, 2)
+	scales, qs := blk[4:16], blk[16:144]
+	o := 0
+	for j := 0; j < 4; j++ {
+		sc1, m1 := scaleMinK4(2*j, scales)
+		sc2, m2 := scaleMinK4(2*j+1, scales)
+		d1, mn1 := d*float32(sc1), dmin*float32(m1)
+		d2, mn2 := d*float32(sc2), dmin*float32(m2)
+		q := qs[32*j : 32*j+32]
+		for l := 0; l < 32; l++ {
+			y[o+l] = float32(d1*float32(q[l]&0xf)) - mn1
+			y[o+32+l] = float32(d2*float32(q[l]>>4)) - mn2
+		}
+		o += 64
+	}
+}
+
+// Q5_K: Q4_K with a fifth bit per element: bit 2j (first sub-block of pair j) and 2j+1 (second)
+// of qh[l].
+func decodeQ5_K(y []float32, blk []byte) {
+	d, dmin := f16At(blk, 0), f16At(blk, 2)
+	scales, qh, qs := blk[4:16], blk[16:48], blk[48:176]
+	o := 0
+	for j := 0; j < 4; j++ {
+		sc1, m1 := scaleMinK4(2*j, scales)
+		sc2, m2 := scaleMinK4(2*j+1, scales)
+		d1, mn1 := d*float32(sc1), dmin*float32(m1)
+		d2, mn2 := d*float32(sc2), dmin*float32(m2)
+		q := qs[32*j : 32*j+32]
+		u1, u2 := byte(1)<<(2*j), byte(2)<<(2*j)
+		for l := 0; l < 32; l++ {
+			lo, hi := q[l]&0xf, q[l]>>4
+			if qh[l]&u1 != 0 {
+				lo += 16
+			}
+			if qh[l]&u2 != 0 {
+				hi += 16
+			}
+			y[o+l] = float32(d1*float32(lo)) - mn1
+			y[o+32+l] = float32(d2*float32(hi)) - mn2
+		}
+		o += 64
+	}
+}
+
+// Q6_K: 16 sub-blocks of 16 with int8 scales; x = d·sc·(q − 32), 6-bit q from a nibble of ql
+// and 2 bits of qh. Each half (128 elements) uses 64 bytes of ql, 32 of qh and 8 scales.
+func decodeQ6_K(y []float32, blk []byte) {
+	d := f16At(blk, 208)
+	for n := 0; n < 2; n++ {
+		ql, qh, sc := blk[64*n:64*n+64], blk[128+32*n:128+32*n+32], blk[192+8*n:192+8*n+8]
+		o := y[128*n:]
+		for l := 0; l < 32; l++ {
+			is := l / 16
+			q1 := int8(ql[l]&0xf|(qh[l]>>0&3)<<4) - 32
+			q2 := int8(ql[l+32]&0xf|(qh[l]>>2&3)<<4) - 32
+			q3 := int8(ql[l]>>4|(qh[l]>>4&3)<<4) - 32
+			q4 := int8(ql[l+32]>>4|(qh[l]>>6&3)<<4) - 32
+			o[l] = d * float32(int8(sc[is])) * float32(q1)
+			o[l+32] = d * float32(int8(sc[is+2])) * float32(q2)
+			o[l+64] = d * float32(int8(sc[is+4])) * float32(q3)
+			o[l+96] = d * float32(int8(sc[is+6])) * float32(q4)
+		}
+	}
+}
