@@ -108,8 +108,9 @@ func (b *Backend) NewBuffer(rows, cols int) (model.Buffer, error) {
 }
 
 // Weight is a resident parameter tensor. F32 data aliases the uploaded tensor's bytes when they
-// are 4-byte aligned; F16/BF16 matrices are widened to F32 unless Options.KeepHalf; Q8_0 and Q4_0
-// matrices alias the uploaded bytes in their ggml block layout; vectors (norms) are always F32.
+// are 4-byte aligned; F16/BF16 matrices are widened to F32 unless Options.KeepHalf; quantised
+// matrices (Q8_0, Q4_0, and the read-only ggml types: Q4_1 … Q6_K) alias the uploaded bytes in
+// their ggml block layout; vectors (norms) are always F32.
 type Weight struct {
 	name       string
 	shape      []int
@@ -149,15 +150,16 @@ func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
 			w.f32 = t.Float32s()
 			w.dtype = tensor.F32
 		}
-	case tensor.Q8_0, tensor.Q4_0:
+	default:
+		if !t.DType.Quantized() {
+			return nil, fmt.Errorf("cpu: upload: tensor %q: %w: %v", t.Name, tensor.ErrUnknownDType, t.DType)
+		}
 		if len(t.Shape) == 1 { // norms are always F32
 			w.f32 = t.Float32s()
 			w.dtype = tensor.F32
 		} else {
 			w.raw = t.Data
 		}
-	default:
-		return nil, fmt.Errorf("cpu: upload: tensor %q: %w: %v", t.Name, tensor.ErrUnknownDType, t.DType)
 	}
 	if w.dtype != tensor.F32 {
 		w.rowBytes = t.RowBytes()

@@ -19,7 +19,7 @@ const (
 
 	// gemmKC is the longest K block: a block's weight segments (nr rows) and activation segments
 	// (up to gemmXBlock rows) stay in L1/L2 while every tile over them runs. K is cut into equal
-	// blocks no longer than this, multiples of the quantization block (32). Between blocks each
+	// blocks no longer than this, multiples of the quantization block (32; 256 for k-quants). Between blocks each
 	// tile's accumulators are saved unreduced, so the blocking does not change the results.
 	gemmKC = 2048
 	// gemmXBlock is how many activation rows share one pass over a weight tile's K blocks (the
@@ -96,6 +96,15 @@ type gemmScratch struct {
 	xs   [gemmMaxMR][]float32
 	ws   [gemmMaxNR][]float32
 	res  [gemmMaxRes]float32
+	row  []float32 // one widened weight row (decode of the read-only ggml types)
+}
+
+// rowBuf returns the scratch row, grown to n floats.
+func (s *gemmScratch) rowBuf(n int) []float32 {
+	if cap(s.row) < n {
+		s.row = make([]float32, n)
+	}
+	return s.row[:n]
 }
 
 func newGemmScratch() *gemmScratch {
@@ -117,7 +126,8 @@ func (t *matmulTask) prefill(wk, lo, hi int) {
 	acc, wbuf, xs, ws, res := sc.acc, sc.wbuf, &sc.xs, &sc.ws, &sc.res
 	bb, bs := w.dtype.BlockBytes(), w.dtype.BlockSize()
 	nkb := (K + gemmKC - 1) / gemmKC
-	kc := min((K+nkb-1)/nkb+31, gemmKC) &^ 31 // equal blocks, multiples of 32
+	align := max(32, bs)                                   // whole quantisation blocks (k-quants: 256)
+	kc := min(((K+nkb-1)/nkb+align-1)/align*align, gemmKC) // equal blocks, multiples of align
 	for j0 := lo; j0 < hi; j0 += nr {
 		jn := min(nr, hi-j0) // weight rows in this tile; the rest repeat the last
 		for i0 := 0; i0 < n; i0 += gemmXBlock {

@@ -74,5 +74,11 @@ func (t *matmulTask) run(wk, lo, hi int) {
 		for r := lo; r < hi; r++ {
 			out[r] = dotBF16(w.rawRow(r), xr)
 		}
+	default: // the read-only ggml types (Q4_1 … Q6_K): each row widened, then the F32 dot
+		row := t.scratch[wk].rowBuf(K)
+		for r := lo; r < hi; r++ {
+			tensor.Decode(row, w.dtype, w.rawRow(r))
+			out[r] = dotF32(row, xr)
+		}
 	}
 }

@@ -320,8 +320,9 @@ func checkMemory(cfg model.Config, f *loader.Model, bes []model.Backend, tpSize,
 	if err != nil || avail <= 0 {
 		return nil // unknown capacity: nothing to check against
 	}
-	// The CPU backend widens F16 and BF16 matrices to F32 and keeps Q8_0/Q4_0 as they are; a file
-	// that mixes dtypes is counted as F32 (an overestimate).
+	// The CPU backend widens F16 and BF16 matrices to F32 and keeps quantised ones as they are. A
+	// file whose matrices are all quantised is counted at its widest quantised type (a Q4_K_M
+	// file, Q4_K and Q6_K, as all Q6_K: an overestimate); one with any F16/BF16/F32 matrix as F32.
 	dtype := tensor.F32
 	if f != nil {
 		q := tensor.DType(-1)
@@ -329,13 +330,14 @@ func checkMemory(cfg model.Config, f *loader.Model, bes []model.Backend, tpSize,
 			if len(t.Shape) != 2 {
 				continue
 			}
-			if q == -1 {
-				q = t.DType
-			} else if t.DType != q {
+			switch {
+			case !t.DType.Quantized():
 				q = tensor.F32
+			case q == -1 || (q != tensor.F32 && t.DType.BitsPerWeight() > q.BitsPerWeight()):
+				q = t.DType
 			}
 		}
-		if q == tensor.Q8_0 || q == tensor.Q4_0 {
+		if q != -1 {
 			dtype = q
 		}
 	}

@@ -3,10 +3,12 @@
 package gpu_test
 
 import (
+	"path/filepath"
 	"testing"
 
 	"github.com/llamacu/llamacu/cpu"
 	"github.com/llamacu/llamacu/gpu"
+	"github.com/llamacu/llamacu/loader"
 	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/tensor"
 )
@@ -63,6 +65,56 @@ func TestQuantModel(t *testing.T) {
 						t.Errorf("logits max abs diff %.3g > %.3g", d, tc.maxDiff)
 					}
 				})
+			}
+		})
+	}
+}
+
+// TestLlamaCppQuantisedFiles: GGUF files that llama.cpp quantised (loader/testdata/kquant: Q4_K
+// and Q6_K; Q3_K, Q4_K, Q5_K and Q6_K) run on the device and agree with the CPU backend on the
+// same file. Their k-quant matrices are decoded on the host and reside in fp16.
+func TestLlamaCppQuantisedFiles(t *testing.T) {
+	for _, tc := range []struct {
+		file    string
+		resides map[string]tensor.DType
+	}{
+		{"kq256-Q4_K_M.gguf", map[string]tensor.DType{model.LayerName(0, model.NameWq): tensor.F16, model.NameOutput: tensor.F16}},
+		{"kq256-Q3_K_M.gguf", map[string]tensor.DType{model.LayerName(0, model.NameWq): tensor.F16, model.NameOutput: tensor.F16}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			f, err := loader.Open(filepath.Join("..", "loader", "testdata", "kquant", tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			cpuBe := cpu.New(cpu.Options{})
+			defer cpuBe.Close()
+			ref, err := model.New(cpuBe, f.Config, f.Tensor, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			be := open(t, gpu.Options{KVF32: true, Weights: tensor.F16})
+			for name, want := range tc.resides {
+				src, err := f.Tensor(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, err := be.Upload(src)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if w.DType() != want {
+					t.Errorf("%s (%v in the file) resides as %v, want %v", name, src.DType, w.DType(), want)
+				}
+			}
+			m, err := model.New(be, f.Config, f.Tensor, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := logitsDiff(t, ref, m)
+			t.Logf("logits max |gpu − cpu| = %.3g", d)
+			if d > 5e-3 {
+				t.Errorf("logits max abs diff %.3g > 5e-3", d)
 			}
 		})
 	}

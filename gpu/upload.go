@@ -13,7 +13,9 @@ import (
 )
 
 // Weight is a parameter tensor resident on the device: F32, F16, BF16, Q8_0 or Q4_0 (see
-// Options.Weights for which dtype a file tensor becomes). Vectors are always F32.
+// Options.Weights for which dtype a file tensor becomes; the other ggml types a GGUF file may
+// hold, Q4_1 … Q6_K, are decoded on the host and stored as Options.Weights). Vectors are always
+// F32.
 type Weight struct {
 	name       string
 	shape      []int
@@ -78,7 +80,7 @@ func (b *Backend) residentDType(d tensor.DType, matrix bool) tensor.DType {
 	case tensor.F32, tensor.F16, tensor.BF16:
 		return d
 	}
-	return tensor.F16 // Q8_0 and Q4_0 under WidenQuant
+	return tensor.F16 // Q8_0 and Q4_0 under WidenQuant, and the read-only ggml types (Q4_1 … Q6_K)
 }
 
 // Upload converts t to its resident dtype on the host (in parallel over rows) and copies it to
@@ -94,9 +96,11 @@ func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
 		return nil, fmt.Errorf("%w: tensor %q: shape %v is not a vector or matrix", ErrBadShape, t.Name, t.Shape)
 	}
 	switch t.DType {
-	case tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0:
+	case tensor.F32, tensor.F16, tensor.BF16:
 	default:
-		return nil, fmt.Errorf("gpu: upload: tensor %q: %w: %v", t.Name, tensor.ErrUnknownDType, t.DType)
+		if !t.DType.Quantized() {
+			return nil, fmt.Errorf("gpu: upload: tensor %q: %w: %v", t.Name, tensor.ErrUnknownDType, t.DType)
+		}
 	}
 	w := &Weight{name: t.Name, shape: append([]int(nil), t.Shape...), rows: t.Rows(), cols: t.Cols()}
 	w.dtype = b.residentDType(t.DType, len(t.Shape) == 2)

@@ -83,9 +83,26 @@ const (
 	GGMLTypeF32  GGMLType = 0
 	GGMLTypeF16  GGMLType = 1
 	GGMLTypeQ4_0 GGMLType = 2
+	GGMLTypeQ4_1 GGMLType = 3
+	GGMLTypeQ5_0 GGMLType = 6
+	GGMLTypeQ5_1 GGMLType = 7
 	GGMLTypeQ8_0 GGMLType = 8
+	GGMLTypeQ2_K GGMLType = 10
+	GGMLTypeQ3_K GGMLType = 11
+	GGMLTypeQ4_K GGMLType = 12
+	GGMLTypeQ5_K GGMLType = 13
+	GGMLTypeQ6_K GGMLType = 14
 	GGMLTypeBF16 GGMLType = 30
 )
+
+// ggmlDTypes maps the ggml types llamacu reads to its dtypes (GGMLType.DType, ggmlTypeOf).
+var ggmlDTypes = map[GGMLType]tensor.DType{
+	GGMLTypeF32: tensor.F32, GGMLTypeF16: tensor.F16, GGMLTypeBF16: tensor.BF16,
+	GGMLTypeQ8_0: tensor.Q8_0, GGMLTypeQ4_0: tensor.Q4_0, GGMLTypeQ4_1: tensor.Q4_1,
+	GGMLTypeQ5_0: tensor.Q5_0, GGMLTypeQ5_1: tensor.Q5_1, GGMLTypeQ2_K: tensor.Q2_K,
+	GGMLTypeQ3_K: tensor.Q3_K, GGMLTypeQ4_K: tensor.Q4_K, GGMLTypeQ5_K: tensor.Q5_K,
+	GGMLTypeQ6_K: tensor.Q6_K,
+}
 
 // ggmlTypeInfo is a ggml type's name and block geometry (ggml's type_traits: blck_size, type_size).
 type ggmlTypeInfo struct {
@@ -116,36 +133,21 @@ func (t GGMLType) String() string {
 }
 
 // DType returns the llamacu dtype of a ggml type, or an error wrapping tensor.ErrUnknownDType
-// for every type but F32, F16, BF16, Q8_0 and Q4_0.
+// for the types llamacu does not read (Q8_1, Q8_K, the IQ and TQ types, integers, F64, MXFP4).
 func (t GGMLType) DType() (tensor.DType, error) {
-	switch t {
-	case GGMLTypeF32:
-		return tensor.F32, nil
-	case GGMLTypeF16:
-		return tensor.F16, nil
-	case GGMLTypeBF16:
-		return tensor.BF16, nil
-	case GGMLTypeQ8_0:
-		return tensor.Q8_0, nil
-	case GGMLTypeQ4_0:
-		return tensor.Q4_0, nil
+	if d, ok := ggmlDTypes[t]; ok {
+		return d, nil
 	}
-	return 0, fmt.Errorf("%w: %v (ggml type %d); llamacu reads F32, F16, BF16, Q8_0 and Q4_0", tensor.ErrUnknownDType, t, uint32(t))
+	return 0, fmt.Errorf("%w: %v (ggml type %d); llamacu reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K…Q6_K",
+		tensor.ErrUnknownDType, t, uint32(t))
 }
 
 // ggmlTypeOf is the inverse of GGMLType.DType.
 func ggmlTypeOf(d tensor.DType) (GGMLType, error) {
-	switch d {
-	case tensor.F32:
-		return GGMLTypeF32, nil
-	case tensor.F16:
-		return GGMLTypeF16, nil
-	case tensor.BF16:
-		return GGMLTypeBF16, nil
-	case tensor.Q8_0:
-		return GGMLTypeQ8_0, nil
-	case tensor.Q4_0:
-		return GGMLTypeQ4_0, nil
+	for g, dd := range ggmlDTypes {
+		if dd == d {
+			return g, nil
+		}
 	}
 	return 0, fmt.Errorf("%w: %v has no GGUF type", tensor.ErrUnknownDType, d)
 }

@@ -329,8 +329,8 @@ func TestGGUFCorrupt(t *testing.T) {
 		{"unknown value type", func(b []byte) []byte { return putU32(b, ggufKeyAt(t, b, "general.name"), 99) }, ErrCorrupt, "value type 99"},
 		{"unsupported ggml type", func(b []byte) []byte {
 			_, typ, _ := ggufTensorFields(t, b, "token_embd.weight")
-			return putU32(b, typ, 3)
-		}, tensor.ErrUnknownDType, `"token_embd.weight": unknown dtype: Q4_1`},
+			return putU32(b, typ, 20)
+		}, tensor.ErrUnknownDType, `"token_embd.weight": unknown dtype: IQ4_NL`},
 		{"unknown ggml type", func(b []byte) []byte {
 			_, typ, _ := ggufTensorFields(t, b, "output_norm.weight")
 			return putU32(b, typ, 99)
@@ -537,7 +537,7 @@ func TestWriteGGUFMetadataRoundTrip(t *testing.T) {
 }
 
 func TestGGMLTypes(t *testing.T) {
-	// The ids and names GGUF files use (ggml.h), and the five llamacu computes with.
+	// The ids and names GGUF files use (ggml.h), and the thirteen llamacu computes with.
 	for _, tc := range []struct {
 		id   GGMLType
 		name string
@@ -546,7 +546,10 @@ func TestGGMLTypes(t *testing.T) {
 	}{
 		{0, "F32", tensor.F32, true}, {1, "F16", tensor.F16, true}, {2, "Q4_0", tensor.Q4_0, true},
 		{8, "Q8_0", tensor.Q8_0, true}, {30, "BF16", tensor.BF16, true},
-		{3, "Q4_1", 0, false}, {12, "Q4_K", 0, false}, {14, "Q6_K", 0, false}, {4, "ggml type 4", 0, false},
+		{3, "Q4_1", tensor.Q4_1, true}, {6, "Q5_0", tensor.Q5_0, true}, {7, "Q5_1", tensor.Q5_1, true},
+		{10, "Q2_K", tensor.Q2_K, true}, {11, "Q3_K", tensor.Q3_K, true}, {12, "Q4_K", tensor.Q4_K, true},
+		{13, "Q5_K", tensor.Q5_K, true}, {14, "Q6_K", tensor.Q6_K, true},
+		{9, "Q8_1", 0, false}, {15, "Q8_K", 0, false}, {20, "IQ4_NL", 0, false}, {4, "ggml type 4", 0, false},
 	} {
 		dt, err := tc.id.DType()
 		if tc.id.String() != tc.name || (err == nil) != tc.ok || (tc.ok && dt != tc.dt) || (!tc.ok && !errors.Is(err, tensor.ErrUnknownDType)) {

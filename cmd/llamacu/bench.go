@@ -213,6 +213,9 @@ func syntheticModel(shape, dtypeName string, seed uint64, rankOf int, lf *loadFl
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: --dtype: %v", errUsage, err)
 	}
+	if dtype.ReadOnly() {
+		return nil, 0, fmt.Errorf("%w: --dtype %v: llamacu reads %v files but does not write the type (quantise with llama.cpp); synthetic weights are F32, F16, BF16, Q8_0 or Q4_0", errUsage, dtype, dtype)
+	}
 	if lf.tp < 1 {
 		return nil, 0, fmt.Errorf("%w: --tp must be ≥ 1", errUsage)
 	}

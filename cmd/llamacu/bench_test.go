@@ -160,7 +160,8 @@ func TestBenchUsageErrors(t *testing.T) {
 		"zero batch":   {"bench", "--synthetic", "tiny", "--batch", "0"},
 		"bad format":   {"bench", "--synthetic", "tiny", "--format", "xml"},
 		"bad preset":   {"bench", "--synthetic", "3b"},
-		"bad dtype":    {"bench", "--synthetic", "tiny", "--dtype", "q5_1"},
+		"bad dtype":    {"bench", "--synthetic", "tiny", "--dtype", "iq4_xs"},
+		"read-only":    {"bench", "--synthetic", "tiny", "--dtype", "q4_k"},
 		"no reps":      {"bench", "--synthetic", "tiny", "--reps", "0"},
 		"serve no url": {"bench", "serve"},
 		"serve url":    {"bench", "serve", "--url", "localhost:1"},
@@ -272,7 +273,7 @@ func TestPlan(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "valid degrees up to 8: 1, 2, 4, 8")
 
-	for _, args := range [][]string{{"plan"}, {"plan", "--preset", "7b", "--gpu-mem", "lots"}, {"plan", "--preset", "7b", "--dtype", "q5_1"}} {
+	for _, args := range [][]string{{"plan"}, {"plan", "--preset", "7b", "--gpu-mem", "lots"}, {"plan", "--preset", "7b", "--dtype", "iq4_xs"}} {
 		_, _, code = cli(t, args...)
 		require.Equal(t, 2, code, args)
 	}

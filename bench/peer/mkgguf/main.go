@@ -47,6 +47,9 @@ func run(preset, dtypeName string, seed uint64, vocabPath, out string) error {
 	if err != nil {
 		return err
 	}
+	if dtype.ReadOnly() {
+		return fmt.Errorf("-dtype %v: llamacu does not write that type", dtype)
+	}
 	vocab, err := loader.ReadGGUFVocab(vocabPath)
 	if err != nil {
 		return err
