@@ -148,6 +148,10 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 			}
 			s.Checks = append(s.Checks, Check{What: what, Value: 100 * b.Metrics["MB/s"] / s.CopyMBps, Unit: "% of copy", Target: target,
 				Note: fmt.Sprintf("%.0f GB/s", b.Metrics["MB/s"]/1e3)})
+		case strings.HasPrefix(b.Name, "BenchmarkGEMVQuant/") && s.CopyMBps > 0: // stored bytes; reported only
+			what := "GEMV " + strings.ReplaceAll(strings.TrimPrefix(b.Name, "BenchmarkGEMVQuant/"), "/", " ") + " (quantised)"
+			s.Checks = append(s.Checks, Check{What: what, Value: 100 * b.Metrics["MB/s"] / s.CopyMBps, Unit: "% of copy",
+				Note: fmt.Sprintf("%.0f GB/s of stored blocks", b.Metrics["MB/s"]/1e3)})
 		case strings.HasPrefix(b.Name, "BenchmarkAttentionDecode/") && s.CopyMBps > 0:
 			what := "decode attention " + strings.TrimPrefix(b.Name, "BenchmarkAttentionDecode/") + ", 4096 context"
 			target := 0.0

@@ -23,6 +23,7 @@ BenchmarkCopy-16                     	     200	   5368709 ns/op	 400000.00 MB/s
 BenchmarkGEMV/F16/4096x4096/n=1-16   	     200	     93206 ns/op	 360000.00 MB/s
 BenchmarkGEMV/F16/11008x4096/n=1-16  	     200	    280000 ns/op	 322000.00 MB/s
 BenchmarkGEMV/F16/4096x4096/n=8-16   	     200	    120000 ns/op	 280000.00 MB/s
+BenchmarkGEMVQuant/Q4_K/4096x4096/n=1-16 	     200	     40000 ns/op	 240000.00 MB/s
 BenchmarkAttentionDecode/7B-16       	     200	    400000 ns/op	 336000.00 MB/s
 BenchmarkAttentionDecode/7B/8seqs-16 	     200	   2000000 ns/op	 300000.00 MB/s
 BenchmarkAttentionPrefill/v3-mma/7B/n=2048-16  	200	 300000 ns/op	 114.5 TFLOP/s
@@ -87,7 +88,8 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	}{
 		{"GEMV F16 4096x4096 n=1", 90, true}, // 360 of 400 GB/s
 		{"GEMV F16 11008x4096 n=1", 80.5, false},
-		{"GEMV F16 4096x4096 n=8", 70, true}, // no target at n = 8
+		{"GEMV F16 4096x4096 n=8", 70, true},              // no target at n = 8
+		{"GEMV Q4_K 4096x4096 n=1 (quantised)", 60, true}, // reported only
 		{"decode attention 7B, 4096 context", 84, true},
 		{"decode attention 7B/8seqs, 4096 context", 75, true}, // reported only
 		{"prefill attention tensor cores ÷ SIMT, 7B n=2048", 114.5 / 22.9, true},

@@ -3,6 +3,7 @@
 package gpu_test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -80,6 +81,58 @@ func BenchmarkGEMV(b *testing.B) {
 					run(b, be, func() { be.MatMul(out, x, w, n) })
 				})
 			}
+		}
+	}
+}
+
+// randomBlocks returns rows×cols weights of a ggml block type as random bytes with every block's
+// fp16 scales set to small finite values: valid blocks (llamacu cannot encode the k-quants), for
+// timing only.
+func randomBlocks(r *rand.Rand, d tensor.DType, rows, cols int) []byte {
+	n, _ := d.Bytes(int64(rows) * int64(cols))
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	bb := d.BlockBytes()
+	scale := tensor.F32ToF16(1e-3)
+	for off := 0; off < len(data); off += bb {
+		switch d {
+		case tensor.Q4_K: // d, dmin first
+			binary.LittleEndian.PutUint16(data[off:], scale)
+			binary.LittleEndian.PutUint16(data[off+2:], scale)
+		case tensor.Q6_K: // d last
+			binary.LittleEndian.PutUint16(data[off+bb-2:], scale)
+		default: // Q8_0, Q4_0: d first
+			binary.LittleEndian.PutUint16(data[off:], scale)
+		}
+	}
+	return data
+}
+
+// BenchmarkGEMVQuant: decode GEMV (n = 1) on weights kept quantised, 7B shapes; bytes are the
+// stored bytes (Q8_0 1.06, Q4_0 0.56, Q4_K 0.56, Q6_K 0.82 per weight), so MB/s compares with
+// BenchmarkCopy and BenchmarkGEMV's fp16 directly.
+func BenchmarkGEMVQuant(b *testing.B) {
+	be := open(b, gpu.Options{})
+	r := rand.New(rand.NewPCG(3, 3))
+	for _, d := range []tensor.DType{tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q6_K} {
+		for _, s := range [][2]int{{4096, 4096}, {11008, 4096}, {4096, 11008}} {
+			N, K := s[0], s[1]
+			data := randomBlocks(r, d, N, K)
+			w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{N, K}, Data: data})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if w.DType() != d {
+				b.Fatalf("%v resides as %v", d, w.DType())
+			}
+			b.Run(fmt.Sprintf("%v/%dx%d/n=1", d, N, K), func(b *testing.B) {
+				x := newBuf(b, be, 1, K, normal(r, K))
+				out := newBuf(b, be, 1, N, nil)
+				b.SetBytes(int64(len(data)))
+				run(b, be, func() { be.MatMul(out, x, w, 1) })
+			})
 		}
 	}
 }

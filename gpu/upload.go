@@ -12,28 +12,43 @@ import (
 	"github.com/llamacu/llamacu/tensor"
 )
 
-// Weight is a parameter tensor resident on the device: F32, F16, BF16, Q8_0 or Q4_0 (see
-// Options.Weights for which dtype a file tensor becomes; the other ggml types a GGUF file may
-// hold, Q4_1 … Q6_K, are decoded on the host and stored as Options.Weights). Vectors are always
-// F32.
+// Weight is a parameter tensor resident on the device: F32, F16, BF16, or kept quantised, Q8_0,
+// Q4_0, Q4_K or Q6_K (see Options.Weights for which dtype a file tensor becomes; the other ggml
+// types a GGUF file may hold, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K and Q5_K, are decoded on the host and
+// stored as Options.Weights). Vectors are always F32.
 type Weight struct {
 	name       string
 	shape      []int
 	dtype      tensor.DType // resident dtype
 	rows, cols int
-	ptr        cuda.DevicePtr // (rows, cols) of dtype; Q8_0: int8 q (rows, cols); Q4_0: nibbles (rows, cols/2)
-	scales     cuda.DevicePtr // Q8_0, Q4_0: the fp16 d (rows, cols/32), after ptr's bytes in the same allocation
+	// ptr is (rows, cols) of dtype, or of a quantised type: Q8_0 int8 q (rows, cols); Q4_0 nibbles
+	// (rows, cols/2); Q4_K the file's 144-byte blocks; Q6_K 208-byte blocks without their d.
+	ptr cuda.DevicePtr
+	// scales: Q8_0, Q4_0 the fp16 d (rows, cols/32), Q6_K the fp16 d (rows, cols/256), after
+	// ptr's bytes in the same allocation; Q4_K ptr (its scales are inside the blocks).
+	scales cuda.DevicePtr
 }
 
-// quantised reports a Q8_0 or Q4_0 weight (two arrays: ptr and scales).
-func (w *Weight) quantised() bool { return w.dtype == tensor.Q8_0 || w.dtype == tensor.Q4_0 }
+// deviceQuant lists the quantised types kept quantised on the device, in the order of the
+// per-quantised-type kernel tables (kernelFuncs.gemvQV2 …).
+var deviceQuant = [...]tensor.DType{tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q6_K}
 
-// qi indexes the per-quantised-type kernel tables: 0 Q8_0, 1 Q4_0.
+// isDeviceQuant reports whether d is one of deviceQuant.
+func isDeviceQuant(d tensor.DType) bool {
+	return d == tensor.Q8_0 || d == tensor.Q4_0 || d == tensor.Q4_K || d == tensor.Q6_K
+}
+
+// quantised reports a weight kept quantised (ptr and scales).
+func (w *Weight) quantised() bool { return isDeviceQuant(w.dtype) }
+
+// qi indexes the per-quantised-type kernel tables: deviceQuant's order.
 func (w *Weight) qi() int {
-	if w.dtype == tensor.Q4_0 {
-		return 1
+	for i, d := range deviceQuant {
+		if d == w.dtype {
+			return i
+		}
 	}
-	return 0
+	panic(fmt.Sprintf("gpu: %v is not a device-quantised type", w.dtype))
 }
 
 // Shape is the tensor's shape, as uploaded.
@@ -70,7 +85,7 @@ func (b *Backend) residentDType(d tensor.DType, matrix bool) tensor.DType {
 	if !matrix {
 		return tensor.F32
 	}
-	if (d == tensor.Q8_0 || d == tensor.Q4_0) && !b.opts.WidenQuant {
+	if isDeviceQuant(d) && !b.opts.WidenQuant {
 		return d
 	}
 	if b.opts.Weights != tensor.F32 {
@@ -80,7 +95,7 @@ func (b *Backend) residentDType(d tensor.DType, matrix bool) tensor.DType {
 	case tensor.F32, tensor.F16, tensor.BF16:
 		return d
 	}
-	return tensor.F16 // Q8_0 and Q4_0 under WidenQuant, and the read-only ggml types (Q4_1 … Q6_K)
+	return tensor.F16 // device-quantised types under WidenQuant, and the other ggml types
 }
 
 // Upload converts t to its resident dtype on the host (in parallel over rows) and copies it to
@@ -106,11 +121,16 @@ func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
 	w.dtype = b.residentDType(t.DType, len(t.Shape) == 2)
 	data := t.Data
 	switch {
-	case w.dtype == tensor.Q8_0 || w.dtype == tensor.Q4_0:
+	case w.quantised():
 		if int64(w.rows)*int64(w.cols) >= 1<<31 {
 			return nil, fmt.Errorf("%w: %v tensor %q of %d×%d elements: at most 2³¹−1 on the device", ErrBadShape, w.dtype, t.Name, w.rows, w.cols)
 		}
-		data = repackQuant(t)
+		switch w.dtype {
+		case tensor.Q6_K:
+			data = repackQ6K(t)
+		case tensor.Q8_0, tensor.Q4_0:
+			data = repackQuant(t)
+		} // Q4_K: the file's blocks as they are
 	case w.dtype != t.DType:
 		data = convert(t, w.dtype)
 	}
@@ -122,8 +142,11 @@ func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
 		return nil, fmt.Errorf("gpu: upload %q: %w", t.Name, err)
 	}
 	w.ptr = p
-	if w.quantised() {
-		w.scales = p + cuda.DevicePtr(len(data)-w.rows*w.cols/tensor.QK*2)
+	switch w.dtype {
+	case tensor.Q8_0, tensor.Q4_0, tensor.Q6_K:
+		w.scales = p + cuda.DevicePtr(len(data)-w.rows*w.cols/w.dtype.BlockSize()*2)
+	case tensor.Q4_K:
+		w.scales = p
 	}
 	return w, nil
 }
@@ -144,6 +167,25 @@ func repackQuant(t *tensor.Tensor) []byte {
 			src := t.Data[blk*bb : (blk+1)*bb]
 			d[2*blk], d[2*blk+1] = src[0], src[1]
 			copy(q[blk*qb:(blk+1)*qb], src[2:])
+		}
+	})
+	return out
+}
+
+// repackQ6K rewrites a Q6_K matrix from the file's 210-byte blocks (ql 128, qh 64, int8 scales
+// 16, fp16 d) into kernels/kquant.cu's layout: every block's first 208 bytes, then every d
+// (rows, cols/256) fp16, so that the kernels' 16-byte loads are aligned.
+func repackQ6K(t *tensor.Tensor) []byte {
+	rows, cols := t.Rows(), t.Cols()
+	nb := cols / tensor.QKK
+	const bb, qb = 210, 208
+	out := make([]byte, rows*nb*bb)
+	q, d := out[:rows*nb*qb], out[rows*nb*qb:]
+	parallelRows(rows, cols, func(lo, hi int) {
+		for blk := lo * nb; blk < hi*nb; blk++ {
+			src := t.Data[blk*bb : (blk+1)*bb]
+			copy(q[blk*qb:(blk+1)*qb], src[:qb])
+			d[2*blk], d[2*blk+1] = src[qb], src[qb+1]
 		}
 	})
 	return out

@@ -7,6 +7,7 @@
 #include "kvcache.cu"
 #include "attention.cu"
 #include "gemv.cu"
+#include "kquant.cu"  // after gemv.cu: uses its GEMV geometry and helpers
 #include "gemm.cu"
 #include "swiglu.cu"
 #include "add.cu"

@@ -332,7 +332,7 @@ func TestEmulatedKernels(t *testing.T) {
 			{"StoreKV", testStoreKV}, {"RoPEStoreKV", testRoPEStoreKV}, {"Attention", testAttention},
 			{"MatMul", testMatMul}, {"GEMM", testGEMM}, {"Convert", testConvert},
 			{"SwiGLU", testSwiGLU}, {"Add", testAdd}, {"Gather", testGather}, {"Argmax", testArgmax},
-			{"TopK", testTopK}, {"Quant", testQuant}, {"Fused", testFused},
+			{"TopK", testTopK}, {"Quant", testQuant}, {"KQuant", testKQuant}, {"Fused", testFused},
 			{"Faults", testFaults},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -1419,6 +1419,127 @@ func testQuant(t *testing.T, e *emulator) {
 					}
 				}
 				// The dequantisation for cuBLAS, and the embedding lookup.
+				s := &script{}
+				wd := s.buf(dev)
+				half := s.buf(make([]byte, 2*c.N*c.K))
+				s.launch("dequant_"+name+"_f16", d1(ceilDiv(c.N*c.K, 256)), d1(256), ptr(half), ptr(wd), ptrAt(wd, scales), i32(c.N*c.K))
+				toks := []int32{int32(c.N - 1), 0, int32(c.N / 2)}
+				emb := s.buf(make([]byte, 4*len(toks)*c.K))
+				td := s.buf(i32Bytes(toks))
+				s.launch("embed_"+name, d1(len(toks)), d1(256), ptr(emb), ptr(wd), ptrAt(wd, scales), ptr(td), i32(c.K))
+				gh, ge := s.read(half), s.read(emb)
+				e.run(t, s)
+				compare(t, "dequant_"+name+"_f16", decodeAs(tensor.F16, *gh), roundTo(tensor.F16, w), nil, exact)
+				var wantE []float32
+				for _, tok := range toks {
+					wantE = append(wantE, w[int(tok)*c.K:(int(tok)+1)*c.K]...)
+				}
+				compare(t, "embed_"+name, bytesF32(*ge), wantE, nil, exact)
+			})
+		}
+	}
+}
+
+// ---- Q4_K and Q6_K (kquant.cu; gpu/matmul.go matMulQuant, gpu/embed.go): ggml's own blocks
+// (tensor/testdata/ggml, 8 rows × 512) and random valid blocks of a larger shape, Q4_K as the
+// file stores it, Q6_K repacked as gpu/upload.go does, against tensor.Decode (ggml bit for bit).
+
+// repackQ6KForTest is gpu/upload.go's repackQ6K: every block's first 208 bytes, then every d.
+func repackQ6KForTest(data []byte, rows, cols int) []byte {
+	nb := cols / 256
+	out := make([]byte, rows*nb*210)
+	for blk := 0; blk < rows*nb; blk++ {
+		src := data[blk*210:]
+		copy(out[blk*208:(blk+1)*208], src[:208])
+		out[rows*nb*208+2*blk], out[rows*nb*208+2*blk+1] = src[208], src[209]
+	}
+	return out
+}
+
+// randomKBlocks is rows × cols of random bytes with each block's fp16 scales set to 1/64.
+func randomKBlocks(r *rand.Rand, d tensor.DType, rows, cols int) []byte {
+	n, _ := d.Bytes(int64(rows * cols))
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	bb := d.BlockBytes()
+	for off := 0; off < len(data); off += bb {
+		if d == tensor.Q4_K { // d, dmin
+			binary.LittleEndian.PutUint16(data[off:], tensor.F32ToF16(1.0/64))
+			binary.LittleEndian.PutUint16(data[off+2:], tensor.F32ToF16(1.0/128))
+		} else { // Q6_K: d last
+			binary.LittleEndian.PutUint16(data[off+bb-2:], tensor.F32ToF16(1.0/64))
+		}
+	}
+	return data
+}
+
+func testKQuant(t *testing.T, e *emulator) {
+	r := rand.New(rand.NewPCG(23, 23))
+	for _, dt := range []tensor.DType{tensor.Q4_K, tensor.Q6_K} {
+		name := strings.ToLower(dt.String()[:2]) + dt.String()[2:] // "q4_K"
+		ggmlBlocks, err := os.ReadFile(filepath.Join("..", "tensor", "testdata", "ggml", strings.ToLower(dt.String())+".blocks"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			n, N, K int
+			data    []byte
+		}{
+			{1, 8, 512, ggmlBlocks}, {3, 8, 512, ggmlBlocks}, {8, 8, 512, ggmlBlocks},
+			{2, 21, 2304, randomKBlocks(r, dt, 21, 2304)}, {5, 33, 9 * 256 * 4, randomKBlocks(r, dt, 33, 9*256*4)},
+		} {
+			t.Run(fmt.Sprintf("%v/%dx%dx%d", dt, c.n, c.N, c.K), func(t *testing.T) {
+				x := normal(r, c.n*c.K, 1)
+				w := make([]float32, c.N*c.K)
+				tensor.Decode(w, dt, c.data)
+				want := make([]float32, c.n*c.N)
+				for b := 0; b < c.n; b++ {
+					for j := 0; j < c.N; j++ {
+						var acc float64
+						for k := 0; k < c.K; k++ {
+							acc += float64(w[j*c.K+k]) * float64(x[b*c.K+k])
+						}
+						want[b*c.N+j] = float32(acc)
+					}
+				}
+				mag := absDot(x, w, c.n, c.N, c.K)
+				dev, scales := c.data, 0
+				if dt == tensor.Q6_K {
+					dev = repackQ6KForTest(c.data, c.N, c.K)
+					scales = len(dev) - c.N*c.K/256*2
+				}
+				for _, v := range []string{"v1", "v2"} {
+					s := &script{}
+					out := s.buf(f32Bytes(nanFill((c.n + 1) * c.N)))
+					xd, wd := s.buf(f32Bytes(x)), s.buf(dev)
+					q, d := ptr(wd), ptrAt(wd, scales)
+					if v == "v1" {
+						s.launch("gemv_"+name+"_v1", d2(ceilDiv(c.N, 8), c.n), d1(256), ptr(out), ptr(xd), q, d, i32(c.n), i32(c.N), i32(c.K))
+					} else {
+						for i := 0; i < c.n; i += 8 {
+							m := min(8, c.n-i)
+							b := 1
+							for b < m {
+								b *= 2
+							}
+							s.launch(fmt.Sprintf("gemv_%s_v2_n%d", name, b), d1(ceilDiv(c.N, 16)), d1(128),
+								ptrAt(out, 4*i*c.N), ptrAt(xd, 4*i*c.K), q, d, i32(m), i32(c.N), i32(c.K))
+						}
+					}
+					got := s.read(out)
+					e.run(t, s)
+					g := bytesF32(*got)
+					compare(t, v, g[:c.n*c.N], want, mag, tol{1e-6, 1e-5})
+					for i, val := range g[c.n*c.N:] {
+						if !math.IsNaN(float64(val)) {
+							t.Errorf("%s wrote out[%d] = %g beyond its %d rows", v, c.n*c.N+i, val, c.n)
+							break
+						}
+					}
+				}
+				// The dequantisation for cuBLAS and the embedding lookup: ggml's values exactly.
 				s := &script{}
 				wd := s.buf(dev)
 				half := s.buf(make([]byte, 2*c.N*c.K))

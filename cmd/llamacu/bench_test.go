@@ -279,6 +279,18 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// plan counts a GGUF file's weights as the CUDA backend stores them: Q4_K stays Q4_K, Q3_K
+// (most of a Q3_K_M file) is widened to fp16 on the device.
+func TestPlanQuantisedFile(t *testing.T) {
+	for file, want := range map[string]string{"kq256-Q4_K_M.gguf": "Q4_K", "kq256-Q3_K_M.gguf": "F16"} {
+		out, errOut, code := cli(t, "plan", "--model", filepath.Join("..", "..", "loader", "testdata", "kquant", file), "--json")
+		require.Equal(t, 0, code, errOut)
+		var p planOutput
+		require.NoError(t, json.Unmarshal([]byte(out), &p))
+		require.Equal(t, want, p.Requested.DType, file)
+	}
+}
+
 func TestPlanModelFile(t *testing.T) {
 	path := shared(t, "stories260K/stories260K.gguf")
 	out, errOut, code := cli(t, "plan", "--model", path, "--json")

@@ -69,7 +69,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		cfg, dtype = f.Config, matrixDType(f)
+		cfg, dtype = f.Config, residentDType(matrixDType(f), "cuda")
 		f.Close()
 	}
 	if *dtypeName != "" {
