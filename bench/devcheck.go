@@ -278,7 +278,7 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 	}
 	var names []string
 	for name := range reports {
-		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") && !strings.Contains(name, "-topk") && !strings.Contains(name, "-q8_0-") && !strings.Contains(name, "-q4_0-") && reports[name].Settings.RankOf == 0 {
+		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") && !strings.Contains(name, "-topk") && !quantAB(name) && reports[name].Settings.RankOf == 0 {
 			names = append(names, name)
 		}
 	}
@@ -311,7 +311,7 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 		}
 		// The A/B runs of the same shape: the fp32 SIMT prefill, launch by launch decode (the
 		// main run has the feature); decode reading 40 candidates per row, and the model in
-		// Q8_0 or Q4_0 (llamacu-<shape>-q8_0-cuda) instead of fp16 (the A/B run has it).
+		// Q4_K, Q8_0 or Q4_0 (llamacu-<shape>-q8_0-cuda) instead of fp16 (the A/B run has it).
 		for _, ab := range []struct {
 			suffix, what string
 			abHasIt      bool
@@ -319,11 +319,12 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 			{"-simt-prefill", "prefill with tensor-core attention ÷ SIMT", false},
 			{"-no-graphs", "decode with CUDA graphs ÷ without", false},
 			{"-topk40", "decode reading each row's 40 best logits (device top-k) ÷ whole rows", true},
+			{"-q4_k", "Q4_K weights kept quantised ÷ fp16", true},
 			{"-q8_0", "Q8_0 weights kept quantised ÷ fp16", true},
 			{"-q4_0", "Q4_0 weights kept quantised ÷ fp16", true},
 		} {
 			o := reports[name+ab.suffix]
-			if ab.suffix == "-q8_0" || ab.suffix == "-q4_0" { // llamacu-7b-q8_0-cuda beside llamacu-7b-f16-cuda
+			if quantAB(ab.suffix + "-") { // llamacu-7b-q8_0-cuda beside llamacu-7b-f16-cuda
 				o = reports[strings.Replace(name, "-f16-", ab.suffix+"-", 1)]
 			}
 			if o == nil {
@@ -378,4 +379,14 @@ func orUnknown(s string) string {
 		return "unknown"
 	}
 	return s
+}
+
+// quantAB reports a bench report name of a quantised A/B run (llamacu-7b-q4_k-cuda).
+func quantAB(name string) bool {
+	for _, q := range []string{"-q4_k-", "-q8_0-", "-q4_0-"} {
+		if strings.Contains(name, q) {
+			return true
+		}
+	}
+	return false
 }

@@ -65,6 +65,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-topk40.json"), "llamacu", res("tg", 1024, 8, 0, 1540))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q8_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 342), res("pp", 2048, 1, 0, 24800))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q4_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 570))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-q4_k-cuda.json"), "llamacu", res("tg", 128, 1, 0, 494))
 
 	// One rank of 70B at TP 8 timed alone: 12.5 ms/token, + 160 all-reduces of 25 µs (NCCL).
 	rank := &Report{Schema: Schema, Tool: "llamacu", Model: ModelInfo{Name: "llama-2-70b, rank 0 of TP 8 alone", DType: "F16", Config: model.Llama2_70B},
@@ -106,7 +107,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"decode reading each row's 40 best logits (device top-k) ÷ whole rows, tg128 b8 d0", 1540.0 / 1400, true},
 		{"Q8_0 weights kept quantised ÷ fp16, tg128 b1 d0", 342.0 / 190, true},
 		{"Q8_0 weights kept quantised ÷ fp16, pp2048", 24800.0 / 31000, true},
-		{"Q4_0 weights kept quantised ÷ fp16, tg128 b1 d0", 570.0 / 190, true},
+		{"Q4_K weights kept quantised ÷ fp16, tg128 b1 d0", 494.0 / 190, true},
 	} {
 		c, ok := got[tc.what]
 		require.True(t, ok, "no check %q in %v", tc.what, s.Checks)

@@ -2,15 +2,21 @@ package tensor
 
 import (
 	"encoding/binary"
+	"math"
 )
 
 // The ggml block types beyond Q8_0 and Q4_0 that GGUF files of LLaMA 2 come in: the legacy
 // Q4_1, Q5_0 and Q5_1 (blocks of 32) and the k-quants Q2_K … Q6_K (super-blocks of QKK = 256
 // elements in 8 or 16 sub-blocks, whose scales are themselves quantised). llamacu decodes them
-// (Decode; backends dequantise rows or whole matrices from them) but does not write them: a file
-// of these types comes from llama.cpp's llama-quantize. Layouts are ggml's (ggml-common.h);
-// every decoder equals ggml's dequantize_row_<type> bit for bit (testdata/ggml, made by ggml
-// itself through bench/reference/ggml_quants.py).
+// all (Decode; backends dequantise rows or whole matrices from them); layouts are ggml's
+// (ggml-common.h), and every decoder equals ggml's dequantize_row_<type> bit for bit
+// (testdata/ggml, made by ggml itself through bench/reference/ggml_quants.py).
+//
+// Of these it encodes only Q4_K and Q6_K, the two types of a Q4_K_M file, which the CUDA backend
+// keeps quantised (so that tests and synthetic benchmarks can make them). The encoders are
+// simple — min/max scales per sub-block, not ggml's search for the best ones (make_qkx2_quants)
+// — so their error is somewhat above llama-quantize's; files for real use come from llama.cpp.
+// The other types are ReadOnly.
 //
 // The arithmetic follows ggml's order of operations, and every product is converted to float32
 // before a subtraction or addition so that no compiler fuses it into an FMA (ggml's portable
@@ -230,6 +236,100 @@ func decodeQ6_K(y []float32, blk []byte) {
 			o[l+32] = d * float32(int8(sc[is+2])) * float32(q2)
 			o[l+64] = d * float32(int8(sc[is+4])) * float32(q3)
 			o[l+96] = d * float32(int8(sc[is+6])) * float32(q4)
+		}
+	}
+}
+
+// encodeQ4_K quantises 256 values into one Q4_K block: per 32-value sub-block a scale
+// (max − min)/15 and a min −min(x, 0), both quantised to 6 bits against the block's fp16 d and
+// dmin; q = round((x + dmin·m)/(d·sc)) in [0, 15].
+func encodeQ4_K(blk []byte, x []float32) {
+	var scale, minus [8]float32
+	var maxScale, maxMin float32
+	for i := range 8 {
+		lo, hi := x[32*i], x[32*i]
+		for _, v := range x[32*i : 32*i+32] {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		lo = min(lo, 0)
+		scale[i], minus[i] = (hi-lo)/15, -lo
+		maxScale, maxMin = max(maxScale, scale[i]), max(maxMin, minus[i])
+	}
+	d, dmin := F32ToF16(maxScale/63), F32ToF16(maxMin/63)
+	binary.LittleEndian.PutUint16(blk, d)
+	binary.LittleEndian.PutUint16(blk[2:], dmin)
+	df, dminf := F16ToF32(d), F16ToF32(dmin)
+	var sc, m [8]byte
+	for i := range 8 {
+		if df > 0 {
+			sc[i] = byte(min(63, math.Round(float64(scale[i]/df))))
+		}
+		if dminf > 0 {
+			m[i] = byte(min(63, math.Round(float64(minus[i]/dminf))))
+		}
+	}
+	s := blk[4:16]
+	for j := range 4 {
+		s[j] = sc[j] | sc[j+4]>>4<<6
+		s[j+4] = m[j] | m[j+4]>>4<<6
+		s[j+8] = sc[j+4]&0xf | m[j+4]<<4
+	}
+	qs := blk[16:144]
+	for i := range 8 {
+		ds, ms := df*float32(sc[i]), dminf*float32(m[i])
+		for l := range 32 {
+			q := 0
+			if ds > 0 {
+				q = int(max(0, min(15, math.Round(float64((x[32*i+l]+ms)/ds)))))
+			}
+			b := &qs[32*(i/2)+l]
+			if i%2 == 0 {
+				*b = *b&0xf0 | byte(q)
+			} else {
+				*b = *b&0x0f | byte(q)<<4
+			}
+		}
+	}
+}
+
+// encodeQ6_K quantises 256 values into one Q6_K block: per 16-value sub-block a scale
+// max|x|/31, quantised to int8 against the block's fp16 d; q = round(x/(d·sc)) in [−32, 31].
+func encodeQ6_K(blk []byte, x []float32) {
+	var scale [16]float32
+	var maxScale float32
+	for i := range 16 {
+		for _, v := range x[16*i : 16*i+16] {
+			scale[i] = max(scale[i], float32(math.Abs(float64(v))))
+		}
+		scale[i] /= 31
+		maxScale = max(maxScale, scale[i])
+	}
+	d := F32ToF16(maxScale / 127)
+	df := F16ToF32(d)
+	binary.LittleEndian.PutUint16(blk[208:], d)
+	var u [QKK]byte // q + 32
+	for i := range 16 {
+		sc := int8(0)
+		if df > 0 {
+			sc = int8(min(127, math.Round(float64(scale[i]/df))))
+		}
+		blk[192+i] = byte(sc)
+		ds := df * float32(sc)
+		for l := range 16 {
+			q := 0
+			if ds > 0 {
+				q = int(max(-32, min(31, math.Round(float64(x[16*i+l]/ds)))))
+			}
+			u[16*i+l] = byte(q + 32)
+		}
+	}
+	for n := range 2 {
+		ql, qh := blk[64*n:64*n+64], blk[128+32*n:128+32*n+32]
+		e := u[128*n:]
+		for l := range 32 {
+			ql[l] = e[l]&0xf | e[l+64]&0xf<<4
+			ql[l+32] = e[l+32]&0xf | e[l+96]&0xf<<4
+			qh[l] = e[l]>>4 | e[l+32]>>4<<2 | e[l+64]>>4<<4 | e[l+96]>>4<<6
 		}
 	}
 }

@@ -22,7 +22,7 @@
 #   prefill A/B (LLAMACU_PREFILL=simt)          60 s
 #   decode A/B (LLAMACU_GRAPHS=0)               60 s
 #   decode A/B (--topk 40: device top-k)        45 s
-#   Q8_0 and Q4_0 A/B (synthetic 7B)         2×75 s; each step gets whatever of the budget is left
+#   Q4_K, Q8_0 and Q4_0 A/B (synthetic 7B)   3×75 s; each step gets whatever of the budget is left
 #
 # `make device-dryrun` runs this same script here, on a bundle built for the emulated driver
 # (-tags cudaemu: the kernels on the CPU) with a tiny shape, to catch a broken step before it
@@ -122,7 +122,7 @@ step "decode A/B: each row's 40 best logits selected on the device instead of wh
 run 45 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" --topk 40 \
   --batch 1,8 --depth 0 --reps 2 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda-topk40"
 
-for q in q8_0 q4_0; do
+for q in q4_k q8_0 q4_0; do
   step "$q A/B: the same shape with $q weights, kept quantised on the device (what the budget leaves)"
   run 75 ./llamacu bench --synthetic "$SHAPE" --dtype "$q" --backend cuda -p "$PREFILL" -n "$GEN" \
     --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$OUT" --name "llamacu-$SHAPE-$q-cuda"

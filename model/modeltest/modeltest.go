@@ -38,8 +38,9 @@ type Options struct {
 	// Large adds the real LLaMA 2 shapes (dim 4096 and 8192, FFN 11008 and 28672, vocab 32000,
 	// contexts to 4096). Slow on a small CPU and needs a few GB of memory.
 	Large bool
-	// DTypes are the weight dtypes MatMul and Embed are tested with; nil means all of
-	// F32, F16, BF16, Q8_0, Q4_0.
+	// DTypes are the weight dtypes MatMul and Embed are tested with; nil means all that
+	// tensor.Encode writes: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K (shapes whose rows are not
+	// whole blocks are left out per dtype).
 	DTypes []tensor.DType
 }
 
@@ -51,7 +52,7 @@ func (o Options) withDefaults() Options {
 		o.RTol = 1e-4
 	}
 	if o.DTypes == nil {
-		o.DTypes = []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0}
+		o.DTypes = []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q6_K}
 	}
 	return o
 }

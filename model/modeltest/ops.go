@@ -92,9 +92,10 @@ func (h *harness) testUpload(t *testing.T) {
 	}
 	t.Run("shape-dtype", func(t *testing.T) {
 		for _, d := range h.o.DTypes {
-			w, _ := h.upload(t, "w", d, []int{3, 64}, make([]float32, 3*64))
-			if s := w.Shape(); len(s) != 2 || s[0] != 3 || s[1] != 64 {
-				t.Errorf("%v weight Shape() = %v, want [3 64]", d, s)
+			cols := max(64, d.BlockSize())
+			w, _ := h.upload(t, "w", d, []int{3, cols}, make([]float32, 3*cols))
+			if s := w.Shape(); len(s) != 2 || s[0] != 3 || s[1] != cols {
+				t.Errorf("%v weight Shape() = %v, want [3 %d]", d, s, cols)
 			}
 		}
 	})
