@@ -26,6 +26,9 @@ var (
 	// deqQ8 and deqQ4 widen len(dst)/32 blocks from w.
 	deqQ8 = deqQ8Go
 	deqQ4 = deqQ4Go
+	// nibDots: for each 32-byte chunk c of q (len(out)/2 chunks), out[2c] = Σ low nibbles ·
+	// x[64c … 64c+31] and out[2c+1] = Σ high nibbles · x[64c+32 … 64c+63] (Q4_K's layout).
+	nibDots, q6Dots = nibDotsGo, q6DotsGo
 )
 
 func deqQ8Go(dst []float32, w []byte) { tensor.Decode(dst, tensor.Q8_0, w[:len(dst)/32*34]) }
@@ -34,6 +37,7 @@ func deqQ4Go(dst []float32, w []byte) { tensor.Decode(dst, tensor.Q4_0, w[:len(d
 // usePureGo installs the pure-Go kernels (tests compare them with the assembly ones).
 func usePureGo() {
 	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy = dotF32Go, dotQ8Go, dotQ4Go, dotF16Go, cvtF16Go, deqQ8Go, deqQ4Go, axpyGo
+	nibDots = nibDotsGo
 	gemm = &gemmGo
 }
 

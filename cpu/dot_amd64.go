@@ -34,6 +34,12 @@ func deqQ8AVX(dst *float32, w *byte, nb int)
 //go:noescape
 func deqQ4AVX(dst *float32, w *byte, nb int)
 
+//go:noescape
+func nibDotsAVX(q *byte, x *float32, n int, out *float32)
+
+//go:noescape
+func q6DotsAVX(ql, qh *byte, x *float32, out *float32)
+
 // hasAVX2 reports whether the assembly kernels are usable on this CPU.
 var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
 
@@ -46,6 +52,7 @@ func init() {
 // useAsm installs the assembly kernels; usePureGo (in dot.go) undoes it, for tests.
 func useAsm() {
 	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy = dotF32Asm, dotQ8Asm, dotQ4Asm, dotF16Asm, cvtF16Asm, deqQ8Asm, deqQ4Asm, axpyAsm
+	nibDots, q6Dots = nibDotsAsm, q6DotsAsm
 	gemm = bestGemm()
 }
 
@@ -136,4 +143,18 @@ func axpyAsm(y []float32, a float32, x []float32) {
 	for k := m; k < n; k++ {
 		y[k] += float32(a * x[k])
 	}
+}
+
+func nibDotsAsm(q []byte, x, out []float32) {
+	n := len(out) / 2
+	if n == 0 {
+		return
+	}
+	_, _ = q[32*n-1], x[64*n-1]
+	nibDotsAVX(&q[0], &x[0], n, &out[0])
+}
+
+func q6DotsAsm(ql, qh []byte, x, out []float32) {
+	_, _, _, _ = ql[63], qh[31], x[127], out[7]
+	q6DotsAVX(&ql[0], &qh[0], &x[0], &out[0])
 }

@@ -368,3 +368,155 @@ dq4loop:
 dq4done:
 	VZEROUPPER
 	RET
+
+// func nibDotsAVX(q *byte, x *float32, n int, out *float32)
+// n chunks of 32 bytes of nibbles against 64 floats each (Q4_K's layout): out[2c] = Σ_l
+// (q[l] & 15)·x[l], out[2c+1] = Σ_l (q[l] >> 4)·x[32+l].
+TEXT ·nibDotsAVX(SB), NOSPLIT, $0-32
+	MOVQ         q+0(FP), SI
+	MOVQ         x+8(FP), DI
+	MOVQ         n+16(FP), CX
+	MOVQ         out+24(FP), DX
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X14
+	VPBROADCASTD X14, Y14                // 32 × 0x0f
+
+nibloop:
+	TESTQ        CX, CX
+	JZ           nibdone
+	VMOVDQU      (SI), Y4
+	VPSRLW       $4, Y4, Y5
+	VPAND        Y14, Y4, Y4             // low nibbles: x[0..31]
+	VPAND        Y14, Y5, Y5             // high nibbles: x[32..63]
+
+	VPMOVZXBD    X4, Y6                  // 0..7
+	VPSRLDQ      $8, X4, X7
+	VPMOVZXBD    X7, Y7                  // 8..15
+	VEXTRACTI128 $1, Y4, X8
+	VPSRLDQ      $8, X8, X9              // before X8 is widened in place
+	VPMOVZXBD    X8, Y8                  // 16..23
+	VPMOVZXBD    X9, Y9                  // 24..31
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VCVTDQ2PS    Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VMULPS       (DI), Y6, Y6
+	VMULPS       32(DI), Y7, Y7
+	VFMADD231PS  64(DI), Y8, Y6
+	VFMADD231PS  96(DI), Y9, Y7
+	VADDPS       Y7, Y6, Y6
+	HSUM(Y6, X6, X7)
+	VMOVSS       X6, (DX)
+
+	VPMOVZXBD    X5, Y6
+	VPSRLDQ      $8, X5, X7
+	VPMOVZXBD    X7, Y7
+	VEXTRACTI128 $1, Y5, X8
+	VPSRLDQ      $8, X8, X9
+	VPMOVZXBD    X8, Y8
+	VPMOVZXBD    X9, Y9
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VCVTDQ2PS    Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VMULPS       128(DI), Y6, Y6
+	VMULPS       160(DI), Y7, Y7
+	VFMADD231PS  192(DI), Y8, Y6
+	VFMADD231PS  224(DI), Y9, Y7
+	VADDPS       Y7, Y6, Y6
+	HSUM(Y6, X6, X7)
+	VMOVSS       X6, 4(DX)
+
+	ADDQ         $32, SI
+	ADDQ         $256, DI
+	ADDQ         $8, DX
+	DECQ         CX
+	JMP          nibloop
+
+nibdone:
+	VZEROUPPER
+	RET
+
+// DOT16(xs, xoff, xoff2, ooff): the 16 signed bytes of xs (an X register) widened to float,
+// times the 16 floats at xoff(DI) and xoff2(DI) = xoff+32, summed into the float at ooff(DX).
+// Uses X/Y 6, 7, 9.
+#define DOT16(xs, xoff, xoff2, ooff) \
+	VPSRLDQ     $8, xs, X9        \
+	VPMOVSXBD   xs, Y6            \
+	VPMOVSXBD   X9, Y7            \
+	VCVTDQ2PS   Y6, Y6            \
+	VCVTDQ2PS   Y7, Y7            \
+	VMULPS      xoff(DI), Y6, Y6  \
+	VFMADD231PS xoff2(DI), Y7, Y6 \
+	HSUM(Y6, X6, X7)              \
+	VMOVSS      X6, ooff(DX)
+
+// func q6DotsAVX(ql, qh *byte, x *float32, out *float32)
+// One half of a Q6_K block (128 elements: 64 bytes of ql, 32 of qh): element 32g + l (g = 0…3,
+// l = 0…31) is q = (nibble of ql[l + 32(g&1)], low for g < 2) | (bits 2g, 2g+1 of qh[l]) << 4,
+// minus 32; out[2g + l/16] = Σ q·x over each run of 16.
+TEXT ·q6DotsAVX(SB), NOSPLIT, $0-32
+	MOVQ         ql+0(FP), SI
+	MOVQ         qh+8(FP), BX
+	MOVQ         x+16(FP), DI
+	MOVQ         out+24(FP), DX
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X14
+	VPBROADCASTD X14, Y14              // 32 × 0x0f
+	MOVL         $0x03030303, AX
+	VMOVD        AX, X13
+	VPBROADCASTD X13, Y13              // 32 × 0x03
+	MOVL         $0x20202020, AX
+	VMOVD        AX, X12
+	VPBROADCASTD X12, Y12              // 32 × 32
+	VMOVDQU      (SI), Y0              // ql[0:32]
+	VMOVDQU      32(SI), Y1            // ql[32:64]
+	VMOVDQU      (BX), Y2              // qh[0:32]
+
+	// g = 0: low nibbles of ql[0:32], qh bits 0-1.
+	VPAND        Y13, Y2, Y10
+	VPSLLW       $4, Y10, Y10
+	VPAND        Y14, Y0, Y3
+	VPOR         Y10, Y3, Y3
+	VPSUBB       Y12, Y3, Y3
+	VEXTRACTI128 $1, Y3, X11
+	DOT16(X3, 0, 32, 0)
+	DOT16(X11, 64, 96, 4)
+
+	// g = 1: low nibbles of ql[32:64], qh bits 2-3.
+	VPSRLW       $2, Y2, Y10
+	VPAND        Y13, Y10, Y10
+	VPSLLW       $4, Y10, Y10
+	VPAND        Y14, Y1, Y3
+	VPOR         Y10, Y3, Y3
+	VPSUBB       Y12, Y3, Y3
+	VEXTRACTI128 $1, Y3, X11
+	DOT16(X3, 128, 160, 8)
+	DOT16(X11, 192, 224, 12)
+
+	// g = 2: high nibbles of ql[0:32], qh bits 4-5.
+	VPSRLW       $4, Y2, Y10
+	VPAND        Y13, Y10, Y10
+	VPSLLW       $4, Y10, Y10
+	VPSRLW       $4, Y0, Y3
+	VPAND        Y14, Y3, Y3
+	VPOR         Y10, Y3, Y3
+	VPSUBB       Y12, Y3, Y3
+	VEXTRACTI128 $1, Y3, X11
+	DOT16(X3, 256, 288, 16)
+	DOT16(X11, 320, 352, 20)
+
+	// g = 3: high nibbles of ql[32:64], qh bits 6-7.
+	VPSRLW       $6, Y2, Y10
+	VPAND        Y13, Y10, Y10
+	VPSLLW       $4, Y10, Y10
+	VPSRLW       $4, Y1, Y3
+	VPAND        Y14, Y3, Y3
+	VPOR         Y10, Y3, Y3
+	VPSUBB       Y12, Y3, Y3
+	VEXTRACTI128 $1, Y3, X11
+	DOT16(X3, 384, 416, 24)
+	DOT16(X11, 448, 480, 28)
+
+	VZEROUPPER
+	RET

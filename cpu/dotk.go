@@ -1,0 +1,120 @@
+package cpu
+
+import (
+	"encoding/binary"
+
+	"github.com/llamacu/llamacu/tensor"
+)
+
+// The decode dot products of the k-quants a Q4_K_M file holds, Q4_K and Q6_K, straight from the
+// stored blocks (pure Go). Their slow twin is tensor.Decode of the row then dotF32, which the
+// other read-only types use and which TestDotKQuant compares them with.
+//
+// Q4_K's min term needs Σx over each 32-element sub-block; it does not depend on the weight row,
+// so the caller computes it once per x (subSums) and every row reuses it.
+
+// nibLo and nibHi map a byte to its low and high nibble as float32.
+var nibLo, nibHi = func() (lo, hi [256]float32) {
+	for i := range 256 {
+		lo[i], hi[i] = float32(i&0xf), float32(i>>4)
+	}
+	return
+}()
+
+// subSums writes Σ x over each 32-element run of x into dst (len(x)/32 values).
+func subSums(dst, x []float32) {
+	for i := range dst {
+		r := (*[32]float32)(x[32*i : 32*i+32])
+		var s0, s1, s2, s3 float32
+		for l := 0; l < 32; l += 4 {
+			s0 += r[l]
+			s1 += r[l+1]
+			s2 += r[l+2]
+			s3 += r[l+3]
+		}
+		dst[i] = (s0 + s1) + (s2 + s3)
+	}
+}
+
+// dotQ4K returns Σ dequant(w)[k]·x[k] for a Q4_K row w (len(x)/256 blocks of 144 bytes), with
+// xsum = subSums(x): per sub-block, (d·sc)·Σ q·x − (dmin·m)·Σ x, the Σ q·x from nibDots into
+// qx (8 floats of scratch: a local array would escape through the nibDots variable).
+func dotQ4K(w []byte, x, xsum, qx []float32) float32 {
+	var total float32
+	qx = qx[:8]
+	for b := 0; b < len(x)/tensor.QKK; b++ {
+		blk := (*[144]byte)(w[144*b : 144*b+144])
+		d := f16tab[binary.LittleEndian.Uint16(blk[0:])]
+		dmin := f16tab[binary.LittleEndian.Uint16(blk[2:])]
+		s := blk[4:16]
+		xs := (*[8]float32)(xsum[8*b : 8*b+8])
+		nibDots(blk[16:144], x[256*b:256*b+256], qx)
+		for i := range 8 {
+			var sc, m byte
+			if i < 4 {
+				sc, m = s[i]&63, s[i+4]&63
+			} else {
+				sc, m = s[i+4]&0xf|s[i-4]>>6<<4, s[i+4]>>4|s[i]>>6<<4
+			}
+			total += d*float32(sc)*qx[i] - dmin*float32(m)*xs[i]
+		}
+	}
+	return total
+}
+
+func nibDotsGo(q []byte, x, out []float32) {
+	for c := range len(out) / 2 {
+		qc := (*[32]byte)(q[32*c : 32*c+32])
+		xl := (*[32]float32)(x[64*c : 64*c+32])
+		xh := (*[32]float32)(x[64*c+32 : 64*c+64])
+		var l0, l1, l2, l3, h0, h1, h2, h3 float32
+		for l := 0; l < 32; l += 4 {
+			q0, q1, q2, q3 := qc[l], qc[l+1], qc[l+2], qc[l+3]
+			l0 += nibLo[q0] * xl[l]
+			l1 += nibLo[q1] * xl[l+1]
+			l2 += nibLo[q2] * xl[l+2]
+			l3 += nibLo[q3] * xl[l+3]
+			h0 += nibHi[q0] * xh[l]
+			h1 += nibHi[q1] * xh[l+1]
+			h2 += nibHi[q2] * xh[l+2]
+			h3 += nibHi[q3] * xh[l+3]
+		}
+		out[2*c], out[2*c+1] = (l0+l1)+(l2+l3), (h0+h1)+(h2+h3)
+	}
+}
+
+// dotQ6K is dotQ4K for a Q6_K row (210-byte blocks): per 16-element sub-block, (d·sc)·Σ q·x,
+// the Σ q·x from q6Dots into qx (8 floats of scratch).
+func dotQ6K(w []byte, x, qx []float32) float32 {
+	var total float32
+	qx = qx[:8]
+	for b := 0; b < len(x)/tensor.QKK; b++ {
+		blk := (*[210]byte)(w[210*b : 210*b+210])
+		d := f16tab[binary.LittleEndian.Uint16(blk[208:])]
+		for n := range 2 {
+			q6Dots(blk[64*n:64*n+64], blk[128+32*n:160+32*n], x[256*b+128*n:256*b+128*n+128], qx)
+			sc := (*[8]byte)(blk[192+8*n : 200+8*n])
+			var s float32
+			for i := range 8 { // qx[i] belongs to sub-block 8n + i
+				s += float32(int8(sc[i])) * qx[i]
+			}
+			total += d * s
+		}
+	}
+	return total
+}
+
+func q6DotsGo(ql, qh []byte, x, out []float32) {
+	xb := (*[128]float32)(x[:128])
+	for is := range 2 {
+		var a0, a1, a2, a3 float32
+		for l := 16 * is; l < 16*is+16; l++ {
+			lo, hi, h := ql[l], ql[l+32], qh[l]
+			a0 += float32(int(lo&0xf|h&3<<4)-32) * xb[l]
+			a1 += float32(int(hi&0xf|h>>2&3<<4)-32) * xb[l+32]
+			a2 += float32(int(lo>>4|h>>4&3<<4)-32) * xb[l+64]
+			a3 += float32(int(hi>>4|h>>6<<4)-32) * xb[l+96]
+		}
+		out[is], out[2+is], out[4+is], out[6+is] = a0, a1, a2, a3
+	}
+}
