@@ -85,7 +85,8 @@ device-bundle:
 	cp bench/device/check.sh bench/reference/hf_peer.py bench/reference/hf_logits.py $(DEV)/
 	cp -r $(SHARED)/stories260K $(DEV)/shared/testdata/
 	mkdir -p $(DEV)/pkg/loader/testdata/kquant
-	cp loader/testdata/kquant/kq256-Q4_K_M.gguf loader/testdata/kquant/kq256-Q3_K_M.gguf $(DEV)/pkg/loader/testdata/kquant/
+	cp loader/testdata/kquant/kq256-Q4_K_M.gguf loader/testdata/kquant/kq256-Q3_K_M.gguf loader/testdata/kquant/kq256-Q5_K_M.gguf \
+		$(DEV)/pkg/loader/testdata/kquant/
 	git rev-parse --short HEAD > $(DEV)/COMMIT 2>/dev/null || echo unknown > $(DEV)/COMMIT
 	echo "-tags $(DEVTAGS)" > $(DEV)/BUILD
 	@du -sh $(DEV)

@@ -25,7 +25,7 @@ func BenchmarkMatMul(b *testing.B) {
 		}
 	}()
 	for _, kern := range kernels {
-		for _, dt := range []tensor.DType{tensor.F32, tensor.F16, tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q6_K} {
+		for _, dt := range []tensor.DType{tensor.F32, tensor.F16, tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q5_K, tensor.Q6_K} {
 			for _, sh := range [][2]int{{768, 768}, {2048, 768}, {768, 2048}, {4096, 4096}} {
 				for _, n := range []int{1, 16} {
 					N, K := sh[0], sh[1]

@@ -6,8 +6,8 @@ import (
 	"github.com/llamacu/llamacu/tensor"
 )
 
-// The decode dot products of the k-quants a Q4_K_M file holds, Q4_K and Q6_K, straight from the
-// stored blocks (pure Go). Their slow twin is tensor.Decode of the row then dotF32, which the
+// The decode dot products of the k-quants Q4_K_M and Q5_K_M files hold, Q4_K, Q5_K and Q6_K,
+// straight from the stored blocks (pure Go, with AVX2 inner loops where the CPU has them). Their slow twin is tensor.Decode of the row then dotF32, which the
 // other read-only types use and which TestDotKQuant compares them with.
 //
 // Q4_K's min term needs Σx over each 32-element sub-block; it does not depend on the weight row,
@@ -81,6 +81,52 @@ func nibDotsGo(q []byte, x, out []float32) {
 		}
 		out[2*c], out[2*c+1] = (l0+l1)+(l2+l3), (h0+h1)+(h2+h3)
 	}
+}
+
+// bitF[b][i] is bit i of byte b as a float32 (Q5_K's high bits: byte l of qh holds bit 4 of
+// element l of each of the 8 sub-blocks).
+var bitF = func() (t [256][8]float32) {
+	for b := range 256 {
+		for i := range 8 {
+			t[b][i] = float32(b >> i & 1)
+		}
+	}
+	return
+}()
+
+// dotQ5K is dotQ4K for a Q5_K row (176-byte blocks): the nibbles as Q4_K's (nibDots), plus
+// 16·Σx over the elements whose bit in qh is set.
+func dotQ5K(w []byte, x, xsum, qx []float32) float32 {
+	var total float32
+	qx = qx[:8]
+	for b := 0; b < len(x)/tensor.QKK; b++ {
+		blk := (*[176]byte)(w[176*b : 176*b+176])
+		d := f16tab[binary.LittleEndian.Uint16(blk[0:])]
+		dmin := f16tab[binary.LittleEndian.Uint16(blk[2:])]
+		s := blk[4:16]
+		qh := (*[32]byte)(blk[16:48])
+		xb := (*[256]float32)(x[256*b : 256*b+256])
+		xs := (*[8]float32)(xsum[8*b : 8*b+8])
+		nibDots(blk[48:176], xb[:], qx)
+		for i := range 8 {
+			var sc, m byte
+			if i < 4 {
+				sc, m = s[i]&63, s[i+4]&63
+			} else {
+				sc, m = s[i+4]&0xf|s[i-4]>>6<<4, s[i+4]>>4|s[i]>>6<<4
+			}
+			xr := (*[32]float32)(xb[32*i : 32*i+32])
+			var h0, h1, h2, h3 float32 // Σ x over the elements with the high bit set
+			for l := 0; l < 32; l += 4 {
+				h0 += bitF[qh[l]][i] * xr[l]
+				h1 += bitF[qh[l+1]][i] * xr[l+1]
+				h2 += bitF[qh[l+2]][i] * xr[l+2]
+				h3 += bitF[qh[l+3]][i] * xr[l+3]
+			}
+			total += d*float32(sc)*(qx[i]+16*((h0+h1)+(h2+h3))) - dmin*float32(m)*xs[i]
+		}
+	}
+	return total
 }
 
 // dotQ6K is dotQ4K for a Q6_K row (210-byte blocks): per 16-element sub-block, (d·sc)·Σ q·x,

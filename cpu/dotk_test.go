@@ -6,12 +6,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/llamacu/llamacu/tensor"
 )
 
-// TestDotKQuant: the Q4_K and Q6_K decode dots (pure Go and, where the CPU has it, nibDots in
+// TestDotKQuant: the Q4_K, Q5_K and Q6_K decode dots (pure Go and, where the CPU has it, nibDots in
 // assembly) equal their slow twin — tensor.Decode of the row (ggml's values) and a float64 dot —
 // within 1e-5 of Σ|w·x|, on ggml's own blocks and on encoded random rows up to 7B widths.
 func TestDotKQuant(t *testing.T) {
@@ -23,8 +24,8 @@ func TestDotKQuant(t *testing.T) {
 		K    int
 	}
 	var rows []row
-	for _, d := range []tensor.DType{tensor.Q4_K, tensor.Q6_K} {
-		blocks, err := os.ReadFile(filepath.Join("..", "tensor", "testdata", "ggml", map[tensor.DType]string{tensor.Q4_K: "q4_k", tensor.Q6_K: "q6_k"}[d]+".blocks"))
+	for _, d := range []tensor.DType{tensor.Q4_K, tensor.Q5_K, tensor.Q6_K} {
+		blocks, err := os.ReadFile(filepath.Join("..", "tensor", "testdata", "ggml", strings.ToLower(d.String())+".blocks"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,11 +58,14 @@ func TestDotKQuant(t *testing.T) {
 				mag += math.Abs(float64(w[k]) * float64(x[k]))
 			}
 			var got float32
-			if rw.d == tensor.Q4_K {
-				xsum := make([]float32, rw.K/32)
-				subSums(xsum, x)
+			xsum := make([]float32, rw.K/32)
+			subSums(xsum, x)
+			switch rw.d {
+			case tensor.Q4_K:
 				got = dotQ4K(rw.data, x, xsum, make([]float32, 8))
-			} else {
+			case tensor.Q5_K:
+				got = dotQ5K(rw.data, x, xsum, make([]float32, 8))
+			default:
 				got = dotQ6K(rw.data, x, make([]float32, 8))
 			}
 			if d := math.Abs(float64(got) - want); d > 1e-5*mag+1e-12 {

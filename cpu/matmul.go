@@ -81,12 +81,19 @@ func (t *matmulTask) run(wk, lo, hi int) {
 		for r := lo; r < hi; r++ {
 			out[r] = dotQ4K(w.rawRow(r), xr, xsum, qx)
 		}
+	case tensor.Q5_K:
+		buf := t.scratch[wk].rowBuf(K/32 + 8)
+		xsum, qx := buf[:K/32], buf[K/32:]
+		subSums(xsum, xr)
+		for r := lo; r < hi; r++ {
+			out[r] = dotQ5K(w.rawRow(r), xr, xsum, qx)
+		}
 	case tensor.Q6_K:
 		qx := t.scratch[wk].rowBuf(8)
 		for r := lo; r < hi; r++ {
 			out[r] = dotQ6K(w.rawRow(r), xr, qx)
 		}
-	default: // the other ggml types (Q4_1 … Q5_K): each row widened, then the F32 dot
+	default: // the other ggml types (Q4_1 … Q3_K): each row widened, then the F32 dot
 		row := t.scratch[wk].rowBuf(K)
 		for r := lo; r < hi; r++ {
 			tensor.Decode(row, w.dtype, w.rawRow(r))

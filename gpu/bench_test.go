@@ -98,7 +98,7 @@ func randomBlocks(r *rand.Rand, d tensor.DType, rows, cols int) []byte {
 	scale := tensor.F32ToF16(1e-3)
 	for off := 0; off < len(data); off += bb {
 		switch d {
-		case tensor.Q4_K: // d, dmin first
+		case tensor.Q4_K, tensor.Q5_K: // d, dmin first
 			binary.LittleEndian.PutUint16(data[off:], scale)
 			binary.LittleEndian.PutUint16(data[off+2:], scale)
 		case tensor.Q6_K: // d last
@@ -111,12 +111,12 @@ func randomBlocks(r *rand.Rand, d tensor.DType, rows, cols int) []byte {
 }
 
 // BenchmarkGEMVQuant: decode GEMV (n = 1) on weights kept quantised, 7B shapes; bytes are the
-// stored bytes (Q8_0 1.06, Q4_0 0.56, Q4_K 0.56, Q6_K 0.82 per weight), so MB/s compares with
+// stored bytes (Q8_0 1.06, Q4_0 0.56, Q4_K 0.56, Q5_K 0.69, Q6_K 0.82 per weight), so MB/s compares with
 // BenchmarkCopy and BenchmarkGEMV's fp16 directly.
 func BenchmarkGEMVQuant(b *testing.B) {
 	be := open(b, gpu.Options{})
 	r := rand.New(rand.NewPCG(3, 3))
-	for _, d := range []tensor.DType{tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q6_K} {
+	for _, d := range []tensor.DType{tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q5_K, tensor.Q6_K} {
 		for _, s := range [][2]int{{4096, 4096}, {11008, 4096}, {4096, 11008}} {
 			N, K := s[0], s[1]
 			data := randomBlocks(r, d, N, K)

@@ -47,7 +47,7 @@ func open(t testing.TB, opts gpu.Options) *gpu.Backend {
 
 // Tight tolerances: fp32 everywhere (KV cache, weights as stored), only the order of sums and
 // the fast-math exp/rsqrt differ from the float64 reference.
-var tight = modeltest.Options{ATol: 2e-5, RTol: 2e-4, DTypes: []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q6_K}}
+var tight = modeltest.Options{ATol: 2e-5, RTol: 2e-4, DTypes: []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q5_K, tensor.Q6_K}}
 
 // Half tolerances: the fp16 KV cache (2⁻¹¹ relative rounding of every K and V, which moves the
 // softmax weights by ~|q|·|k|·2⁻¹¹/sqrt(head_dim)), Q8_0/Q4_0 dequantised to fp16 (2⁻¹¹ per

@@ -8,7 +8,7 @@ import "fmt"
 // name and every launch site against the extern "C" signatures of kernels/*.cu.
 type kernelFuncs[F any] struct {
 	embedF32, embedF16, embedBF16 F    // embed.cu
-	embedQ                        [4]F // by quantised type: Q8_0, Q4_0, Q4_K, Q6_K
+	embedQ                        [5]F // by quantised type: Q8_0, Q4_0, Q4_K, Q6_K, Q5_K
 
 	rmsnormV1, rmsnorm F // rmsnorm.cu
 	addRMSNorm         F
@@ -26,11 +26,11 @@ type kernelFuncs[F any] struct {
 	gemvV2        [3][4]F // by wdt, batch width 1, 2, 4, 8
 	gemvQKV       [3][4]F // fused q, k, v projections, by wdt and batch width
 	gemvGLU       [3][4]F // fused gate/up projections and SwiGLU, by wdt and batch width
-	gemvQV1       [4]F    // gemv.cu, kquant.cu, by quantised type: Q8_0, Q4_0, Q4_K, Q6_K
-	gemvQV2       [4][4]F // by quantised type, batch width 1, 2, 4, 8
+	gemvQV1       [5]F    // gemv.cu, kquant.cu, by quantised type: Q8_0, Q4_0, Q4_K, Q6_K, Q5_K
+	gemvQV2       [5][4]F // by quantised type, batch width 1, 2, 4, 8
 	gemvQQKV      [2][4]F // fused q, k, v projections, by quantised type (Q8_0, Q4_0) and batch width
 	gemvQGLU      [2][4]F // fused gate/up projections and SwiGLU, by quantised type and batch width
-	dequantQ      [4]F    // Q8_0, Q4_0, Q4_K, Q6_K → fp16 for cuBLAS
+	dequantQ      [5]F    // Q8_0, Q4_0, Q4_K, Q6_K, Q5_K → fp16 for cuBLAS
 	gemmV1        [3]F    // gemm.cu
 	toF16, toBF16 F
 
@@ -47,10 +47,10 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 	widths := [4]int{1, 2, 4, 8}
 	table := map[string]*F{
 		"embed_f32": &k.embedF32, "embed_f16": &k.embedF16, "embed_bf16": &k.embedBF16, "embed_q8_0": &k.embedQ[0], "embed_q4_0": &k.embedQ[1],
-		"embed_q4_K": &k.embedQ[2], "embed_q6_K": &k.embedQ[3],
-		"gemv_q8_0_v1": &k.gemvQV1[0], "gemv_q4_0_v1": &k.gemvQV1[1], "gemv_q4_K_v1": &k.gemvQV1[2], "gemv_q6_K_v1": &k.gemvQV1[3],
+		"embed_q4_K": &k.embedQ[2], "embed_q6_K": &k.embedQ[3], "embed_q5_K": &k.embedQ[4],
+		"gemv_q8_0_v1": &k.gemvQV1[0], "gemv_q4_0_v1": &k.gemvQV1[1], "gemv_q4_K_v1": &k.gemvQV1[2], "gemv_q6_K_v1": &k.gemvQV1[3], "gemv_q5_K_v1": &k.gemvQV1[4],
 		"dequant_q8_0_f16": &k.dequantQ[0], "dequant_q4_0_f16": &k.dequantQ[1],
-		"dequant_q4_K_f16": &k.dequantQ[2], "dequant_q6_K_f16": &k.dequantQ[3],
+		"dequant_q4_K_f16": &k.dequantQ[2], "dequant_q6_K_f16": &k.dequantQ[3], "dequant_q5_K_f16": &k.dequantQ[4],
 		"rmsnorm_f32_v1": &k.rmsnormV1, "rmsnorm_f32": &k.rmsnorm, "add_rmsnorm_f32": &k.addRMSNorm,
 		"rope_f32": &k.rope, "rope_qk_store_kv_f32": &k.ropeStoreF32, "rope_qk_store_kv_f16": &k.ropeStoreF16,
 		"store_kv_f32": &k.storeKVF32, "store_kv_f16": &k.storeKVF16,
@@ -71,6 +71,7 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		table[fmt.Sprintf("gemv_q4_0_v2_n%d", w)] = &k.gemvQV2[1][g]
 		table[fmt.Sprintf("gemv_q4_K_v2_n%d", w)] = &k.gemvQV2[2][g]
 		table[fmt.Sprintf("gemv_q6_K_v2_n%d", w)] = &k.gemvQV2[3][g]
+		table[fmt.Sprintf("gemv_q5_K_v2_n%d", w)] = &k.gemvQV2[4][g]
 		for q, name := range []string{"q8_0", "q4_0"} {
 			table[fmt.Sprintf("gemv_%s_v2_qkv_n%d", name, w)] = &k.gemvQQKV[q][g]
 			table[fmt.Sprintf("gemv_%s_v2_glu_n%d", name, w)] = &k.gemvQGLU[q][g]

@@ -72,10 +72,10 @@ func TestQuantModel(t *testing.T) {
 	}
 }
 
-// TestLlamaCppQuantisedFiles: GGUF files that llama.cpp quantised (loader/testdata/kquant: Q4_K
-// and Q6_K; Q3_K, Q4_K, Q5_K and Q6_K) run on the device and agree with the CPU backend on the
-// same file. Q4_K and Q6_K matrices stay quantised; the other types are decoded on the host and
-// reside in fp16.
+// TestLlamaCppQuantisedFiles: GGUF files that llama.cpp quantised (loader/testdata/kquant:
+// Q4_K_M, Q3_K_M, Q5_K_M: Q3_K … Q6_K) run on the device and agree with the CPU backend on the
+// same file. Q4_K, Q5_K and Q6_K matrices stay quantised; the other types are decoded on the host
+// and reside in fp16.
 func TestLlamaCppQuantisedFiles(t *testing.T) {
 	for _, tc := range []struct {
 		file    string
@@ -83,6 +83,7 @@ func TestLlamaCppQuantisedFiles(t *testing.T) {
 	}{
 		{"kq256-Q4_K_M.gguf", map[string]tensor.DType{model.LayerName(0, model.NameWq): tensor.Q4_K, model.NameOutput: tensor.Q6_K}},
 		{"kq256-Q3_K_M.gguf", map[string]tensor.DType{model.LayerName(0, model.NameWq): tensor.F16, model.NameOutput: tensor.Q6_K}},
+		{"kq256-Q5_K_M.gguf", map[string]tensor.DType{model.LayerName(0, model.NameWq): tensor.Q5_K, model.NameOutput: tensor.Q6_K}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			f, err := loader.Open(filepath.Join("..", "loader", "testdata", "kquant", tc.file))
@@ -123,24 +124,26 @@ func TestLlamaCppQuantisedFiles(t *testing.T) {
 	}
 }
 
-// kquantMatrices are Q4_K and Q6_K matrices as llama.cpp wrote them: every one of the two
-// types in loader/testdata/kquant's Q4_K_M file, and row slices of them whose counts are not a
-// multiple of the 16 rows of a GEMV block.
+// kquantMatrices are Q4_K, Q5_K and Q6_K matrices as llama.cpp wrote them: those of
+// loader/testdata/kquant's Q4_K_M and Q5_K_M files, and row slices of them whose counts are not
+// a multiple of the 16 rows of a GEMV block.
 func kquantMatrices(t *testing.T) []*tensor.Tensor {
 	t.Helper()
-	f, err := loader.Open(filepath.Join("..", "loader", "testdata", "kquant", "kq256-Q4_K_M.gguf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
 	var out []*tensor.Tensor
-	for _, name := range []string{model.NameTokEmbed, model.NameOutput, model.LayerName(0, model.NameWk),
-		model.LayerName(1, model.NameWv), model.LayerName(0, model.NameW2), model.LayerName(1, model.NameW1)} {
-		w, err := f.Tensor(name)
+	for _, file := range []string{"kq256-Q4_K_M.gguf", "kq256-Q5_K_M.gguf"} {
+		f, err := loader.Open(filepath.Join("..", "loader", "testdata", "kquant", file))
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, w)
+		t.Cleanup(func() { f.Close() })
+		for _, name := range []string{model.NameTokEmbed, model.NameOutput, model.LayerName(0, model.NameWk),
+			model.LayerName(1, model.NameWv), model.LayerName(0, model.NameW2), model.LayerName(1, model.NameW1)} {
+			w, err := f.Tensor(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, w)
+		}
 	}
 	for _, w := range out[:2] {
 		rows := 13
@@ -150,13 +153,13 @@ func kquantMatrices(t *testing.T) []*tensor.Tensor {
 	for _, w := range out {
 		types[w.DType] = true
 	}
-	if !types[tensor.Q4_K] || !types[tensor.Q6_K] || len(types) != 2 {
-		t.Fatalf("matrices of types %v, want Q4_K and Q6_K", types)
+	if !types[tensor.Q4_K] || !types[tensor.Q5_K] || !types[tensor.Q6_K] || len(types) != 3 {
+		t.Fatalf("matrices of types %v, want Q4_K, Q5_K and Q6_K", types)
 	}
 	return out
 }
 
-// TestKQuantMatMul: Q4_K and Q6_K matrices stay quantised on the device, and MatMul (the v2
+// TestKQuantMatMul: Q4_K, Q5_K and Q6_K matrices stay quantised on the device, and MatMul (the v2
 // GEMV at every batch width, the dequantise-then-cuBLAS prefill, the v1 reference) and Embed
 // agree with the CPU backend, which decodes exactly as ggml does. Embed is bit-exact: the
 // device's dequantiser rounds as ggml's.

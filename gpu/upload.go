@@ -13,8 +13,8 @@ import (
 )
 
 // Weight is a parameter tensor resident on the device: F32, F16, BF16, or kept quantised, Q8_0,
-// Q4_0, Q4_K or Q6_K (see Options.Weights for which dtype a file tensor becomes; the other ggml
-// types a GGUF file may hold, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K and Q5_K, are decoded on the host and
+// Q4_0, Q4_K, Q5_K or Q6_K (see Options.Weights for which dtype a file tensor becomes; the other
+// ggml types a GGUF file may hold, Q4_1, Q5_0, Q5_1, Q2_K and Q3_K, are decoded on the host and
 // stored as Options.Weights). Vectors are always F32.
 type Weight struct {
 	name       string
@@ -22,20 +22,21 @@ type Weight struct {
 	dtype      tensor.DType // resident dtype
 	rows, cols int
 	// ptr is (rows, cols) of dtype, or of a quantised type: Q8_0 int8 q (rows, cols); Q4_0 nibbles
-	// (rows, cols/2); Q4_K the file's 144-byte blocks; Q6_K 208-byte blocks without their d.
+	// (rows, cols/2); Q4_K, Q5_K the file's 144- and 176-byte blocks; Q6_K 208-byte blocks
+	// without their d.
 	ptr cuda.DevicePtr
 	// scales: Q8_0, Q4_0 the fp16 d (rows, cols/32), Q6_K the fp16 d (rows, cols/256), after
-	// ptr's bytes in the same allocation; Q4_K ptr (its scales are inside the blocks).
+	// ptr's bytes in the same allocation; Q4_K, Q5_K ptr (their scales are inside the blocks).
 	scales cuda.DevicePtr
 }
 
 // deviceQuant lists the quantised types kept quantised on the device, in the order of the
 // per-quantised-type kernel tables (kernelFuncs.gemvQV2 …).
-var deviceQuant = [...]tensor.DType{tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q6_K}
+var deviceQuant = [...]tensor.DType{tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q6_K, tensor.Q5_K}
 
 // isDeviceQuant reports whether d is one of deviceQuant.
 func isDeviceQuant(d tensor.DType) bool {
-	return d == tensor.Q8_0 || d == tensor.Q4_0 || d == tensor.Q4_K || d == tensor.Q6_K
+	return d == tensor.Q8_0 || d == tensor.Q4_0 || d == tensor.Q4_K || d == tensor.Q5_K || d == tensor.Q6_K
 }
 
 // quantised reports a weight kept quantised (ptr and scales).
@@ -130,7 +131,7 @@ func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
 			data = repackQ6K(t)
 		case tensor.Q8_0, tensor.Q4_0:
 			data = repackQuant(t)
-		} // Q4_K: the file's blocks as they are
+		} // Q4_K, Q5_K: the file's blocks as they are
 	case w.dtype != t.DType:
 		data = convert(t, w.dtype)
 	}
@@ -145,7 +146,7 @@ func (b *Backend) Upload(t *tensor.Tensor) (model.Weight, error) {
 	switch w.dtype {
 	case tensor.Q8_0, tensor.Q4_0, tensor.Q6_K:
 		w.scales = p + cuda.DevicePtr(len(data)-w.rows*w.cols/w.dtype.BlockSize()*2)
-	case tensor.Q4_K:
+	case tensor.Q4_K, tensor.Q5_K:
 		w.scales = p
 	}
 	return w, nil

@@ -1440,7 +1440,7 @@ func testQuant(t *testing.T, e *emulator) {
 	}
 }
 
-// ---- Q4_K and Q6_K (kquant.cu; gpu/matmul.go matMulQuant, gpu/embed.go): ggml's own blocks
+// ---- Q4_K, Q5_K and Q6_K (kquant.cu; gpu/matmul.go matMulQuant, gpu/embed.go): ggml's own blocks
 // (tensor/testdata/ggml, 8 rows × 512) and random valid blocks of a larger shape, Q4_K as the
 // file stores it, Q6_K repacked as gpu/upload.go does, against tensor.Decode (ggml bit for bit).
 
@@ -1465,7 +1465,7 @@ func randomKBlocks(r *rand.Rand, d tensor.DType, rows, cols int) []byte {
 	}
 	bb := d.BlockBytes()
 	for off := 0; off < len(data); off += bb {
-		if d == tensor.Q4_K { // d, dmin
+		if d == tensor.Q4_K || d == tensor.Q5_K { // d, dmin
 			binary.LittleEndian.PutUint16(data[off:], tensor.F32ToF16(1.0/64))
 			binary.LittleEndian.PutUint16(data[off+2:], tensor.F32ToF16(1.0/128))
 		} else { // Q6_K: d last
@@ -1477,7 +1477,7 @@ func randomKBlocks(r *rand.Rand, d tensor.DType, rows, cols int) []byte {
 
 func testKQuant(t *testing.T, e *emulator) {
 	r := rand.New(rand.NewPCG(23, 23))
-	for _, dt := range []tensor.DType{tensor.Q4_K, tensor.Q6_K} {
+	for _, dt := range []tensor.DType{tensor.Q4_K, tensor.Q5_K, tensor.Q6_K} {
 		name := strings.ToLower(dt.String()[:2]) + dt.String()[2:] // "q4_K"
 		ggmlBlocks, err := os.ReadFile(filepath.Join("..", "tensor", "testdata", "ggml", strings.ToLower(dt.String())+".blocks"))
 		if err != nil {

@@ -1,5 +1,6 @@
 // kquant.cu — ggml's k-quant matrices kept quantised on the device: Q4_K (most matrices of a
-// Q4_K_M file, the commonest LLaMA 2 GGUF) and Q6_K (its LM head and some V / FFN-down matrices).
+// Q4_K_M file, the commonest LLaMA 2 GGUF), Q5_K (the same of a Q5_K_M file) and Q6_K (their LM
+// head and some V / FFN-down matrices).
 //
 //   out[b, r] = Σ_k x[b, k] · w[r, k]      out (n, N) fp32; x (n, K) fp32; K a multiple of 256
 //   w[r, k] decoded as ggml's dequantize_row_<type> (tensor.Decode)
@@ -9,6 +10,9 @@
 //         6-bit scales and mins, 128 bytes of nibbles (bytes l of the 32-byte chunk j hold element
 //         64j + l in the low nibble and 64j + 32 + l in the high one). 144 = 9·16, so every block
 //         and every 16-byte piece of nibbles is aligned. 0.5625 bytes per weight.
+//   Q5_K: the file's blocks unchanged — 176 bytes (11·16): Q4_K's 16-byte header, then qh (32
+//         bytes: bit 2j of qh[l] is bit 4 of the low-nibble element l of chunk j, bit 2j+1 of
+//         the high one), then Q4_K's 128 bytes of nibbles. 0.6875 bytes per weight.
 //   Q6_K: repacked, because the file's 210-byte blocks would misalign 16-byte loads: each block's
 //         ql (128), qh (64) and int8 scales (16) as 208 bytes, all blocks first, then every
 //         block's fp16 d (rows, K/256). 0.8203 bytes per weight.
@@ -21,6 +25,7 @@
 //                      16 of each of two sub-blocks) and the block's 16-byte header (one __ldg
 //                      shared by the block's 8 lanes); per 16-weight run,
 //                      Σ w·x = (d·sc)·Σ q·x − (dmin·m)·Σ x.
+//                      Q5_K: as Q4_K, plus the 16 bytes of qh at l0 (shared by 4 lanes).
 //                      Q6_K: a lane step takes 16 bytes of ql at l0 and at l0 + 32 and 16 of qh:
 //                      64 weights, a run of 16 from each of 4 sub-blocks, each scaled by d·sc.
 //   dequant_<q>_f16  : the matrix as fp16 for prefill's cuBLAS path (as gemv.cu's Q8_0/Q4_0).
@@ -34,6 +39,7 @@
 
 #define QKK 256
 #define Q4K_BLOCK 144  // bytes per 256 weights
+#define Q5K_BLOCK 176  // bytes per 256 weights
 #define Q6K_BLOCK 208  // bytes per 256 weights, without d
 
 // byte16 is byte i (0…15) of a 16-byte vector.
@@ -72,6 +78,19 @@ LLAMACU_DEVICE float q4_K_at(const uint8_t* q, int64_t k) {
     return __fsub_rn(__fmul_rn(d1, (float)qv), m1);
 }
 
+// q5_K_at is q4_K_at for Q5_K blocks: the nibble plus 16 × its bit of qh.
+LLAMACU_DEVICE float q5_K_at(const uint8_t* q, int64_t k) {
+    const uint8_t* blk = q + (k / QKK) * Q5K_BLOCK;
+    const int i = (int)(k % QKK), j = i / 64, hi = (i / 32) & 1, l = i % 32;
+    const uint4 h = load16(blk);
+    int sc, m;
+    q4k_scale_min(h, 2 * j + hi, sc, m);
+    const int b = blk[48 + 32 * j + l];
+    const int qv = (hi ? b >> 4 : b & 0xf) + 16 * ((blk[16 + l] >> (2 * j + hi)) & 1);
+    const float d1 = __fmul_rn(half_lo(h.x), (float)sc), m1 = __fmul_rn(half_hi(h.x), (float)m);
+    return __fsub_rn(__fmul_rn(d1, (float)qv), m1);
+}
+
 // q6_K_at is element k of repacked Q6_K blocks q with scales d: in half n = i/128 of a block,
 // element 32g + l (g = 0…3) takes a nibble of ql[l + 32(g&1)] (low for g < 2), bits 2g, 2g+1 of
 // qh[l], and scale 2g + l/16.
@@ -98,6 +117,19 @@ extern "C" __global__ void gemv_q4_K_v1(float* out, const float* x, const uint8_
     const float* xr = x + (int64_t)b * K;
     float acc = 0.f;
     for (int k = lane; k < K; k += 32) acc += q4_K_at(qr, k) * xr[k];
+    acc = warp_sum(acc);
+    if (lane == 0) out[(int64_t)b * N + r] = acc;
+}
+
+extern "C" __global__ void gemv_q5_K_v1(float* out, const float* x, const uint8_t* q, const __half* d, int n,
+                                        int N, int K) {
+    const int warps = blockDim.x >> 5;
+    const int r = blockIdx.x * warps + (threadIdx.x >> 5), b = blockIdx.y, lane = threadIdx.x & 31;
+    if (r >= N) return;  // whole warp
+    const uint8_t* qr = q + (int64_t)r * (K / QKK) * Q5K_BLOCK;
+    const float* xr = x + (int64_t)b * K;
+    float acc = 0.f;
+    for (int k = lane; k < K; k += 32) acc += q5_K_at(qr, k) * xr[k];
     acc = warp_sum(acc);
     if (lane == 0) out[(int64_t)b * N + r] = acc;
 }
@@ -135,9 +167,20 @@ LLAMACU_DEVICE float sum16(const float* xf) {
     return s;
 }
 
-template <int NB>
-__device__ __forceinline__ void gemv_q4_K_acc(float (&acc)[GEMV_ROWS][NB], const uint8_t* const (&qr)[GEMV_ROWS],
-                                              const float* __restrict__ x, int n, int K) {
+// add_q5_high16 adds to unpack_nib16's 16 values 16 × bit `bit` of the 16 bytes of qh.
+LLAMACU_DEVICE void add_q5_high16(uint4 qh, int bit, float* w) {
+    const uint32_t words[4] = {qh.x, qh.y, qh.z, qh.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) w[4 * i + j] += (float)(16 * ((words[i] >> (8 * j + bit)) & 1));
+}
+
+// gemv_q45_K_acc serves Q4_K (Q5 false) and Q5_K (Q5 true): the blocks differ by Q5_K's qh.
+template <int NB, bool Q5>
+__device__ __forceinline__ void gemv_q45_K_acc(float (&acc)[GEMV_ROWS][NB], const uint8_t* const (&qr)[GEMV_ROWS],
+                                               const float* __restrict__ x, int n, int K) {
+    constexpr int BLOCK = Q5 ? Q5K_BLOCK : Q4K_BLOCK, QS = Q5 ? 48 : 16;  // block bytes, nibbles' offset
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++)
@@ -148,13 +191,14 @@ __device__ __forceinline__ void gemv_q4_K_acc(float (&acc)[GEMV_ROWS][NB], const
     for (int v = lane; v < nstep; v += 32) {
         const int64_t sb = v >> 3;
         const int j = (v & 7) >> 1, l0 = (v & 1) * 16;  // chunk j, bytes l0 … l0+15
-        uint4 raw[GEMV_ROWS];
+        uint4 raw[GEMV_ROWS], qh[GEMV_ROWS];
         float ds[GEMV_ROWS][2], ms[GEMV_ROWS][2];
 #pragma unroll
         for (int r = 0; r < GEMV_ROWS; r++) {
-            const uint8_t* blk = qr[r] + sb * Q4K_BLOCK;
+            const uint8_t* blk = qr[r] + sb * BLOCK;
             const uint4 h = load16(blk);
-            raw[r] = load16_stream(blk + 16 + 32 * j + l0);
+            raw[r] = load16_stream(blk + QS + 32 * j + l0);
+            if constexpr (Q5) qh[r] = load16(blk + 16 + l0);  // shared by the block's 4 lanes at l0
             const float d = half_lo(h.x), dmin = half_hi(h.x);
 #pragma unroll
             for (int hi = 0; hi < 2; hi++) {
@@ -169,7 +213,10 @@ __device__ __forceinline__ void gemv_q4_K_acc(float (&acc)[GEMV_ROWS][NB], const
         for (int hi = 0; hi < 2; hi++) {
             float wq[GEMV_ROWS][16];
 #pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++) unpack_nib16(raw[r], hi, wq[r]);
+            for (int r = 0; r < GEMV_ROWS; r++) {
+                unpack_nib16(raw[r], hi, wq[r]);
+                if constexpr (Q5) add_q5_high16(qh[r], 2 * j + hi, wq[r]);
+            }
 #pragma unroll
             for (int b = 0; b < NB; b++) {
                 if (b < n) {
@@ -246,16 +293,17 @@ __device__ __forceinline__ void gemv_q6_K_acc(float (&acc)[GEMV_ROWS][NB], const
 }
 
 // grid (ceil(N / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); K % 256 == 0, n ≤ B.
-template <int NB>
-__device__ void gemv_q4_K_v2(float* __restrict__ out, const float* __restrict__ x, const uint8_t* __restrict__ q,
-                             int n, int N, int K) {
+template <int NB, bool Q5>
+__device__ void gemv_q45_K_v2(float* __restrict__ out, const float* __restrict__ x, const uint8_t* __restrict__ q,
+                              int n, int N, int K) {
     const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
     if (r0 >= N) return;  // whole warp; no barrier below
     const uint8_t* qr[GEMV_ROWS];
 #pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) qr[r] = q + (int64_t)min(r0 + r, N - 1) * (K / QKK) * Q4K_BLOCK;  // tail: reread
+    for (int r = 0; r < GEMV_ROWS; r++)
+        qr[r] = q + (int64_t)min(r0 + r, N - 1) * (K / QKK) * (Q5 ? Q5K_BLOCK : Q4K_BLOCK);  // tail: reread
     float acc[GEMV_ROWS][NB];
-    gemv_q4_K_acc<NB>(acc, qr, x, n, K);
+    gemv_q45_K_acc<NB, Q5>(acc, qr, x, n, K);
     gemv_store<NB>(out, acc, n, N, r0);
 }
 
@@ -280,7 +328,11 @@ __device__ void gemv_q6_K_v2(float* __restrict__ out, const float* __restrict__ 
 #define GEMV_KQ_ENTRY(NB)                                                                              \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q4_K_v2_n##NB(                      \
         float* out, const float* x, const uint8_t* q, const __half* d, int n, int N, int K) {           \
-        gemv_q4_K_v2<NB>(out, x, q, n, N, K);                                                         \
+        gemv_q45_K_v2<NB, false>(out, x, q, n, N, K);                                                 \
+    }                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q5_K_v2_n##NB(                      \
+        float* out, const float* x, const uint8_t* q, const __half* d, int n, int N, int K) {           \
+        gemv_q45_K_v2<NB, true>(out, x, q, n, N, K);                                                  \
     }                                                                                                  \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q6_K_v2_n##NB(                      \
         float* out, const float* x, const uint8_t* q, const __half* d, int n, int N, int K) {           \
@@ -299,6 +351,10 @@ extern "C" __global__ void dequant_q4_K_f16(__half* out, const uint8_t* q, const
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
         out[i] = __float2half_rn(q4_K_at(q, i));
 }
+extern "C" __global__ void dequant_q5_K_f16(__half* out, const uint8_t* q, const __half* d, int total) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
+        out[i] = __float2half_rn(q5_K_at(q, i));
+}
 extern "C" __global__ void dequant_q6_K_f16(__half* out, const uint8_t* q, const __half* d, int total) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
         out[i] = __float2half_rn(q6_K_at(q, d, i));
@@ -309,6 +365,11 @@ extern "C" __global__ void embed_q4_K(float* out, const uint8_t* q, const __half
     const uint8_t* src = q + (int64_t)tokens[blockIdx.x] * (dim / QKK) * Q4K_BLOCK;
     float* dst = out + (int64_t)blockIdx.x * dim;
     for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = q4_K_at(src, j);
+}
+extern "C" __global__ void embed_q5_K(float* out, const uint8_t* q, const __half* d, const int* tokens, int dim) {
+    const uint8_t* src = q + (int64_t)tokens[blockIdx.x] * (dim / QKK) * Q5K_BLOCK;
+    float* dst = out + (int64_t)blockIdx.x * dim;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = q5_K_at(src, j);
 }
 extern "C" __global__ void embed_q6_K(float* out, const uint8_t* q, const __half* d, const int* tokens, int dim) {
     const int64_t t = tokens[blockIdx.x];

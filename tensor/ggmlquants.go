@@ -12,8 +12,8 @@ import (
 // (ggml-common.h), and every decoder equals ggml's dequantize_row_<type> bit for bit
 // (testdata/ggml, made by ggml itself through bench/reference/ggml_quants.py).
 //
-// Of these it encodes only Q4_K and Q6_K, the two types of a Q4_K_M file, which the CUDA backend
-// keeps quantised (so that tests and synthetic benchmarks can make them). The encoders are
+// Of these it encodes only Q4_K, Q5_K and Q6_K, the types of Q4_K_M and Q5_K_M files, which the
+// CUDA backend keeps quantised (so that tests and synthetic benchmarks can make them). The encoders are
 // simple — min/max scales per sub-block, not ggml's search for the best ones (make_qkx2_quants)
 // — so their error is somewhat above llama-quantize's; files for real use come from llama.cpp.
 // The other types are ReadOnly.
@@ -203,15 +203,9 @@ func decodeQ5_K(y []float32, blk []byte) {
 		d1, mn1 := d*float32(sc1), dmin*float32(m1)
 		d2, mn2 := d*float32(sc2), dmin*float32(m2)
 		q := qs[32*j : 32*j+32]
-		u1, u2 := byte(1)<<(2*j), byte(2)<<(2*j)
-		for l := 0; l < 32; l++ {
-			lo, hi := q[l]&0xf, q[l]>>4
-			if qh[l]&u1 != 0 {
-				lo += 16
-			}
-			if qh[l]&u2 != 0 {
-				hi += 16
-			}
+		for l := 0; l < 32; l++ { // ggml: nibble + (qh[l] & u ? 16 : 0), here without a branch
+			lo := q[l]&0xf | qh[l]>>(2*j)&1<<4
+			hi := q[l]>>4 | qh[l]>>(2*j+1)&1<<4
 			y[o+l] = float32(d1*float32(lo)) - mn1
 			y[o+32+l] = float32(d2*float32(hi)) - mn2
 		}
@@ -288,6 +282,59 @@ func encodeQ4_K(blk []byte, x []float32) {
 			} else {
 				*b = *b&0x0f | byte(q)<<4
 			}
+		}
+	}
+}
+
+// encodeQ5_K is encodeQ4_K with 5-bit q in [0, 31] (scale (max − min)/31): the low 4 bits as
+// Q4_K's nibbles, bit 4 of the element at l of sub-block i in bit i of qh[l].
+func encodeQ5_K(blk []byte, x []float32) {
+	var scale, minus [8]float32
+	var maxScale, maxMin float32
+	for i := range 8 {
+		lo, hi := x[32*i], x[32*i]
+		for _, v := range x[32*i : 32*i+32] {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		lo = min(lo, 0)
+		scale[i], minus[i] = (hi-lo)/31, -lo
+		maxScale, maxMin = max(maxScale, scale[i]), max(maxMin, minus[i])
+	}
+	d, dmin := F32ToF16(maxScale/63), F32ToF16(maxMin/63)
+	binary.LittleEndian.PutUint16(blk, d)
+	binary.LittleEndian.PutUint16(blk[2:], dmin)
+	df, dminf := F16ToF32(d), F16ToF32(dmin)
+	var sc, m [8]byte
+	for i := range 8 {
+		if df > 0 {
+			sc[i] = byte(min(63, math.Round(float64(scale[i]/df))))
+		}
+		if dminf > 0 {
+			m[i] = byte(min(63, math.Round(float64(minus[i]/dminf))))
+		}
+	}
+	s := blk[4:16]
+	for j := range 4 {
+		s[j] = sc[j] | sc[j+4]>>4<<6
+		s[j+4] = m[j] | m[j+4]>>4<<6
+		s[j+8] = sc[j+4]&0xf | m[j+4]<<4
+	}
+	qh, qs := blk[16:48], blk[48:176]
+	clear(qh)
+	for i := range 8 {
+		ds, ms := df*float32(sc[i]), dminf*float32(m[i])
+		for l := range 32 {
+			q := 0
+			if ds > 0 {
+				q = int(max(0, min(31, math.Round(float64((x[32*i+l]+ms)/ds)))))
+			}
+			b := &qs[32*(i/2)+l]
+			if i%2 == 0 {
+				*b = *b&0xf0 | byte(q&0xf)
+			} else {
+				*b = *b&0x0f | byte(q&0xf)<<4
+			}
+			qh[l] |= byte(q>>4) << i
 		}
 	}
 }

@@ -100,7 +100,7 @@ func TestGGMLTypeGeometry(t *testing.T) {
 		{Q8_0, 32, 34, 8.5, false}, {Q4_0, 32, 18, 4.5, false},
 		{Q4_1, 32, 20, 5, true}, {Q5_0, 32, 22, 5.5, true}, {Q5_1, 32, 24, 6, true},
 		{Q2_K, 256, 84, 2.625, true}, {Q3_K, 256, 110, 3.4375, true}, {Q4_K, 256, 144, 4.5, false},
-		{Q5_K, 256, 176, 5.5, true}, {Q6_K, 256, 210, 6.5625, false},
+		{Q5_K, 256, 176, 5.5, false}, {Q6_K, 256, 210, 6.5625, false},
 	} {
 		if tc.d.BlockSize() != tc.bs || tc.d.BlockBytes() != tc.bb || tc.d.BitsPerWeight() != tc.bpw || tc.d.ReadOnly() != tc.readOnly || !tc.d.Quantized() {
 			t.Errorf("%v: block %d × %d bytes, %g bits, read-only %v; want %d × %d, %g, %v", tc.d,
@@ -115,13 +115,13 @@ func TestGGMLTypeGeometry(t *testing.T) {
 	}
 	defer func() {
 		if recover() == nil {
-			t.Error("Encode(Q5_K) did not panic")
+			t.Error("Encode(Q3_K) did not panic")
 		}
 	}()
-	Encode(Q5_K, make([]float32, 256))
+	Encode(Q3_K, make([]float32, 256))
 }
 
-// Q4_K and Q6_K encode: decoding what Encode wrote comes back within a small factor of the error
+// Q4_K, Q5_K and Q6_K encode: decoding what Encode wrote comes back within a small factor of the error
 // of ggml's own quantiser on the same rows (its search for the best scales is not reproduced),
 // row by row. (Both lose the row of values near 1e-4 whole in Q6_K: its fp16 d underflows.)
 func TestEncodeKQuant(t *testing.T) {
@@ -131,7 +131,7 @@ func TestEncodeKQuant(t *testing.T) {
 	for _, tc := range []struct {
 		d     DType
 		ratio float64 // our rms error ÷ ggml's, at most
-	}{{Q4_K, 1.6}, {Q6_K, 1.2}} { // Q4_K: 1.55 on the row with outliers, else ≤ 1.1
+	}{{Q4_K, 1.6}, {Q5_K, 1.6}, {Q6_K, 1.2}} { // Q4_K: 1.55 on the row with outliers, else ≤ 1.1
 		t.Run(tc.d.String(), func(t *testing.T) {
 			ggml := readF32s(t, filepath.Join(dir, strings.ToLower(tc.d.String())+".f32"))
 			got := make([]float32, len(input))

@@ -353,8 +353,8 @@ func residentDType(d tensor.DType, backend string) tensor.DType {
 	if backend == "cpu" && (d == tensor.F16 || d == tensor.BF16) {
 		return tensor.F32
 	}
-	if backend != "cpu" && d.ReadOnly() && d != tensor.Q4_K && d != tensor.Q6_K {
-		return tensor.F16 // the CUDA backend keeps Q8_0, Q4_0, Q4_K and Q6_K quantised, widens the rest (gpu/upload.go)
+	if backend != "cpu" && d.Quantized() && d != tensor.Q8_0 && d != tensor.Q4_0 && d != tensor.Q4_K && d != tensor.Q5_K && d != tensor.Q6_K {
+		return tensor.F16 // the CUDA backend keeps Q8_0, Q4_0, Q4_K, Q5_K and Q6_K quantised, widens the rest (gpu/upload.go)
 	}
 	return d
 }

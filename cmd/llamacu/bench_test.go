@@ -161,7 +161,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		"bad format":   {"bench", "--synthetic", "tiny", "--format", "xml"},
 		"bad preset":   {"bench", "--synthetic", "3b"},
 		"bad dtype":    {"bench", "--synthetic", "tiny", "--dtype", "iq4_xs"},
-		"read-only":    {"bench", "--synthetic", "tiny", "--dtype", "q5_k"},
+		"read-only":    {"bench", "--synthetic", "tiny", "--dtype", "q3_k"},
 		"no reps":      {"bench", "--synthetic", "tiny", "--reps", "0"},
 		"serve no url": {"bench", "serve"},
 		"serve url":    {"bench", "serve", "--url", "localhost:1"},

@@ -383,7 +383,7 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(topk_f32_v1) X(topk_f32) X(gemv_q8_0_v1) X(gemv_q8_0_v2_n1) X(gemv_q8_0_v2_n2) X(gemv_q8_0_v2_n4)   \
     X(gemv_q8_0_v2_n8) X(dequant_q8_0_f16) X(embed_q8_0) X(gemv_q4_0_v1) X(gemv_q4_0_v2_n1)              \
     X(gemv_q4_0_v2_n2) X(gemv_q4_0_v2_n4) X(gemv_q4_0_v2_n8) X(dequant_q4_0_f16) X(embed_q4_0)              \
-    FUSEDQ(q8_0) FUSEDQ(q4_0) KQUANT(q4_K) KQUANT(q6_K)
+    FUSEDQ(q8_0) FUSEDQ(q4_0) KQUANT(q4_K) KQUANT(q5_K) KQUANT(q6_K)
 
 const std::map<std::string, Launcher>& kernels() {
 #define X(name) {#name, launcher(name)},

@@ -39,7 +39,7 @@ type Options struct {
 	// contexts to 4096). Slow on a small CPU and needs a few GB of memory.
 	Large bool
 	// DTypes are the weight dtypes MatMul and Embed are tested with; nil means all that
-	// tensor.Encode writes: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K (shapes whose rows are not
+	// tensor.Encode writes: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K (shapes whose rows are not
 	// whole blocks are left out per dtype).
 	DTypes []tensor.DType
 }
@@ -52,7 +52,7 @@ func (o Options) withDefaults() Options {
 		o.RTol = 1e-4
 	}
 	if o.DTypes == nil {
-		o.DTypes = []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q6_K}
+		o.DTypes = []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q5_K, tensor.Q6_K}
 	}
 	return o
 }
