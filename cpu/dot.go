@@ -28,7 +28,13 @@ var (
 	deqQ4 = deqQ4Go
 	// nibDots: for each 32-byte chunk c of q (len(out)/2 chunks), out[2c] = Σ low nibbles ·
 	// x[64c … 64c+31] and out[2c+1] = Σ high nibbles · x[64c+32 … 64c+63] (Q4_K's layout).
-	nibDots, q6Dots = nibDotsGo, q6DotsGo
+	nibDots = nibDotsGo
+	// nib5Dots is nibDots over one Q5_K block (4 chunks of q, qh 32 bytes, 256 floats, 8 sums),
+	// each nibble given bit 4 from qh (bit 2c of qh[l] for chunk c's low nibbles, 2c+1 high).
+	nib5Dots = nib5DotsGo
+	// q6Dots: for one half of a Q6_K block (ql 64 bytes, qh 32, x 128 floats), out[2g + l/16]
+	// = Σ q·x over the run of 16 of sub-block 2g + l/16's half (q the 6-bit value minus 32).
+	q6Dots = q6DotsGo
 )
 
 func deqQ8Go(dst []float32, w []byte) { tensor.Decode(dst, tensor.Q8_0, w[:len(dst)/32*34]) }
@@ -37,7 +43,7 @@ func deqQ4Go(dst []float32, w []byte) { tensor.Decode(dst, tensor.Q4_0, w[:len(d
 // usePureGo installs the pure-Go kernels (tests compare them with the assembly ones).
 func usePureGo() {
 	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy = dotF32Go, dotQ8Go, dotQ4Go, dotF16Go, cvtF16Go, deqQ8Go, deqQ4Go, axpyGo
-	nibDots = nibDotsGo
+	nibDots, nib5Dots, q6Dots = nibDotsGo, nib5DotsGo, q6DotsGo
 	gemm = &gemmGo
 }
 

@@ -40,6 +40,9 @@ func nibDotsAVX(q *byte, x *float32, n int, out *float32)
 //go:noescape
 func q6DotsAVX(ql, qh *byte, x *float32, out *float32)
 
+//go:noescape
+func nib5DotsAVX(q, qh *byte, x *float32, out *float32)
+
 // hasAVX2 reports whether the assembly kernels are usable on this CPU.
 var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
 
@@ -52,7 +55,7 @@ func init() {
 // useAsm installs the assembly kernels; usePureGo (in dot.go) undoes it, for tests.
 func useAsm() {
 	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy = dotF32Asm, dotQ8Asm, dotQ4Asm, dotF16Asm, cvtF16Asm, deqQ8Asm, deqQ4Asm, axpyAsm
-	nibDots, q6Dots = nibDotsAsm, q6DotsAsm
+	nibDots, nib5Dots, q6Dots = nibDotsAsm, nib5DotsAsm, q6DotsAsm
 	gemm = bestGemm()
 }
 
@@ -157,4 +160,9 @@ func nibDotsAsm(q []byte, x, out []float32) {
 func q6DotsAsm(ql, qh []byte, x, out []float32) {
 	_, _, _, _ = ql[63], qh[31], x[127], out[7]
 	q6DotsAVX(&ql[0], &qh[0], &x[0], &out[0])
+}
+
+func nib5DotsAsm(q, qh []byte, x, out []float32) {
+	_, _, _, _ = q[127], qh[31], x[255], out[7]
+	nib5DotsAVX(&q[0], &qh[0], &x[0], &out[0])
 }

@@ -520,3 +520,84 @@ TEXT ·q6DotsAVX(SB), NOSPLIT, $0-32
 
 	VZEROUPPER
 	RET
+
+// func nib5DotsAVX(q, qh *byte, x *float32, out *float32)
+// nibDotsAVX for one Q5_K block (4 chunks of 32 bytes of nibbles, 256 floats), each nibble
+// first given bit 4 from qh: bit 2c of qh[l] for the low nibble of chunk c, bit 2c+1 for the
+// high one. out gets 8 sums.
+TEXT ·nib5DotsAVX(SB), NOSPLIT, $0-32
+	MOVQ         q+0(FP), SI
+	MOVQ         qh+8(FP), BX
+	MOVQ         x+16(FP), DI
+	MOVQ         out+24(FP), DX
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X14
+	VPBROADCASTD X14, Y14                // 32 × 0x0f
+	MOVL         $0x01010101, AX
+	VMOVD        AX, X13
+	VPBROADCASTD X13, Y13                // 32 × 0x01
+	VMOVDQU      (BX), Y2                // qh[0:32]
+	MOVQ         $4, CX
+	XORQ         R8, R8                  // 2c: the bit of the low nibbles
+
+nib5loop:
+	VMOVDQU      (SI), Y4
+	VPSRLW       $4, Y4, Y5
+	VPAND        Y14, Y4, Y4             // low nibbles: x[0..31]
+	VPAND        Y14, Y5, Y5             // high nibbles: x[32..63]
+	VMOVQ        R8, X15
+	VPSRLW       X15, Y2, Y10            // bit 2c of each byte to bit 0 (neighbours' bits land above)
+	VPSRLW       $1, Y10, Y11            // bit 2c+1
+	VPAND        Y13, Y10, Y10
+	VPAND        Y13, Y11, Y11
+	VPSLLW       $4, Y10, Y10            // 16 or 0
+	VPSLLW       $4, Y11, Y11
+	VPOR         Y10, Y4, Y4
+	VPOR         Y11, Y5, Y5
+
+	VPMOVZXBD    X4, Y6
+	VPSRLDQ      $8, X4, X7
+	VPMOVZXBD    X7, Y7
+	VEXTRACTI128 $1, Y4, X8
+	VPSRLDQ      $8, X8, X9
+	VPMOVZXBD    X8, Y8
+	VPMOVZXBD    X9, Y9
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VCVTDQ2PS    Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VMULPS       (DI), Y6, Y6
+	VMULPS       32(DI), Y7, Y7
+	VFMADD231PS  64(DI), Y8, Y6
+	VFMADD231PS  96(DI), Y9, Y7
+	VADDPS       Y7, Y6, Y6
+	HSUM(Y6, X6, X7)
+	VMOVSS       X6, (DX)
+
+	VPMOVZXBD    X5, Y6
+	VPSRLDQ      $8, X5, X7
+	VPMOVZXBD    X7, Y7
+	VEXTRACTI128 $1, Y5, X8
+	VPSRLDQ      $8, X8, X9
+	VPMOVZXBD    X8, Y8
+	VPMOVZXBD    X9, Y9
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VCVTDQ2PS    Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VMULPS       128(DI), Y6, Y6
+	VMULPS       160(DI), Y7, Y7
+	VFMADD231PS  192(DI), Y8, Y6
+	VFMADD231PS  224(DI), Y9, Y7
+	VADDPS       Y7, Y6, Y6
+	HSUM(Y6, X6, X7)
+	VMOVSS       X6, 4(DX)
+
+	ADDQ         $32, SI
+	ADDQ         $256, DI
+	ADDQ         $8, DX
+	ADDQ         $2, R8
+	DECQ         CX
+	JNZ          nib5loop
+	VZEROUPPER
+	RET

@@ -83,19 +83,7 @@ func nibDotsGo(q []byte, x, out []float32) {
 	}
 }
 
-// bitF[b][i] is bit i of byte b as a float32 (Q5_K's high bits: byte l of qh holds bit 4 of
-// element l of each of the 8 sub-blocks).
-var bitF = func() (t [256][8]float32) {
-	for b := range 256 {
-		for i := range 8 {
-			t[b][i] = float32(b >> i & 1)
-		}
-	}
-	return
-}()
-
-// dotQ5K is dotQ4K for a Q5_K row (176-byte blocks): the nibbles as Q4_K's (nibDots), plus
-// 16·Σx over the elements whose bit in qh is set.
+// dotQ5K is dotQ4K for a Q5_K row (176-byte blocks): Σ q·x from nib5Dots, q the 5-bit value.
 func dotQ5K(w []byte, x, xsum, qx []float32) float32 {
 	var total float32
 	qx = qx[:8]
@@ -104,10 +92,8 @@ func dotQ5K(w []byte, x, xsum, qx []float32) float32 {
 		d := f16tab[binary.LittleEndian.Uint16(blk[0:])]
 		dmin := f16tab[binary.LittleEndian.Uint16(blk[2:])]
 		s := blk[4:16]
-		qh := (*[32]byte)(blk[16:48])
-		xb := (*[256]float32)(x[256*b : 256*b+256])
 		xs := (*[8]float32)(xsum[8*b : 8*b+8])
-		nibDots(blk[48:176], xb[:], qx)
+		nib5Dots(blk[48:176], blk[16:48], x[256*b:256*b+256], qx)
 		for i := range 8 {
 			var sc, m byte
 			if i < 4 {
@@ -115,18 +101,25 @@ func dotQ5K(w []byte, x, xsum, qx []float32) float32 {
 			} else {
 				sc, m = s[i+4]&0xf|s[i-4]>>6<<4, s[i+4]>>4|s[i]>>6<<4
 			}
-			xr := (*[32]float32)(xb[32*i : 32*i+32])
-			var h0, h1, h2, h3 float32 // Σ x over the elements with the high bit set
-			for l := 0; l < 32; l += 4 {
-				h0 += bitF[qh[l]][i] * xr[l]
-				h1 += bitF[qh[l+1]][i] * xr[l+1]
-				h2 += bitF[qh[l+2]][i] * xr[l+2]
-				h3 += bitF[qh[l+3]][i] * xr[l+3]
-			}
-			total += d*float32(sc)*(qx[i]+16*((h0+h1)+(h2+h3))) - dmin*float32(m)*xs[i]
+			total += d*float32(sc)*qx[i] - dmin*float32(m)*xs[i]
 		}
 	}
 	return total
+}
+
+func nib5DotsGo(q, qh []byte, x, out []float32) {
+	h := (*[32]byte)(qh[:32])
+	for c := range 4 {
+		qc := (*[32]byte)(q[32*c : 32*c+32])
+		xl := (*[32]float32)(x[64*c : 64*c+32])
+		xh := (*[32]float32)(x[64*c+32 : 64*c+64])
+		var lo, hi float32
+		for l := range 32 {
+			lo += float32(qc[l]&0xf|h[l]>>(2*c)&1<<4) * xl[l]
+			hi += float32(qc[l]>>4|h[l]>>(2*c+1)&1<<4) * xh[l]
+		}
+		out[2*c], out[2*c+1] = lo, hi
+	}
 }
 
 // dotQ6K is dotQ4K for a Q6_K row (210-byte blocks): per 16-element sub-block, (d·sc)·Σ q·x,
