@@ -320,28 +320,42 @@ func checkMemory(cfg model.Config, f *loader.Model, bes []model.Backend, tpSize,
 	if err != nil || avail <= 0 {
 		return nil // unknown capacity: nothing to check against
 	}
-	// The CPU backend widens F16 and BF16 matrices to F32 and keeps quantised ones as they are. A
-	// file whose matrices are all quantised is counted at its widest quantised type (a Q4_K_M
-	// file, Q4_K and Q6_K, as all Q6_K: an overestimate); one with any F16/BF16/F32 matrix as F32.
-	dtype := tensor.F32
-	if f != nil {
-		q := tensor.DType(-1)
-		for _, t := range f.Tensors {
-			if len(t.Shape) != 2 {
-				continue
-			}
-			switch {
-			case !t.DType.Quantized():
-				q = tensor.F32
-			case q == -1 || (q != tensor.F32 && t.DType.BitsPerWeight() > q.BitsPerWeight()):
-				q = t.DType
-			}
-		}
-		if q != -1 {
-			dtype = q
-		}
-	}
+	dtype := cpuPlanDType(f)
 	n := len(bes)
 	return plan.CheckFits(cfg, plan.Options{DType: dtype, KVDType: tensor.F32, GPUs: tpSize, GPUMem: avail / int64(n),
 		Ctx: ctx, Batch: 1, MaxBatchTokens: PrefillChunk, MaxTP: 1})
+}
+
+// cpuPlanDType is the one weight dtype the planner counts a file in for the CPU backend, which
+// widens F16 and BF16 matrices to F32 and keeps quantised ones as they are: F32 if any matrix is
+// not quantised; else the quantised type with the most bits per weight (a Q4_K_M file, Q4_K and
+// Q6_K, as all Q6_K: an overestimate) — unless its blocks are longer than those of the matrices
+// TP splits by columns (Wo, W2), whose blocks the planner checks against the TP degree: then
+// Q8_0 (more bits still, blocks of 32), so that a Q5_0 file with a Q6_K LM head may run at TP 2.
+func cpuPlanDType(f *loader.Model) tensor.DType {
+	if f == nil {
+		return tensor.F32
+	}
+	widest, colBlock := tensor.DType(-1), 1
+	for name, t := range f.Tensors {
+		if len(t.Shape) != 2 {
+			continue
+		}
+		if !t.DType.Quantized() {
+			return tensor.F32
+		}
+		if widest == -1 || t.DType.BitsPerWeight() > widest.BitsPerWeight() {
+			widest = t.DType
+		}
+		if strings.HasSuffix(name, model.NameWo) || strings.HasSuffix(name, model.NameW2) {
+			colBlock = max(colBlock, t.DType.BlockSize())
+		}
+	}
+	switch {
+	case widest == -1:
+		return tensor.F32
+	case widest.BlockSize() > colBlock && widest.BitsPerWeight() <= tensor.Q8_0.BitsPerWeight():
+		return tensor.Q8_0
+	}
+	return widest
 }
