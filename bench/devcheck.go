@@ -296,8 +296,12 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 			}
 		}
 		big := strings.HasPrefix(shape, "7b")
+		modelName := r.Model.Name // with its dtype unless fp16: llama-2-70b Q4_K (the one-GPU run)
+		if d := r.Model.DType; d != "" && !strings.EqualFold(d, "F16") {
+			modelName += " " + d
+		}
 		for _, x := range r.Results {
-			c := Check{What: fmt.Sprintf("%s %s", r.Model.Name, x.Label()), Value: x.TokS.Mean, Unit: "tok/s"}
+			c := Check{What: fmt.Sprintf("%s %s", modelName, x.Label()), Value: x.TokS.Mean, Unit: "tok/s"}
 			if big && x.Label() == "tg"+strconv.Itoa(r.Settings.Gen)+" b1 d0" {
 				c.Target = 200
 			}

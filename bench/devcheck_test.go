@@ -66,6 +66,13 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q8_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 342), res("pp", 2048, 1, 0, 24800))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q4_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 570))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q4_k-cuda.json"), "llamacu", res("tg", 128, 1, 0, 494))
+	{ // 70B in Q4_K on one GPU: reported under its own name and dtype
+		r := &Report{Schema: Schema, Tool: "llamacu", Device: Device{Name: "NVIDIA H100 80GB HBM3"}, Model: ModelInfo{Name: "llama-2-70b", DType: "Q4_K"},
+			Settings: Settings{Prompt: 512, Gen: 64}, Results: []Result{{Test: "tg64", Kind: "tg", Batch: 1, Tokens: 64, TokS: Summary{N: 1, Mean: 61}}}}
+		var b bytes.Buffer
+		require.NoError(t, r.WriteJSON(&b))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "llamacu-70b-q4k-1gpu.json"), b.Bytes(), 0o644))
+	}
 
 	// One rank of 70B at TP 8 timed alone: 12.5 ms/token, + 160 all-reduces of 25 µs (NCCL).
 	rank := &Report{Schema: Schema, Tool: "llamacu", Model: ModelInfo{Name: "llama-2-70b, rank 0 of TP 8 alone", DType: "F16", Config: model.Llama2_70B},
@@ -108,6 +115,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"Q8_0 weights kept quantised ÷ fp16, tg128 b1 d0", 342.0 / 190, true},
 		{"Q8_0 weights kept quantised ÷ fp16, pp2048", 24800.0 / 31000, true},
 		{"Q4_K weights kept quantised ÷ fp16, tg128 b1 d0", 494.0 / 190, true},
+		{"llama-2-70b Q4_K tg64 b1 d0", 61, true}, // no target
 	} {
 		c, ok := got[tc.what]
 		require.True(t, ok, "no check %q in %v", tc.what, s.Checks)

@@ -75,6 +75,9 @@ var (
 	Llama2_70B = Config{Name: "llama-2-70b", Dim: 8192, Layers: 80, Heads: 64, KVHeads: 8, FFN: 28672, Vocab: 32000, MaxSeq: 4096, NormEps: 1e-5, RopeTheta: 10000}
 	// Tiny is the built-in synthetic model: the real architecture (GQA 2:1, SwiGLU, RoPE), small.
 	Tiny = Config{Name: "llama-tiny-synthetic", Dim: 128, Layers: 4, Heads: 8, KVHeads: 4, FFN: 352, Vocab: 512, MaxSeq: 512, NormEps: 1e-5, RopeTheta: 10000}
+	// Tiny256 is Tiny with every matrix row whole 256-element k-quant blocks (Q4_K, Q5_K,
+	// Q6_K), the shape of loader/testdata/kquant's files: for quick runs in those dtypes.
+	Tiny256 = Config{Name: "llama-tiny256-synthetic", Dim: 256, Layers: 2, Heads: 4, KVHeads: 2, FFN: 768, Vocab: 512, MaxSeq: 512, NormEps: 1e-5, RopeTheta: 10000}
 	// Bench110M is a ~110M-parameter shape (llama2.c's stories110M) for CPU benchmarks.
 	Bench110M = Config{Name: "llama-110m-synthetic", Dim: 768, Layers: 12, Heads: 12, KVHeads: 12, FFN: 2048, Vocab: 32000, MaxSeq: 1024, NormEps: 1e-5, RopeTheta: 10000}
 )
@@ -94,8 +97,10 @@ func Preset(name string) (Config, error) {
 		return Tiny, nil
 	case "110m":
 		return Bench110M, nil
+	case "tiny256":
+		return Tiny256, nil
 	}
-	return Config{}, fmt.Errorf("%w: unknown preset %q (want 7b, 13b, 70b, tiny or 110m)", ErrBadConfig, name)
+	return Config{}, fmt.Errorf("%w: unknown preset %q (want 7b, 13b, 70b, tiny, tiny256 or 110m)", ErrBadConfig, name)
 }
 
 // hfConfig is the subset of a Hugging Face LlamaConfig that matters.

@@ -23,17 +23,21 @@
 #   decode A/B (LLAMACU_GRAPHS=0)               60 s
 #   decode A/B (--topk 40: device top-k)        45 s
 #   Q4_K, Q8_0 and Q4_0 A/B (synthetic 7B)   3×75 s; each step gets whatever of the budget is left
+#   70B in Q4_K on the one GPU                120 s  [~40 s to build 39 GB of Q4_K weights]
 #
 # `make device-dryrun` runs this same script here, on a bundle built for the emulated driver
 # (-tags cudaemu: the kernels on the CPU) with a tiny shape, to catch a broken step before it
 # costs GPU time: CHECK_SHAPE (synthetic model of the bench steps, default 7b), CHECK_PREFILL
 # (prompt tokens, default 2048), CHECK_GEN (generated tokens, default 128), CHECK_BENCH (the
 # kernel benchmarks' -test.bench, default .), CHECK_RANK_SHAPE and CHECK_RANKS (the one-rank
-# step: default 70b, 8).
+# step: default 70b, 8), CHECK_QSHAPE (the quantised A/B steps: default CHECK_SHAPE) and
+# CHECK_KQ_SHAPE (the one-GPU Q4_K step: default 70b).
 set -uo pipefail
 cd "$(dirname "$0")"
 SHAPE=${CHECK_SHAPE:-7b}
 RANK_SHAPE=${CHECK_RANK_SHAPE:-70b}
+QSHAPE=${CHECK_QSHAPE:-$SHAPE}       # the quantised A/B steps (k-quants need rows of 256)
+KQ_SHAPE=${CHECK_KQ_SHAPE:-70b}      # the one-GPU Q4_K step
 RANKS=${CHECK_RANKS:-8}
 PREFILL=${CHECK_PREFILL:-2048}
 KBENCH=${CHECK_BENCH:-.}
@@ -124,9 +128,13 @@ run 45 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n 
 
 for q in q4_k q8_0 q4_0; do
   step "$q A/B: the same shape with $q weights, kept quantised on the device (what the budget leaves)"
-  run 75 ./llamacu bench --synthetic "$SHAPE" --dtype "$q" --backend cuda -p "$PREFILL" -n "$GEN" \
-    --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$OUT" --name "llamacu-$SHAPE-$q-cuda"
+  run 75 ./llamacu bench --synthetic "$QSHAPE" --dtype "$q" --backend cuda -p "$PREFILL" -n "$GEN" \
+    --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$OUT" --name "llamacu-$QSHAPE-$q-cuda"
 done
+
+step "70B with Q4_K weights on this one GPU, as a Q4_K_M download would run (what the budget leaves)"
+run 120 ./llamacu bench --synthetic "$KQ_SHAPE" --dtype q4_k --backend cuda -p 512 -n 64 \
+  --batch 1 --depth 0 --reps 1 --no-profile --format md --out "$OUT" --name "llamacu-$KQ_SHAPE-q4k-1gpu"
 
 step "done"
 ls -la "$OUT"
