@@ -98,7 +98,7 @@ device-dryrun:
 	$(MAKE) device-bundle DEV=dist/device-emu DEVTAGS=cudaemu
 	rm -rf dist/dryrun-out
 	OUT=$(CURDIR)/dist/dryrun-out CHECK_SHAPE=tiny CHECK_PREFILL=64 CHECK_GEN=8 CHECK_BENCH='^$$' CHECK_BUDGET=900 \
-		CHECK_RANK_SHAPE=tiny CHECK_RANKS=4 CHECK_QSHAPE=tiny256 CHECK_KQ_SHAPE=tiny256 \
+		CHECK_RANK_SHAPE=tiny CHECK_RANKS=4 CHECK_QSHAPE=tiny256 CHECK_KQ_SHAPE=tiny256 CHECK_GPU_TEST_LIMIT=420 \
 		bash dist/device-emu/check.sh
 
 clean:

@@ -329,7 +329,10 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 		} {
 			o := reports[name+ab.suffix]
 			if quantAB(ab.suffix + "-") { // llamacu-7b-q8_0-cuda beside llamacu-7b-f16-cuda
-				o = reports[strings.Replace(name, "-f16-", ab.suffix+"-", 1)]
+				o = nil
+				if strings.Contains(name, "-f16-") { // not the one-GPU Q4_K run against itself
+					o = reports[strings.Replace(name, "-f16-", ab.suffix+"-", 1)]
+				}
 			}
 			if o == nil {
 				continue

@@ -31,7 +31,8 @@
 # (prompt tokens, default 2048), CHECK_GEN (generated tokens, default 128), CHECK_BENCH (the
 # kernel benchmarks' -test.bench, default .), CHECK_RANK_SHAPE and CHECK_RANKS (the one-rank
 # step: default 70b, 8), CHECK_QSHAPE (the quantised A/B steps: default CHECK_SHAPE) and
-# CHECK_KQ_SHAPE (the one-GPU Q4_K step: default 70b).
+# CHECK_KQ_SHAPE (the one-GPU Q4_K step: default 70b), CHECK_GPU_TEST_LIMIT (seconds for the GPU
+# tests, default 180; emulated they need several minutes).
 set -uo pipefail
 cd "$(dirname "$0")"
 SHAPE=${CHECK_SHAPE:-7b}
@@ -75,7 +76,7 @@ step "cuda package tests"
 (cd pkg/cuda && run 60 ../../cuda.test -test.v -test.count=1)
 
 step "GPU conformance + end to end vs CPU (stories260K)"
-(cd pkg/gpu && run 180 ../../gpu.test -test.v -test.count=1 -test.short)
+(cd pkg/gpu && run "${CHECK_GPU_TEST_LIMIT:-180}" ../../gpu.test -test.v -test.count=1 -test.short)
 
 step "GPU and CPU vs PyTorch/transformers: random-init GQA LlamaForCausalLM, fp16 (hf_logits.py)"
 # The model folder (~38 MB) stays out of $OUT (only 8 files of 16 MiB come back); its
