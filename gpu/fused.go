@@ -11,7 +11,9 @@ import (
 )
 
 // The fused decode ops (model.QKVMatMuler, model.GateUpMatMuler, model.AddRMSNormer): each is one
-// launch where the unfused sequence is two or three, and equals that sequence bit for bit. Where a
+// launch where the unfused sequence is two or three, and equals that sequence bit for bit. (Q4_K
+// and Q5_K weights have the gate/up kernel; their q/k/v, and Q6_K's, run unfused: in Q4_K_M and
+// Q5_K_M files V is Q6_K in half the layers.) Where a
 // fused kernel does not apply (more than 8 rows, which go to cuBLAS; weights of mixed dtypes;
 // Options.Naive; shapes the kernels do not take) they run the unfused sequence.
 
@@ -21,9 +23,10 @@ var (
 	_ model.AddRMSNormer   = (*Backend)(nil)
 )
 
-// fusable reports whether gemv_<dt>_v2_{qkv,glu} can take x (n, K) times these weights: weights
-// of one dtype, n ≤ 8, K a multiple of the 16-byte vector (of a Q8_0/Q4_0 block: always).
-func (b *Backend) fusable(n int, ws ...*Weight) bool {
+// fusable reports whether gemv_<dt>_v2_qkv (glu false) or gemv_<dt>_v2_glu (glu true) can take
+// x (n, K) times these weights: weights of one dtype that has the kernel (Q4_K and Q5_K have
+// glu only), n ≤ 8, K a multiple of the 16-byte vector (of a quantised block: always).
+func (b *Backend) fusable(n int, glu bool, ws ...*Weight) bool {
 	if b.opts.Naive || n > gemvMaxBatch {
 		return false
 	}
@@ -35,6 +38,11 @@ func (b *Backend) fusable(n int, ws ...*Weight) bool {
 	case tensor.F16, tensor.BF16:
 	case tensor.Q8_0, tensor.Q4_0:
 		vec = tensor.QK
+	case tensor.Q4_K, tensor.Q5_K:
+		if !glu {
+			return false
+		}
+		vec = tensor.QKK
 	default:
 		return false
 	}
@@ -61,7 +69,7 @@ func batchWidth(m int) int {
 func (b *Backend) MatMulQKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, n int) {
 	qb, kb, vb, xb := buf(q), buf(k), buf(v), buf(x)
 	ws := []*Weight{wt(wq), wt(wk), wt(wv)}
-	if !b.fusable(n, ws...) || ws[0].rows%gemvRows != 0 || ws[1].rows%gemvRows != 0 {
+	if !b.fusable(n, false, ws...) || ws[0].rows%gemvRows != 0 || ws[1].rows%gemvRows != 0 {
 		b.MatMul(q, x, wq, n)
 		b.MatMul(k, x, wk, n)
 		b.MatMul(v, x, wv, n)
@@ -93,7 +101,7 @@ func (b *Backend) MatMulQKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, n 
 // out and tmp and SwiGLU. tmp (n, N) is scratch for the unfused path; it may be left as it was.
 func (b *Backend) MatMulSwiGLU(out, tmp, x model.Buffer, gate, up model.Weight, n int) {
 	ob, xb, wg, wu := buf(out), buf(x), wt(gate), wt(up)
-	if !b.fusable(n, wg, wu) || wg.rows != wu.rows {
+	if !b.fusable(n, true, wg, wu) || wg.rows != wu.rows {
 		b.MatMul(out, x, gate, n)
 		b.MatMul(tmp, x, up, n)
 		b.SwiGLU(out, out, tmp, n)
@@ -107,7 +115,16 @@ func (b *Backend) MatMulSwiGLU(out, tmp, x model.Buffer, gate, up model.Weight, 
 		return
 	}
 	if wg.quantised() {
-		b.launch(b.k.gemvQGLU[wg.qi()][batchWidth(n)], cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
+		var f *cuda.Function
+		switch wg.dtype {
+		case tensor.Q4_K:
+			f = b.k.gemvKGLU[0][batchWidth(n)]
+		case tensor.Q5_K:
+			f = b.k.gemvKGLU[1][batchWidth(n)]
+		default: // Q8_0, Q4_0
+			f = b.k.gemvQGLU[wg.qi()][batchWidth(n)]
+		}
+		b.launch(f, cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
 			cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(wg.ptr), cuda.Ptr(wg.scales), cuda.Ptr(wu.ptr), cuda.Ptr(wu.scales), i32(n), i32(wg.rows), i32(wg.cols))
 		return
 	}

@@ -42,7 +42,7 @@ func TestFusedOps(t *testing.T) {
 			dim, kv, ffn = 1024, 256, 2752
 		}
 	}
-	for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0} {
+	for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q5_K} {
 		// q, k, v: the usual shape, and a k/v height that is not a multiple of 4.
 		wq := upload(d, dim, dim)
 		var kvs [2][2]model.Weight

@@ -29,7 +29,8 @@ type kernelFuncs[F any] struct {
 	gemvQV1       [5]F    // gemv.cu, kquant.cu, by quantised type: Q8_0, Q4_0, Q4_K, Q6_K, Q5_K
 	gemvQV2       [5][4]F // by quantised type, batch width 1, 2, 4, 8
 	gemvQQKV      [2][4]F // fused q, k, v projections, by quantised type (Q8_0, Q4_0) and batch width
-	gemvQGLU      [2][4]F // fused gate/up projections and SwiGLU, by quantised type and batch width
+	gemvQGLU      [2][4]F // fused gate/up projections and SwiGLU, by quantised type (Q8_0, Q4_0) and batch width
+	gemvKGLU      [2][4]F // kquant.cu: the same for Q4_K and Q5_K
 	dequantQ      [5]F    // Q8_0, Q4_0, Q4_K, Q6_K, Q5_K → fp16 for cuBLAS
 	gemmV1        [3]F    // gemm.cu
 	toF16, toBF16 F
@@ -72,6 +73,8 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		table[fmt.Sprintf("gemv_q4_K_v2_n%d", w)] = &k.gemvQV2[2][g]
 		table[fmt.Sprintf("gemv_q6_K_v2_n%d", w)] = &k.gemvQV2[3][g]
 		table[fmt.Sprintf("gemv_q5_K_v2_n%d", w)] = &k.gemvQV2[4][g]
+		table[fmt.Sprintf("gemv_q4_K_v2_glu_n%d", w)] = &k.gemvKGLU[0][g]
+		table[fmt.Sprintf("gemv_q5_K_v2_glu_n%d", w)] = &k.gemvKGLU[1][g]
 		for q, name := range []string{"q8_0", "q4_0"} {
 			table[fmt.Sprintf("gemv_%s_v2_qkv_n%d", name, w)] = &k.gemvQQKV[q][g]
 			table[fmt.Sprintf("gemv_%s_v2_glu_n%d", name, w)] = &k.gemvQGLU[q][g]

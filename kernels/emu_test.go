@@ -1539,6 +1539,34 @@ func testKQuant(t *testing.T, e *emulator) {
 						}
 					}
 				}
+				if dt == tensor.Q4_K || dt == tensor.Q5_K { // gate (these blocks) and up (random) with SwiGLU
+					upData := randomKBlocks(r, dt, c.N, c.K)
+					wu := make([]float32, c.N*c.K)
+					tensor.Decode(wu, dt, upData)
+					wantGLU := make([]float32, c.n*c.N)
+					for b := 0; b < c.n; b++ {
+						for j := 0; j < c.N; j++ {
+							var g, u float64
+							for k := 0; k < c.K; k++ {
+								g += float64(w[j*c.K+k]) * float64(x[b*c.K+k])
+								u += float64(wu[j*c.K+k]) * float64(x[b*c.K+k])
+							}
+							wantGLU[b*c.N+j] = float32(g / (1 + math.Exp(-g)) * u)
+						}
+					}
+					b := 1
+					for b < c.n {
+						b *= 2
+					}
+					s := &script{}
+					out := s.buf(f32Bytes(nanFill(c.n * c.N)))
+					xd, gd, ud := s.buf(f32Bytes(x)), s.buf(dev), s.buf(upData)
+					s.launch(fmt.Sprintf("gemv_%s_v2_glu_n%d", name, b), d1(ceilDiv(c.N, 16)), d1(128),
+						ptr(out), ptr(xd), ptr(gd), ptr(gd), ptr(ud), ptr(ud), i32(c.n), i32(c.N), i32(c.K))
+					got := s.read(out)
+					e.run(t, s)
+					compare(t, "glu", bytesF32(*got), wantGLU, nil, tol{1e-4, 1e-4})
+				}
 				// The dequantisation for cuBLAS and the embedding lookup: ggml's values exactly.
 				s := &script{}
 				wd := s.buf(dev)

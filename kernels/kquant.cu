@@ -28,6 +28,8 @@
 //                      Q5_K: as Q4_K, plus the 16 bytes of qh at l0 (shared by 4 lanes).
 //                      Q6_K: a lane step takes 16 bytes of ql at l0 and at l0 + 32 and 16 of qh:
 //                      64 weights, a run of 16 from each of 4 sub-blocks, each scaled by d·sc.
+//   gemv_<q>_v2_glu_n<B> (Q4_K, Q5_K): the FFN's gate and up with SwiGLU in one launch, as
+//                      gemv.cu's fused kernels, equal to the unfused sequence bit for bit.
 //   dequant_<q>_f16  : the matrix as fp16 for prefill's cuBLAS path (as gemv.cu's Q8_0/Q4_0).
 //   embed_<q>        : rows of a token table.
 // <q>_at equals tensor.Decode (so ggml) bit for bit: its products are __fmul_rn, which nvcc
@@ -177,13 +179,17 @@ LLAMACU_DEVICE void add_q5_high16(uint4 qh, int bit, float* w) {
 }
 
 // gemv_q45_K_acc serves Q4_K (Q5 false) and Q5_K (Q5 true): the blocks differ by Q5_K's qh.
-template <int NB, bool Q5>
-__device__ __forceinline__ void gemv_q45_K_acc(float (&acc)[GEMV_ROWS][NB], const uint8_t* const (&qr)[GEMV_ROWS],
+// R rows: 4 (gemv_<q>_v2) or 8 (the gate's and the up's 4 rows of gemv_<q>_v2_glu). HOIST widens
+// each row's 16 nibbles once per half, before the loop over batch rows; without it they are
+// widened for each batch row, so that 8 rows fit in registers. The additions into one acc[r][b]
+// are the same either way, so the fused kernel equals the unfused ones bit for bit.
+template <int NB, bool Q5, int R, bool HOIST>
+__device__ __forceinline__ void gemv_q45_K_acc(float (&acc)[R][NB], const uint8_t* const (&qr)[R],
                                                const float* __restrict__ x, int n, int K) {
     constexpr int BLOCK = Q5 ? Q5K_BLOCK : Q4K_BLOCK, QS = Q5 ? 48 : 16;  // block bytes, nibbles' offset
     const int lane = threadIdx.x & 31;
 #pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++)
+    for (int r = 0; r < R; r++)
 #pragma unroll
         for (int b = 0; b < NB; b++) acc[r][b] = 0.f;
     const int nstep = K / QKK * 8;  // 16-byte pieces of nibbles per row
@@ -191,10 +197,10 @@ __device__ __forceinline__ void gemv_q45_K_acc(float (&acc)[GEMV_ROWS][NB], cons
     for (int v = lane; v < nstep; v += 32) {
         const int64_t sb = v >> 3;
         const int j = (v & 7) >> 1, l0 = (v & 1) * 16;  // chunk j, bytes l0 … l0+15
-        uint4 raw[GEMV_ROWS], qh[GEMV_ROWS];
-        float ds[GEMV_ROWS][2], ms[GEMV_ROWS][2];
+        uint4 raw[R], qh[R];
+        float ds[R][2], ms[R][2];
 #pragma unroll
-        for (int r = 0; r < GEMV_ROWS; r++) {
+        for (int r = 0; r < R; r++) {
             const uint8_t* blk = qr[r] + sb * BLOCK;
             const uint4 h = load16(blk);
             raw[r] = load16_stream(blk + QS + 32 * j + l0);
@@ -211,20 +217,38 @@ __device__ __forceinline__ void gemv_q45_K_acc(float (&acc)[GEMV_ROWS][NB], cons
         const int64_t k0 = sb * QKK + 64 * j + l0;
 #pragma unroll
         for (int hi = 0; hi < 2; hi++) {
-            float wq[GEMV_ROWS][16];
+            if constexpr (HOIST) {
+                float wq[R][16];
 #pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++) {
-                unpack_nib16(raw[r], hi, wq[r]);
-                if constexpr (Q5) add_q5_high16(qh[r], 2 * j + hi, wq[r]);
-            }
+                for (int r = 0; r < R; r++) {
+                    unpack_nib16(raw[r], hi, wq[r]);
+                    if constexpr (Q5) add_q5_high16(qh[r], 2 * j + hi, wq[r]);
+                }
 #pragma unroll
-            for (int b = 0; b < NB; b++) {
-                if (b < n) {
-                    float xf[16];
-                    load_x16(x + (int64_t)b * K + k0 + 32 * hi, xf);
-                    const float xs = sum16(xf);
+                for (int b = 0; b < NB; b++) {
+                    if (b < n) {
+                        float xf[16];
+                        load_x16(x + (int64_t)b * K + k0 + 32 * hi, xf);
+                        const float xs = sum16(xf);
 #pragma unroll
-                    for (int r = 0; r < GEMV_ROWS; r++) acc[r][b] += ds[r][hi] * dot16(wq[r], xf) - ms[r][hi] * xs;
+                        for (int r = 0; r < R; r++) acc[r][b] += ds[r][hi] * dot16(wq[r], xf) - ms[r][hi] * xs;
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int b = 0; b < NB; b++) {
+                    if (b < n) {
+                        float xf[16];
+                        load_x16(x + (int64_t)b * K + k0 + 32 * hi, xf);
+                        const float xs = sum16(xf);
+#pragma unroll
+                        for (int r = 0; r < R; r++) {
+                            float wf[16];
+                            unpack_nib16(raw[r], hi, wf);
+                            if constexpr (Q5) add_q5_high16(qh[r], 2 * j + hi, wf);
+                            acc[r][b] += ds[r][hi] * dot16(wf, xf) - ms[r][hi] * xs;
+                        }
+                    }
                 }
             }
         }
@@ -303,8 +327,28 @@ __device__ void gemv_q45_K_v2(float* __restrict__ out, const float* __restrict__
     for (int r = 0; r < GEMV_ROWS; r++)
         qr[r] = q + (int64_t)min(r0 + r, N - 1) * (K / QKK) * (Q5 ? Q5K_BLOCK : Q4K_BLOCK);  // tail: reread
     float acc[GEMV_ROWS][NB];
-    gemv_q45_K_acc<NB, Q5>(acc, qr, x, n, K);
+    gemv_q45_K_acc<NB, Q5, GEMV_ROWS, true>(acc, qr, x, n, K);
     gemv_store<NB>(out, acc, n, N, r0);
+}
+
+// gemv_q45_K_glu: out = silu(x·W1ᵀ)·(x·W3ᵀ), gemv_<dt>_v2_glu for Q4_K/Q5_K gate and up (one
+// dtype): 4 rows of each per warp, SwiGLU in the epilogue (gemv_store_glu).
+template <int NB, bool Q5>
+__device__ void gemv_q45_K_glu(float* __restrict__ out, const float* __restrict__ x, const uint8_t* __restrict__ q1,
+                               const uint8_t* __restrict__ q3, int n, int N, int K) {
+    const int r0 = (blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5)) * GEMV_ROWS;
+    if (r0 >= N) return;  // whole warp; no barrier below
+    const uint8_t* qr[2 * GEMV_ROWS];
+    const int64_t rowBytes = (int64_t)(K / QKK) * (Q5 ? Q5K_BLOCK : Q4K_BLOCK);
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) {
+        const int64_t row = min(r0 + r, N - 1);  // tail: reread
+        qr[r] = q1 + row * rowBytes;
+        qr[GEMV_ROWS + r] = q3 + row * rowBytes;
+    }
+    float acc[2 * GEMV_ROWS][NB];
+    gemv_q45_K_acc<NB, Q5, 2 * GEMV_ROWS, false>(acc, qr, x, n, K);
+    gemv_store_glu<NB>(out, acc, n, N, r0);
 }
 
 template <int NB>
@@ -343,6 +387,25 @@ GEMV_KQ_ENTRY(1)
 GEMV_KQ_ENTRY(2)
 GEMV_KQ_ENTRY(4)
 GEMV_KQ_ENTRY(8)
+
+// gemv_<q>_v2_glu_n<B> for Q4_K and Q5_K, with the Q8_0/Q4_0 kernels' signature (d1, d3 unused).
+// grid (ceil(N / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS).
+#define GEMV_KQ_GLU_ENTRY(NB)                                                                          \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q4_K_v2_glu_n##NB(                  \
+        float* out, const float* x, const uint8_t* q1, const __half* d1, const uint8_t* q3,            \
+        const __half* d3, int n, int N, int K) {                                                       \
+        gemv_q45_K_glu<NB, false>(out, x, q1, q3, n, N, K);                                            \
+    }                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q5_K_v2_glu_n##NB(                  \
+        float* out, const float* x, const uint8_t* q1, const __half* d1, const uint8_t* q3,            \
+        const __half* d3, int n, int N, int K) {                                                       \
+        gemv_q45_K_glu<NB, true>(out, x, q1, q3, n, N, K);                                             \
+    }
+
+GEMV_KQ_GLU_ENTRY(1)
+GEMV_KQ_GLU_ENTRY(2)
+GEMV_KQ_GLU_ENTRY(4)
+GEMV_KQ_GLU_ENTRY(8)
 
 // ---------------------------------------------------------------- dequant, embed
 

@@ -372,6 +372,7 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(gemv_##q##_v2_glu_n1) X(gemv_##q##_v2_glu_n2) X(gemv_##q##_v2_glu_n4) X(gemv_##q##_v2_glu_n8)
 #define KQUANT(q) X(gemv_##q##_v1) X(gemv_##q##_v2_n1) X(gemv_##q##_v2_n2) X(gemv_##q##_v2_n4) X(gemv_##q##_v2_n8) \
     X(dequant_##q##_f16) X(embed_##q)
+#define KGLU(q) X(gemv_##q##_v2_glu_n1) X(gemv_##q##_v2_glu_n2) X(gemv_##q##_v2_glu_n4) X(gemv_##q##_v2_glu_n8)
 #define DECODE(kv) X(attention_decode_##kv##_g1) X(attention_decode_##kv##_g2) X(attention_decode_##kv##_g4) X(attention_decode_##kv##_g8)
 #define KERNELS                                                                            \
     X(embed_f32) X(embed_f16) X(embed_bf16) X(rmsnorm_f32_v1) X(rmsnorm_f32) X(add_rmsnorm_f32) X(rope_f32)    \
@@ -383,7 +384,7 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(topk_f32_v1) X(topk_f32) X(gemv_q8_0_v1) X(gemv_q8_0_v2_n1) X(gemv_q8_0_v2_n2) X(gemv_q8_0_v2_n4)   \
     X(gemv_q8_0_v2_n8) X(dequant_q8_0_f16) X(embed_q8_0) X(gemv_q4_0_v1) X(gemv_q4_0_v2_n1)              \
     X(gemv_q4_0_v2_n2) X(gemv_q4_0_v2_n4) X(gemv_q4_0_v2_n8) X(dequant_q4_0_f16) X(embed_q4_0)              \
-    FUSEDQ(q8_0) FUSEDQ(q4_0) KQUANT(q4_K) KQUANT(q5_K) KQUANT(q6_K)
+    FUSEDQ(q8_0) FUSEDQ(q4_0) KQUANT(q4_K) KQUANT(q5_K) KQUANT(q6_K) KGLU(q4_K) KGLU(q5_K)
 
 const std::map<std::string, Launcher>& kernels() {
 #define X(name) {#name, launcher(name)},
