@@ -35,7 +35,20 @@ var (
 	// q6Dots: for one half of a Q6_K block (ql 64 bytes, qh 32, x 128 floats), out[2g + l/16]
 	// = Σ q·x over the run of 16 of sub-block 2g + l/16's half (q the 6-bit value minus 32).
 	q6Dots = q6DotsGo
+	// deqNibAsmOn makes deqNib use the assembly kernel (a flag, not a function variable, so that
+	// deqQ4K's scale array stays on the stack).
+	deqNibAsmOn = false
 )
+
+// deqNib widens len(s)/4 chunks of 32 bytes of nibbles to 64 floats each: (q & 15)·s[0] − s[1]
+// for the low nibbles, (q >> 4)·s[2] − s[3] for the high, s advancing 4 a chunk.
+func deqNib(dst []float32, q []byte, s []float32) {
+	if deqNibAsmOn {
+		deqNibAsm(dst, q, s)
+		return
+	}
+	deqNibGo(dst, q, s)
+}
 
 func deqQ8Go(dst []float32, w []byte) { tensor.Decode(dst, tensor.Q8_0, w[:len(dst)/32*34]) }
 func deqQ4Go(dst []float32, w []byte) { tensor.Decode(dst, tensor.Q4_0, w[:len(dst)/32*18]) }
@@ -43,7 +56,7 @@ func deqQ4Go(dst []float32, w []byte) { tensor.Decode(dst, tensor.Q4_0, w[:len(d
 // usePureGo installs the pure-Go kernels (tests compare them with the assembly ones).
 func usePureGo() {
 	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy = dotF32Go, dotQ8Go, dotQ4Go, dotF16Go, cvtF16Go, deqQ8Go, deqQ4Go, axpyGo
-	nibDots, nib5Dots, q6Dots = nibDotsGo, nib5DotsGo, q6DotsGo
+	nibDots, nib5Dots, q6Dots, deqNibAsmOn = nibDotsGo, nib5DotsGo, q6DotsGo, false
 	gemm = &gemmGo
 }
 
@@ -173,6 +186,8 @@ func decodeInto(dst []float32, d tensor.DType, src []byte) {
 		deqQ8(dst, src)
 	case tensor.Q4_0:
 		deqQ4(dst, src)
+	case tensor.Q4_K:
+		deqQ4K(dst, src)
 	default:
 		tensor.Decode(dst, d, src)
 	}

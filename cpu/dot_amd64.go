@@ -43,6 +43,9 @@ func q6DotsAVX(ql, qh *byte, x *float32, out *float32)
 //go:noescape
 func nib5DotsAVX(q, qh *byte, x *float32, out *float32)
 
+//go:noescape
+func deqNibAVX(dst *float32, q *byte, s *float32, n int)
+
 // hasAVX2 reports whether the assembly kernels are usable on this CPU.
 var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
 
@@ -55,7 +58,7 @@ func init() {
 // useAsm installs the assembly kernels; usePureGo (in dot.go) undoes it, for tests.
 func useAsm() {
 	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy = dotF32Asm, dotQ8Asm, dotQ4Asm, dotF16Asm, cvtF16Asm, deqQ8Asm, deqQ4Asm, axpyAsm
-	nibDots, nib5Dots, q6Dots = nibDotsAsm, nib5DotsAsm, q6DotsAsm
+	nibDots, nib5Dots, q6Dots, deqNibAsmOn = nibDotsAsm, nib5DotsAsm, q6DotsAsm, true
 	gemm = bestGemm()
 }
 
@@ -165,4 +168,13 @@ func q6DotsAsm(ql, qh []byte, x, out []float32) {
 func nib5DotsAsm(q, qh []byte, x, out []float32) {
 	_, _, _, _ = q[127], qh[31], x[255], out[7]
 	nib5DotsAVX(&q[0], &qh[0], &x[0], &out[0])
+}
+
+func deqNibAsm(dst []float32, q []byte, s []float32) {
+	n := len(s) / 4
+	if n == 0 {
+		return
+	}
+	_, _ = dst[64*n-1], q[32*n-1]
+	deqNibAVX(&dst[0], &q[0], &s[0], n)
 }

@@ -601,3 +601,86 @@ nib5loop:
 	JNZ          nib5loop
 	VZEROUPPER
 	RET
+
+// func deqNibAVX(dst *float32, q *byte, s *float32, n int)
+// Widens n chunks of 32 bytes of nibbles (Q4_K's layout) to 64 floats each: dst[l] =
+// (q[l] & 15)·s[0] − s[1], dst[32+l] = (q[l] >> 4)·s[2] − s[3], s advancing 4 floats a chunk.
+// A multiply, then a subtract (no FMA): tensor.Decode's rounding, so ggml's values.
+TEXT ·deqNibAVX(SB), NOSPLIT, $0-32
+	MOVQ         dst+0(FP), DI
+	MOVQ         q+8(FP), SI
+	MOVQ         s+16(FP), BX
+	MOVQ         n+24(FP), CX
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X14
+	VPBROADCASTD X14, Y14                // 32 × 0x0f
+
+deqnibloop:
+	TESTQ        CX, CX
+	JZ           deqnibdone
+	VMOVDQU      (SI), Y4
+	VPSRLW       $4, Y4, Y5
+	VPAND        Y14, Y4, Y4
+	VPAND        Y14, Y5, Y5
+	VBROADCASTSS (BX), Y0                // low scale
+	VBROADCASTSS 4(BX), Y1               // low min
+	VBROADCASTSS 8(BX), Y2               // high scale
+	VBROADCASTSS 12(BX), Y3              // high min
+
+	VPMOVZXBD    X4, Y6
+	VPSRLDQ      $8, X4, X7
+	VPMOVZXBD    X7, Y7
+	VEXTRACTI128 $1, Y4, X8
+	VPSRLDQ      $8, X8, X9
+	VPMOVZXBD    X8, Y8
+	VPMOVZXBD    X9, Y9
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VCVTDQ2PS    Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VMULPS       Y0, Y6, Y6
+	VMULPS       Y0, Y7, Y7
+	VMULPS       Y0, Y8, Y8
+	VMULPS       Y0, Y9, Y9
+	VSUBPS       Y1, Y6, Y6
+	VSUBPS       Y1, Y7, Y7
+	VSUBPS       Y1, Y8, Y8
+	VSUBPS       Y1, Y9, Y9
+	VMOVUPS      Y6, (DI)
+	VMOVUPS      Y7, 32(DI)
+	VMOVUPS      Y8, 64(DI)
+	VMOVUPS      Y9, 96(DI)
+
+	VPMOVZXBD    X5, Y6
+	VPSRLDQ      $8, X5, X7
+	VPMOVZXBD    X7, Y7
+	VEXTRACTI128 $1, Y5, X8
+	VPSRLDQ      $8, X8, X9
+	VPMOVZXBD    X8, Y8
+	VPMOVZXBD    X9, Y9
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VCVTDQ2PS    Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VMULPS       Y2, Y6, Y6
+	VMULPS       Y2, Y7, Y7
+	VMULPS       Y2, Y8, Y8
+	VMULPS       Y2, Y9, Y9
+	VSUBPS       Y3, Y6, Y6
+	VSUBPS       Y3, Y7, Y7
+	VSUBPS       Y3, Y8, Y8
+	VSUBPS       Y3, Y9, Y9
+	VMOVUPS      Y6, 128(DI)
+	VMOVUPS      Y7, 160(DI)
+	VMOVUPS      Y8, 192(DI)
+	VMOVUPS      Y9, 224(DI)
+
+	ADDQ         $32, SI
+	ADDQ         $256, DI
+	ADDQ         $16, BX
+	DECQ         CX
+	JMP          deqnibloop
+
+deqnibdone:
+	VZEROUPPER
+	RET

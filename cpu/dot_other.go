@@ -6,3 +6,6 @@ package cpu
 const hasAVX2 = false
 
 func useAsm() {}
+
+// deqNibAsm is deqNibGo where the assembly kernels do not exist (deqNibAsmOn stays false).
+func deqNibAsm(dst []float32, q []byte, s []float32) { deqNibGo(dst, q, s) }

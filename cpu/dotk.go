@@ -157,3 +157,37 @@ func q6DotsGo(ql, qh []byte, x, out []float32) {
 		out[is], out[2+is], out[4+is], out[6+is] = a0, a1, a2, a3
 	}
 }
+
+// deqQ4K widens len(dst)/256 Q4_K blocks exactly as tensor.Decode does (ggml's values), the
+// nibbles through deqNib: the prefill GEMM's weight tiles.
+func deqQ4K(dst []float32, w []byte) {
+	var s [16]float32
+	for b := 0; b < len(dst)/tensor.QKK; b++ {
+		blk := (*[144]byte)(w[144*b : 144*b+144])
+		d := f16tab[binary.LittleEndian.Uint16(blk[0:])]
+		dmin := f16tab[binary.LittleEndian.Uint16(blk[2:])]
+		sc := blk[4:16]
+		for i := range 8 {
+			var c, m byte
+			if i < 4 {
+				c, m = sc[i]&63, sc[i+4]&63
+			} else {
+				c, m = sc[i+4]&0xf|sc[i-4]>>6<<4, sc[i+4]>>4|sc[i]>>6<<4
+			}
+			s[2*i], s[2*i+1] = d*float32(c), dmin*float32(m)
+		}
+		deqNib(dst[256*b:256*b+256], blk[16:144], s[:])
+	}
+}
+
+func deqNibGo(dst []float32, q []byte, s []float32) {
+	for c := range len(s) / 4 {
+		qc := (*[32]byte)(q[32*c : 32*c+32])
+		lo, hi := (*[32]float32)(dst[64*c:64*c+32]), (*[32]float32)(dst[64*c+32:64*c+64])
+		d1, m1, d2, m2 := s[4*c], s[4*c+1], s[4*c+2], s[4*c+3]
+		for l := range 32 {
+			lo[l] = float32(d1*nibLo[qc[l]]) - m1
+			hi[l] = float32(d2*nibHi[qc[l]]) - m2
+		}
+	}
+}

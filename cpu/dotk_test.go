@@ -74,3 +74,37 @@ func TestDotKQuant(t *testing.T) {
 		}
 	}
 }
+
+// deqQ4K, the prefill GEMM's widening of Q4_K tiles, equals tensor.Decode (ggml's values) bit
+// for bit, in Go and in assembly.
+func TestDeqQ4K(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	blocks, err := os.ReadFile(filepath.Join("..", "tensor", "testdata", "ggml", "q4_k.blocks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	datas := [][]byte{blocks, tensor.Encode(tensor.Q4_K, randVec(r, 11008, 0.05))}
+	kernels := []string{"go"}
+	if hasAVX2 {
+		kernels = append(kernels, "asm")
+	}
+	defer useAsm()
+	for _, kern := range kernels {
+		if kern == "go" {
+			usePureGo()
+		} else {
+			useAsm()
+		}
+		for i, data := range datas {
+			n := len(data) / 144 * 256
+			want, got := make([]float32, n), make([]float32, n)
+			tensor.Decode(want, tensor.Q4_K, data)
+			decodeInto(got, tensor.Q4_K, data)
+			for k := range want {
+				if math.Float32bits(got[k]) != math.Float32bits(want[k]) {
+					t.Fatalf("%s data %d element %d: %g, tensor.Decode %g", kern, i, k, got[k], want[k])
+				}
+			}
+		}
+	}
+}
