@@ -1,7 +1,8 @@
 // Package cpu is the pure-Go reference implementation of model.Backend: fp32 activations in
 // ordinary slices, weights used in place (F32, and by default nothing else is copied except
-// F16/BF16, which are widened to F32 at Upload), quantized Q8_0 and Q4_0 weights multiplied block
-// by block in their stored form, and a persistent worker pool that splits each op across cores.
+// F16/BF16, which are widened to F32 at Upload), quantized weights (Q8_0, Q4_0, the k-quants and
+// the other ggml types) multiplied block by block in their stored form, and a persistent worker
+// pool that splits each op across cores.
 //
 // Its float32 arithmetic follows llama2.c's run.c where the order matters (RMSNorm, softmax,
 // SwiGLU, RoPE frequencies), so that greedy generation reproduces llama2.c's reference texts. It is

@@ -20,11 +20,13 @@ type Options struct {
 	// Device is the CUDA device ordinal.
 	Device int
 	// Weights is the device dtype of float weight matrices. F16 or BF16 convert every F32, F16
-	// and BF16 matrix to it at Upload; the zero value (F32) keeps each as stored. Q8_0 and Q4_0
-	// matrices stay quantised (kernels/gemv.cu's q8_0 and q4_0 kernels read 1.06 and 0.56
-	// bytes per weight) unless WidenQuant. Vectors (norm weights) are always F32.
+	// and BF16 matrix to it at Upload; the zero value (F32) keeps each as stored. Q8_0, Q4_0,
+	// Q4_K, Q5_K and Q6_K matrices stay quantised (kernels/gemv.cu's and kquant.cu's kernels
+	// read 1.06, 0.56, 0.56, 0.69 and 0.82 bytes per weight) unless WidenQuant; the other ggml
+	// types are decoded on the host to Weights (F16 for the zero value). Vectors (norm weights)
+	// are always F32.
 	Weights tensor.DType
-	// WidenQuant converts Q8_0 and Q4_0 matrices to Weights (F16 for the zero value) instead
+	// WidenQuant converts those quantised matrices to Weights (F16 for the zero value) instead
 	// of keeping them quantised: 2–3.6× the memory and decode bytes, no dequantisation before
 	// prefill's cuBLAS; for A/B benchmarks.
 	WidenQuant bool

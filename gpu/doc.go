@@ -1,5 +1,5 @@
 // Package gpu is the CUDA implementation of model.Backend: fp32 activation buffers in device
-// memory, weights uploaded once in fp16/bf16 (or fp32; Q8_0 and Q4_0 stay quantised), a paged
+// memory, weights uploaded once in fp16/bf16 (or fp32; Q8_0, Q4_0, Q4_K, Q5_K, Q6_K stay quantised), a paged
 // KV cache in fp16 (or fp32) with the same layout as the cpu reference, and one launcher per
 // kernel family of the kernels package (gpu/rmsnorm.go drives kernels/rmsnorm.cu, and so on).
 // It also offers the forward pass's optional fast paths: the fused decode ops (fused.go), the

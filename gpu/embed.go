@@ -11,7 +11,8 @@ import (
 )
 
 // Embed: out[i,:] = table[tokens[i],:] for i < len(tokens). out (B, dim), table (vocab, dim)
-// F32, F16, BF16, Q8_0 or Q4_0 (kernels/embed.cu). A token outside the table is a programmer error.
+// F32, F16, BF16, Q8_0 or Q4_0 (kernels/embed.cu), Q4_K, Q5_K or Q6_K (kernels/kquant.cu). A
+// token outside the table is a programmer error.
 func (b *Backend) Embed(out model.Buffer, table model.Weight, tokens []int32) {
 	ob, tw := buf(out), wt(table)
 	checkRows("Embed", len(tokens), ob)

@@ -26,7 +26,8 @@ const (
 //     as is), then cublasGemmEx with fp32 accumulation and fp32 output;
 //   - n > 8 without cuBLAS: gemv_<dt>_v2_n8 over 8-row slices;
 //   - K not a multiple of the 16-byte vector, or Options.Naive: gemv_<dt>_v1;
-//   - Q8_0 and Q4_0 weights: the same choices with the q8_0 / q4_0 kernels (matMulQuant).
+//   - quantised weights (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K): the same choices with their kernels
+//     (matMulQuant).
 func (b *Backend) MatMul(out, x model.Buffer, w model.Weight, n int) {
 	ob, xb, ww := buf(out), buf(x), wt(w)
 	checkRows("MatMul", n, ob, xb)
@@ -70,7 +71,8 @@ func (b *Backend) gemv(out, x cuda.DevicePtr, w *Weight, m int) {
 		cuda.Ptr(out), cuda.Ptr(x), cuda.Ptr(w.ptr), i32(m), i32(w.rows), i32(w.cols))
 }
 
-// matMulQuant is MatMul for Q8_0 and Q4_0 weights (kernels/gemv.cu): gemv_<q>_v2_n{1,2,4,8}
+// matMulQuant is MatMul for quantised weights (kernels/gemv.cu: Q8_0, Q4_0; kernels/kquant.cu:
+// Q4_K, Q5_K, Q6_K): gemv_<q>_v2_n{1,2,4,8}
 // over 8-row slices; for more than 8 rows with cuBLAS, the matrix dequantised to fp16 scratch
 // (dequant_<q>_f16: under 3 bytes moved per weight, small beside a prefill GEMM's arithmetic)
 // and cuBLAS's fp16 path; under Options.Naive, gemv_<q>_v1.

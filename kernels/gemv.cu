@@ -18,7 +18,7 @@
 //                       gate/up with SwiGLU in the epilogue (section "v2, fused").
 //   gemv_q8_0_*, gemv_q4_0_*: the same versions for weights kept quantised (sections "Q8_0",
 //                       "Q4_0" and the shared quantised loop at the end), and dequant_<q>_f16
-//                       for the cuBLAS path of prefill.
+//                       for the cuBLAS path of prefill. The k-quants' are in kquant.cu.
 //
 // Speed: decode is bandwidth-bound: N·K·sizeof(dt) bytes per call must stream at HBM speed.
 // With all N/4 warps resident (N = 4096 → 1024 warps ≈ 8 per SM on an H100) there are ≈ 4 MB of

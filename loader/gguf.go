@@ -943,7 +943,7 @@ func ggufInt32s(v any) ([]int32, bool) {
 // WriteGGUF writes a GGUF v3 file: the metadata (keys in sorted order), the tensor directory in
 // the order given, then the tensor data, each tensor at a multiple of general.alignment (32 unless
 // meta sets it, as a uint32 power of two). Tensor names are written as given and shapes are
-// reversed into GGUF's innermost-first order; F32, F16, BF16, Q8_0 and Q4_0 tensors are accepted.
+// reversed into GGUF's innermost-first order; tensors of any dtype GGMLType.DType maps are accepted.
 //
 // Metadata values must be one of the Go types GGUFInfo.Meta documents: a sized integer
 // (uint8 … int64, not int), float32, float64, bool, string, a slice of one of those, or []any

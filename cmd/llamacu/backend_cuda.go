@@ -17,7 +17,7 @@ import (
 
 // The CUDA backend on device 0 ($LLAMACU_DEVICE selects another). Weight matrices are stored in
 // fp16 on the device ($LLAMACU_WEIGHTS=bf16 for bf16, =stored to keep each file's dtype, F32
-// included), except Q8_0 and Q4_0 ones, which stay quantised ($LLAMACU_QUANT=widen converts them too); the KV cache is fp16 ($LLAMACU_KV=f32 for fp32). Prefill attention runs on the
+// included), except Q8_0, Q4_0, Q4_K, Q5_K and Q6_K ones, which stay quantised ($LLAMACU_QUANT=widen converts them too); the KV cache is fp16 ($LLAMACU_KV=f32 for fp32). Prefill attention runs on the
 // tensor cores where it can ($LLAMACU_PREFILL=simt: the fp32 SIMT kernel, for comparisons).
 // Repeated steps (decode) replay as CUDA graphs ($LLAMACU_GRAPHS=0: launch by launch).
 //
