@@ -46,6 +46,9 @@ func nib5DotsAVX(q, qh *byte, x *float32, out *float32)
 //go:noescape
 func deqNibAVX(dst *float32, q *byte, s *float32, n int)
 
+//go:noescape
+func deq6AVX(dst *float32, ql, qh *byte, s *float32)
+
 // hasAVX2 reports whether the assembly kernels are usable on this CPU.
 var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
 
@@ -177,4 +180,9 @@ func deqNibAsm(dst []float32, q []byte, s []float32) {
 	}
 	_, _ = dst[64*n-1], q[32*n-1]
 	deqNibAVX(&dst[0], &q[0], &s[0], n)
+}
+
+func deq6Asm(dst []float32, ql, qh []byte, s []float32) {
+	_, _, _, _ = dst[127], ql[63], qh[31], s[7]
+	deq6AVX(&dst[0], &ql[0], &qh[0], &s[0])
 }

@@ -684,3 +684,82 @@ deqnibloop:
 deqnibdone:
 	VZEROUPPER
 	RET
+
+// STORE16(xs, soff, doff): the 16 signed bytes of xs widened to float, times the scale at
+// soff(BX), stored at doff(DI) and doff+32. Uses X/Y 6, 7, 9, 10.
+#define STORE16(xs, soff, doff, doff2) \
+	VPSRLDQ      $8, xs, X9       \
+	VPMOVSXBD    xs, Y6           \
+	VPMOVSXBD    X9, Y7           \
+	VCVTDQ2PS    Y6, Y6           \
+	VCVTDQ2PS    Y7, Y7           \
+	VBROADCASTSS soff(BX), Y10    \
+	VMULPS       Y10, Y6, Y6      \
+	VMULPS       Y10, Y7, Y7      \
+	VMOVUPS      Y6, doff(DI)     \
+	VMOVUPS      Y7, doff2(DI)
+
+// func deq6AVX(dst *float32, ql, qh *byte, s *float32)
+// Widens one half of a Q6_K block (q6DotsAVX's layout) to 128 floats: dst[32g + l] =
+// s[2g + l/16]·q, q the 6-bit value minus 32 (s holds d·scale, so (d·sc)·q as tensor.Decode).
+TEXT ·deq6AVX(SB), NOSPLIT, $0-32
+	MOVQ         dst+0(FP), DI
+	MOVQ         ql+8(FP), SI
+	MOVQ         qh+16(FP), DX
+	MOVQ         s+24(FP), BX
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X14
+	VPBROADCASTD X14, Y14
+	MOVL         $0x03030303, AX
+	VMOVD        AX, X13
+	VPBROADCASTD X13, Y13
+	MOVL         $0x20202020, AX
+	VMOVD        AX, X12
+	VPBROADCASTD X12, Y12
+	VMOVDQU      (SI), Y0
+	VMOVDQU      32(SI), Y1
+	VMOVDQU      (DX), Y2
+
+	VPAND        Y13, Y2, Y11
+	VPSLLW       $4, Y11, Y11
+	VPAND        Y14, Y0, Y3
+	VPOR         Y11, Y3, Y3
+	VPSUBB       Y12, Y3, Y3
+	VEXTRACTI128 $1, Y3, X11
+	STORE16(X3, 0, 0, 32)
+	STORE16(X11, 4, 64, 96)
+
+	VPSRLW       $2, Y2, Y11
+	VPAND        Y13, Y11, Y11
+	VPSLLW       $4, Y11, Y11
+	VPAND        Y14, Y1, Y3
+	VPOR         Y11, Y3, Y3
+	VPSUBB       Y12, Y3, Y3
+	VEXTRACTI128 $1, Y3, X11
+	STORE16(X3, 8, 128, 160)
+	STORE16(X11, 12, 192, 224)
+
+	VPSRLW       $4, Y2, Y11
+	VPAND        Y13, Y11, Y11
+	VPSLLW       $4, Y11, Y11
+	VPSRLW       $4, Y0, Y3
+	VPAND        Y14, Y3, Y3
+	VPOR         Y11, Y3, Y3
+	VPSUBB       Y12, Y3, Y3
+	VEXTRACTI128 $1, Y3, X11
+	STORE16(X3, 16, 256, 288)
+	STORE16(X11, 20, 320, 352)
+
+	VPSRLW       $6, Y2, Y11
+	VPAND        Y13, Y11, Y11
+	VPSLLW       $4, Y11, Y11
+	VPSRLW       $4, Y1, Y3
+	VPAND        Y14, Y3, Y3
+	VPOR         Y11, Y3, Y3
+	VPSUBB       Y12, Y3, Y3
+	VEXTRACTI128 $1, Y3, X11
+	STORE16(X3, 24, 384, 416)
+	STORE16(X11, 28, 448, 480)
+
+	VZEROUPPER
+	RET

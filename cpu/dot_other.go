@@ -9,3 +9,6 @@ func useAsm() {}
 
 // deqNibAsm is deqNibGo where the assembly kernels do not exist (deqNibAsmOn stays false).
 func deqNibAsm(dst []float32, q []byte, s []float32) { deqNibGo(dst, q, s) }
+
+// deq6Asm is deq6Go where the assembly kernels do not exist.
+func deq6Asm(dst []float32, ql, qh []byte, s []float32) { deq6Go(dst, ql, qh, s) }

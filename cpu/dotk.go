@@ -191,3 +191,36 @@ func deqNibGo(dst []float32, q []byte, s []float32) {
 		}
 	}
 }
+
+// deqQ6K widens len(dst)/256 Q6_K blocks exactly as tensor.Decode does: (d·sc)·q, the 8 scales
+// of each half computed here, the 6-bit values widened by deq6 (assembly where the CPU has it).
+func deqQ6K(dst []float32, w []byte) {
+	var s [8]float32
+	for b := 0; b < len(dst)/tensor.QKK; b++ {
+		blk := (*[210]byte)(w[210*b : 210*b+210])
+		d := f16tab[binary.LittleEndian.Uint16(blk[208:])]
+		for n := range 2 {
+			sc := (*[8]byte)(blk[192+8*n : 200+8*n])
+			for i := range 8 { // s[2g + is] scales elements 32g + 16·is … +15 of this half
+				s[i] = d * float32(int8(sc[i]))
+			}
+			o := dst[256*b+128*n : 256*b+128*n+128]
+			if deqNibAsmOn {
+				deq6Asm(o, blk[64*n:64*n+64], blk[128+32*n:160+32*n], s[:])
+			} else {
+				deq6Go(o, blk[64*n:64*n+64], blk[128+32*n:160+32*n], s[:])
+			}
+		}
+	}
+}
+
+func deq6Go(dst []float32, ql, qh []byte, s []float32) {
+	for l := range 32 {
+		lo, hi, h := ql[l], ql[l+32], qh[l]
+		is := l / 16
+		dst[l] = s[is] * float32(int(lo&0xf|h&3<<4)-32)
+		dst[l+32] = s[2+is] * float32(int(hi&0xf|h>>2&3<<4)-32)
+		dst[l+64] = s[4+is] * float32(int(lo>>4|h>>4&3<<4)-32)
+		dst[l+96] = s[6+is] * float32(int(hi>>4|h>>6<<4)-32)
+	}
+}

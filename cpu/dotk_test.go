@@ -75,15 +75,21 @@ func TestDotKQuant(t *testing.T) {
 	}
 }
 
-// deqQ4K, the prefill GEMM's widening of Q4_K tiles, equals tensor.Decode (ggml's values) bit
-// for bit, in Go and in assembly.
+// deqQ4K and deqQ6K, the prefill GEMM's widening of Q4_K and Q6_K tiles, equal tensor.Decode
+// (ggml's values) bit for bit, in Go and in assembly.
 func TestDeqQ4K(t *testing.T) {
+	for _, d := range []tensor.DType{tensor.Q4_K, tensor.Q6_K} {
+		t.Run(d.String(), func(t *testing.T) { testDeqK(t, d) })
+	}
+}
+
+func testDeqK(t *testing.T, d tensor.DType) {
 	r := rand.New(rand.NewPCG(7, 8))
-	blocks, err := os.ReadFile(filepath.Join("..", "tensor", "testdata", "ggml", "q4_k.blocks"))
+	blocks, err := os.ReadFile(filepath.Join("..", "tensor", "testdata", "ggml", strings.ToLower(d.String())+".blocks"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	datas := [][]byte{blocks, tensor.Encode(tensor.Q4_K, randVec(r, 11008, 0.05))}
+	datas := [][]byte{blocks, tensor.Encode(d, randVec(r, 11008, 0.05))}
 	kernels := []string{"go"}
 	if hasAVX2 {
 		kernels = append(kernels, "asm")
@@ -96,10 +102,10 @@ func TestDeqQ4K(t *testing.T) {
 			useAsm()
 		}
 		for i, data := range datas {
-			n := len(data) / 144 * 256
+			n := len(data) / d.BlockBytes() * 256
 			want, got := make([]float32, n), make([]float32, n)
-			tensor.Decode(want, tensor.Q4_K, data)
-			decodeInto(got, tensor.Q4_K, data)
+			tensor.Decode(want, d, data)
+			decodeInto(got, d, data)
 			for k := range want {
 				if math.Float32bits(got[k]) != math.Float32bits(want[k]) {
 					t.Fatalf("%s data %d element %d: %g, tensor.Decode %g", kern, i, k, got[k], want[k])
