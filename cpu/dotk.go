@@ -13,6 +13,19 @@ import (
 // Q4_K's min term needs Σx over each 32-element sub-block; it does not depend on the weight row,
 // so the caller computes it once per x (subSums) and every row reuses it.
 
+// q45Combine finishes a Q4_K/Q5_K block's dot from its 16-byte header (fp16 d, dmin, 6-bit
+// scales): Σ over the 8 sub-blocks of (d·sc)·qx[i] − (dmin·m)·xs[i], qx[i] = Σ q·x and xs[i] = Σ x.
+func q45Combine(hdr []byte, qx, xs []float32) float32 {
+	d := f16tab[binary.LittleEndian.Uint16(hdr[0:])]
+	dmin := f16tab[binary.LittleEndian.Uint16(hdr[2:])]
+	var total float32
+	for i := range 8 {
+		sc, m := tensor.ScaleMinK4(i, hdr[4:16])
+		total += d*float32(sc)*qx[i] - dmin*float32(m)*xs[i]
+	}
+	return total
+}
+
 // nibLo and nibHi map a byte to its low and high nibble as float32.
 var nibLo, nibHi = func() (lo, hi [256]float32) {
 	for i := range 256 {
@@ -44,20 +57,9 @@ func dotQ4K(w []byte, x, xsum, qx []float32) float32 {
 	qx = qx[:8]
 	for b := 0; b < len(x)/tensor.QKK; b++ {
 		blk := (*[144]byte)(w[144*b : 144*b+144])
-		d := f16tab[binary.LittleEndian.Uint16(blk[0:])]
-		dmin := f16tab[binary.LittleEndian.Uint16(blk[2:])]
-		s := blk[4:16]
 		xs := (*[8]float32)(xsum[8*b : 8*b+8])
 		nibDots(blk[16:144], x[256*b:256*b+256], qx)
-		for i := range 8 {
-			var sc, m byte
-			if i < 4 {
-				sc, m = s[i]&63, s[i+4]&63
-			} else {
-				sc, m = s[i+4]&0xf|s[i-4]>>6<<4, s[i+4]>>4|s[i]>>6<<4
-			}
-			total += d*float32(sc)*qx[i] - dmin*float32(m)*xs[i]
-		}
+		total += q45Combine(blk[:16], qx, xs[:])
 	}
 	return total
 }
@@ -89,20 +91,9 @@ func dotQ5K(w []byte, x, xsum, qx []float32) float32 {
 	qx = qx[:8]
 	for b := 0; b < len(x)/tensor.QKK; b++ {
 		blk := (*[176]byte)(w[176*b : 176*b+176])
-		d := f16tab[binary.LittleEndian.Uint16(blk[0:])]
-		dmin := f16tab[binary.LittleEndian.Uint16(blk[2:])]
-		s := blk[4:16]
 		xs := (*[8]float32)(xsum[8*b : 8*b+8])
 		nib5Dots(blk[48:176], blk[16:48], x[256*b:256*b+256], qx)
-		for i := range 8 {
-			var sc, m byte
-			if i < 4 {
-				sc, m = s[i]&63, s[i+4]&63
-			} else {
-				sc, m = s[i+4]&0xf|s[i-4]>>6<<4, s[i+4]>>4|s[i]>>6<<4
-			}
-			total += d*float32(sc)*qx[i] - dmin*float32(m)*xs[i]
-		}
+		total += q45Combine(blk[:16], qx, xs[:])
 	}
 	return total
 }
@@ -168,12 +159,7 @@ func deqQ4K(dst []float32, w []byte) {
 		dmin := f16tab[binary.LittleEndian.Uint16(blk[2:])]
 		sc := blk[4:16]
 		for i := range 8 {
-			var c, m byte
-			if i < 4 {
-				c, m = sc[i]&63, sc[i+4]&63
-			} else {
-				c, m = sc[i+4]&0xf|sc[i-4]>>6<<4, sc[i+4]>>4|sc[i]>>6<<4
-			}
+			c, m := tensor.ScaleMinK4(i, sc)
 			s[2*i], s[2*i+1] = d*float32(c), dmin*float32(m)
 		}
 		deqNib(dst[256*b:256*b+256], blk[16:144], s[:])

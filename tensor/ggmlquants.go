@@ -161,10 +161,10 @@ func decodeQ3_K(y []float32, blk []byte) {
 	}
 }
 
-// scaleMinK4 unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block:
-// j < 4 in the low 6 bits of bytes j and j+4; j ≥ 4 as a nibble of byte j+4 and the top 2 bits
+// ScaleMinK4 unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block from
+// its 12 scale bytes s (bytes 4…15 of the block): j < 4 in the low 6 bits of bytes j and j+4; j ≥ 4 as a nibble of byte j+4 and the top 2 bits
 // of bytes j−4 (scale) and j (min).
-func scaleMinK4(j int, s []byte) (sc, m byte) {
+func ScaleMinK4(j int, s []byte) (sc, m byte) {
 	if j < 4 {
 		return s[j] & 63, s[j+4] & 63
 	}
@@ -178,8 +178,8 @@ func decodeQ4_K(y []float32, blk []byte) {
 	scales, qs := blk[4:16], blk[16:144]
 	o := 0
 	for j := 0; j < 4; j++ {
-		sc1, m1 := scaleMinK4(2*j, scales)
-		sc2, m2 := scaleMinK4(2*j+1, scales)
+		sc1, m1 := ScaleMinK4(2*j, scales)
+		sc2, m2 := ScaleMinK4(2*j+1, scales)
 		d1, mn1 := d*float32(sc1), dmin*float32(m1)
 		d2, mn2 := d*float32(sc2), dmin*float32(m2)
 		q := qs[32*j : 32*j+32]
@@ -198,8 +198,8 @@ func decodeQ5_K(y []float32, blk []byte) {
 	scales, qh, qs := blk[4:16], blk[16:48], blk[48:176]
 	o := 0
 	for j := 0; j < 4; j++ {
-		sc1, m1 := scaleMinK4(2*j, scales)
-		sc2, m2 := scaleMinK4(2*j+1, scales)
+		sc1, m1 := ScaleMinK4(2*j, scales)
+		sc2, m2 := ScaleMinK4(2*j+1, scales)
 		d1, mn1 := d*float32(sc1), dmin*float32(m1)
 		d2, mn2 := d*float32(sc2), dmin*float32(m2)
 		q := qs[32*j : 32*j+32]
@@ -234,10 +234,13 @@ func decodeQ6_K(y []float32, blk []byte) {
 	}
 }
 
-// encodeQ4_K quantises 256 values into one Q4_K block: per 32-value sub-block a scale
-// (max − min)/15 and a min −min(x, 0), both quantised to 6 bits against the block's fp16 d and
-// dmin; q = round((x + dmin·m)/(d·sc)) in [0, 15].
-func encodeQ4_K(blk []byte, x []float32) {
+// encodeQ45_K quantises 256 values into one Q4_K (bits 4) or Q5_K (bits 5) block: per 32-value
+// sub-block a scale (max − min)/(2^bits − 1) and a min −min(x, 0), both quantised to 6 bits
+// against the block's fp16 d and dmin; q = round((x + dmin·m)/(d·sc)) in [0, 2^bits − 1]. The
+// low 4 bits of q are the nibbles (bytes 16… for Q4_K, 48… for Q5_K); Q5_K's bit 4 of the
+// element at l of sub-block i is bit i of qh[l] (bytes 16…47).
+func encodeQ45_K(blk []byte, x []float32, bits int) {
+	top := float32(int(1)<<bits - 1)
 	var scale, minus [8]float32
 	var maxScale, maxMin float32
 	for i := range 8 {
@@ -246,7 +249,7 @@ func encodeQ4_K(blk []byte, x []float32) {
 			lo, hi = min(lo, v), max(hi, v)
 		}
 		lo = min(lo, 0)
-		scale[i], minus[i] = (hi-lo)/15, -lo
+		scale[i], minus[i] = (hi-lo)/top, -lo
 		maxScale, maxMin = max(maxScale, scale[i]), max(maxMin, minus[i])
 	}
 	d, dmin := F32ToF16(maxScale/63), F32ToF16(maxMin/63)
@@ -262,71 +265,24 @@ func encodeQ4_K(blk []byte, x []float32) {
 			m[i] = byte(min(63, math.Round(float64(minus[i]/dminf))))
 		}
 	}
-	s := blk[4:16]
+	s := blk[4:16] // ScaleMinK4's packing, inverted
 	for j := range 4 {
 		s[j] = sc[j] | sc[j+4]>>4<<6
 		s[j+4] = m[j] | m[j+4]>>4<<6
 		s[j+8] = sc[j+4]&0xf | m[j+4]<<4
 	}
 	qs := blk[16:144]
+	var qh []byte
+	if bits == 5 {
+		qh, qs = blk[16:48], blk[48:176]
+		clear(qh)
+	}
 	for i := range 8 {
 		ds, ms := df*float32(sc[i]), dminf*float32(m[i])
 		for l := range 32 {
 			q := 0
 			if ds > 0 {
-				q = int(max(0, min(15, math.Round(float64((x[32*i+l]+ms)/ds)))))
-			}
-			b := &qs[32*(i/2)+l]
-			if i%2 == 0 {
-				*b = *b&0xf0 | byte(q)
-			} else {
-				*b = *b&0x0f | byte(q)<<4
-			}
-		}
-	}
-}
-
-// encodeQ5_K is encodeQ4_K with 5-bit q in [0, 31] (scale (max − min)/31): the low 4 bits as
-// Q4_K's nibbles, bit 4 of the element at l of sub-block i in bit i of qh[l].
-func encodeQ5_K(blk []byte, x []float32) {
-	var scale, minus [8]float32
-	var maxScale, maxMin float32
-	for i := range 8 {
-		lo, hi := x[32*i], x[32*i]
-		for _, v := range x[32*i : 32*i+32] {
-			lo, hi = min(lo, v), max(hi, v)
-		}
-		lo = min(lo, 0)
-		scale[i], minus[i] = (hi-lo)/31, -lo
-		maxScale, maxMin = max(maxScale, scale[i]), max(maxMin, minus[i])
-	}
-	d, dmin := F32ToF16(maxScale/63), F32ToF16(maxMin/63)
-	binary.LittleEndian.PutUint16(blk, d)
-	binary.LittleEndian.PutUint16(blk[2:], dmin)
-	df, dminf := F16ToF32(d), F16ToF32(dmin)
-	var sc, m [8]byte
-	for i := range 8 {
-		if df > 0 {
-			sc[i] = byte(min(63, math.Round(float64(scale[i]/df))))
-		}
-		if dminf > 0 {
-			m[i] = byte(min(63, math.Round(float64(minus[i]/dminf))))
-		}
-	}
-	s := blk[4:16]
-	for j := range 4 {
-		s[j] = sc[j] | sc[j+4]>>4<<6
-		s[j+4] = m[j] | m[j+4]>>4<<6
-		s[j+8] = sc[j+4]&0xf | m[j+4]<<4
-	}
-	qh, qs := blk[16:48], blk[48:176]
-	clear(qh)
-	for i := range 8 {
-		ds, ms := df*float32(sc[i]), dminf*float32(m[i])
-		for l := range 32 {
-			q := 0
-			if ds > 0 {
-				q = int(max(0, min(31, math.Round(float64((x[32*i+l]+ms)/ds)))))
+				q = int(max(0, min(float64(top), math.Round(float64((x[32*i+l]+ms)/ds)))))
 			}
 			b := &qs[32*(i/2)+l]
 			if i%2 == 0 {
@@ -334,7 +290,9 @@ func encodeQ5_K(blk []byte, x []float32) {
 			} else {
 				*b = *b&0x0f | byte(q&0xf)<<4
 			}
-			qh[l] |= byte(q>>4) << i
+			if qh != nil {
+				qh[l] |= byte(q>>4) << i
+			}
 		}
 	}
 }

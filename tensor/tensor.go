@@ -267,11 +267,11 @@ func EncodeTo(out []byte, d DType, src []float32) {
 		panic("tensor.Encode: llamacu does not write " + d.String() + " (llama.cpp's llama-quantize does)")
 	case Q5_K:
 		for b := 0; b < len(src)/QKK; b++ {
-			encodeQ5_K(out[b*176:(b+1)*176], src[b*QKK:(b+1)*QKK])
+			encodeQ45_K(out[b*176:(b+1)*176], src[b*QKK:(b+1)*QKK], 5)
 		}
 	case Q4_K:
 		for b := 0; b < len(src)/QKK; b++ {
-			encodeQ4_K(out[b*144:(b+1)*144], src[b*QKK:(b+1)*QKK])
+			encodeQ45_K(out[b*144:(b+1)*144], src[b*QKK:(b+1)*QKK], 4)
 		}
 	case Q6_K:
 		for b := 0; b < len(src)/QKK; b++ {
