@@ -369,6 +369,32 @@ dq4done:
 	VZEROUPPER
 	RET
 
+// WIDEN32(y, x): the 32 bytes of Y register y (x its X twin) as unsigned integers, widened to
+// floats in Y6 (bytes 0…7), Y7 (8…15), Y8 (16…23), Y9 (24…31). x is read before X8 is written.
+#define WIDEN32(y, x) \
+	VPMOVZXBD    x, Y6    \
+	VPSRLDQ      $8, x, X7 \
+	VPMOVZXBD    X7, Y7   \
+	VEXTRACTI128 $1, y, X8 \
+	VPSRLDQ      $8, X8, X9 \
+	VPMOVZXBD    X8, Y8   \
+	VPMOVZXBD    X9, Y9   \
+	VCVTDQ2PS    Y6, Y6   \
+	VCVTDQ2PS    Y7, Y7   \
+	VCVTDQ2PS    Y8, Y8   \
+	VCVTDQ2PS    Y9, Y9
+
+// DOT32(o0, o1, o2, o3, out): Σ of Y6…Y9 times the 32 floats at o0(DI) … o3(DI) (8 each), into
+// the float at out(DX).
+#define DOT32(o0, o1, o2, o3, out) \
+	VMULPS      o0(DI), Y6, Y6 \
+	VMULPS      o1(DI), Y7, Y7 \
+	VFMADD231PS o2(DI), Y8, Y6 \
+	VFMADD231PS o3(DI), Y9, Y7 \
+	VADDPS      Y7, Y6, Y6     \
+	HSUM(Y6, X6, X7)           \
+	VMOVSS      X6, out(DX)
+
 // func nibDotsAVX(q *byte, x *float32, n int, out *float32)
 // n chunks of 32 bytes of nibbles against 64 floats each (Q4_K's layout): out[2c] = Σ_l
 // (q[l] & 15)·x[l], out[2c+1] = Σ_l (q[l] >> 4)·x[32+l].
@@ -389,43 +415,11 @@ nibloop:
 	VPAND        Y14, Y4, Y4             // low nibbles: x[0..31]
 	VPAND        Y14, Y5, Y5             // high nibbles: x[32..63]
 
-	VPMOVZXBD    X4, Y6                  // 0..7
-	VPSRLDQ      $8, X4, X7
-	VPMOVZXBD    X7, Y7                  // 8..15
-	VEXTRACTI128 $1, Y4, X8
-	VPSRLDQ      $8, X8, X9              // before X8 is widened in place
-	VPMOVZXBD    X8, Y8                  // 16..23
-	VPMOVZXBD    X9, Y9                  // 24..31
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y7, Y7
-	VCVTDQ2PS    Y8, Y8
-	VCVTDQ2PS    Y9, Y9
-	VMULPS       (DI), Y6, Y6
-	VMULPS       32(DI), Y7, Y7
-	VFMADD231PS  64(DI), Y8, Y6
-	VFMADD231PS  96(DI), Y9, Y7
-	VADDPS       Y7, Y6, Y6
-	HSUM(Y6, X6, X7)
-	VMOVSS       X6, (DX)
+	WIDEN32(Y4, X4)
+	DOT32(0, 32, 64, 96, 0)
 
-	VPMOVZXBD    X5, Y6
-	VPSRLDQ      $8, X5, X7
-	VPMOVZXBD    X7, Y7
-	VEXTRACTI128 $1, Y5, X8
-	VPSRLDQ      $8, X8, X9
-	VPMOVZXBD    X8, Y8
-	VPMOVZXBD    X9, Y9
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y7, Y7
-	VCVTDQ2PS    Y8, Y8
-	VCVTDQ2PS    Y9, Y9
-	VMULPS       128(DI), Y6, Y6
-	VMULPS       160(DI), Y7, Y7
-	VFMADD231PS  192(DI), Y8, Y6
-	VFMADD231PS  224(DI), Y9, Y7
-	VADDPS       Y7, Y6, Y6
-	HSUM(Y6, X6, X7)
-	VMOVSS       X6, 4(DX)
+	WIDEN32(Y5, X5)
+	DOT32(128, 160, 192, 224, 4)
 
 	ADDQ         $32, SI
 	ADDQ         $256, DI
@@ -555,43 +549,11 @@ nib5loop:
 	VPOR         Y10, Y4, Y4
 	VPOR         Y11, Y5, Y5
 
-	VPMOVZXBD    X4, Y6
-	VPSRLDQ      $8, X4, X7
-	VPMOVZXBD    X7, Y7
-	VEXTRACTI128 $1, Y4, X8
-	VPSRLDQ      $8, X8, X9
-	VPMOVZXBD    X8, Y8
-	VPMOVZXBD    X9, Y9
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y7, Y7
-	VCVTDQ2PS    Y8, Y8
-	VCVTDQ2PS    Y9, Y9
-	VMULPS       (DI), Y6, Y6
-	VMULPS       32(DI), Y7, Y7
-	VFMADD231PS  64(DI), Y8, Y6
-	VFMADD231PS  96(DI), Y9, Y7
-	VADDPS       Y7, Y6, Y6
-	HSUM(Y6, X6, X7)
-	VMOVSS       X6, (DX)
+	WIDEN32(Y4, X4)
+	DOT32(0, 32, 64, 96, 0)
 
-	VPMOVZXBD    X5, Y6
-	VPSRLDQ      $8, X5, X7
-	VPMOVZXBD    X7, Y7
-	VEXTRACTI128 $1, Y5, X8
-	VPSRLDQ      $8, X8, X9
-	VPMOVZXBD    X8, Y8
-	VPMOVZXBD    X9, Y9
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y7, Y7
-	VCVTDQ2PS    Y8, Y8
-	VCVTDQ2PS    Y9, Y9
-	VMULPS       128(DI), Y6, Y6
-	VMULPS       160(DI), Y7, Y7
-	VFMADD231PS  192(DI), Y8, Y6
-	VFMADD231PS  224(DI), Y9, Y7
-	VADDPS       Y7, Y6, Y6
-	HSUM(Y6, X6, X7)
-	VMOVSS       X6, 4(DX)
+	WIDEN32(Y5, X5)
+	DOT32(128, 160, 192, 224, 4)
 
 	ADDQ         $32, SI
 	ADDQ         $256, DI
@@ -627,17 +589,7 @@ deqnibloop:
 	VBROADCASTSS 8(BX), Y2               // high scale
 	VBROADCASTSS 12(BX), Y3              // high min
 
-	VPMOVZXBD    X4, Y6
-	VPSRLDQ      $8, X4, X7
-	VPMOVZXBD    X7, Y7
-	VEXTRACTI128 $1, Y4, X8
-	VPSRLDQ      $8, X8, X9
-	VPMOVZXBD    X8, Y8
-	VPMOVZXBD    X9, Y9
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y7, Y7
-	VCVTDQ2PS    Y8, Y8
-	VCVTDQ2PS    Y9, Y9
+	WIDEN32(Y4, X4)
 	VMULPS       Y0, Y6, Y6
 	VMULPS       Y0, Y7, Y7
 	VMULPS       Y0, Y8, Y8
@@ -651,17 +603,7 @@ deqnibloop:
 	VMOVUPS      Y8, 64(DI)
 	VMOVUPS      Y9, 96(DI)
 
-	VPMOVZXBD    X5, Y6
-	VPSRLDQ      $8, X5, X7
-	VPMOVZXBD    X7, Y7
-	VEXTRACTI128 $1, Y5, X8
-	VPSRLDQ      $8, X8, X9
-	VPMOVZXBD    X8, Y8
-	VPMOVZXBD    X9, Y9
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y7, Y7
-	VCVTDQ2PS    Y8, Y8
-	VCVTDQ2PS    Y9, Y9
+	WIDEN32(Y5, X5)
 	VMULPS       Y2, Y6, Y6
 	VMULPS       Y2, Y7, Y7
 	VMULPS       Y2, Y8, Y8

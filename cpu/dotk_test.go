@@ -37,17 +37,7 @@ func TestDotKQuant(t *testing.T) {
 			rows = append(rows, row{fmt.Sprintf("%v/encoded/K=%d", d, K), d, tensor.Encode(d, randVec(r, K, 0.05)), K})
 		}
 	}
-	kernels := []string{"go"}
-	if hasAVX2 {
-		kernels = append(kernels, "asm")
-	}
-	defer useAsm()
-	for _, kern := range kernels {
-		if kern == "go" {
-			usePureGo()
-		} else {
-			useAsm()
-		}
+	for kern := range kernelSets() {
 		for _, rw := range rows {
 			x := randVec(r, rw.K, 1)
 			w := make([]float32, rw.K)
@@ -90,17 +80,7 @@ func testDeqK(t *testing.T, d tensor.DType) {
 		t.Fatal(err)
 	}
 	datas := [][]byte{blocks, tensor.Encode(d, randVec(r, 11008, 0.05))}
-	kernels := []string{"go"}
-	if hasAVX2 {
-		kernels = append(kernels, "asm")
-	}
-	defer useAsm()
-	for _, kern := range kernels {
-		if kern == "go" {
-			usePureGo()
-		} else {
-			useAsm()
-		}
+	for kern := range kernelSets() {
 		for i, data := range datas {
 			n := len(data) / d.BlockBytes() * 256
 			want, got := make([]float32, n), make([]float32, n)
@@ -112,5 +92,19 @@ func testDeqK(t *testing.T, d tensor.DType) {
 				}
 			}
 		}
+	}
+}
+
+// kernelSets installs, in turn, the pure-Go kernels ("go") and, where the CPU has them, the
+// assembly ones ("asm"), yielding each name; the assembly ones stay installed afterwards.
+func kernelSets() func(yield func(string) bool) {
+	return func(yield func(string) bool) {
+		defer useAsm()
+		usePureGo()
+		if !yield("go") || !hasAVX2 {
+			return
+		}
+		useAsm()
+		yield("asm")
 	}
 }

@@ -109,43 +109,33 @@ LLAMACU_DEVICE float q6_K_at(const uint8_t* q, const __half* d, int64_t k) {
 
 // ---------------------------------------------------------------- v1
 
-// grid (ceil(N/8), n), block (256). d: unused for Q4_K (its scales are inside the blocks).
-extern "C" __global__ void gemv_q4_K_v1(float* out, const float* x, const uint8_t* q, const __half* d, int n,
-                                        int N, int K) {
-    const int warps = blockDim.x >> 5;
-    const int r = blockIdx.x * warps + (threadIdx.x >> 5), b = blockIdx.y, lane = threadIdx.x & 31;
-    if (r >= N) return;  // whole warp
-    const uint8_t* qr = q + (int64_t)r * (K / QKK) * Q4K_BLOCK;
-    const float* xr = x + (int64_t)b * K;
-    float acc = 0.f;
-    for (int k = lane; k < K; k += 32) acc += q4_K_at(qr, k) * xr[k];
-    acc = warp_sum(acc);
-    if (lane == 0) out[(int64_t)b * N + r] = acc;
-}
+// The three types behind one element accessor: T::at(q, d, k) is element k of blocks q (a row or
+// a whole matrix) with, for Q6_K, their scales d (Q4_K and Q5_K keep theirs inside the blocks
+// and ignore d); T::BLOCK is the bytes per 256 weights in q.
+struct Q4KAt {
+    static constexpr int BLOCK = Q4K_BLOCK;
+    static LLAMACU_DEVICE float at(const uint8_t* q, const __half*, int64_t k) { return q4_K_at(q, k); }
+};
+struct Q5KAt {
+    static constexpr int BLOCK = Q5K_BLOCK;
+    static LLAMACU_DEVICE float at(const uint8_t* q, const __half*, int64_t k) { return q5_K_at(q, k); }
+};
+struct Q6KAt {
+    static constexpr int BLOCK = Q6K_BLOCK;
+    static LLAMACU_DEVICE float at(const uint8_t* q, const __half* d, int64_t k) { return q6_K_at(q, d, k); }
+};
 
-extern "C" __global__ void gemv_q5_K_v1(float* out, const float* x, const uint8_t* q, const __half* d, int n,
-                                        int N, int K) {
+// grid (ceil(N/8), n), block (256).
+template <typename T>
+__device__ void gemv_kq_v1(float* out, const float* x, const uint8_t* q, const __half* d, int N, int K) {
     const int warps = blockDim.x >> 5;
     const int r = blockIdx.x * warps + (threadIdx.x >> 5), b = blockIdx.y, lane = threadIdx.x & 31;
     if (r >= N) return;  // whole warp
-    const uint8_t* qr = q + (int64_t)r * (K / QKK) * Q5K_BLOCK;
+    const uint8_t* qr = q + (int64_t)r * (K / QKK) * T::BLOCK;
+    const __half* dr = d + (int64_t)r * (K / QKK);  // Q6_K's scales; not read for Q4_K, Q5_K
     const float* xr = x + (int64_t)b * K;
     float acc = 0.f;
-    for (int k = lane; k < K; k += 32) acc += q5_K_at(qr, k) * xr[k];
-    acc = warp_sum(acc);
-    if (lane == 0) out[(int64_t)b * N + r] = acc;
-}
-
-extern "C" __global__ void gemv_q6_K_v1(float* out, const float* x, const uint8_t* q, const __half* d, int n,
-                                        int N, int K) {
-    const int warps = blockDim.x >> 5;
-    const int r = blockIdx.x * warps + (threadIdx.x >> 5), b = blockIdx.y, lane = threadIdx.x & 31;
-    if (r >= N) return;  // whole warp
-    const uint8_t* qr = q + (int64_t)r * (K / QKK) * Q6K_BLOCK;
-    const __half* dr = d + (int64_t)r * (K / QKK);
-    const float* xr = x + (int64_t)b * K;
-    float acc = 0.f;
-    for (int k = lane; k < K; k += 32) acc += q6_K_at(qr, dr, k) * xr[k];
+    for (int k = lane; k < K; k += 32) acc += T::at(qr, dr, k) * xr[k];
     acc = warp_sum(acc);
     if (lane == 0) out[(int64_t)b * N + r] = acc;
 }
@@ -407,37 +397,39 @@ GEMV_KQ_GLU_ENTRY(2)
 GEMV_KQ_GLU_ENTRY(4)
 GEMV_KQ_GLU_ENTRY(8)
 
-// ---------------------------------------------------------------- dequant, embed
+// ---------------------------------------------------------------- dequant, embed, entries
 
 // total = N·K < 2^31 (the host checks). grid-stride, block (256).
-extern "C" __global__ void dequant_q4_K_f16(__half* out, const uint8_t* q, const __half* d, int total) {
+template <typename T> __device__ void dequant_kq_f16(__half* out, const uint8_t* q, const __half* d, int total) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
-        out[i] = __float2half_rn(q4_K_at(q, i));
-}
-extern "C" __global__ void dequant_q5_K_f16(__half* out, const uint8_t* q, const __half* d, int total) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
-        out[i] = __float2half_rn(q5_K_at(q, i));
-}
-extern "C" __global__ void dequant_q6_K_f16(__half* out, const uint8_t* q, const __half* d, int total) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
-        out[i] = __float2half_rn(q6_K_at(q, d, i));
+        out[i] = __float2half_rn(T::at(q, d, i));
 }
 
 // out[i, :] = table[tokens[i], :], the table resident as above. grid (n), block (256).
-extern "C" __global__ void embed_q4_K(float* out, const uint8_t* q, const __half* d, const int* tokens, int dim) {
-    const uint8_t* src = q + (int64_t)tokens[blockIdx.x] * (dim / QKK) * Q4K_BLOCK;
-    float* dst = out + (int64_t)blockIdx.x * dim;
-    for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = q4_K_at(src, j);
-}
-extern "C" __global__ void embed_q5_K(float* out, const uint8_t* q, const __half* d, const int* tokens, int dim) {
-    const uint8_t* src = q + (int64_t)tokens[blockIdx.x] * (dim / QKK) * Q5K_BLOCK;
-    float* dst = out + (int64_t)blockIdx.x * dim;
-    for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = q5_K_at(src, j);
-}
-extern "C" __global__ void embed_q6_K(float* out, const uint8_t* q, const __half* d, const int* tokens, int dim) {
+template <typename T>
+__device__ void embed_kq(float* out, const uint8_t* q, const __half* d, const int* tokens, int dim) {
     const int64_t t = tokens[blockIdx.x];
-    const uint8_t* src = q + t * (dim / QKK) * Q6K_BLOCK;
+    const uint8_t* src = q + t * (dim / QKK) * T::BLOCK;
     const __half* ds = d + t * (dim / QKK);
     float* dst = out + (int64_t)blockIdx.x * dim;
-    for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = q6_K_at(src, ds, j);
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = T::at(src, ds, j);
 }
+
+// gemv_<q>_v1, dequant_<q>_f16 and embed_<q> of each type.
+#define KQ_ENTRIES(NAME, T)                                                                            \
+    extern "C" __global__ void gemv_##NAME##_v1(float* out, const float* x, const uint8_t* q,           \
+                                                const __half* d, int n, int N, int K) {                 \
+        gemv_kq_v1<T>(out, x, q, d, N, K);                                                             \
+    }                                                                                                  \
+    extern "C" __global__ void dequant_##NAME##_f16(__half* out, const uint8_t* q, const __half* d,     \
+                                                    int total) {                                       \
+        dequant_kq_f16<T>(out, q, d, total);                                                           \
+    }                                                                                                  \
+    extern "C" __global__ void embed_##NAME(float* out, const uint8_t* q, const __half* d,              \
+                                            const int* tokens, int dim) {                              \
+        embed_kq<T>(out, q, d, tokens, dim);                                                           \
+    }
+
+KQ_ENTRIES(q4_K, Q4KAt)
+KQ_ENTRIES(q5_K, Q5KAt)
+KQ_ENTRIES(q6_K, Q6KAt)
