@@ -5,6 +5,7 @@ package gpu
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/llamacu/llamacu/cuda"
@@ -35,9 +36,7 @@ type Weight struct {
 var deviceQuant = [...]tensor.DType{tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q6_K, tensor.Q5_K}
 
 // isDeviceQuant reports whether d is one of deviceQuant.
-func isDeviceQuant(d tensor.DType) bool {
-	return d == tensor.Q8_0 || d == tensor.Q4_0 || d == tensor.Q4_K || d == tensor.Q5_K || d == tensor.Q6_K
-}
+func isDeviceQuant(d tensor.DType) bool { return slices.Contains(deviceQuant[:], d) }
 
 // quantised reports a weight kept quantised (ptr and scales).
 func (w *Weight) quantised() bool { return isDeviceQuant(w.dtype) }
