@@ -329,15 +329,14 @@ func checkMemory(cfg model.Config, f *loader.Model, bes []model.Backend, tpSize,
 // cpuPlanDType is the one weight dtype the planner counts a file in for the CPU backend, which
 // widens F16 and BF16 matrices to F32 and keeps quantised ones as they are: F32 if any matrix is
 // not quantised; else the quantised type with the most bits per weight (a Q4_K_M file, Q4_K and
-// Q6_K, as all Q6_K: an overestimate) — unless its blocks are longer than those of the matrices
-// TP splits by columns (Wo, W2), whose blocks the planner checks against the TP degree: then
-// Q8_0 (more bits still, blocks of 32), so that a Q5_0 file with a Q6_K LM head may run at TP 2.
+// Q6_K, as all Q6_K: an overestimate). Column shards that are not whole blocks of it are
+// counted as the F32 the CPU widens them to (plan.Options.SplitDType's zero value).
 func cpuPlanDType(f *loader.Model) tensor.DType {
 	if f == nil {
 		return tensor.F32
 	}
-	widest, colBlock := tensor.DType(-1), 1
-	for name, t := range f.Tensors {
+	widest := tensor.DType(-1)
+	for _, t := range f.Tensors {
 		if len(t.Shape) != 2 {
 			continue
 		}
@@ -347,15 +346,9 @@ func cpuPlanDType(f *loader.Model) tensor.DType {
 		if widest == -1 || t.DType.BitsPerWeight() > widest.BitsPerWeight() {
 			widest = t.DType
 		}
-		if strings.HasSuffix(name, model.NameWo) || strings.HasSuffix(name, model.NameW2) {
-			colBlock = max(colBlock, t.DType.BlockSize())
-		}
 	}
-	switch {
-	case widest == -1:
+	if widest == -1 {
 		return tensor.F32
-	case widest.BlockSize() > colBlock && widest.BitsPerWeight() <= tensor.Q8_0.BitsPerWeight():
-		return tensor.Q8_0
 	}
 	return widest
 }

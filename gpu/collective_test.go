@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -91,6 +92,36 @@ func TestTensorParallelStories260K(t *testing.T) {
 				t.Errorf("logits max abs diff from TP 1 = %.3g > 1e-3", d)
 			}
 		})
+	}
+}
+
+// TestTensorParallelKQuantFile: llama.cpp's Q4_K_M file at TP 2 on the GPU (ranks sharing it)
+// decodes TP 1's greedy ids. Its W2 (768 = 3 blocks of 256) and Wo (256 columns) cannot split
+// in two on whole blocks, so each rank holds them in F16 (model.SplitDType) beside its Q4_K and
+// Q6_K matrices.
+func TestTensorParallelKQuantFile(t *testing.T) {
+	path := filepath.Join("..", "loader", "testdata", "kquant", "kq256-Q4_K_M.gguf")
+	opts := gpu.Options{KVF32: true}
+	base := newGroup(t, 1, gpu.CommStaged, opts)
+	ref, err := engine.Load(engine.Options{ModelPath: path, Backends: base.ModelBackends()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	want := greedyIDs(t, ref, 24)
+	g := newGroup(t, 2, gpu.CommStaged, opts)
+	e, err := engine.Load(engine.Options{ModelPath: path, Backends: g.ModelBackends(), Comms: g.Comms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if got := greedyIDs(t, e, 24); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("greedy ids differ from TP 1:\nTP 1: %v\nTP 2: %v", want, got)
+	}
+	d := logitsDiff(t, ref.Model, e.Model)
+	t.Logf("TP 2 with W2 and Wo widened to F16: logits max |Δ| from TP 1 = %.3g", d)
+	if d > 5e-3 {
+		t.Errorf("logits max abs diff from TP 1 = %.3g > 5e-3", d)
 	}
 }
 

@@ -128,13 +128,18 @@ func sliceRows(t *tensor.Tensor, name string, r, n int) (*tensor.Tensor, error) 
 	return &tensor.Tensor{Name: name, DType: t.DType, Shape: []int{per, t.Cols()}, Data: t.Data[r*per*rb : (r+1)*per*rb]}, nil
 }
 
-// sliceCols copies rank r's block of columns of every row.
+// sliceCols copies rank r's block of columns of every row. When those columns are not whole
+// quantisation blocks (Llama-2-7B's FFN of 11008 = 43 blocks of 256, split in two) the shard
+// cannot stay in t's blocks and is widened to F16 (widenCols).
 func sliceCols(t *tensor.Tensor, name string, r, n int) (*tensor.Tensor, error) {
 	cols := t.Cols()
-	if cols%n != 0 || (cols/n)%t.DType.BlockSize() != 0 {
-		return nil, fmt.Errorf("model: shard %q: %d %v columns do not split %d ways on whole blocks", name, cols, t.DType, n)
+	if cols%n != 0 {
+		return nil, fmt.Errorf("model: shard %q: %d columns do not split %d ways", name, cols, n)
 	}
 	per := cols / n
+	if per%t.DType.BlockSize() != 0 {
+		return widenCols(t, name, r*per, (r+1)*per)
+	}
 	pb, err := t.DType.Bytes(int64(per))
 	if err != nil {
 		return nil, err
@@ -145,4 +150,36 @@ func sliceCols(t *tensor.Tensor, name string, r, n int) (*tensor.Tensor, error) 
 		copy(out[i*int(pb):(i+1)*int(pb)], t.Data[i*rb+r*int(pb):i*rb+(r+1)*int(pb)])
 	}
 	return &tensor.Tensor{Name: name, DType: t.DType, Shape: []int{t.Rows(), per}, Data: out}, nil
+}
+
+// SplitDType is the dtype of a column shard whose columns are not whole blocks of the file's
+// quantisation: F16 is what the GPU holds any unquantised matrix in, and its rounding (2⁻¹¹
+// relative) is far below that of the quantisation it replaces (Q4_K: about 2⁻⁵).
+const SplitDType = tensor.F16
+
+// SplitWidens reports whether a column shard of cols columns of dtype d at TP degree n is
+// widened to SplitDType.
+func SplitWidens(d tensor.DType, cols, n int) bool {
+	return n > 1 && cols%n == 0 && (cols/n)%d.BlockSize() != 0
+}
+
+// widenCols is columns [c0, c1) of every row of t (whole blocks), decoded and re-encoded as
+// SplitDType.
+func widenCols(t *tensor.Tensor, name string, c0, c1 int) (*tensor.Tensor, error) {
+	rows, cols := t.Rows(), t.Cols()
+	if c0 < 0 || c1 > cols || c0 > c1 {
+		return nil, fmt.Errorf("model: shard %q: columns [%d, %d) of %d", name, c0, c1, cols)
+	}
+	w := c1 - c0
+	wb, err := SplitDType.Bytes(int64(w))
+	if err != nil {
+		return nil, err
+	}
+	row := make([]float32, cols)
+	out := make([]byte, rows*int(wb))
+	for i := 0; i < rows; i++ {
+		t.DecodeRow(row, i)
+		tensor.EncodeTo(out[i*int(wb):(i+1)*int(wb)], SplitDType, row[c0:c1])
+	}
+	return &tensor.Tensor{Name: name, DType: SplitDType, Shape: []int{rows, w}, Data: out}, nil
 }

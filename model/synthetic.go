@@ -53,10 +53,20 @@ func SyntheticShard(cfg Config, seed uint64, dtype tensor.DType, r, n int) Tenso
 			}
 			t, err = g.region(srcName, r*rows/n, (r+1)*rows/n, 0, cols)
 		case shardCols:
-			if cols%n != 0 || (cols/n)%dtype.BlockSize() != 0 {
-				return nil, fmt.Errorf("model: shard %q: %d %v columns do not split %d ways on whole blocks", name, cols, dtype, n)
+			if cols%n != 0 {
+				return nil, fmt.Errorf("model: shard %q: %d columns do not split %d ways", name, cols, n)
 			}
-			t, err = g.region(srcName, 0, rows, r*cols/n, (r+1)*cols/n)
+			c0, c1 := r*cols/n, (r+1)*cols/n
+			if !SplitWidens(dtype, cols, n) {
+				t, err = g.region(srcName, 0, rows, c0, c1)
+				break
+			}
+			// As sliceCols: widen the rank's columns, made from the whole blocks around them.
+			bs := dtype.BlockSize()
+			a0, a1 := c0/bs*bs, (c1+bs-1)/bs*bs
+			if t, err = g.region(srcName, 0, rows, a0, a1); err == nil {
+				t, err = widenCols(t, name, c0-a0, c1-a0)
+			}
 		default:
 			t, err = g.region(srcName, 0, rows, 0, cols)
 		}

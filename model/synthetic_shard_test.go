@@ -17,8 +17,8 @@ func TestSyntheticShardEqualsShardSource(t *testing.T) {
 	tied.TiedOutput = true
 	big := mini // matrices of over 2^20 values span several random streams
 	big.Name, big.Dim, big.FFN, big.Vocab = "70b-mini-big", 1024, 2048, 1024
-	for _, c := range []model.Config{model.Tiny, mini, tied, big} {
-		for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.Q8_0, tensor.Q4_0} {
+	for _, c := range []model.Config{model.Tiny, model.Tiny256, mini, tied, big} {
+		for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q6_K} {
 			for _, n := range []int{1, 2, 4, 8} {
 				if c.CheckTP(n) != nil {
 					continue

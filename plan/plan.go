@@ -87,12 +87,17 @@ type Options struct {
 	// MaxTP is the largest TP degree a report suggests when the deployment does not fit (0:
 	// MaxTP; 1 for a single host or GPU, where only a cheaper dtype can help).
 	MaxTP int
+	// SplitDType is what a rank holds a column shard (Wo, W2) in when its columns are not whole
+	// blocks of DType (model.SplitWidens: 7B's FFN of 43 k-quant blocks at TP 2): the shard is
+	// model.SplitDType (F16), which a GPU keeps; the zero value, F32, is what the CPU backend
+	// widens it to.
+	SplitDType tensor.DType
 }
 
 // DefaultOptions is fp16 weights and KV cache on one 80 GiB GPU with CUDAOverhead, a batch of one
 // sequence at the model's full context.
 func DefaultOptions() Options {
-	return Options{DType: tensor.F16, KVDType: tensor.F16, GPUs: 1, GPUMem: 80 << 30, Batch: 1, Overhead: CUDAOverhead}
+	return Options{DType: tensor.F16, KVDType: tensor.F16, GPUs: 1, GPUMem: 80 << 30, Batch: 1, Overhead: CUDAOverhead, SplitDType: model.SplitDType}
 }
 
 // Report is the memory of one deployment, per device unless the name says otherwise.
@@ -127,6 +132,10 @@ type Report struct {
 	// the least aggressive dtype that fits at this TP degree ("" : none).
 	FitsAtTP    int    `json:"fits_at_tp,omitempty"`
 	FitsAtDType string `json:"fits_at_dtype,omitempty"`
+
+	// WidenedSplit is the dtype Wo and W2 are held in when this TP degree leaves their shards
+	// partial blocks of DType ("": they stay in DType).
+	WidenedSplit string `json:"widened_split,omitempty"`
 }
 
 // ErrTP reports a tensor-parallel degree the model's shape cannot be split by.
@@ -139,8 +148,8 @@ var ErrDoesNotFit = errors.New("does not fit in memory")
 var ErrOptions = errors.New("plan: bad options")
 
 // ValidTP lists the tensor-parallel degrees up to MaxTP that cfg can be split by: divisors of
-// KVHeads (hence of Heads) that also divide FFN and leave whole quantization blocks in the
-// row-split matrices for dtype.
+// KVHeads (hence of Heads) that also divide FFN. Column shards that are not whole quantization
+// blocks of dtype are widened (Options.SplitDType), so dtype limits nothing but whole rows.
 func ValidTP(cfg model.Config, dtype tensor.DType) []int {
 	var out []int
 	for t := 1; t <= MaxTP; t++ {
@@ -160,8 +169,8 @@ func checkTP(cfg model.Config, dtype tensor.DType, t int) error {
 		return fmt.Errorf("%w: %d does not divide %d KV heads", ErrTP, t, cfg.KVHeads)
 	case cfg.FFN%t != 0:
 		return fmt.Errorf("%w: %d does not divide the FFN width %d", ErrTP, t, cfg.FFN)
-	case (cfg.FFN/t)%bs != 0 || (cfg.Heads/t*cfg.HeadDim())%bs != 0 || cfg.Dim%bs != 0:
-		return fmt.Errorf("%w: %d leaves rows that are not whole %v blocks of %d", ErrTP, t, dtype, bs)
+	case cfg.Dim%bs != 0:
+		return fmt.Errorf("%w: rows of %d are not whole %v blocks of %d", ErrTP, cfg.Dim, dtype, bs)
 	}
 	return nil
 }
@@ -187,7 +196,10 @@ func Compute(cfg model.Config, opts Options) (Report, error) {
 		MaxBatchTokens: o.MaxBatchTokens, Params: cfg.ParamCount(), WeightsTotal: cfg.WeightBytes(o.DType),
 		GPUMem: o.GPUMem, Overhead: o.Overhead,
 	}
-	r.Weights, r.Replicated, err = weightsPerRank(cfg, o.DType, t)
+	r.Weights, r.Replicated, err = weightsPerRank(cfg, o.DType, o.SplitDType, t)
+	if model.SplitWidens(o.DType, cfg.FFN, t) || model.SplitWidens(o.DType, cfg.Heads*cfg.HeadDim(), t) {
+		r.WidenedSplit = o.SplitDType.String()
+	}
 	if err != nil {
 		return Report{}, err
 	}
@@ -271,8 +283,9 @@ func normalise(cfg model.Config, o Options) (Options, error) {
 	return o, nil
 }
 
-// weightsPerRank is the bytes one rank of t holds, and how much of that is replicated.
-func weightsPerRank(cfg model.Config, d tensor.DType, t int) (total, replicated int64, err error) {
+// weightsPerRank is the bytes one rank of t holds, and how much of that is replicated; a column
+// shard that is not whole blocks of d counts in split.
+func weightsPerRank(cfg model.Config, d, split tensor.DType, t int) (total, replicated int64, err error) {
 	dim, hd, L := int64(cfg.Dim), int64(cfg.HeadDim()), int64(cfg.Layers)
 	mat := func(rows, cols int64) int64 {
 		if err != nil {
@@ -289,9 +302,17 @@ func weightsPerRank(cfg model.Config, d tensor.DType, t int) (total, replicated 
 	qRows := int64(cfg.Heads/t) * hd    // this rank's query heads
 	kvRows := int64(cfg.KVHeads/t) * hd // this rank's KV heads
 	ffn := int64(cfg.FFN / t)
+	colShard := func(rows, cols int64) int64 { // Wo, W2: split along their input
+		if err == nil && cols%int64(d.BlockSize()) != 0 {
+			var b int64
+			b, err = split.Bytes(rows * cols)
+			return b
+		}
+		return mat(rows, cols)
+	}
 	perLayer := mat(qRows, dim) + 2*mat(kvRows, dim) + // Wq, Wk, Wv: row split by heads
-		mat(dim, qRows) + // Wo: split along its input
-		2*mat(ffn, dim) + mat(dim, ffn) // W1, W3 row split; W2 split along its input
+		colShard(dim, qRows) + // Wo
+		2*mat(ffn, dim) + colShard(dim, ffn) // W1, W3 row split; W2
 	norms := (2*L + 1) * dim * 4
 	embed := mat(int64(cfg.Vocab), dim)
 	replicated = embed + norms

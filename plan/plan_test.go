@@ -223,3 +223,40 @@ func TestParseMemAvailable(t *testing.T) {
 		require.Positive(t, n)
 	}
 }
+
+// Llama-2-7B in Q4_K at TP 2: the FFN (11008 = 43 blocks of 256) leaves each rank half a block
+// of W2's columns, so W2 is held in SplitDType; Wo's 2048 columns are whole blocks and stay
+// Q4_K. At TP 4 (2752 columns, not whole blocks) W2 is widened too; 70B at TP 8 (3584 = 14
+// blocks) widens nothing.
+func TestWeightsWidenedSplit(t *testing.T) {
+	q4k := func(bytes int64) int64 { return bytes / 256 * 144 }
+	for _, tc := range []struct {
+		cfg   model.Config
+		tp    int
+		split tensor.DType
+		wide  bool
+	}{
+		{model.Llama2_7B, 2, tensor.F16, true}, {model.Llama2_7B, 2, tensor.F32, true},
+		{model.Llama2_7B, 4, tensor.F16, true}, {model.Llama2_70B, 8, tensor.F16, false},
+	} {
+		t.Run(fmt.Sprintf("%s/tp%d/%v", tc.cfg.Name, tc.tp, tc.split), func(t *testing.T) {
+			c := tc.cfg
+			require.Contains(t, ValidTP(c, tensor.Q4_K), tc.tp)
+			o := DefaultOptions()
+			o.DType, o.GPUs, o.SplitDType = tensor.Q4_K, tc.tp, tc.split
+			r := compute(t, c, o)
+			dim, ffn, hd := int64(c.Dim), int64(c.FFN/tc.tp), int64(c.HeadDim())
+			q, kv := int64(c.Heads/tc.tp)*hd, int64(c.KVHeads/tc.tp)*hd
+			w2 := q4k(dim * ffn)
+			if tc.wide {
+				w2 = dim * ffn * int64(tc.split.BlockBytes())
+				require.Equal(t, tc.split.String(), r.WidenedSplit)
+			} else {
+				require.Empty(t, r.WidenedSplit)
+			}
+			layer := q4k(q*dim+2*kv*dim+dim*q+2*ffn*dim) + w2
+			replicated := q4k(int64(c.Vocab)*dim) + int64(2*c.Layers+1)*dim*4
+			require.Equal(t, int64(c.Layers)*layer+replicated+q4k(int64(c.Vocab)/int64(tc.tp)*dim), r.Weights)
+		})
+	}
+}

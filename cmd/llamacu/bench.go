@@ -44,7 +44,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	lf := addLoadFlags(fs)
 	synthetic := fs.String("synthetic", "", "benchmark a synthetic model of this shape (7b, 13b, 70b, tiny, 110m) built with seeded random weights on the backend")
-	dtypeName := fs.String("dtype", "f32", "weight dtype of the synthetic model: f32, f16, bf16, q8_0, q4_0")
+	dtypeName := fs.String("dtype", "f32", "weight dtype of the synthetic model: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k")
 	seed := fs.Uint64("seed", 1, "seed of the synthetic weights and of the token ids")
 	p := fs.Int("p", 512, "prompt tokens of the pp test (0: no pp test)")
 	n := fs.Int("n", 128, "decode steps of the tg test (0: no tg test)")
@@ -151,7 +151,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	}
 	rep.Model.DType, rep.Model.WeightBytes = resident.String(), m.Config.WeightBytes(resident)
 	if *rankOf > 0 { // the rank's share, as the planner counts it
-		if r, err := plan.Compute(m.Config, plan.Options{DType: resident, KVDType: tensor.F16, GPUs: *rankOf}); err == nil {
+		if r, err := plan.Compute(m.Config, plan.Options{DType: resident, KVDType: tensor.F16, GPUs: *rankOf, SplitDType: model.SplitDType}); err == nil {
 			rep.Model.WeightBytes = r.Weights
 		}
 	}
@@ -305,7 +305,7 @@ func checkFits(cfg model.Config, dtype tensor.DType, backend string, tp int, o b
 	}
 	mbt, _, ctx, seqs := o.Needs()
 	ctx = min(max(ctx, 1), cfg.MaxSeq)
-	po := plan.Options{DType: dtype, KVDType: tensor.F32, GPUs: tp, GPUMem: mem, Ctx: ctx, Batch: seqs, MaxBatchTokens: mbt, MaxTP: 1}
+	po := plan.Options{DType: dtype, KVDType: tensor.F32, GPUs: tp, GPUMem: mem, Ctx: ctx, Batch: seqs, MaxBatchTokens: mbt, MaxTP: 1, SplitDType: model.SplitDType} // KeepHalf: F16 stays F16
 	if err := plan.CheckFits(cfg, po); err != nil {
 		return fmt.Errorf("refusing to allocate: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/dustin/go-humanize"
@@ -99,7 +100,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --gpus and --batch must be ≥ 1, --ctx and --max-batch-tokens ≥ 0", errUsage)
 	}
 	opts := plan.Options{DType: dtype, KVDType: kv, GPUs: *gpus, GPUMem: int64(mem), Ctx: *ctx, Batch: *batch,
-		MaxBatchTokens: *mbt, Overhead: int64(ovh)}
+		MaxBatchTokens: *mbt, Overhead: int64(ovh), SplitDType: model.SplitDType}
 	req, err := plan.Compute(cfg, opts)
 	if err != nil {
 		if errors.Is(err, plan.ErrTP) {
@@ -147,6 +148,16 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	var widened []string
+	for _, r := range out.ByTP {
+		if r.WidenedSplit != "" {
+			widened = append(widened, fmt.Sprint(r.GPUs))
+		}
+	}
+	if len(widened) > 0 {
+		fmt.Fprintf(stdout, "TP %s: a rank's columns of Wo or W2 are not whole %s blocks; those shards are held in %v (counted above)\n",
+			strings.Join(widened, ", "), req.DType, model.SplitDType)
 	}
 	_, err = fmt.Fprintf(stdout, "\n%s\n%s\n", out.Verdict, out.Decode)
 	return err
