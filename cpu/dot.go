@@ -188,6 +188,8 @@ func decodeInto(dst []float32, d tensor.DType, src []byte) {
 		deqQ4(dst, src)
 	case tensor.Q4_K:
 		deqQ4K(dst, src)
+	case tensor.Q5_K:
+		deqQ5K(dst, src)
 	case tensor.Q6_K:
 		deqQ6K(dst, src)
 	default:

@@ -49,6 +49,9 @@ func deqNibAVX(dst *float32, q *byte, s *float32, n int)
 //go:noescape
 func deq6AVX(dst *float32, ql, qh *byte, s *float32)
 
+//go:noescape
+func deq5AVX(dst *float32, q, qh *byte, s *float32)
+
 // hasAVX2 reports whether the assembly kernels are usable on this CPU.
 var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
 
@@ -180,6 +183,11 @@ func deqNibAsm(dst []float32, q []byte, s []float32) {
 	}
 	_, _ = dst[64*n-1], q[32*n-1]
 	deqNibAVX(&dst[0], &q[0], &s[0], n)
+}
+
+func deq5Asm(dst []float32, q, qh []byte, s []float32) {
+	_, _, _, _ = dst[255], q[127], qh[31], s[15]
+	deq5AVX(&dst[0], &q[0], &qh[0], &s[0])
 }
 
 func deq6Asm(dst []float32, ql, qh []byte, s []float32) {

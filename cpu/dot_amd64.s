@@ -515,6 +515,20 @@ TEXT ·q6DotsAVX(SB), NOSPLIT, $0-32
 	VZEROUPPER
 	RET
 
+// QH5: Q5_K's fifth bits, for chunk c (R8 = 2c), from qh in Y2 into the nibbles in Y4 (low)
+// and Y5 (high): bit 2c of qh[l] as 16 into Y4's byte l, bit 2c+1 into Y5's. Y13 is 32 × 0x01.
+// Uses X/Y 10, 11, 15.
+#define QH5 \
+	VMOVQ        R8, X15      \
+	VPSRLW       X15, Y2, Y10 \
+	VPSRLW       $1, Y10, Y11 \
+	VPAND        Y13, Y10, Y10 \
+	VPAND        Y13, Y11, Y11 \
+	VPSLLW       $4, Y10, Y10 \
+	VPSLLW       $4, Y11, Y11 \
+	VPOR         Y10, Y4, Y4  \
+	VPOR         Y11, Y5, Y5
+
 // func nib5DotsAVX(q, qh *byte, x *float32, out *float32)
 // nibDotsAVX for one Q5_K block (4 chunks of 32 bytes of nibbles, 256 floats), each nibble
 // first given bit 4 from qh: bit 2c of qh[l] for the low nibble of chunk c, bit 2c+1 for the
@@ -539,15 +553,7 @@ nib5loop:
 	VPSRLW       $4, Y4, Y5
 	VPAND        Y14, Y4, Y4             // low nibbles: x[0..31]
 	VPAND        Y14, Y5, Y5             // high nibbles: x[32..63]
-	VMOVQ        R8, X15
-	VPSRLW       X15, Y2, Y10            // bit 2c of each byte to bit 0 (neighbours' bits land above)
-	VPSRLW       $1, Y10, Y11            // bit 2c+1
-	VPAND        Y13, Y10, Y10
-	VPAND        Y13, Y11, Y11
-	VPSLLW       $4, Y10, Y10            // 16 or 0
-	VPSLLW       $4, Y11, Y11
-	VPOR         Y10, Y4, Y4
-	VPOR         Y11, Y5, Y5
+	QH5
 
 	WIDEN32(Y4, X4)
 	DOT32(0, 32, 64, 96, 0)
@@ -563,6 +569,22 @@ nib5loop:
 	JNZ          nib5loop
 	VZEROUPPER
 	RET
+
+// SCALE32(sc, mn, o0, o1, o2, o3): the 32 floats of Y6…Y9 (WIDEN32's) times sc minus mn, stored
+// at o0(DI) … o3(DI). A multiply, then a subtract (no FMA): tensor.Decode's rounding.
+#define SCALE32(sc, mn, o0, o1, o2, o3) \
+	VMULPS  sc, Y6, Y6 \
+	VMULPS  sc, Y7, Y7 \
+	VMULPS  sc, Y8, Y8 \
+	VMULPS  sc, Y9, Y9 \
+	VSUBPS  mn, Y6, Y6 \
+	VSUBPS  mn, Y7, Y7 \
+	VSUBPS  mn, Y8, Y8 \
+	VSUBPS  mn, Y9, Y9 \
+	VMOVUPS Y6, o0(DI) \
+	VMOVUPS Y7, o1(DI) \
+	VMOVUPS Y8, o2(DI) \
+	VMOVUPS Y9, o3(DI)
 
 // func deqNibAVX(dst *float32, q *byte, s *float32, n int)
 // Widens n chunks of 32 bytes of nibbles (Q4_K's layout) to 64 floats each: dst[l] =
@@ -590,32 +612,9 @@ deqnibloop:
 	VBROADCASTSS 12(BX), Y3              // high min
 
 	WIDEN32(Y4, X4)
-	VMULPS       Y0, Y6, Y6
-	VMULPS       Y0, Y7, Y7
-	VMULPS       Y0, Y8, Y8
-	VMULPS       Y0, Y9, Y9
-	VSUBPS       Y1, Y6, Y6
-	VSUBPS       Y1, Y7, Y7
-	VSUBPS       Y1, Y8, Y8
-	VSUBPS       Y1, Y9, Y9
-	VMOVUPS      Y6, (DI)
-	VMOVUPS      Y7, 32(DI)
-	VMOVUPS      Y8, 64(DI)
-	VMOVUPS      Y9, 96(DI)
-
+	SCALE32(Y0, Y1, 0, 32, 64, 96)
 	WIDEN32(Y5, X5)
-	VMULPS       Y2, Y6, Y6
-	VMULPS       Y2, Y7, Y7
-	VMULPS       Y2, Y8, Y8
-	VMULPS       Y2, Y9, Y9
-	VSUBPS       Y3, Y6, Y6
-	VSUBPS       Y3, Y7, Y7
-	VSUBPS       Y3, Y8, Y8
-	VSUBPS       Y3, Y9, Y9
-	VMOVUPS      Y6, 128(DI)
-	VMOVUPS      Y7, 160(DI)
-	VMOVUPS      Y8, 192(DI)
-	VMOVUPS      Y9, 224(DI)
+	SCALE32(Y2, Y3, 128, 160, 192, 224)
 
 	ADDQ         $32, SI
 	ADDQ         $256, DI
@@ -624,6 +623,48 @@ deqnibloop:
 	JMP          deqnibloop
 
 deqnibdone:
+	VZEROUPPER
+	RET
+
+// func deq5AVX(dst *float32, q, qh *byte, s *float32)
+// Widens one Q5_K block's 4 chunks (q 128 bytes, qh 32) to 256 floats: deqNibAVX's arithmetic
+// on the nibbles given their fifth bit from qh (QH5).
+TEXT ·deq5AVX(SB), NOSPLIT, $0-32
+	MOVQ         dst+0(FP), DI
+	MOVQ         q+8(FP), SI
+	MOVQ         qh+16(FP), DX
+	MOVQ         s+24(FP), BX
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X14
+	VPBROADCASTD X14, Y14                // 32 × 0x0f
+	MOVL         $0x01010101, AX
+	VMOVD        AX, X13
+	VPBROADCASTD X13, Y13                // 32 × 0x01
+	VMOVDQU      (DX), Y2                // qh[0:32]
+	MOVQ         $4, CX
+	XORQ         R8, R8                  // 2c
+
+deq5loop:
+	VMOVDQU      (SI), Y4
+	VPSRLW       $4, Y4, Y5
+	VPAND        Y14, Y4, Y4
+	VPAND        Y14, Y5, Y5
+	QH5
+	VBROADCASTSS (BX), Y0                // low scale
+	VBROADCASTSS 4(BX), Y1               // low min
+	VBROADCASTSS 8(BX), Y12              // high scale
+	VBROADCASTSS 12(BX), Y3              // high min
+	WIDEN32(Y4, X4)
+	SCALE32(Y0, Y1, 0, 32, 64, 96)
+	WIDEN32(Y5, X5)
+	SCALE32(Y12, Y3, 128, 160, 192, 224)
+
+	ADDQ         $32, SI
+	ADDQ         $256, DI
+	ADDQ         $16, BX
+	ADDQ         $2, R8
+	DECQ         CX
+	JNZ          deq5loop
 	VZEROUPPER
 	RET
 

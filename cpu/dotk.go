@@ -166,6 +166,39 @@ func deqQ4K(dst []float32, w []byte) {
 	}
 }
 
+// deqQ5K is deqQ4K for Q5_K blocks (176 bytes): the nibbles given their fifth bit from qh.
+func deqQ5K(dst []float32, w []byte) {
+	var s [16]float32
+	for b := 0; b < len(dst)/tensor.QKK; b++ {
+		blk := (*[176]byte)(w[176*b : 176*b+176])
+		d := f16tab[binary.LittleEndian.Uint16(blk[0:])]
+		dmin := f16tab[binary.LittleEndian.Uint16(blk[2:])]
+		sc := blk[4:16]
+		for i := range 8 {
+			c, m := tensor.ScaleMinK4(i, sc)
+			s[2*i], s[2*i+1] = d*float32(c), dmin*float32(m)
+		}
+		if deqNibAsmOn {
+			deq5Asm(dst[256*b:256*b+256], blk[48:176], blk[16:48], s[:])
+		} else {
+			deq5Go(dst[256*b:256*b+256], blk[48:176], blk[16:48], s[:])
+		}
+	}
+}
+
+func deq5Go(dst []float32, q, qh []byte, s []float32) {
+	h := (*[32]byte)(qh[:32])
+	for c := range 4 {
+		qc := (*[32]byte)(q[32*c : 32*c+32])
+		lo, hi := (*[32]float32)(dst[64*c:64*c+32]), (*[32]float32)(dst[64*c+32:64*c+64])
+		d1, m1, d2, m2 := s[4*c], s[4*c+1], s[4*c+2], s[4*c+3]
+		for l := range 32 {
+			lo[l] = float32(d1*float32(qc[l]&0xf|h[l]>>(2*c)&1<<4)) - m1
+			hi[l] = float32(d2*float32(qc[l]>>4|h[l]>>(2*c+1)&1<<4)) - m2
+		}
+	}
+}
+
 func deqNibGo(dst []float32, q []byte, s []float32) {
 	for c := range len(s) / 4 {
 		qc := (*[32]byte)(q[32*c : 32*c+32])

@@ -65,10 +65,10 @@ func TestDotKQuant(t *testing.T) {
 	}
 }
 
-// deqQ4K and deqQ6K, the prefill GEMM's widening of Q4_K and Q6_K tiles, equal tensor.Decode
+// deqQ4K, deqQ5K and deqQ6K, the prefill GEMM's widening of k-quant tiles, equal tensor.Decode
 // (ggml's values) bit for bit, in Go and in assembly.
-func TestDeqQ4K(t *testing.T) {
-	for _, d := range []tensor.DType{tensor.Q4_K, tensor.Q6_K} {
+func TestDeqK(t *testing.T) {
+	for _, d := range []tensor.DType{tensor.Q4_K, tensor.Q5_K, tensor.Q6_K} {
 		t.Run(d.String(), func(t *testing.T) { testDeqK(t, d) })
 	}
 }
