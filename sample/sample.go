@@ -15,7 +15,7 @@
 //
 // Order of operations (see Sampler.Sample):
 //
-//	repetition penalty → top-k → softmax(logits / temperature) → top-p → min-p → draw
+//	repetition, frequency and presence penalties → top-k → softmax(logits / temperature) → top-p → min-p → draw
 //
 // This is llama.cpp's chain order for penalty, top-k, top-p and min-p. Temperature is applied
 // before top-p and min-p, as llama2.c and Hugging Face transformers do; llama.cpp's default chain
@@ -56,8 +56,14 @@ type Params struct {
 	// multiplied. 1 (or 0, the zero value) disables it; llama.cpp's CLI suggests 1.1 when one is
 	// wanted. Must be ≥ 0.
 	RepeatPenalty float32
-	// RepeatLastN is how many of the most recent history tokens the penalty looks at: 0 disables
-	// the penalty, -1 means the whole history (llama.cpp: the whole context). Must be ≥ -1.
+	// FrequencyPenalty and PresencePenalty are OpenAI's additive penalties, over the same
+	// window as RepeatPenalty (llama.cpp's penalty_last_n): a token seen c > 0 times among the
+	// last RepeatLastN history tokens has c·FrequencyPenalty + PresencePenalty subtracted from
+	// its logit, after the repetition penalty. 0 disables each; negative values encourage
+	// repetition. Must be finite.
+	FrequencyPenalty, PresencePenalty float32
+	// RepeatLastN is how many of the most recent history tokens the penalties look at: 0
+	// disables them, -1 means the whole history (llama.cpp: the whole context). Must be ≥ -1.
 	RepeatLastN int
 	// Seed seeds the random generator. Any value is valid (0 included); choose a random one for
 	// non-reproducible output.
@@ -101,6 +107,10 @@ func (p Params) Validate() error {
 		return bad("min_p %v: must be in [0, 1] (0 disables it)", p.MinP)
 	case isNaN32(p.RepeatPenalty) || p.RepeatPenalty < 0 || math.IsInf(float64(p.RepeatPenalty), 0):
 		return bad("repeat_penalty %v: must be finite and ≥ 0 (0 or 1 disables it)", p.RepeatPenalty)
+	case isNaN32(p.FrequencyPenalty) || math.IsInf(float64(p.FrequencyPenalty), 0):
+		return bad("frequency_penalty %v: must be finite (0 disables it)", p.FrequencyPenalty)
+	case isNaN32(p.PresencePenalty) || math.IsInf(float64(p.PresencePenalty), 0):
+		return bad("presence_penalty %v: must be finite (0 disables it)", p.PresencePenalty)
 	case p.RepeatLastN < -1:
 		return bad("repeat_last_n %d: must be ≥ -1 (0 disables the penalty, -1 means all history)", p.RepeatLastN)
 	}
@@ -124,7 +134,8 @@ type Sampler struct {
 	pcg   *rand.PCG
 
 	cands []candidate // (vocab) working copy of the logits, reordered by the filters
-	stamp []uint32    // (vocab) marks tokens already penalised in this call
+	stamp []uint32    // (vocab) marks tokens already counted in this call
+	count []uint32    // (vocab) occurrences in the penalty window of tokens stamped this call
 	gen   uint32      // current stamp value
 
 	buckets [numBuckets]float64 // top-p weight histogram, see bucketEdges
@@ -149,6 +160,7 @@ func New(p Params, vocab int) (*Sampler, error) {
 		vocab: vocab,
 		cands: make([]candidate, vocab),
 		stamp: make([]uint32, vocab),
+		count: make([]uint32, vocab),
 	}
 	s.pcg = rand.NewPCG(0, 0)
 	s.rng = rand.New(s.pcg)
@@ -190,12 +202,12 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 // TopKNeeded returns how many of a row's best logits Sample looks at: a k for which SampleTop,
 // given the row's k best candidates (TopK), returns what Sample returns given the whole row.
 // It is 1 for greedy decoding and Params.TopK when top-k is on; 0 means Sample needs the whole
-// row: top-k is off (top-p and min-p alone may keep any number of tokens), or a repetition
-// penalty is on (it can lift a token from below the k best).
+// row: top-k is off (top-p and min-p alone may keep any number of tokens), or a penalty is on
+// (it can move a token into or out of the k best).
 func (s *Sampler) TopKNeeded() int {
 	p := &s.p
 	switch {
-	case p.RepeatPenalty != 1 && p.RepeatLastN != 0:
+	case p.penalties():
 		return 0
 	case p.Temperature == 0 || p.TopK == 1:
 		return 1
@@ -256,7 +268,7 @@ func (s *Sampler) filter(logits []float32, history []int32) ([]candidate, int32)
 		panic(fmt.Sprintf("sample: logits has length %d, sampler vocabulary is %d", len(logits), s.vocab))
 	}
 	p := &s.p
-	penalise := p.RepeatPenalty != 1 && p.RepeatLastN != 0 && len(history) > 0
+	penalise := p.penalties() && len(history) > 0
 	greedy := p.Temperature == 0 || p.TopK == 1
 	if greedy && !penalise {
 		return nil, Argmax(logits)
@@ -427,8 +439,14 @@ func prefixReaching(c []candidate, target, cum float64) int {
 	return len(c)
 }
 
-// penalise applies the repetition penalty to s.cands (still in token order) for every distinct
-// token among the last RepeatLastN ids of history.
+// penalties reports whether any penalty is on.
+func (p *Params) penalties() bool {
+	return p.RepeatLastN != 0 && (p.RepeatPenalty != 1 || p.FrequencyPenalty != 0 || p.PresencePenalty != 0)
+}
+
+// penalise applies the penalties to s.cands (still in id order) for the tokens of the window:
+// the repetition penalty once per distinct token, then c·frequency + presence for a token seen
+// c times (llama.cpp's order).
 func (s *Sampler) penalise(history []int32) {
 	if n := s.p.RepeatLastN; n >= 0 && n < len(history) {
 		history = history[len(history)-n:]
@@ -438,17 +456,33 @@ func (s *Sampler) penalise(history []int32) {
 		clear(s.stamp)
 		s.gen = 1
 	}
-	pen := s.p.RepeatPenalty
 	for _, t := range history {
-		if t < 0 || int(t) >= s.vocab || s.stamp[t] == s.gen {
+		if t < 0 || int(t) >= s.vocab {
 			continue
 		}
-		s.stamp[t] = s.gen
-		if l := s.cands[t].l; l > 0 {
-			s.cands[t].l = l / pen
-		} else {
-			s.cands[t].l = l * pen
+		if s.stamp[t] != s.gen {
+			s.stamp[t], s.count[t] = s.gen, 0
 		}
+		s.count[t]++
+	}
+	pen, freq, pres := s.p.RepeatPenalty, s.p.FrequencyPenalty, s.p.PresencePenalty
+	for _, t := range history {
+		if t < 0 || int(t) >= s.vocab || s.count[t] == 0 {
+			continue // out of range, or already penalised (its count zeroed below)
+		}
+		l := s.cands[t].l
+		if pen != 1 {
+			if l > 0 {
+				l /= pen
+			} else {
+				l *= pen
+			}
+		}
+		if freq != 0 || pres != 0 {
+			l -= float32(s.count[t])*freq + pres
+		}
+		s.cands[t].l = l
+		s.count[t] = 0
 	}
 }
 

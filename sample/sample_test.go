@@ -101,6 +101,12 @@ func TestValidate(t *testing.T) {
 		{"repeat penalty negative", with(d, func(p *Params) { p.RepeatPenalty = -1 }), false},
 		{"repeat penalty negative", with(d, func(p *Params) { p.RepeatPenalty = -1.1 }), false},
 		{"repeat penalty nan", with(d, func(p *Params) { p.RepeatPenalty = nan }), false},
+		{"frequency penalty negative", with(d, func(p *Params) { p.FrequencyPenalty = -2 }), true},
+		{"frequency penalty nan", with(d, func(p *Params) { p.FrequencyPenalty = nan }), false},
+		{"frequency penalty inf", with(d, func(p *Params) { p.FrequencyPenalty = float32(math.Inf(1)) }), false},
+		{"presence penalty 2", with(d, func(p *Params) { p.PresencePenalty = 2 }), true},
+		{"presence penalty nan", with(d, func(p *Params) { p.PresencePenalty = nan }), false},
+		{"presence penalty -inf", with(d, func(p *Params) { p.PresencePenalty = float32(math.Inf(-1)) }), false},
 		{"repeat last n -1", with(d, func(p *Params) { p.RepeatLastN = -1 }), true},
 		{"repeat last n -2", with(d, func(p *Params) { p.RepeatLastN = -2 }), false},
 	}
@@ -300,6 +306,54 @@ func TestRepetitionPenalty(t *testing.T) {
 			}
 			if !slices.Equal(in, tt.logits) {
 				t.Fatalf("Sample modified the caller's logits: %v, was %v", in, tt.logits)
+			}
+		})
+	}
+}
+
+// Frequency and presence penalties subtract c·frequency + presence from a token seen c times in
+// the window (after the repetition penalty, as llama.cpp does), and turn TopKNeeded off.
+func TestFrequencyPresencePenalty(t *testing.T) {
+	pen := func(rep, freq, pres float32, lastN int) Params {
+		return with(GreedyParams(), func(p *Params) {
+			p.RepeatPenalty, p.FrequencyPenalty, p.PresencePenalty, p.RepeatLastN = rep, freq, pres, lastN
+		})
+	}
+	tests := []struct {
+		name    string
+		p       Params
+		logits  []float32
+		history []int32
+		want    int32
+	}{
+		// 2 − 1·0.15 = 1.85 < 1.9.
+		{"frequency once", pen(1, 0.15, 0, 64), []float32{2, 1.9}, []int32{0}, 1},
+		// Token 0 thrice: 2 − 3·0.05 = 1.85; token 1 once: 1.9 − 0.05 = 1.85; token 2, unseen,
+		// keeps 1.86 and wins.
+		{"frequency counts", pen(1, 0.05, 0, 64), []float32{2, 1.9, 1.86}, []int32{0, 1, 0, 0}, 2},
+		// Presence ignores the count: 2 − 0.05 = 1.95 > 1.9 however often token 0 came.
+		{"presence once per token", pen(1, 0, 0.05, 64), []float32{2, 1.9}, []int32{0, 0, 0, 0}, 0},
+		{"presence", pen(1, 0, 0.2, 64), []float32{2, 1.9}, []int32{0}, 1},
+		// Negative penalties encourage repetition: 1.9 + 0.2 > 2.
+		{"negative frequency", pen(1, -0.2, 0, 64), []float32{2, 1.9}, []int32{1}, 1},
+		// Repetition first, then the additive ones: 2/2 − 0.5 = 0.5 (the other order: 0.75).
+		{"order", pen(2, 0, 0.5, 64), []float32{2, 0.6}, []int32{0}, 1},
+		{"order (other side)", pen(2, 0, 0.5, 64), []float32{2, 0.4}, []int32{0}, 0},
+		// The window is RepeatLastN's: token 0 falls outside the last 2.
+		{"window", pen(1, 1, 1, 2), []float32{2, 1.9, 0}, []int32{0, 2, 2}, 0},
+		{"last n 0 is off", pen(1, 1, 1, 0), []float32{2, 1.9}, []int32{0}, 0},
+		{"out of range ids ignored", pen(1, 1, 1, 64), []float32{2, 1.9}, []int32{-1, 9, 1 << 30}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mustNew(t, tt.p, len(tt.logits))
+			if tt.p.RepeatLastN != 0 && s.TopKNeeded() != 0 {
+				t.Fatalf("TopKNeeded() = %d with a penalty on, want 0 (the whole row)", s.TopKNeeded())
+			}
+			for range 3 { // repeated calls see the same state
+				if got := s.Sample(tt.logits, tt.history); got != tt.want {
+					t.Fatalf("Sample(%v, history %v) = %d, want %d", tt.logits, tt.history, got, tt.want)
+				}
 			}
 		})
 	}

@@ -18,13 +18,17 @@ import (
 	"github.com/llamacu/llamacu/sample"
 )
 
+// penaltyLastN is how many recent tokens the penalties look at (llama.cpp's penalty_last_n).
+const penaltyLastN = 64
+
 // maxStops is the most stop strings a request may give (OpenAI allows 4; vLLM more).
 const maxStops = 16
 
 // params are the generation parameters shared by both endpoints. Pointers tell "absent" from
 // zero. Extensions beyond OpenAI's API (as vLLM names them): top_k, min_p, repetition_penalty.
-// frequency_penalty, presence_penalty, user and logit_bias are accepted and ignored; logprobs
-// is refused.
+// frequency_penalty and presence_penalty (OpenAI's range, −2 to 2) apply, like
+// repetition_penalty, to the last 64 tokens of prompt and completion (llama.cpp's server).
+// user and logit_bias are accepted and ignored; logprobs is refused.
 type params struct {
 	Model             string         `json:"model"`
 	MaxTokens         *int           `json:"max_tokens"`
@@ -33,6 +37,8 @@ type params struct {
 	TopK              *int           `json:"top_k"`
 	MinP              *float64       `json:"min_p"`
 	RepetitionPenalty *float64       `json:"repetition_penalty"`
+	FrequencyPenalty  *float64       `json:"frequency_penalty"`
+	PresencePenalty   *float64       `json:"presence_penalty"`
 	Seed              *int64         `json:"seed"`
 	N                 *int           `json:"n"`
 	Stream            bool           `json:"stream"`
@@ -290,7 +296,22 @@ func (p *params) sampling(maxTokens *int) (sample.Params, []string, int, *badReq
 		if math.IsNaN(*rp) || math.IsInf(*rp, 0) || *rp <= 0 {
 			return sp, nil, 0, invalid("repetition_penalty", "repetition_penalty must be > 0, got %v", *rp)
 		}
-		sp.RepeatPenalty, sp.RepeatLastN = float32(*rp), 64
+		sp.RepeatPenalty, sp.RepeatLastN = float32(*rp), penaltyLastN
+	}
+	for _, f := range []struct {
+		name string
+		v    *float64
+		dst  *float32
+	}{{"frequency_penalty", p.FrequencyPenalty, &sp.FrequencyPenalty}, {"presence_penalty", p.PresencePenalty, &sp.PresencePenalty}} {
+		if f.v == nil {
+			continue
+		}
+		if math.IsNaN(*f.v) || *f.v < -2 || *f.v > 2 {
+			return sp, nil, 0, invalid(f.name, "%s must be between -2 and 2, got %v", f.name, *f.v)
+		}
+		if *f.dst = float32(*f.v); *f.v != 0 {
+			sp.RepeatLastN = penaltyLastN
+		}
 	}
 	if p.Seed != nil {
 		sp.Seed = uint64(*p.Seed)

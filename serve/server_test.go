@@ -284,6 +284,32 @@ func TestCompletionsMatchGenerate(t *testing.T) {
 	require.Equal(t, refs[0].text, c.Choices[0].Text)
 }
 
+// frequency_penalty and presence_penalty change what is generated, exactly as the engine does
+// with the same penalties over the last 64 tokens (llama.cpp's server).
+func TestPenalties(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	const prompt = "Once upon a time"
+	greedy := generate(t, e, engine.Request{Prompt: prompt, MaxTokens: 60, Sampling: sample.GreedyParams()})
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 2}, serve.Options{})
+	for _, tc := range []struct {
+		field      string
+		value      float64
+		freq, pres float32
+	}{{"frequency_penalty", 1.5, 1.5, 0}, {"presence_penalty", 2, 0, 2}} {
+		t.Run(tc.field, func(t *testing.T) {
+			sp := sample.GreedyParams()
+			sp.FrequencyPenalty, sp.PresencePenalty, sp.RepeatLastN = tc.freq, tc.pres, 64
+			want := generate(t, e, engine.Request{Prompt: prompt, MaxTokens: 60, Sampling: sp})
+			require.NotEqual(t, greedy.text, want.text, "the penalty should change stories260K's greedy text")
+			resp, out := post(t, ts.URL+"/v1/completions", map[string]any{"prompt": prompt, "max_tokens": 60, "temperature": 0, tc.field: tc.value})
+			require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+			var c completion
+			require.NoError(t, json.Unmarshal(out, &c))
+			require.Equal(t, want.text, c.Choices[0].Text)
+		})
+	}
+}
+
 // Chat completions use the Llama 2 chat format; the answer's leading word-boundary space is not
 // shown (as Meta's reference decodes it).
 func TestChatCompletions(t *testing.T) {
@@ -374,6 +400,8 @@ func TestErrors(t *testing.T) {
 		{"n-2", "/v1/completions", map[string]any{"prompt": "x", "n": 2}, 400, "invalid_value", "n must be 1"},
 		{"temperature-3", "/v1/completions", map[string]any{"prompt": "x", "temperature": 3}, 400, "invalid_value", "temperature must be between 0 and 2"},
 		{"top-p-2", "/v1/completions", map[string]any{"prompt": "x", "top_p": 2}, 400, "invalid_value", "top_p"},
+		{"frequency-penalty-3", "/v1/completions", map[string]any{"prompt": "x", "frequency_penalty": 3}, 400, "invalid_value", "frequency_penalty must be between -2 and 2"},
+		{"presence-penalty--2.5", "/v1/chat/completions", map[string]any{"messages": user, "presence_penalty": -2.5}, 400, "invalid_value", "presence_penalty must be between -2 and 2"},
 		{"max-tokens-0", "/v1/completions", map[string]any{"prompt": "x", "max_tokens": 0}, 400, "invalid_value", "at least 1"},
 		{"empty-stop", "/v1/completions", map[string]any{"prompt": "x", "stop": []string{""}}, 400, "invalid_value", "non-empty"},
 		{"bad-token-id", "/v1/completions", map[string]any{"prompt": []int{1, 99999}}, 400, "invalid_value", "outside the vocabulary"},

@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/llamacu/llamacu/engine"
+	"github.com/llamacu/llamacu/sample"
 )
 
 // shared returns a path in ../shared/testdata, skipping the test when it is absent.
@@ -87,6 +92,40 @@ func TestRunSeededSamplingIsReproducible(t *testing.T) {
 	args[6] = "8"
 	c, _, _ := cli(t, args...)
 	require.NotEqual(t, a, c, "different seeds should give different text")
+}
+
+// --frequency-penalty and --presence-penalty reach the sampler: greedy text changes, and equals
+// the engine's with the same penalties; an infinite penalty is a usage error.
+func TestRunPenaltyFlags(t *testing.T) {
+	m := shared(t, "stories260K/stories260K.gguf")
+	e, err := engine.Load(engine.Options{ModelPath: m, Threads: 1})
+	require.NoError(t, err)
+	defer e.Close()
+	base := []string{"run", "--model", m, "--temperature", "0", "--max-tokens", "60"}
+	greedy, errOut, code := cli(t, append(base, "Once upon a time")...)
+	require.Equal(t, 0, code, errOut)
+	for _, tc := range []struct {
+		flag       string
+		freq, pres float32
+	}{{"--frequency-penalty", 1.5, 0}, {"--presence-penalty", 0, 2}} {
+		t.Run(tc.flag, func(t *testing.T) {
+			val := fmt.Sprint(max(tc.freq, tc.pres))
+			out, errOut, code := cli(t, append(base, tc.flag, val, "Once upon a time")...)
+			require.Equal(t, 0, code, errOut)
+			require.NotEqual(t, greedy, out)
+			sp := sample.GreedyParams()
+			sp.FrequencyPenalty, sp.PresencePenalty, sp.RepeatLastN = tc.freq, tc.pres, 64
+			var want strings.Builder
+			_, err := e.Generate(context.Background(), engine.Request{Prompt: "Once upon a time", MaxTokens: 60, Sampling: sp},
+				func(_ int32, s string) error { want.WriteString(s); return nil })
+			require.NoError(t, err)
+			require.Equal(t, want.String(), out)
+
+			_, errOut, code = cli(t, append(base, tc.flag, "1e300", "x")...)
+			require.Equal(t, 2, code)
+			require.Contains(t, errOut, "must be finite")
+		})
+	}
 }
 
 func TestTinyRandomGGUFLoadsAndGenerates(t *testing.T) {

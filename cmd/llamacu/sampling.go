@@ -12,6 +12,7 @@ import (
 // samplingFlags are the sampling flags run and chat share (llama.cpp's CLI defaults).
 type samplingFlags struct {
 	temp, topP, minP, rep *float64
+	freq, pres            *float64
 	topK, repN            *int
 	seed                  *int64
 }
@@ -23,7 +24,9 @@ func addSamplingFlags(fs *flag.FlagSet, seedHelp string) *samplingFlags {
 		topP: fs.Float64("top-p", 0.95, "nucleus sampling: keep the smallest set with this much probability (1: off)"),
 		minP: fs.Float64("min-p", 0.05, "drop tokens less likely than this fraction of the most likely (0: off)"),
 		rep:  fs.Float64("repeat-penalty", 1.0, "penalise the last --repeat-last-n tokens (1: off)"),
-		repN: fs.Int("repeat-last-n", 64, "how many recent tokens the repeat penalty looks at"),
+		freq: fs.Float64("frequency-penalty", 0, "subtract this times a token's count in the last --repeat-last-n tokens (0: off)"),
+		pres: fs.Float64("presence-penalty", 0, "subtract this from every token in the last --repeat-last-n tokens (0: off)"),
+		repN: fs.Int("repeat-last-n", 64, "how many recent tokens the penalties look at"),
 		seed: fs.Int64("seed", -1, seedHelp),
 	}
 }
@@ -40,6 +43,7 @@ func (f *samplingFlags) params(stderr io.Writer) (sample.Params, error) {
 	p := sample.Params{
 		Temperature: float32(*f.temp), TopK: *f.topK, TopP: float32(*f.topP), MinP: float32(*f.minP),
 		RepeatPenalty: float32(*f.rep), RepeatLastN: *f.repN, Seed: uint64(*f.seed),
+		FrequencyPenalty: float32(*f.freq), PresencePenalty: float32(*f.pres),
 	}
 	if err := p.Validate(); err != nil {
 		return p, fmt.Errorf("%w: %v", errUsage, err)
