@@ -22,7 +22,17 @@ type Request struct {
 	// Stop lists strings that end generation when the output text contains one; the stop string
 	// is not emitted. Honoured by Scheduler; Generate ignores it.
 	Stop []string
+	// Logprobs asks for each generated token's log probability, and TopLogprobs (0 to
+	// MaxTopLogprobs) for that many of the most likely tokens at each step too (Event.Logprob).
+	// They are the model's: log-softmax of the logits, before temperature, penalties and
+	// filters (vLLM's default). The step then reads the whole logits row (no device top-k).
+	// Honoured by Scheduler; Generate ignores them.
+	Logprobs    bool
+	TopLogprobs int
 }
+
+// MaxTopLogprobs is the most alternatives a Request may ask for (OpenAI's limit).
+const MaxTopLogprobs = 20
 
 // Stats are the counts and times of one generation.
 type Stats struct {

@@ -109,6 +109,9 @@ type Event struct {
 	Text string
 	// Time is when the scheduler produced the event.
 	Time time.Time
+	// Logprob is the token's log probability and the step's most likely tokens, when the
+	// request asked for them (Request.Logprobs); nil otherwise and in the final event.
+	Logprob *Logprob
 
 	Done         bool
 	FinishReason string // FinishStop, FinishLength, FinishCancelled or FinishError (final event)
@@ -195,6 +198,8 @@ type request struct {
 	ids       []int32
 	maxTokens int // resolved: ≥ 1
 	stops     []string
+	logprobs  bool
+	topLP     int
 	sampler   *sample.Sampler
 	ch        chan Event
 	submitted time.Time
@@ -325,6 +330,9 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 			return nil, fmt.Errorf("%w: stop string %q is not valid UTF-8", ErrInvalidRequest, stop)
 		}
 	}
+	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs {
+		return nil, fmt.Errorf("%w: top logprobs %d: want 0 to %d", ErrInvalidRequest, req.TopLogprobs, MaxTopLogprobs)
+	}
 	sampler, err := sample.New(req.Sampling, vocab)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
@@ -333,6 +341,7 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	r := &request{
 		ctx: rctx, cancel: cancel, ids: ids, maxTokens: maxTokens, sampler: sampler,
+		logprobs: req.Logprobs || req.TopLogprobs > 0, topLP: req.TopLogprobs,
 		stops: append([]string(nil), req.Stop...),
 		ch:    make(chan Event, maxTokens+2), // every token event plus the final one: sends never block
 	}
@@ -556,7 +565,12 @@ func (s *Scheduler) step() {
 	var logits, vals []float32
 	var ids []int32
 	var err error
-	k := s.e.stepTopK(len(s.owners), func(i int) int { return s.owners[i].sampler.TopKNeeded() })
+	k := s.e.stepTopK(len(s.owners), func(i int) int {
+		if s.owners[i].logprobs {
+			return 0 // the log-softmax needs the whole row
+		}
+		return s.owners[i].sampler.TopKNeeded()
+	})
 	if k > 0 {
 		vals, ids, err = s.e.Model.ForwardTopK(s.state, b, s.rows, k)
 	} else {
@@ -575,12 +589,17 @@ func (s *Scheduler) step() {
 	vocab := s.e.Model.Config.Vocab
 	for i, q := range s.owners {
 		var next int32
+		var lp *Logprob
 		if k > 0 {
 			next = q.sampler.SampleTop(vals[i*k:(i+1)*k], ids[i*k:(i+1)*k])
 		} else {
-			next = q.sampler.Sample(logits[i*vocab:(i+1)*vocab], q.history)
+			row := logits[i*vocab : (i+1)*vocab]
+			next = q.sampler.Sample(row, q.history)
+			if q.logprobs {
+				lp = logprobs(row, next, q.topLP)
+			}
 		}
-		if reason, done := s.advance(q, next, now); done {
+		if reason, done := s.advance(q, next, lp, now); done {
 			s.retire(q, reason, nil)
 		}
 	}
@@ -609,7 +628,7 @@ func (s *Scheduler) cancelled(q *sequence) error {
 
 // advance takes q's next token: it decides whether the sequence ends here and otherwise emits
 // the token and its text (minus anything that may start a stop string).
-func (s *Scheduler) advance(q *sequence, next int32, now time.Time) (reason string, done bool) {
+func (s *Scheduler) advance(q *sequence, next int32, lp *Logprob, now time.Time) (reason string, done bool) {
 	if next == s.tok.EOS() || next == s.tok.BOS() {
 		return FinishStop, true
 	}
@@ -628,14 +647,14 @@ func (s *Scheduler) advance(q *sequence, next int32, now time.Time) (reason stri
 	q.held = ""
 	if len(q.stops) > 0 {
 		if i := stopIndex(text, q.stops); i >= 0 {
-			q.send(Event{Token: next, Text: text[:i], Time: now})
+			q.send(Event{Token: next, Text: text[:i], Time: now, Logprob: lp})
 			q.dec = nil // the rest of the text is discarded
 			return FinishStop, true
 		}
 		keep := heldSuffix(text, q.stops)
 		text, q.held = text[:len(text)-keep], text[len(text)-keep:]
 	}
-	q.send(Event{Token: next, Text: text, Time: now})
+	q.send(Event{Token: next, Text: text, Time: now, Logprob: lp})
 	if q.generated == q.maxTokens {
 		return FinishLength, true
 	}

@@ -32,6 +32,11 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	if bad == nil && req.Echo {
 		bad = invalid("echo", "echo is not supported")
 	}
+	var lpOn bool
+	var lpTop int
+	if bad == nil {
+		lpOn, lpTop, bad = req.logprobOptions(false)
+	}
 	if bad != nil {
 		bad.write(w)
 		return
@@ -56,8 +61,8 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 			maxTokens = room
 		}
 	}
-	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops}
-	s.generate(w, r, b, ereq, &req.params, completionFormat{model: s.opts.ModelName})
+	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops, Logprobs: lpOn, TopLogprobs: lpTop}
+	s.generate(w, r, b, ereq, &req.params, &completionFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}})
 }
 
 // chatReserve is the room kept for the answer when a chat request sets no max_tokens and its
@@ -79,6 +84,11 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		mt = req.MaxCompletionTokens
 	}
 	sp, stops, maxTokens, bad := req.sampling(mt)
+	var lpOn bool
+	var lpTop int
+	if bad == nil {
+		lpOn, lpTop, bad = req.logprobOptions(true)
+	}
 	if bad != nil {
 		bad.write(w)
 		return
@@ -110,21 +120,22 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		(&badRequest{status: http.StatusBadRequest, code: code, param: "messages", msg: err.Error()}).write(w)
 		return
 	}
-	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops}
-	s.generate(w, r, b, ereq, &req.params, chatFormat{model: s.opts.ModelName})
+	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops, Logprobs: lpOn, TopLogprobs: lpTop}
+	s.generate(w, r, b, ereq, &req.params, chatFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}})
 }
 
-// format builds the response bodies of one endpoint.
+// format builds the response bodies of one endpoint. lps are the logprobs of the tokens the
+// body covers: nil when the request asked for none (the body's logprobs is null).
 type format interface {
 	// trimLeading says whether the first space of the output is dropped: a chat answer follows
 	// "[/INST]" and starts with SentencePiece's word-boundary space, which Meta's reference
 	// (decoding the answer's tokens alone) does not show.
 	trimLeading() bool
 	start(id string, created int64) any // the first streamed chunk, or nil
-	chunk(id string, created int64, text string) any
-	end(id string, created int64, reason string) any
+	chunk(id string, created int64, text string, lps []*engine.Logprob) any
+	end(id string, created int64, reason string, lps []*engine.Logprob) any
 	usage(id string, created int64, u *usageJSON) any // stream_options.include_usage chunk
-	whole(id string, created int64, text, reason string, u *usageJSON) any
+	whole(id string, created int64, text, reason string, u *usageJSON, lps []*engine.Logprob) any
 }
 
 // generate submits the request and writes the answer, streamed or whole.
@@ -171,6 +182,20 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 		}
 		return text
 	}
+	// Logprobs wait for the chunk that carries their text (a character or a possible stop
+	// string may be held back for a few tokens).
+	var lps []*engine.Logprob
+	if req.Logprobs || req.TopLogprobs > 0 {
+		lps = []*engine.Logprob{}
+	}
+	take := func() []*engine.Logprob {
+		if lps == nil {
+			return nil
+		}
+		out := lps
+		lps = []*engine.Logprob{}
+		return out
+	}
 	var last time.Time
 	observe := func(ev engine.Event) {
 		if ev.Done {
@@ -184,6 +209,9 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 			s.metrics.itl.observe(ev.Time.Sub(last).Seconds())
 		}
 		last = ev.Time
+		if ev.Logprob != nil && lps != nil {
+			lps = append(lps, ev.Logprob)
+		}
 	}
 
 	if !p.Stream {
@@ -197,7 +225,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 					return
 				}
 				u := usageOf(ev.Usage)
-				writeJSON(w, http.StatusOK, f.whole(id, created, text.String(), ev.FinishReason, &u))
+				writeJSON(w, http.StatusOK, f.whole(id, created, text.String(), ev.FinishReason, &u, take()))
 			}
 		}
 		return
@@ -236,7 +264,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 	for ev := range st.C {
 		observe(ev)
 		if text := cut(ev.Text); text != "" {
-			if send(f.chunk(id, created, text)) != nil {
+			if send(f.chunk(id, created, text, take())) != nil {
 				return
 			}
 		}
@@ -250,7 +278,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 			}
 			return
 		}
-		if send(f.end(id, created, ev.FinishReason)) != nil {
+		if send(f.end(id, created, ev.FinishReason, take())) != nil {
 			return
 		}
 		if p.StreamOptions != nil && p.StreamOptions.IncludeUsage {
@@ -293,38 +321,55 @@ func usageOf(u engine.Usage) usageJSON {
 	return usageJSON{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.PromptTokens + u.CompletionTokens}
 }
 
-// completionFormat writes /v1/completions bodies ("text_completion").
-type completionFormat struct{ model string }
-
-func (completionFormat) trimLeading() bool       { return false }
-func (completionFormat) start(string, int64) any { return nil }
-
-func (f completionFormat) body(id string, created int64, text string, reason *string, u *usageJSON) completionBody {
-	b := completionBody{ID: id, Object: "text_completion", Created: created, Model: f.model, Usage: u,
-		Choices: []completionChoice{{Text: text, FinishReason: reason}}}
-	return b
+// completionFormat writes /v1/completions bodies ("text_completion"); offset counts the
+// completion's bytes already covered by logprobs (their text_offset).
+type completionFormat struct {
+	model  string
+	r      tokenRenderer
+	offset int
 }
 
-func (f completionFormat) chunk(id string, created int64, text string) any {
-	return f.body(id, created, text, nil, nil)
+func (*completionFormat) trimLeading() bool       { return false }
+func (*completionFormat) start(string, int64) any { return nil }
+
+func (f *completionFormat) body(id string, created int64, text string, reason *string, u *usageJSON, lps []*engine.Logprob) completionBody {
+	c := completionChoice{Text: text, FinishReason: reason}
+	if lps != nil {
+		l := f.r.completion(lps, f.offset)
+		for _, lp := range lps {
+			f.offset += len(f.r.tok.TokenBytes(lp.Token))
+		}
+		c.Logprobs = l
+	}
+	return completionBody{ID: id, Object: "text_completion", Created: created, Model: f.model, Usage: u, Choices: []completionChoice{c}}
 }
 
-func (f completionFormat) end(id string, created int64, reason string) any {
-	return f.body(id, created, "", &reason, nil)
+func (f *completionFormat) chunk(id string, created int64, text string, lps []*engine.Logprob) any {
+	return f.body(id, created, text, nil, nil, lps)
 }
 
-func (f completionFormat) usage(id string, created int64, u *usageJSON) any {
-	b := f.body(id, created, "", nil, u)
+func (f *completionFormat) end(id string, created int64, reason string, lps []*engine.Logprob) any {
+	if len(lps) == 0 {
+		lps = nil // nothing left to report
+	}
+	return f.body(id, created, "", &reason, nil, lps)
+}
+
+func (f *completionFormat) usage(id string, created int64, u *usageJSON) any {
+	b := f.body(id, created, "", nil, u, nil)
 	b.Choices = []completionChoice{}
 	return b
 }
 
-func (f completionFormat) whole(id string, created int64, text, reason string, u *usageJSON) any {
-	return f.body(id, created, text, &reason, u)
+func (f *completionFormat) whole(id string, created int64, text, reason string, u *usageJSON, lps []*engine.Logprob) any {
+	return f.body(id, created, text, &reason, u, lps)
 }
 
 // chatFormat writes /v1/chat/completions bodies ("chat.completion" and ".chunk").
-type chatFormat struct{ model string }
+type chatFormat struct {
+	model string
+	r     tokenRenderer
+}
 
 func (chatFormat) trimLeading() bool { return true }
 
@@ -332,17 +377,27 @@ func (f chatFormat) body(id string, created int64, c chatChoice, u *usageJSON) c
 	return chatBody{ID: id, Object: "chat.completion.chunk", Created: created, Model: f.model, Usage: u, Choices: []chatChoice{c}}
 }
 
+func (f chatFormat) logprobs(lps []*engine.Logprob) any {
+	if lps == nil {
+		return nil
+	}
+	return f.r.chat(lps)
+}
+
 func (f chatFormat) start(id string, created int64) any {
 	empty := ""
 	return f.body(id, created, chatChoice{Delta: &chatDelta{Role: "assistant", Content: &empty}}, nil)
 }
 
-func (f chatFormat) chunk(id string, created int64, text string) any {
-	return f.body(id, created, chatChoice{Delta: &chatDelta{Content: &text}}, nil)
+func (f chatFormat) chunk(id string, created int64, text string, lps []*engine.Logprob) any {
+	return f.body(id, created, chatChoice{Delta: &chatDelta{Content: &text}, Logprobs: f.logprobs(lps)}, nil)
 }
 
-func (f chatFormat) end(id string, created int64, reason string) any {
-	return f.body(id, created, chatChoice{Delta: &chatDelta{}, FinishReason: &reason}, nil)
+func (f chatFormat) end(id string, created int64, reason string, lps []*engine.Logprob) any {
+	if len(lps) == 0 {
+		lps = nil
+	}
+	return f.body(id, created, chatChoice{Delta: &chatDelta{}, FinishReason: &reason, Logprobs: f.logprobs(lps)}, nil)
 }
 
 func (f chatFormat) usage(id string, created int64, u *usageJSON) any {
@@ -351,8 +406,8 @@ func (f chatFormat) usage(id string, created int64, u *usageJSON) any {
 	return b
 }
 
-func (f chatFormat) whole(id string, created int64, text, reason string, u *usageJSON) any {
-	b := f.body(id, created, chatChoice{Message: &chatDelta{Role: "assistant", Content: &text}, FinishReason: &reason}, u)
+func (f chatFormat) whole(id string, created int64, text, reason string, u *usageJSON, lps []*engine.Logprob) any {
+	b := f.body(id, created, chatChoice{Message: &chatDelta{Role: "assistant", Content: &text}, FinishReason: &reason, Logprobs: f.logprobs(lps)}, u)
 	b.Object = "chat.completion"
 	return b
 }

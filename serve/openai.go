@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/llamacu/llamacu/chat"
+	"github.com/llamacu/llamacu/engine"
 	"github.com/llamacu/llamacu/sample"
 )
 
@@ -28,7 +29,9 @@ const maxStops = 16
 // zero. Extensions beyond OpenAI's API (as vLLM names them): top_k, min_p, repetition_penalty.
 // frequency_penalty and presence_penalty (OpenAI's range, −2 to 2) apply, like
 // repetition_penalty, to the last 64 tokens of prompt and completion (llama.cpp's server).
-// user and logit_bias are accepted and ignored; logprobs is refused.
+// logprobs (completions: an integer 0–20, the alternatives per token; chat: true, with
+// top_logprobs 0–20) are the model's log-softmax, as vLLM returns them by default. user and
+// logit_bias are accepted and ignored.
 type params struct {
 	Model             string         `json:"model"`
 	MaxTokens         *int           `json:"max_tokens"`
@@ -45,6 +48,7 @@ type params struct {
 	StreamOptions     *streamOptions `json:"stream_options"`
 	Stop              stopList       `json:"stop"`
 	Logprobs          any            `json:"logprobs"`
+	TopLogprobs       *int           `json:"top_logprobs"`
 }
 
 type streamOptions struct {
@@ -253,15 +257,49 @@ func typeName(goType string) string {
 	return goType
 }
 
+// logprobOptions reads logprobs and top_logprobs: for /v1/completions logprobs is the number
+// of alternatives per token (0–20; OpenAI's legacy API, vLLM's limit), for chat logprobs is a
+// boolean and top_logprobs the number of alternatives (0–20, only with logprobs true).
+func (p *params) logprobOptions(chat bool) (on bool, top int, bad *badRequest) {
+	switch v := p.Logprobs.(type) {
+	case nil:
+	case bool:
+		on = v
+	case float64:
+		if chat {
+			return false, 0, &badRequest{status: http.StatusBadRequest, code: "invalid_type", param: "logprobs", msg: "logprobs must be of type boolean"}
+		}
+		if v != math.Trunc(v) || v < 0 || v > engine.MaxTopLogprobs {
+			return false, 0, invalid("logprobs", "logprobs must be an integer between 0 and %d, got %v", engine.MaxTopLogprobs, v)
+		}
+		on, top = true, int(v)
+	default:
+		want := "integer"
+		if chat {
+			want = "boolean"
+		}
+		return false, 0, &badRequest{status: http.StatusBadRequest, code: "invalid_type", param: "logprobs", msg: "logprobs must be of type " + want}
+	}
+	if t := p.TopLogprobs; t != nil {
+		switch {
+		case !chat:
+			return false, 0, invalid("top_logprobs", "top_logprobs is a chat parameter: /v1/completions takes the count as logprobs")
+		case *t < 0 || *t > engine.MaxTopLogprobs:
+			return false, 0, invalid("top_logprobs", "top_logprobs must be between 0 and %d, got %d", engine.MaxTopLogprobs, *t)
+		case *t > 0 && !on:
+			return false, 0, invalid("top_logprobs", "top_logprobs requires logprobs to be true")
+		}
+		top = *t
+	}
+	return on, top, nil
+}
+
 // sampling validates the shared parameters and returns the sampler settings, the stop strings
 // and max_tokens (0 when absent).
 func (p *params) sampling(maxTokens *int) (sample.Params, []string, int, *badRequest) {
 	sp := sample.Params{Temperature: 1, TopP: 1, RepeatPenalty: 1}
 	if p.N != nil && *p.N != 1 {
 		return sp, nil, 0, invalid("n", "n must be 1 (got %d): one completion per request", *p.N)
-	}
-	if lp := p.Logprobs; lp != nil && lp != false && lp != float64(0) {
-		return sp, nil, 0, invalid("logprobs", "logprobs are not supported")
 	}
 	if t := p.Temperature; t != nil {
 		if math.IsNaN(*t) || *t < 0 || *t > 2 {

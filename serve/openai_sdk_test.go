@@ -95,3 +95,45 @@ func TestOpenAIGoSDK(t *testing.T) {
 	require.Equal(t, 401, apiErr.StatusCode)
 	require.Equal(t, "invalid_api_key", apiErr.Code)
 }
+
+// The SDK reads logprobs, frequency_penalty and presence_penalty as OpenAI defines them.
+func TestOpenAIGoSDKLogprobsAndPenalties(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	_, _, ts := start(t, e, engine.SchedulerOptions{}, serve.Options{ModelName: "stories260K"})
+	client := openai.NewClient(option.WithBaseURL(ts.URL+"/v1/"), option.WithMaxRetries(0))
+	ctx := context.Background()
+
+	whole, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model:       "stories260K",
+		Messages:    []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Once upon a time")},
+		MaxTokens:   openai.Int(24),
+		Temperature: openai.Float(0),
+		Logprobs:    openai.Bool(true),
+		TopLogprobs: openai.Int(3),
+	})
+	require.NoError(t, err)
+	content := whole.Choices[0].Logprobs.Content
+	require.Len(t, content, int(whole.Usage.CompletionTokens))
+	for _, c := range content {
+		require.Len(t, c.TopLogprobs, 3)
+		require.Equal(t, c.Token, c.TopLogprobs[0].Token)
+		require.LessOrEqual(t, c.Logprob, 0.0)
+	}
+
+	cmpl, err := client.Completions.New(ctx, openai.CompletionNewParams{
+		Model:            "stories260K",
+		Prompt:           openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once upon a time")},
+		MaxTokens:        openai.Int(24),
+		Temperature:      openai.Float(0),
+		Logprobs:         openai.Int(2),
+		FrequencyPenalty: openai.Float(1.5),
+	})
+	require.NoError(t, err)
+	lp := cmpl.Choices[0].Logprobs
+	require.Len(t, lp.Tokens, int(cmpl.Usage.CompletionTokens))
+	require.Len(t, lp.TopLogprobs, len(lp.Tokens))
+	sp := sample.GreedyParams()
+	sp.FrequencyPenalty, sp.RepeatLastN = 1.5, 64
+	want := generate(t, e, engine.Request{Prompt: "Once upon a time", MaxTokens: 24, Sampling: sp})
+	require.Equal(t, want.text, cmpl.Choices[0].Text)
+}

@@ -134,6 +134,21 @@ func (t *Tokenizer) Piece(id int32) string {
 	return t.pieces[id]
 }
 
+// TokenBytes returns the bytes id contributes to text in the middle of a sequence: its piece
+// with "▁" as a space (" Hello"), the one byte of a byte piece ("<0xE5>": 0xE5, not valid
+// UTF-8 alone), nothing for a control piece, the unknown piece's surface (" ⁇ "). It is what
+// OpenAI-style logprobs show per token; nil when id is out of range.
+func (t *Tokenizer) TokenBytes(id int32) []byte {
+	if id < 0 || int(id) >= len(t.pieces) {
+		return nil
+	}
+	if t.types[id] == TypeByte {
+		b, _ := parseBytePiece(t.pieces[id])
+		return []byte{b}
+	}
+	return []byte(t.text[id])
+}
+
 // Score returns the merge score of id, or 0 when id is out of range.
 func (t *Tokenizer) Score(id int32) float32 {
 	if id < 0 || int(id) >= len(t.scores) {

@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -348,6 +349,36 @@ func TestEncodeEdgeCases(t *testing.T) {
 	}
 	if got := tok.Piece(-1) + tok.Piece(32000); got != "" {
 		t.Errorf("Piece out of range = %q", got)
+	}
+}
+
+// TokenBytes is each token's own surface: a space for "▁", one raw byte for a byte piece,
+// nothing for a control piece; concatenated over a sequence that does not start with a word
+// (so that no dummy-prefix space is dropped), they are Decode's bytes.
+func TestTokenBytes(t *testing.T) {
+	tok := llamaModel(t)
+	for _, tc := range []struct {
+		piece string
+		want  []byte
+	}{{"▁Hello", []byte(" Hello")}, {"<0xE5>", []byte{0xe5}}, {"<0x0A>", []byte("\n")}, {"<s>", []byte{}}, {"<unk>", []byte(" \u2047 ")}} {
+		id, ok := tok.ID(tc.piece)
+		if !ok {
+			t.Fatalf("no piece %q", tc.piece)
+		}
+		if got := tok.TokenBytes(id); !bytes.Equal(got, tc.want) {
+			t.Errorf("TokenBytes(%q) = %q, want %q", tc.piece, got, tc.want)
+		}
+	}
+	ids := tok.Encode("x 안녕하세요, 世界 ok", false)
+	var all []byte
+	for _, id := range ids {
+		all = append(all, tok.TokenBytes(id)...)
+	}
+	if want := " " + tok.Decode(ids); string(all) != want {
+		t.Errorf("TokenBytes concatenated = %q, want %q", all, want)
+	}
+	if tok.TokenBytes(-1) != nil || tok.TokenBytes(32000) != nil {
+		t.Error("TokenBytes out of range is not nil")
 	}
 }
 

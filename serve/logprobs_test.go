@@ -1,0 +1,182 @@
+package serve_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/llamacu/llamacu/engine"
+	"github.com/llamacu/llamacu/serve"
+)
+
+// lpBody is the part of a response (whole or chunk) the logprobs tests read.
+type lpBody struct {
+	Choices []struct {
+		Text     string `json:"text"`
+		Logprobs *struct {
+			// /v1/completions
+			Tokens        []string             `json:"tokens"`
+			TokenLogprobs []float32            `json:"token_logprobs"`
+			TopLogprobs   []map[string]float32 `json:"top_logprobs"`
+			TextOffset    []int                `json:"text_offset"`
+			// /v1/chat/completions
+			Content []chatLP `json:"content"`
+		} `json:"logprobs"`
+	} `json:"choices"`
+	Usage *struct {
+		CompletionTokens int `json:"completion_tokens"`
+	} `json:"usage"`
+}
+
+type chatLP struct {
+	Token       string  `json:"token"`
+	Logprob     float32 `json:"logprob"`
+	Bytes       []int   `json:"bytes"`
+	TopLogprobs []struct {
+		Token   string  `json:"token"`
+		Logprob float32 `json:"logprob"`
+		Bytes   []int   `json:"bytes"`
+	} `json:"top_logprobs"`
+}
+
+// lpWhole posts a request and decodes its 200 answer.
+func lpWhole(t *testing.T, url string, body map[string]any) lpBody {
+	t.Helper()
+	resp, out := post(t, url, body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	var b lpBody
+	require.NoError(t, json.Unmarshal(out, &b), string(out))
+	return b
+}
+
+// lpStream posts the request streamed and merges its chunks' logprobs into one body.
+func lpStream(t *testing.T, url string, body map[string]any) lpBody {
+	t.Helper()
+	body["stream"] = true
+	defer delete(body, "stream")
+	resp, out := post(t, url, body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	var all lpBody
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok || data == "[DONE]" {
+			continue
+		}
+		var c lpBody
+		require.NoError(t, json.Unmarshal([]byte(data), &c), data)
+		if len(c.Choices) == 0 {
+			continue
+		}
+		if all.Choices == nil {
+			all.Choices = c.Choices
+			if all.Choices[0].Logprobs == nil {
+				all.Choices[0].Logprobs = c.Choices[0].Logprobs
+			}
+			continue
+		}
+		all.Choices[0].Text += c.Choices[0].Text
+		l, m := c.Choices[0].Logprobs, all.Choices[0].Logprobs
+		switch {
+		case l == nil:
+		case m == nil:
+			all.Choices[0].Logprobs = l
+		default:
+			m.Tokens = append(m.Tokens, l.Tokens...)
+			m.TokenLogprobs = append(m.TokenLogprobs, l.TokenLogprobs...)
+			m.TopLogprobs = append(m.TopLogprobs, l.TopLogprobs...)
+			m.TextOffset = append(m.TextOffset, l.TextOffset...)
+			m.Content = append(m.Content, l.Content...)
+		}
+	}
+	return all
+}
+
+// /v1/completions with logprobs: n: one entry per generated token, whose strings make the text,
+// whose offsets count the text before them, with n alternatives each; greedy decoding picks
+// the first alternative. The streamed chunks carry the same entries.
+func TestCompletionLogprobs(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 4}, serve.Options{})
+	body := map[string]any{"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0, "logprobs": 3}
+	whole := lpWhole(t, ts.URL+"/v1/completions", body)
+	c := whole.Choices[0]
+	lp := c.Logprobs
+	require.NotNil(t, lp)
+	n := whole.Usage.CompletionTokens
+	require.Len(t, lp.Tokens, n)
+	require.Len(t, lp.TokenLogprobs, n)
+	require.Len(t, lp.TopLogprobs, n)
+	require.Len(t, lp.TextOffset, n)
+	require.Equal(t, c.Text, strings.Join(lp.Tokens, ""))
+	for i := range n {
+		require.Equal(t, len(strings.Join(lp.Tokens[:i], "")), lp.TextOffset[i])
+		require.LessOrEqual(t, lp.TokenLogprobs[i], float32(0))
+		require.Len(t, lp.TopLogprobs[i], 3)
+		best := float32(-1e9)
+		for _, v := range lp.TopLogprobs[i] {
+			best = max(best, v)
+		}
+		require.Equal(t, best, lp.TopLogprobs[i][lp.Tokens[i]], "token %d: greedy picks the likeliest", i)
+		require.Equal(t, lp.TokenLogprobs[i], lp.TopLogprobs[i][lp.Tokens[i]])
+	}
+	require.Equal(t, whole.Choices[0].Logprobs, lpStream(t, ts.URL+"/v1/completions", body).Choices[0].Logprobs)
+
+	// Without logprobs the field is null.
+	delete(body, "logprobs")
+	require.Nil(t, lpWhole(t, ts.URL+"/v1/completions", body).Choices[0].Logprobs)
+}
+
+// /v1/chat/completions with logprobs: true and top_logprobs: one entry per generated token
+// with its bytes; streamed chunks carry the same entries.
+func TestChatLogprobs(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 4}, serve.Options{})
+	body := map[string]any{"messages": []map[string]string{{"role": "user", "content": "Tell me a story"}},
+		"max_tokens": 30, "temperature": 0, "logprobs": true, "top_logprobs": 2}
+	whole := lpWhole(t, ts.URL+"/v1/chat/completions", body)
+	lp := whole.Choices[0].Logprobs
+	require.NotNil(t, lp)
+	require.Len(t, lp.Content, whole.Usage.CompletionTokens)
+	for i, c := range lp.Content {
+		var b []byte
+		for _, x := range c.Bytes {
+			b = append(b, byte(x))
+		}
+		require.Equal(t, c.Token, string(b))
+		require.Len(t, c.TopLogprobs, 2)
+		require.Equal(t, c.Token, c.TopLogprobs[0].Token, "token %d: greedy picks the likeliest", i)
+		require.Equal(t, c.Logprob, c.TopLogprobs[0].Logprob)
+		require.GreaterOrEqual(t, c.TopLogprobs[0].Logprob, c.TopLogprobs[1].Logprob)
+	}
+	require.Equal(t, lp.Content, lpStream(t, ts.URL+"/v1/chat/completions", body).Choices[0].Logprobs.Content)
+}
+
+// A byte-fallback token (one byte of a Korean syllable) is shown as OpenAI spells it,
+// "bytes:\xNN", with that one byte in the chat form's bytes.
+func TestLogprobsByteTokens(t *testing.T) {
+	e, _ := loadEngine(t, "tiny-random/llama-2-tiny-random.gguf")
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 4}, serve.Options{})
+	seen := 0
+	for seed := range 4 {
+		body := map[string]any{"messages": []map[string]string{{"role": "user", "content": "안녕하세요, 반갑습니다"}},
+			"max_tokens": 60, "temperature": 1.5, "seed": seed, "logprobs": true}
+		for _, c := range lpWhole(t, ts.URL+"/v1/chat/completions", body).Choices[0].Logprobs.Content {
+			if strings.HasPrefix(c.Token, "bytes:") {
+				require.Len(t, c.Bytes, 1)
+				require.Equal(t, fmt.Sprintf("bytes:\\x%02x", c.Bytes[0]), c.Token)
+				require.GreaterOrEqual(t, c.Bytes[0], 0x80)
+				seen++
+			}
+		}
+	}
+	t.Logf("%d byte tokens", seen)
+	require.Positive(t, seen)
+}
