@@ -1,11 +1,14 @@
 package engine_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
 	"github.com/llamacu/llamacu/cpu"
+	"github.com/llamacu/llamacu/engine"
 	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/sample"
 	"github.com/llamacu/llamacu/tensor"
 )
 
@@ -82,6 +85,62 @@ func BenchmarkPrefill110M(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "tok/s")
+		})
+	}
+}
+
+// BenchmarkChatTurns times a 6-turn conversation on the 110M synthetic model through the
+// scheduler, each turn resending the whole conversation (a 200-token system prompt, then 40
+// new prompt tokens and a 32-token answer a turn), with the prefix cache on and off. Each
+// iteration's conversation starts differently, so nothing is cached across iterations.
+// "prefilled/turn" is the prompt tokens computed; the time ratio is what the cache saves.
+func BenchmarkChatTurns(b *testing.B) {
+	for _, off := range []bool{false, true} {
+		name := "cache"
+		if off {
+			name = "nocache"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := model.Bench110M
+			e, err := engine.Load(engine.Options{SyntheticConfig: &cfg, Context: 1024})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			s, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 1, NoPrefixCache: off})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close(context.Background())
+			words := func(n, seed int) []int32 {
+				out := make([]int32, n)
+				for i := range out {
+					out[i] = int32(300 + (seed*7919+i*104729)%30000)
+				}
+				return out
+			}
+			const turns = 6
+			b.ResetTimer()
+			for i := range b.N {
+				conv := append([]int32{1}, words(200, i)...)
+				for turn := range turns {
+					conv = append(conv, words(40, i*turns+turn+1)...)
+					st, err := s.Submit(context.Background(), engine.Request{PromptIDs: conv, MaxTokens: 32, Sampling: sample.GreedyParams()})
+					if err != nil {
+						b.Fatal(err)
+					}
+					for ev := range st.C {
+						if ev.Done && ev.Err != nil {
+							b.Fatal(ev.Err)
+						} else if !ev.Done {
+							conv = append(conv, ev.Token)
+						}
+					}
+				}
+			}
+			stats := s.Stats()
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N*turns), "ms/turn")
+			b.ReportMetric(float64(stats.PromptTokens)/float64(b.N*turns), "prefilled/turn")
 		})
 	}
 }

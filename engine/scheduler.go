@@ -63,6 +63,11 @@ type SchedulerOptions struct {
 	// Observer, if not nil, sees every token's latency (called on the scheduler's goroutine:
 	// it must be quick and not block).
 	Observer Observer
+	// NoPrefixCache turns off prefix caching: by default full KV blocks stay cached after their
+	// sequence ends, and a request whose prompt starts with the same tokens (a conversation's
+	// next turn, a shared system prompt) reads them instead of prefilling them again. Idle
+	// cached blocks are evicted, least recently used first, when a new sequence needs room.
+	NoPrefixCache bool
 }
 
 // Observer receives per-token latency observations (for metrics).
@@ -81,12 +86,14 @@ type SchedulerStats struct {
 	Running       int   // sequences in the running batch
 	Queued        int   // requests waiting for admission
 	KVBlocksInUse int   // blocks held by running sequences
+	KVBlocksIdle  int   // cached blocks no sequence holds (evicted when memory is needed)
 	KVBlocksTotal int   // blocks in the pool
 	BlockSize     int   // tokens per block
 	MaxSeqs       int   // the running batch's capacity
 	Submitted     int64 // requests accepted by Submit
 	Completed     int64 // requests finished (any finish reason)
-	PromptTokens  int64 // prompt tokens prefilled
+	PromptTokens  int64 // prompt tokens prefilled (computed)
+	CachedTokens  int64 // prompt tokens read from the prefix cache instead
 	Generated     int64 // tokens generated (streamed), over all requests
 	Steps         int64 // forward steps run
 }
@@ -95,6 +102,7 @@ type SchedulerStats struct {
 type Usage struct {
 	PromptTokens     int
 	CompletionTokens int // generated tokens, EOS excluded, those of a matched stop string included
+	CachedTokens     int // of PromptTokens, those read from the prefix cache
 }
 
 // Event is one message of a Stream: a generated token with the text it completes, or the final
@@ -165,7 +173,7 @@ type Scheduler struct {
 	e     *Engine
 	opts  SchedulerOptions
 	state *model.State
-	alloc *model.BlockAllocator
+	pool  *blockPool
 	tok   *tokenizer.Tokenizer
 
 	mu      sync.Mutex
@@ -180,7 +188,7 @@ type Scheduler struct {
 	abortOnce sync.Once
 	aborted   atomic.Int64 // requests cancelled by abortAll
 
-	submitted, completed, promptToks, generated, steps atomic.Int64
+	submitted, completed, promptToks, cachedToks, generated, steps atomic.Int64
 
 	// loop-owned
 	seqs   []*sequence // running, in admission order
@@ -211,6 +219,9 @@ type sequence struct {
 	slot      int32
 	table     []int32 // KV block table, covering len(ids)+maxTokens positions
 	prefilled int     // prompt tokens already in the cache
+	cached    int     // of those, read from the prefix cache at admission
+	written   int     // positions whose K and V are in the cache
+	chain     chain   // the sequence's blocks registered in the prefix cache
 	history   []int32 // prompt then generated tokens
 	generated int
 	dec       *tokenizer.StreamDecoder
@@ -254,7 +265,7 @@ func NewScheduler(e *Engine, opts SchedulerOptions) (*Scheduler, error) {
 	}
 	s := &Scheduler{
 		e: e, opts: opts, state: st, tok: e.Tokenizer,
-		alloc: model.NewBlockAllocator(opts.KVBlocks, opts.BlockSize),
+		pool:  newBlockPool(opts.KVBlocks, opts.BlockSize, !opts.NoPrefixCache),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		abort: make(chan struct{}),
@@ -318,9 +329,9 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 		}
 		maxTokens = req.MaxTokens
 	}
-	if need := s.blocksFor(n + maxTokens); need > s.alloc.Total() {
+	if total := s.pool.alloc.Total(); s.blocksFor(n+maxTokens) > total {
 		return nil, fmt.Errorf("%w: %d prompt + %d new tokens need %d KV blocks, the cache holds %d (%d tokens)",
-			ErrPromptTooLong, n, maxTokens, need, s.alloc.Total(), s.alloc.Total()*s.opts.BlockSize)
+			ErrPromptTooLong, n, maxTokens, s.blocksFor(n+maxTokens), total, total*s.opts.BlockSize)
 	}
 	for _, stop := range req.Stop {
 		if stop == "" {
@@ -385,16 +396,19 @@ func (s *Scheduler) Stats() SchedulerStats {
 	s.mu.Lock()
 	queued := len(s.waiting)
 	s.mu.Unlock()
+	inUse, idle := s.pool.inUse()
 	return SchedulerStats{
 		Running:       int(s.running.Load()),
 		Queued:        queued,
-		KVBlocksInUse: s.alloc.InUse(),
-		KVBlocksTotal: s.alloc.Total(),
+		KVBlocksInUse: inUse,
+		KVBlocksIdle:  idle,
+		KVBlocksTotal: s.pool.alloc.Total(),
 		BlockSize:     s.opts.BlockSize,
 		MaxSeqs:       s.opts.MaxSeqs,
 		Submitted:     s.submitted.Load(),
 		Completed:     s.completed.Load(),
 		PromptTokens:  s.promptToks.Load(),
+		CachedTokens:  s.cachedToks.Load(),
 		Generated:     s.generated.Load(),
 		Steps:         s.steps.Load(),
 	}
@@ -484,7 +498,7 @@ func (s *Scheduler) admit() {
 			return
 		}
 		r := s.waiting[0]
-		table, err := s.alloc.Grow(nil, len(r.ids)+r.maxTokens)
+		table, cached, ch, err := s.pool.acquire(r.ids, len(r.ids)+r.maxTokens)
 		if err != nil { // not enough free blocks: wait for a running sequence to finish
 			s.mu.Unlock()
 			return
@@ -497,12 +511,13 @@ func (s *Scheduler) admit() {
 		slot := s.slots[len(s.slots)-1]
 		s.slots = s.slots[:len(s.slots)-1]
 		q := &sequence{
-			request: r, slot: slot, table: table,
+			request: r, slot: slot, table: table, prefilled: cached, cached: cached, written: cached, chain: ch,
 			history: append(make([]int32, 0, len(r.ids)+r.maxTokens), r.ids...),
 			dec:     s.tok.NewStreamDecoder(r.ids[len(r.ids)-1]),
 		}
 		s.batch.BlockTables[slot] = table
 		s.seqs = append(s.seqs, q)
+		s.cachedToks.Add(int64(cached))
 	}
 }
 
@@ -534,6 +549,7 @@ func (s *Scheduler) step() {
 		b.Tokens = append(b.Tokens, tok)
 		b.Pos = append(b.Pos, int32(pos))
 		b.Seq = append(b.Seq, q.slot)
+		q.written = pos + 1
 	}
 	// Decodes first: one token each (MaxBatchTokens ≥ MaxSeqs, so they always fit).
 	for _, q := range s.seqs {
@@ -584,6 +600,9 @@ func (s *Scheduler) step() {
 		}
 		s.seqs = s.seqs[:0]
 		return
+	}
+	for _, q := range s.seqs { // full blocks this step wrote join the prefix cache
+		s.pool.register(&q.chain, q.table, q.history, q.written)
 	}
 	now := time.Now()
 	vocab := s.e.Model.Config.Vocab
@@ -664,7 +683,7 @@ func (s *Scheduler) advance(q *sequence, next int32, lp *Logprob, now time.Time)
 // retire ends a running sequence: its KV blocks and slot return to the pool at once, then the
 // final event goes out.
 func (s *Scheduler) retire(q *sequence, reason string, err error) {
-	s.alloc.Release(q.table)
+	s.pool.release(q.table)
 	q.table = nil
 	s.batch.BlockTables[q.slot] = nil
 	s.slots = append(s.slots, q.slot)
@@ -680,7 +699,7 @@ func (s *Scheduler) retire(q *sequence, reason string, err error) {
 	if err != nil {
 		text = "" // held text is not delivered after a failure: the output ends where it stopped
 	}
-	s.finishRequest(q.request, text, Usage{PromptTokens: len(q.ids), CompletionTokens: q.generated}, reason, err)
+	s.finishRequest(q.request, text, Usage{PromptTokens: len(q.ids), CompletionTokens: q.generated, CachedTokens: q.cached}, reason, err)
 }
 
 // finishRequest sends the final event, closes the stream and releases the request's context.

@@ -163,7 +163,10 @@ func TestSchedulerMatchesGenerate(t *testing.T) {
 				require.Equal(t, w.text, text, "request %d", i)
 				require.NoError(t, final.Err)
 				require.Equal(t, stopReason[w.reason], final.FinishReason, "request %d", i)
-				require.Equal(t, engine.Usage{PromptTokens: st.PromptTokens(), CompletionTokens: len(w.ids)}, final.Usage)
+				cached := final.Usage.CachedTokens // prompts repeat: later ones read the cache
+				require.Equal(t, engine.Usage{PromptTokens: st.PromptTokens(), CompletionTokens: len(w.ids), CachedTokens: cached}, final.Usage)
+				require.Zero(t, cached%s.Options().BlockSize)
+				require.Less(t, cached, st.PromptTokens())
 			}
 			waitIdle(t, s)
 			stats := s.Stats()

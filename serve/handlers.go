@@ -318,7 +318,11 @@ func (s *Server) writeGenerationError(w http.ResponseWriter, r *http.Request, er
 }
 
 func usageOf(u engine.Usage) usageJSON {
-	return usageJSON{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.PromptTokens + u.CompletionTokens}
+	out := usageJSON{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.PromptTokens + u.CompletionTokens}
+	if u.CachedTokens > 0 {
+		out.PromptTokensDetails = &promptTokenDetails{CachedTokens: u.CachedTokens}
+	}
+	return out
 }
 
 // completionFormat writes /v1/completions bodies ("text_completion"); offset counts the

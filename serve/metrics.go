@@ -27,7 +27,8 @@ import (
 //	llamacu_inter_token_latency_seconds            histogram between consecutive tokens
 //	llamacu_queue_depth                            gauge     requests waiting for admission
 //	llamacu_running_sequences                      gauge     sequences in the running batch
-//	llamacu_kv_blocks_in_use / _total              gauge     paged KV-cache blocks
+//	llamacu_kv_blocks_in_use / _idle / _total      gauge     paged KV-cache blocks (idle: cached, held by none)
+//	llamacu_prompt_cached_tokens_total             counter   prompt tokens read from the prefix cache
 //	llamacu_ready                                  gauge     1 once the model is loaded
 type metrics struct {
 	mu       sync.Mutex
@@ -127,7 +128,9 @@ func (m *metrics) write(w io.Writer, st *engine.SchedulerStats) {
 	gauge("llamacu_running_sequences", "Sequences in the running batch.", s.Running)
 	gauge("llamacu_max_sequences", "Capacity of the running batch.", s.MaxSeqs)
 	gauge("llamacu_kv_blocks_in_use", "Paged KV-cache blocks held by sequences.", s.KVBlocksInUse)
+	gauge("llamacu_kv_blocks_idle", "Prefix-cache blocks no sequence holds (evicted when memory is needed).", s.KVBlocksIdle)
 	gauge("llamacu_kv_blocks_total", "Paged KV-cache blocks in the pool.", s.KVBlocksTotal)
+	p("# HELP llamacu_prompt_cached_tokens_total Prompt tokens read from the prefix cache instead of prefilled.\n# TYPE llamacu_prompt_cached_tokens_total counter\nllamacu_prompt_cached_tokens_total %d\n", s.CachedTokens)
 }
 
 // histogram is a Prometheus histogram with fixed upper bounds.

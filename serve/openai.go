@@ -397,9 +397,16 @@ func chatMessages(in []chatMessage) ([]chat.Message, *badRequest) {
 // Response bodies.
 
 type usageJSON struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
+	PromptTokens        int                 `json:"prompt_tokens"`
+	CompletionTokens    int                 `json:"completion_tokens"`
+	TotalTokens         int                 `json:"total_tokens"`
+	PromptTokensDetails *promptTokenDetails `json:"prompt_tokens_details,omitempty"`
+}
+
+// promptTokenDetails is OpenAI's usage.prompt_tokens_details: cached_tokens are the prompt
+// tokens read from the prefix cache (present when there were any).
+type promptTokenDetails struct {
+	CachedTokens int `json:"cached_tokens"`
 }
 
 type completionChoice struct {

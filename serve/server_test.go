@@ -310,6 +310,48 @@ func TestPenalties(t *testing.T) {
 	}
 }
 
+// A conversation's second turn reads its first turn's KV blocks from the prefix cache: usage
+// says how many prompt tokens were cached (OpenAI's prompt_tokens_details.cached_tokens), the
+// metrics count them, and the answer is the engine's solo answer.
+func TestChatPrefixCache(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 2}, serve.Options{})
+	type usage struct {
+		PromptTokens        int `json:"prompt_tokens"`
+		PromptTokensDetails *struct {
+			CachedTokens int `json:"cached_tokens"`
+		} `json:"prompt_tokens_details"`
+	}
+	ask := func(msgs []chat.Message) (string, usage) {
+		resp, out := post(t, ts.URL+"/v1/chat/completions", map[string]any{"messages": msgs, "max_tokens": 30, "temperature": 0})
+		require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+		var c struct {
+			Choices []struct {
+				Message struct{ Content string } `json:"message"`
+			} `json:"choices"`
+			Usage usage `json:"usage"`
+		}
+		require.NoError(t, json.Unmarshal(out, &c))
+		return c.Choices[0].Message.Content, c.Usage
+	}
+	msgs := []chat.Message{{Role: chat.System, Content: "You tell short stories about animals."}, {Role: chat.User, Content: "Tell me a story"}}
+	first, u1 := ask(msgs)
+	require.Nil(t, u1.PromptTokensDetails, "nothing cached yet")
+	msgs = append(msgs, chat.Message{Role: chat.Assistant, Content: first}, chat.Message{Role: chat.User, Content: "What happened next?"})
+	second, u2 := ask(msgs)
+	require.NotNil(t, u2.PromptTokensDetails)
+	// At least the first turn's prompt (system prompt and question) in whole 16-token blocks.
+	firstIDs, err := chat.Encode(e.Tokenizer, msgs[:2])
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, u2.PromptTokensDetails.CachedTokens, (len(firstIDs)-1)/16*16)
+	require.Less(t, u2.PromptTokensDetails.CachedTokens, u2.PromptTokens)
+	ids, err := chat.Encode(e.Tokenizer, msgs)
+	require.NoError(t, err)
+	ref := generate(t, e, engine.Request{PromptIDs: ids, MaxTokens: 30, Sampling: sample.GreedyParams()})
+	require.Equal(t, strings.TrimPrefix(ref.text, " "), second)
+	require.Equal(t, float64(u2.PromptTokensDetails.CachedTokens), scrape(t, ts.URL)["llamacu_prompt_cached_tokens_total"])
+}
+
 // Chat completions use the Llama 2 chat format; the answer's leading word-boundary space is not
 // shown (as Meta's reference decodes it).
 func TestChatCompletions(t *testing.T) {

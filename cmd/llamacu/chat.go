@@ -84,8 +84,15 @@ func cmdChat(args []string, stdout, stderr io.Writer) error {
 			errUsage, *maxTokens, e.Context)
 	}
 
+	// One sequence at a time, through the scheduler for its prefix cache: each turn resends the
+	// conversation, and only what the previous turn did not already write is prefilled.
+	sched, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 1})
+	if err != nil {
+		return err
+	}
+	defer sched.Close(context.Background())
 	s := &chatSession{
-		e: e, params: params, budget: budget, maxTokens: *maxTokens, stats: *stats,
+		e: e, sched: sched, params: params, budget: budget, maxTokens: *maxTokens, stats: *stats,
 		stdout: stdout, stderr: stderr, sys: sys,
 	}
 	return s.loop()
@@ -94,6 +101,7 @@ func cmdChat(args []string, stdout, stderr io.Writer) error {
 // chatSession is one interactive conversation.
 type chatSession struct {
 	e              *engine.Engine
+	sched          *engine.Scheduler
 	params         sample.Params
 	budget         int // most prompt tokens: the context less maxTokens
 	maxTokens      int
@@ -201,8 +209,17 @@ func (s *chatSession) answer(line string, intr <-chan os.Signal) error {
 	s.answers++
 	var text strings.Builder
 	first := true
-	st, err := s.e.Generate(ctx, engine.Request{PromptIDs: ids, MaxTokens: s.maxTokens, Sampling: params},
-		func(_ int32, piece string) error {
+	var final, firstEv engine.Event
+	stream, err := s.sched.Submit(ctx, engine.Request{PromptIDs: ids, MaxTokens: s.maxTokens, Sampling: params})
+	if err == nil {
+		for ev := range stream.C {
+			if ev.Done {
+				final = ev
+				err = ev.Err
+			} else if firstEv.Time.IsZero() {
+				firstEv = ev
+			}
+			piece := ev.Text
 			if first && piece != "" {
 				// The answer's first piece carries SentencePiece's word-start space; Meta's
 				// decode of the answer alone drops it.
@@ -210,9 +227,12 @@ func (s *chatSession) answer(line string, intr <-chan os.Signal) error {
 				first = false
 			}
 			text.WriteString(piece)
-			_, err := io.WriteString(s.stdout, piece)
-			return err
-		})
+			if _, werr := io.WriteString(s.stdout, piece); werr != nil && err == nil {
+				err = werr
+				stream.Cancel() // drain: the scheduler sends the final event at its next step
+			}
+		}
+	}
 	close(watchDone)
 	interrupted := <-watched
 	if _, werr := io.WriteString(s.stdout, "\n\n"); werr != nil && err == nil {
@@ -225,8 +245,17 @@ func (s *chatSession) answer(line string, intr <-chan os.Signal) error {
 		return err
 	}
 	if s.stats {
-		fmt.Fprintf(s.stderr, "(prompt %d tokens in %v; %d tokens at %.1f tok/s; stop: %s)\n",
-			st.PromptTokens, st.PromptTime.Round(time.Millisecond), st.Generated, st.DecodeTokensPerSec(), st.StopReason)
+		u := final.Usage
+		var prompt, decode time.Duration
+		if !firstEv.Time.IsZero() {
+			prompt, decode = firstEv.Time.Sub(stream.Submitted()), final.Time.Sub(firstEv.Time)
+		}
+		rate := 0.0
+		if u.CompletionTokens > 1 && decode > 0 {
+			rate = float64(u.CompletionTokens-1) / decode.Seconds()
+		}
+		fmt.Fprintf(s.stderr, "(prompt %d tokens, %d of them cached, in %v; %d tokens at %.1f tok/s; stop: %s)\n",
+			u.PromptTokens, u.CachedTokens, prompt.Round(time.Millisecond), u.CompletionTokens, rate, final.FinishReason)
 	}
 	// The partial answer of an interrupted turn stays: it is what the user saw.
 	s.history = append(kept[:len(kept)-1:len(kept)-1], chat.Message{Role: chat.User, Content: line},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -97,6 +98,36 @@ func TestChatStories260K(t *testing.T) {
 			require.Contains(t, errOut, tc.stderr)
 		})
 	}
+}
+
+// The second turn reads the first from the prefix cache (--stats says how much): at least the
+// first turn's prompt in whole 16-token blocks, and the answer is still Generate's.
+func TestChatReusesKV(t *testing.T) {
+	m := shared(t, "stories260K/stories260K.gguf")
+	ref := newChatRef(t, m, 512, 24)
+	sys := "You are a storyteller who tells stories about cats and dogs."
+	const u1, u2 = "Hello there", "Tell me a story about a cat"
+	s1 := ref.answer([]chat.Message{{Role: chat.System, Content: sys}, user(u1)})
+	s2 := ref.answer([]chat.Message{{Role: chat.System, Content: sys}, user(u1), assistant(s1), user(u2)})
+	out, errOut, code := withStdin(t, strings.NewReader(u1+"\n"+u2+"\n"),
+		"--model", m, "--temperature", "0", "--max-tokens", "24", "--ctx", "512", "--system", sys, "--stats")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, s1+"\n\n"+s2+"\n\n", out)
+	var cached []int
+	for _, line := range strings.Split(errOut, "\n") {
+		if i := strings.Index(line, " of them cached"); i >= 0 {
+			f := strings.Fields(line[:i])
+			n, err := strconv.Atoi(f[len(f)-1])
+			require.NoError(t, err)
+			cached = append(cached, n)
+		}
+	}
+	require.Len(t, cached, 2, errOut)
+	first, err := chat.Encode(ref.e.Tokenizer, []chat.Message{{Role: chat.System, Content: sys}, user(u1)})
+	require.NoError(t, err)
+	require.Zero(t, cached[0])
+	require.GreaterOrEqual(t, cached[1], (len(first)-1)/16*16)
+	require.Positive(t, cached[1])
 }
 
 // A long conversation in a small context drops its oldest turns, keeps the system prompt and

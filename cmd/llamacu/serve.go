@@ -47,6 +47,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 	maxSeqs := fs.Int("max-seqs", 8, "sequences decoding together in the running batch")
 	maxBatch := fs.Int("max-batch-tokens", 0, "tokens per forward step, prefill chunks plus decodes (0: max(256, --max-seqs))")
 	kvBlocks := fs.Int("kv-blocks", 0, "KV-cache blocks of 16 tokens (0: --max-seqs full contexts, at most 4 GiB)")
+	noPrefix := fs.Bool("no-prefix-cache", false, "do not keep finished requests' KV blocks for later prompts that start the same way")
 	grace := fs.Duration("grace", 30*time.Second, "on SIGTERM/SIGINT, how long requests in flight may run before they are cancelled")
 	name := fs.String("model-name", "", "model id reported by the API (default: the model file's name)")
 	fs.Usage = func() {
@@ -77,7 +78,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 			*name = strings.TrimSuffix(filepath.Base(lf.model), filepath.Ext(lf.model))
 		}
 	}
-	sopts := engine.SchedulerOptions{MaxSeqs: *maxSeqs, MaxBatchTokens: *maxBatch, KVBlocks: *kvBlocks, MaxQueue: *maxQueue}
+	sopts := engine.SchedulerOptions{MaxSeqs: *maxSeqs, MaxBatchTokens: *maxBatch, KVBlocks: *kvBlocks, MaxQueue: *maxQueue, NoPrefixCache: *noPrefix}
 	if *maxQueue == 0 {
 		sopts.MaxQueue = -1 // the scheduler's "no waiting line"
 	}

@@ -1,0 +1,84 @@
+package engine_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/llamacu/llamacu/engine"
+	"github.com/llamacu/llamacu/sample"
+)
+
+// A conversation's next turn resends the whole conversation: with the prefix cache it reads
+// the blocks the previous turn wrote (its prompt and its answer) and prefills only the rest,
+// and its answer is token for token what a solo run without any cache gives. With the cache
+// off it reads nothing and answers the same.
+func TestSchedulerPrefixCacheMultiTurn(t *testing.T) {
+	e, _ := loadStories(t, 0)
+	const bs = 8
+	turn1 := e.Tokenizer.Encode("Once upon a time, there was a little girl named Lily. She loved to play", true)
+	for _, off := range []bool{false, true} {
+		s, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 2, BlockSize: bs, NoPrefixCache: off})
+		require.NoError(t, err)
+		run := func(ids []int32) ([]int32, engine.Usage) {
+			st, err := s.Submit(context.Background(), engine.Request{PromptIDs: ids, MaxTokens: 30, Sampling: sample.GreedyParams()})
+			require.NoError(t, err)
+			got, _, final := collect(t, st)
+			require.NoError(t, final.Err)
+			want := generateSolo(t, e, engine.Request{PromptIDs: ids, MaxTokens: 30, Sampling: sample.GreedyParams()})
+			require.Equal(t, want.ids, got)
+			return got, final.Usage
+		}
+		gen1, u1 := run(turn1)
+		require.Zero(t, u1.CachedTokens)
+		// Turn 2: the conversation so far, then new text.
+		turn2 := append(append(append([]int32(nil), turn1...), gen1...), e.Tokenizer.Encode("One day, Lily", false)...)
+		_, u2 := run(turn2)
+		// Turn 1 wrote K and V for its prompt and every answer token but the last (sampled,
+		// never fed back): its full blocks are what turn 2 reads.
+		written := len(turn1) + len(gen1) - 1
+		want := written / bs * bs
+		if off {
+			want = 0
+		}
+		require.Equal(t, want, u2.CachedTokens, "cache off: %v", off)
+		stats := s.Stats()
+		require.EqualValues(t, want, stats.CachedTokens)
+		require.EqualValues(t, len(turn1)+len(turn2)-want, stats.PromptTokens, "prompt tokens computed")
+		waitIdle(t, s)
+		if !off {
+			require.Positive(t, s.Stats().KVBlocksIdle, "the conversation stays cached")
+		} else {
+			require.Zero(t, s.Stats().KVBlocksIdle)
+		}
+		require.NoError(t, s.Close(context.Background()))
+	}
+}
+
+// Under memory pressure idle cached blocks give way: a KV cache of barely two contexts serves
+// many different prompts, each as its solo run, evicting what earlier ones left.
+func TestSchedulerPrefixCacheEviction(t *testing.T) {
+	e, _ := loadStories(t, 128)
+	s, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 2, BlockSize: 8, KVBlocks: 2*128/8 + 1})
+	require.NoError(t, err)
+	defer s.Close(context.Background())
+	written := 0 // blocks the requests fill: more than the pool, so the cache must evict
+	for _, p := range storyPrompts {
+		written += (len(e.Tokenizer.Encode(p, true)) + 60) / 8
+	}
+	require.Greater(t, written, s.Options().KVBlocks)
+	for i, p := range storyPrompts {
+		req := engine.Request{Prompt: p, MaxTokens: 60, Sampling: sample.GreedyParams()}
+		want := generateSolo(t, e, req)
+		st, err := s.Submit(context.Background(), req)
+		require.NoError(t, err)
+		got, _, final := collect(t, st)
+		require.NoError(t, final.Err)
+		require.Equal(t, want.ids, got, "prompt %d", i)
+	}
+	waitIdle(t, s)
+	st := s.Stats()
+	require.LessOrEqual(t, st.KVBlocksIdle, st.KVBlocksTotal)
+	require.Positive(t, st.KVBlocksIdle)
+}
