@@ -29,6 +29,11 @@ type Request struct {
 	// Honoured by Scheduler; Generate ignores them.
 	Logprobs    bool
 	TopLogprobs int
+	// PromptLogprobs asks for the log probability of every prompt token after the first given
+	// those before it (with TopLogprobs alternatives), in the stream's first event: what a
+	// perplexity or multiple-choice evaluation reads (OpenAI's echo). Such a prompt is
+	// prefilled in full (never read from the prefix cache). Honoured by Scheduler.
+	PromptLogprobs bool
 }
 
 // MaxTopLogprobs is the most alternatives a Request may ask for (OpenAI's limit).

@@ -88,12 +88,12 @@ func (p *blockPool) find(parent *cachedBlock, tokens []int32, hash uint64) *cach
 // acquire returns a block table covering n positions for a sequence whose prompt is ids: its
 // longest cached prefix of whole blocks (never the last prompt token, whose logits the step
 // must compute), then fresh blocks, evicting idle cached blocks when the free ones run short.
-// cached is how many prompt positions the table's cached blocks already hold. On ErrNoBlocks
-// nothing is taken.
-func (p *blockPool) acquire(ids []int32, n int) (table []int32, cached int, c chain, err error) {
+// cached is how many prompt positions the table's cached blocks already hold. read false skips
+// the lookup (the prompt must be computed in full). On ErrNoBlocks nothing is taken.
+func (p *blockPool) acquire(ids []int32, n int, read bool) (table []int32, cached int, c chain, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.on {
+	if p.on && read {
 		for j := 0; (j+1)*p.bs <= len(ids)-1; j++ {
 			toks := ids[j*p.bs : (j+1)*p.bs]
 			b := p.find(c.last, toks, p.hash(c.last, toks))

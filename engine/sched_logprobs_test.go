@@ -33,17 +33,23 @@ func TestSchedulerLogprobs(t *testing.T) {
 		streams[i], err = s.Submit(context.Background(), r)
 		require.NoError(t, err)
 	}
+	// Every stream is read to its end before the reference runs: the backend serves one
+	// goroutine at a time.
+	allIDs := make([][]int32, len(streams))
+	allLPs := make([][]*engine.Logprob, len(streams))
 	for i, st := range streams {
-		var ids []int32
-		var lps []*engine.Logprob
 		for ev := range st.C {
 			if ev.Done {
 				require.Nil(t, ev.Logprob)
 				continue
 			}
-			ids = append(ids, ev.Token)
-			lps = append(lps, ev.Logprob)
+			allIDs[i] = append(allIDs[i], ev.Token)
+			allLPs[i] = append(allLPs[i], ev.Logprob)
 		}
+	}
+	waitIdle(t, s)
+	for i := range streams {
+		ids, lps := allIDs[i], allLPs[i]
 		if !reqs[i].Logprobs {
 			for _, lp := range lps {
 				require.Nil(t, lp, "request %d asked for no logprobs", i)
@@ -115,4 +121,58 @@ func stepLogprobs(t *testing.T, e *engine.Engine, prompt, gen []int32) [][]float
 		}
 	}
 	return out
+}
+
+// PromptLogprobs: the first event carries, for every prompt token after the first, its log
+// probability given the tokens before it — checked against one whole-sequence forward pass —
+// whatever the prefill chunking (prompts longer than the step's spare logit rows take several
+// steps), and even when the prompt is already in the prefix cache (it is computed again).
+func TestSchedulerPromptLogprobs(t *testing.T) {
+	e, _ := loadStories(t, 0)
+	long := e.Tokenizer.Encode("Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. "+
+		"One day, she saw a big red ball in the park. She ran to the ball and kicked it very high. Her friend Tom laughed and "+
+		"ran after the ball too. They played together all day until the sun went down.", true)
+	require.Greater(t, len(long), 70, "the prompt must need more than one step's logit rows")
+	for _, opts := range []engine.SchedulerOptions{{MaxSeqs: 2}, {MaxSeqs: 3, MaxBatchTokens: 8, BlockSize: 8}} {
+		s, err := engine.NewScheduler(e, opts)
+		require.NoError(t, err)
+		for round := range 2 { // the second round finds the prompt cached
+			streams := make([]*engine.Stream, 2)
+			for i := range streams { // two at once, sharing the steps' rows
+				streams[i], err = s.Submit(context.Background(), engine.Request{PromptIDs: long[:len(long)-5*i], MaxTokens: 3,
+					Sampling: sample.GreedyParams(), PromptLogprobs: true, TopLogprobs: 2})
+				require.NoError(t, err)
+			}
+			// Read both streams to the end before the reference runs: the backend serves one
+			// goroutine at a time.
+			firsts := make([]engine.Event, len(streams))
+			for i, st := range streams {
+				n := 0
+				for ev := range st.C {
+					if ev.Done {
+						require.Zero(t, ev.Usage.CachedTokens, "a prompt-logprobs request reads no cache")
+					}
+					if n == 0 {
+						firsts[i] = ev
+					} else {
+						require.Nil(t, ev.PromptLogprobs)
+					}
+					n++
+				}
+			}
+			waitIdle(t, s)
+			for i, ev := range firsts {
+				ids := long[:len(long)-5*i]
+				require.Len(t, ev.PromptLogprobs, len(ids)-1, "round %d request %d", round, i)
+				want := stepLogprobs(t, e, ids[:1], ids[1:])
+				for p, lp := range ev.PromptLogprobs {
+					require.Equal(t, ids[p+1], lp.Token)
+					require.InDelta(t, want[p][ids[p+1]], lp.Logprob, 1e-4, "position %d", p+1)
+					require.Len(t, lp.Top, 2)
+					require.InDelta(t, want[p][lp.Top[0].Token], lp.Top[0].Logprob, 1e-4)
+				}
+			}
+		}
+		require.NoError(t, s.Close(context.Background()))
+	}
 }

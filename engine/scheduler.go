@@ -78,6 +78,11 @@ type Observer interface {
 	InterTokenLatency(d time.Duration)
 }
 
+// promptLogitRows is how many logit rows a step has beyond one per sequence, for the prompt
+// tokens of requests that want PromptLogprobs (each such prompt token needs its row of logits;
+// a longer prompt takes several steps).
+const promptLogitRows = 64
+
 // defaultKVMemory caps the default KV cache (see SchedulerOptions.KVMemory).
 const defaultKVMemory = 4 << 30
 
@@ -120,6 +125,10 @@ type Event struct {
 	// Logprob is the token's log probability and the step's most likely tokens, when the
 	// request asked for them (Request.Logprobs); nil otherwise and in the final event.
 	Logprob *Logprob
+	// PromptLogprobs, in the stream's first event (a token's, or the final one's when nothing
+	// was generated), are the log probabilities of prompt tokens 1 … n−1 given those before
+	// them, when the request asked for them (Request.PromptLogprobs).
+	PromptLogprobs []*Logprob
 
 	Done         bool
 	FinishReason string // FinishStop, FinishLength, FinishCancelled or FinishError (final event)
@@ -196,6 +205,9 @@ type Scheduler struct {
 	batch  model.Batch
 	rows   []int32     // logit rows of the step
 	owners []*sequence // owners[i] wants the logits of rows[i]
+	// rowPos[i] is the prompt position whose next token rows[i] scores (PromptLogprobs), or
+	// −1 for a row the owner samples from.
+	rowPos []int
 }
 
 // request is a validated submission waiting for admission.
@@ -208,6 +220,9 @@ type request struct {
 	stops     []string
 	logprobs  bool
 	topLP     int
+	promptLP  bool       // compute PromptLogprobs (the prompt is prefilled, never cached)
+	promptLPs []*Logprob // gathered during prefill, sent with the first event
+	sentFirst bool       // an event has gone out
 	sampler   *sample.Sampler
 	ch        chan Event
 	submitted time.Time
@@ -259,7 +274,7 @@ func NewScheduler(e *Engine, opts SchedulerOptions) (*Scheduler, error) {
 		perBlock := int64(2*c.Layers*c.KVDim()*4) * int64(opts.BlockSize)
 		opts.KVBlocks = max(ctxBlocks, min(opts.MaxSeqs*ctxBlocks, int(budget/perBlock)))
 	}
-	st, err := e.Model.NewState(opts.MaxBatchTokens, opts.MaxSeqs, opts.BlockSize, opts.KVBlocks)
+	st, err := e.Model.NewState(opts.MaxBatchTokens, min(opts.MaxBatchTokens, opts.MaxSeqs+promptLogitRows), opts.BlockSize, opts.KVBlocks)
 	if err != nil {
 		return nil, err
 	}
@@ -278,8 +293,9 @@ func NewScheduler(e *Engine, opts SchedulerOptions) (*Scheduler, error) {
 	s.batch.Tokens = make([]int32, 0, opts.MaxBatchTokens)
 	s.batch.Pos = make([]int32, 0, opts.MaxBatchTokens)
 	s.batch.Seq = make([]int32, 0, opts.MaxBatchTokens)
-	s.rows = make([]int32, 0, opts.MaxSeqs)
-	s.owners = make([]*sequence, 0, opts.MaxSeqs)
+	s.rows = make([]int32, 0, st.MaxLogits)
+	s.owners = make([]*sequence, 0, st.MaxLogits)
+	s.rowPos = make([]int, 0, st.MaxLogits)
 	go s.loop()
 	return s, nil
 }
@@ -352,7 +368,7 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	r := &request{
 		ctx: rctx, cancel: cancel, ids: ids, maxTokens: maxTokens, sampler: sampler,
-		logprobs: req.Logprobs || req.TopLogprobs > 0, topLP: req.TopLogprobs,
+		logprobs: req.Logprobs || req.TopLogprobs > 0 || req.PromptLogprobs, topLP: req.TopLogprobs, promptLP: req.PromptLogprobs,
 		stops: append([]string(nil), req.Stop...),
 		ch:    make(chan Event, maxTokens+2), // every token event plus the final one: sends never block
 	}
@@ -498,7 +514,7 @@ func (s *Scheduler) admit() {
 			return
 		}
 		r := s.waiting[0]
-		table, cached, ch, err := s.pool.acquire(r.ids, len(r.ids)+r.maxTokens)
+		table, cached, ch, err := s.pool.acquire(r.ids, len(r.ids)+r.maxTokens, !r.promptLP)
 		if err != nil { // not enough free blocks: wait for a running sequence to finish
 			s.mu.Unlock()
 			return
@@ -540,11 +556,17 @@ func (s *Scheduler) step() {
 
 	b := &s.batch
 	b.Tokens, b.Pos, b.Seq = b.Tokens[:0], b.Pos[:0], b.Seq[:0]
-	s.rows, s.owners = s.rows[:0], s.owners[:0]
+	s.rows, s.owners, s.rowPos = s.rows[:0], s.owners[:0], s.rowPos[:0]
 	add := func(q *sequence, tok int32, pos int, logits bool) {
-		if logits {
+		last := pos == len(q.history)-1 || pos == len(q.ids)-1
+		if logits || (q.promptLP && pos < len(q.ids)) {
 			s.rows = append(s.rows, int32(len(b.Tokens)))
 			s.owners = append(s.owners, q)
+			if last {
+				s.rowPos = append(s.rowPos, -1)
+			} else {
+				s.rowPos = append(s.rowPos, pos)
+			}
 		}
 		b.Tokens = append(b.Tokens, tok)
 		b.Pos = append(b.Pos, int32(pos))
@@ -559,6 +581,9 @@ func (s *Scheduler) step() {
 	}
 	// Then prefill chunks, oldest sequence first, in what is left of the token budget.
 	budget := s.opts.MaxBatchTokens - len(b.Tokens)
+	// Logit rows beyond one per sequence, for prompts that want PromptLogprobs: each such
+	// sequence takes at least one (its own) and the others share what is left.
+	promptRows := s.state.MaxLogits - s.opts.MaxSeqs
 	var prefilled int64
 	for _, q := range s.seqs {
 		if budget == 0 {
@@ -568,6 +593,10 @@ func (s *Scheduler) step() {
 			continue
 		}
 		n := min(budget, len(q.ids)-q.prefilled)
+		if q.promptLP {
+			n = min(n, max(1, promptRows))
+			promptRows -= n
+		}
 		for i := 0; i < n; i++ {
 			p := q.prefilled + i
 			add(q, q.ids[p], p, p == len(q.ids)-1)
@@ -582,6 +611,9 @@ func (s *Scheduler) step() {
 	var ids []int32
 	var err error
 	k := s.e.stepTopK(len(s.owners), func(i int) int {
+		if s.rowPos[i] >= 0 {
+			return 0
+		}
 		if s.owners[i].logprobs {
 			return 0 // the log-softmax needs the whole row
 		}
@@ -607,6 +639,10 @@ func (s *Scheduler) step() {
 	now := time.Now()
 	vocab := s.e.Model.Config.Vocab
 	for i, q := range s.owners {
+		if p := s.rowPos[i]; p >= 0 { // a prompt token's row: how likely was the next one?
+			q.promptLPs = append(q.promptLPs, logprobs(logits[i*vocab:(i+1)*vocab], q.ids[p+1], q.topLP))
+			continue
+		}
 		var next int32
 		var lp *Logprob
 		if k > 0 {
@@ -666,14 +702,14 @@ func (s *Scheduler) advance(q *sequence, next int32, lp *Logprob, now time.Time)
 	q.held = ""
 	if len(q.stops) > 0 {
 		if i := stopIndex(text, q.stops); i >= 0 {
-			q.send(Event{Token: next, Text: text[:i], Time: now, Logprob: lp})
+			q.send(Event{Token: next, Text: text[:i], Time: now, Logprob: lp, PromptLogprobs: q.takePrompt()})
 			q.dec = nil // the rest of the text is discarded
 			return FinishStop, true
 		}
 		keep := heldSuffix(text, q.stops)
 		text, q.held = text[:len(text)-keep], text[len(text)-keep:]
 	}
-	q.send(Event{Token: next, Text: text, Time: now, Logprob: lp})
+	q.send(Event{Token: next, Text: text, Time: now, Logprob: lp, PromptLogprobs: q.takePrompt()})
 	if q.generated == q.maxTokens {
 		return FinishLength, true
 	}
@@ -706,13 +742,28 @@ func (s *Scheduler) retire(q *sequence, reason string, err error) {
 func (s *Scheduler) finishRequest(r *request, text string, u Usage, reason string, err error) {
 	r.stopWake()
 	s.completed.Add(1) // before the event: a consumer that saw it sees the count
-	r.send(Event{Token: -1, Text: text, Time: time.Now(), Done: true, FinishReason: reason, Usage: u, Err: err})
+	r.send(Event{Token: -1, Text: text, Time: time.Now(), Done: true, FinishReason: reason, Usage: u, Err: err, PromptLogprobs: r.takePrompt()})
 	close(r.ch)
 	r.cancel()
 }
 
 // send delivers ev; the channel has room for every event of the request (see Submit).
 func (r *request) send(ev Event) { r.ch <- ev }
+
+// takePrompt is the prompt logprobs for the stream's first event (nil for the others, and
+// when the request did not ask for them).
+func (r *request) takePrompt() []*Logprob {
+	if r.sentFirst || !r.promptLP {
+		return nil
+	}
+	r.sentFirst = true
+	out := r.promptLPs
+	if out == nil {
+		out = []*Logprob{}
+	}
+	r.promptLPs = nil
+	return out
+}
 
 // abortAll cancels everything queued or running (Close ran out of time).
 func (s *Scheduler) abortAll() {

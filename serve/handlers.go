@@ -29,9 +29,6 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sp, stops, maxTokens, bad := req.sampling(req.MaxTokens)
-	if bad == nil && req.Echo {
-		bad = invalid("echo", "echo is not supported")
-	}
 	var lpOn bool
 	var lpTop int
 	if bad == nil {
@@ -41,28 +38,47 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		bad.write(w)
 		return
 	}
-	var ids []int32
+	items := req.Prompt.items
 	switch {
-	case req.Prompt.isIDs:
-		if len(req.Prompt.ids) == 0 {
-			invalid("prompt", "prompt must not be an empty array of token ids").write(w)
-			return
-		}
-		ids = req.Prompt.ids
-	case req.Prompt.text != nil:
-		ids = b.e.Tokenizer.Encode(*req.Prompt.text, true)
-	default:
+	case len(items) == 0:
 		invalid("prompt", "prompt is required").write(w)
 		return
+	case len(items) > 1 && req.Stream:
+		invalid("stream", "streaming takes one prompt; send a batch of %d without stream", len(items)).write(w)
+		return
 	}
-	if maxTokens == 0 {
-		maxTokens = s.opts.DefaultMaxTokens
-		if room := b.e.Context - len(ids); room > 0 && room < maxTokens {
-			maxTokens = room
+	reqs := make([]engine.Request, len(items))
+	formats := make([]*completionFormat, len(items))
+	for i, it := range items {
+		ids, echo := it.ids, it.text
+		if it.isIDs {
+			if len(ids) == 0 {
+				invalid("prompt", "prompt must not be an empty array of token ids").write(w)
+				return
+			}
+			echo = b.e.Tokenizer.Decode(ids)
+		} else {
+			ids = b.e.Tokenizer.Encode(it.text, true)
+		}
+		mt := maxTokens
+		if mt == 0 {
+			mt = s.opts.DefaultMaxTokens
+			if room := b.e.Context - len(ids); room > 0 && room < mt {
+				mt = room
+			}
+		}
+		reqs[i] = engine.Request{PromptIDs: ids, MaxTokens: mt, Sampling: sp, Stop: stops,
+			Logprobs: lpOn, TopLogprobs: lpTop, PromptLogprobs: lpOn && req.Echo}
+		formats[i] = &completionFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}, logprobs: lpOn, index: i}
+		if req.Echo {
+			formats[i].echo, formats[i].echoText, formats[i].promptIDs = true, echo, ids
 		}
 	}
-	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops, Logprobs: lpOn, TopLogprobs: lpTop}
-	s.generate(w, r, b, ereq, &req.params, &completionFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}})
+	if len(reqs) == 1 {
+		s.generate(w, r, b, reqs[0], &req.params, formats[0])
+		return
+	}
+	s.generateBatch(w, r, b, reqs, formats)
 }
 
 // chatReserve is the room kept for the answer when a chat request sets no max_tokens and its
@@ -136,21 +152,14 @@ type format interface {
 	end(id string, created int64, reason string, lps []*engine.Logprob) any
 	usage(id string, created int64, u *usageJSON) any // stream_options.include_usage chunk
 	whole(id string, created int64, text, reason string, u *usageJSON, lps []*engine.Logprob) any
+	prompt(lps []*engine.Logprob) // the prompt's logprobs, from the stream's first event
 }
 
 // generate submits the request and writes the answer, streamed or whole.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, req engine.Request, p *params, f format) {
 	st, err := b.sched.Submit(r.Context(), req)
 	if err != nil {
-		status, typ, code := errorFor(err)
-		msg := strings.TrimPrefix(err.Error(), "engine: ")
-		if errors.Is(err, engine.ErrPromptTooLong) {
-			msg = contextMessage(len(req.PromptIDs), req.MaxTokens, b.e.Context, msg)
-		}
-		if status == http.StatusTooManyRequests {
-			w.Header().Set("Retry-After", "1")
-		}
-		writeError(w, status, typ, code, msg)
+		writeSubmitError(w, b, req, err)
 		return
 	}
 	sawEnd := false
@@ -197,7 +206,8 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 		return out
 	}
 	var last time.Time
-	observe := func(ev engine.Event) {
+	var observe func(ev engine.Event)
+	observeToken := func(ev engine.Event) {
 		if ev.Done {
 			sawEnd = true
 			s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
@@ -212,6 +222,12 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 		if ev.Logprob != nil && lps != nil {
 			lps = append(lps, ev.Logprob)
 		}
+	}
+	observe = func(ev engine.Event) { // every event, the final one included
+		if ev.PromptLogprobs != nil {
+			f.prompt(ev.PromptLogprobs)
+		}
+		observeToken(ev)
 	}
 
 	if !p.Stream {
@@ -291,6 +307,94 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 	}
 }
 
+// writeSubmitError answers a request the scheduler did not take.
+func writeSubmitError(w http.ResponseWriter, b *backend, req engine.Request, err error) {
+	status, typ, code := errorFor(err)
+	msg := strings.TrimPrefix(err.Error(), "engine: ")
+	if errors.Is(err, engine.ErrPromptTooLong) {
+		msg = contextMessage(len(req.PromptIDs), req.MaxTokens, b.e.Context, msg)
+	}
+	if status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeError(w, status, typ, code, msg)
+}
+
+// generateBatch answers a completions request with several prompts (not streamed): each runs
+// as its own sequence in the running batch and is its own choice (index i); usage sums them.
+func (s *Server) generateBatch(w http.ResponseWriter, r *http.Request, b *backend, reqs []engine.Request, formats []*completionFormat) {
+	streams := make([]*engine.Stream, 0, len(reqs))
+	ended := make([]bool, len(reqs))
+	defer func() {
+		for i, st := range streams {
+			if ended[i] {
+				continue
+			}
+			// Left early (an error, or the client went away): cancel, and count the end when
+			// the scheduler reports it.
+			st.Cancel()
+			go func() {
+				for ev := range st.C {
+					if ev.Done {
+						s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
+					}
+				}
+			}()
+		}
+	}()
+	for _, req := range reqs {
+		st, err := b.sched.Submit(r.Context(), req)
+		if err != nil {
+			writeSubmitError(w, b, req, err)
+			return
+		}
+		streams = append(streams, st)
+		s.metrics.promptTokens.Add(int64(st.PromptTokens()))
+	}
+	body := completionBody{ID: newID("cmpl-"), Object: "text_completion", Created: time.Now().Unix(), Model: s.opts.ModelName}
+	var total engine.Usage
+	for i, st := range streams {
+		var text strings.Builder
+		var lps []*engine.Logprob
+		if formats[i].logprobs {
+			lps = []*engine.Logprob{} // an answer of no tokens still has (empty) logprobs
+		}
+		var last time.Time
+		for ev := range st.C {
+			if ev.PromptLogprobs != nil {
+				formats[i].prompt(ev.PromptLogprobs)
+			}
+			text.WriteString(ev.Text)
+			if ev.Done {
+				ended[i] = true
+				s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
+				if ev.Err != nil {
+					s.writeGenerationError(w, r, ev.Err)
+					return
+				}
+				reason := ev.FinishReason
+				body.Choices = append(body.Choices, formats[i].choice(text.String(), &reason, lps))
+				total.PromptTokens += ev.Usage.PromptTokens
+				total.CompletionTokens += ev.Usage.CompletionTokens
+				total.CachedTokens += ev.Usage.CachedTokens
+				break
+			}
+			if last.IsZero() {
+				s.metrics.ttft.observe(ev.Time.Sub(st.Submitted()).Seconds())
+			} else {
+				s.metrics.itl.observe(ev.Time.Sub(last).Seconds())
+			}
+			last = ev.Time
+			if ev.Logprob != nil {
+				lps = append(lps, ev.Logprob)
+			}
+		}
+	}
+	u := usageOf(total)
+	body.Usage = &u
+	writeJSON(w, http.StatusOK, body)
+}
+
 // contextMessage explains a prompt that does not fit, in the words of OpenAI's error.
 func contextMessage(prompt, maxTokens, ctx int, fallback string) string {
 	switch {
@@ -325,48 +429,81 @@ func usageOf(u engine.Usage) usageJSON {
 	return out
 }
 
-// completionFormat writes /v1/completions bodies ("text_completion"); offset counts the
-// completion's bytes already covered by logprobs (their text_offset).
+// completionFormat writes /v1/completions bodies ("text_completion") of choice index. With
+// echo, the first body also carries the prompt (its text, and its tokens' logprobs: the first
+// token has none). offset counts the bytes of the tokens already reported (text_offset).
 type completionFormat struct {
-	model  string
-	r      tokenRenderer
+	model    string
+	r        tokenRenderer
+	index    int
+	logprobs bool
+
+	echo      bool
+	echoText  string
+	promptIDs []int32
+	promptLPs []*engine.Logprob // set by prompt() from the stream's first event
+	echoed    bool
+
 	offset int
 }
 
 func (*completionFormat) trimLeading() bool       { return false }
 func (*completionFormat) start(string, int64) any { return nil }
 
-func (f *completionFormat) body(id string, created int64, text string, reason *string, u *usageJSON, lps []*engine.Logprob) completionBody {
-	c := completionChoice{Text: text, FinishReason: reason}
-	if lps != nil {
-		l := f.r.completion(lps, f.offset)
-		for _, lp := range lps {
-			f.offset += len(f.r.tok.TokenBytes(lp.Token))
+func (f *completionFormat) prompt(lps []*engine.Logprob) { f.promptLPs = lps }
+
+func (f *completionFormat) choice(text string, reason *string, lps []*engine.Logprob) completionChoice {
+	c := completionChoice{Index: f.index, Text: text, FinishReason: reason}
+	var out *completionLogprobs
+	if f.echo && !f.echoed {
+		f.echoed = true
+		c.Text = f.echoText + text
+		if f.logprobs {
+			out = newCompletionLogprobs()
+			for k, id := range f.promptIDs {
+				var lp *engine.Logprob
+				if k > 0 && k-1 < len(f.promptLPs) {
+					lp = f.promptLPs[k-1]
+				}
+				f.offset = f.r.appendCompletion(out, id, lp, f.offset)
+			}
 		}
-		c.Logprobs = l
 	}
+	if f.logprobs && (lps != nil || out != nil) {
+		if out == nil {
+			out = newCompletionLogprobs()
+		}
+		for _, lp := range lps {
+			f.offset = f.r.appendCompletion(out, lp.Token, lp, f.offset)
+		}
+		c.Logprobs = out
+	}
+	return c
+}
+
+func (f *completionFormat) body(id string, created int64, c completionChoice, u *usageJSON) completionBody {
 	return completionBody{ID: id, Object: "text_completion", Created: created, Model: f.model, Usage: u, Choices: []completionChoice{c}}
 }
 
 func (f *completionFormat) chunk(id string, created int64, text string, lps []*engine.Logprob) any {
-	return f.body(id, created, text, nil, nil, lps)
+	return f.body(id, created, f.choice(text, nil, lps), nil)
 }
 
 func (f *completionFormat) end(id string, created int64, reason string, lps []*engine.Logprob) any {
 	if len(lps) == 0 {
 		lps = nil // nothing left to report
 	}
-	return f.body(id, created, "", &reason, nil, lps)
+	return f.body(id, created, f.choice("", &reason, lps), nil)
 }
 
 func (f *completionFormat) usage(id string, created int64, u *usageJSON) any {
-	b := f.body(id, created, "", nil, u, nil)
+	b := f.body(id, created, completionChoice{}, u)
 	b.Choices = []completionChoice{}
 	return b
 }
 
 func (f *completionFormat) whole(id string, created int64, text, reason string, u *usageJSON, lps []*engine.Logprob) any {
-	return f.body(id, created, text, &reason, u, lps)
+	return f.body(id, created, f.choice(text, &reason, lps), u)
 }
 
 // chatFormat writes /v1/chat/completions bodies ("chat.completion" and ".chunk").
@@ -376,6 +513,8 @@ type chatFormat struct {
 }
 
 func (chatFormat) trimLeading() bool { return true }
+
+func (chatFormat) prompt([]*engine.Logprob) {} // chat has no echo
 
 func (f chatFormat) body(id string, created int64, c chatChoice, u *usageJSON) chatBody {
 	return chatBody{ID: id, Object: "chat.completion.chunk", Created: created, Model: f.model, Usage: u, Choices: []chatChoice{c}}

@@ -17,9 +17,9 @@ const minLogprob = -9999
 // completionLogprobs is /v1/completions' logprobs object (OpenAI's legacy API).
 type completionLogprobs struct {
 	Tokens        []string             `json:"tokens"`
-	TokenLogprobs []float32            `json:"token_logprobs"`
+	TokenLogprobs []*float32           `json:"token_logprobs"` // null: an echoed prompt's first token
 	TopLogprobs   []map[string]float32 `json:"top_logprobs"`
-	TextOffset    []int                `json:"text_offset"` // bytes of the completion before each token
+	TextOffset    []int                `json:"text_offset"` // bytes of the tokens before each token
 }
 
 // chatLogprobs is /v1/chat/completions' logprobs object.
@@ -45,6 +45,9 @@ type tokenRenderer struct{ tok *tokenizer.Tokenizer }
 // character on its own (one byte of a Korean syllable, say), so that every string is valid.
 func (r tokenRenderer) text(id int32) (string, []byte) {
 	b := r.tok.TokenBytes(id)
+	if len(b) == 0 && r.tok.IsControl(id) { // BOS in an echoed prompt: "<s>", no text
+		return r.tok.Piece(id), b
+	}
 	if utf8.Valid(b) {
 		return string(b), b
 	}
@@ -71,26 +74,32 @@ func ints(b []byte) []int {
 	return out
 }
 
-// completion builds the legacy logprobs object of lps; offset is the completion's bytes before
-// the first of them.
-func (r tokenRenderer) completion(lps []*engine.Logprob, offset int) *completionLogprobs {
-	out := &completionLogprobs{Tokens: []string{}, TokenLogprobs: []float32{}, TopLogprobs: []map[string]float32{}, TextOffset: []int{}}
-	for _, lp := range lps {
-		s, b := r.text(lp.Token)
-		out.Tokens = append(out.Tokens, s)
-		out.TokenLogprobs = append(out.TokenLogprobs, finite(lp.Logprob))
-		out.TextOffset = append(out.TextOffset, offset)
-		offset += len(b)
-		top := make(map[string]float32, len(lp.Top))
-		for _, alt := range lp.Top {
-			ts, _ := r.text(alt.Token)
-			if _, dup := top[ts]; !dup { // two ids with one surface: the likelier (first) one
-				top[ts] = finite(alt.Logprob)
-			}
-		}
-		out.TopLogprobs = append(out.TopLogprobs, top)
+func newCompletionLogprobs() *completionLogprobs {
+	return &completionLogprobs{Tokens: []string{}, TokenLogprobs: []*float32{}, TopLogprobs: []map[string]float32{}, TextOffset: []int{}}
+}
+
+// appendCompletion adds token id to out with its logprob entry (nil: none, null in JSON, as for
+// an echoed prompt's first token), at text offset; it returns the offset after the token.
+func (r tokenRenderer) appendCompletion(out *completionLogprobs, id int32, lp *engine.Logprob, offset int) int {
+	s, b := r.text(id)
+	out.Tokens = append(out.Tokens, s)
+	out.TextOffset = append(out.TextOffset, offset)
+	if lp == nil {
+		out.TokenLogprobs = append(out.TokenLogprobs, nil)
+		out.TopLogprobs = append(out.TopLogprobs, nil)
+		return offset + len(b)
 	}
-	return out
+	v := finite(lp.Logprob)
+	out.TokenLogprobs = append(out.TokenLogprobs, &v)
+	top := make(map[string]float32, len(lp.Top))
+	for _, alt := range lp.Top {
+		ts, _ := r.text(alt.Token)
+		if _, dup := top[ts]; !dup { // two ids with one surface: the likelier (first) one
+			top[ts] = finite(alt.Logprob)
+		}
+	}
+	out.TopLogprobs = append(out.TopLogprobs, top)
+	return offset + len(b)
 }
 
 // chat builds the chat logprobs object of lps.

@@ -22,7 +22,7 @@ type lpBody struct {
 		Logprobs *struct {
 			// /v1/completions
 			Tokens        []string             `json:"tokens"`
-			TokenLogprobs []float32            `json:"token_logprobs"`
+			TokenLogprobs []*float32           `json:"token_logprobs"`
 			TopLogprobs   []map[string]float32 `json:"top_logprobs"`
 			TextOffset    []int                `json:"text_offset"`
 			// /v1/chat/completions
@@ -118,14 +118,14 @@ func TestCompletionLogprobs(t *testing.T) {
 	require.Equal(t, c.Text, strings.Join(lp.Tokens, ""))
 	for i := range n {
 		require.Equal(t, len(strings.Join(lp.Tokens[:i], "")), lp.TextOffset[i])
-		require.LessOrEqual(t, lp.TokenLogprobs[i], float32(0))
+		require.LessOrEqual(t, *lp.TokenLogprobs[i], float32(0))
 		require.Len(t, lp.TopLogprobs[i], 3)
 		best := float32(-1e9)
 		for _, v := range lp.TopLogprobs[i] {
 			best = max(best, v)
 		}
 		require.Equal(t, best, lp.TopLogprobs[i][lp.Tokens[i]], "token %d: greedy picks the likeliest", i)
-		require.Equal(t, lp.TokenLogprobs[i], lp.TopLogprobs[i][lp.Tokens[i]])
+		require.Equal(t, *lp.TokenLogprobs[i], lp.TopLogprobs[i][lp.Tokens[i]])
 	}
 	require.Equal(t, whole.Choices[0].Logprobs, lpStream(t, ts.URL+"/v1/completions", body).Choices[0].Logprobs)
 
@@ -179,4 +179,98 @@ func TestLogprobsByteTokens(t *testing.T) {
 	}
 	t.Logf("%d byte tokens", seen)
 	require.Positive(t, seen)
+}
+
+// echo returns the prompt before the completion; with logprobs, the prompt's tokens come first
+// (BOS as "<s>", whose logprob is null: nothing precedes it), then the completion's, whose
+// entries are those of the same request without echo. This is what lm-eval-harness's
+// local-completions loglikelihood sends: token ids (a batch of one), echo, logprobs 1,
+// max_tokens 1; it reads token_logprobs[ctxlen:-1].
+func TestCompletionEcho(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 4}, serve.Options{})
+	url := ts.URL + "/v1/completions"
+	const prompt = "Once upon a time, there was a little girl"
+	plain := lpWhole(t, url, map[string]any{"prompt": prompt, "max_tokens": 8, "temperature": 0, "logprobs": 2})
+	body := map[string]any{"prompt": prompt, "max_tokens": 8, "temperature": 0, "logprobs": 2, "echo": true}
+	echo := lpWhole(t, url, body)
+	ids := e.Tokenizer.Encode(prompt, true)
+	c, lp := echo.Choices[0], echo.Choices[0].Logprobs
+	require.Equal(t, prompt+plain.Choices[0].Text, c.Text)
+	require.Len(t, lp.Tokens, len(ids)+len(plain.Choices[0].Logprobs.Tokens))
+	require.Equal(t, "<s>", lp.Tokens[0])
+	require.Nil(t, lp.TokenLogprobs[0])
+	require.Nil(t, lp.TopLogprobs[0])
+	for k := 1; k < len(ids); k++ {
+		require.Equal(t, strings.ReplaceAll(e.Tokenizer.Piece(ids[k]), "▁", " "), lp.Tokens[k])
+		require.NotNil(t, lp.TokenLogprobs[k])
+		require.LessOrEqual(t, *lp.TokenLogprobs[k], float32(0))
+		require.Len(t, lp.TopLogprobs[k], 2)
+	}
+	// The same values up to rounding: the echo request's last prompt row went through the LM
+	// head with the other prompt rows, the plain one's alone.
+	for k, v := range plain.Choices[0].Logprobs.TokenLogprobs {
+		require.InDelta(t, *v, *lp.TokenLogprobs[len(ids)+k], 1e-5)
+	}
+	require.Equal(t, plain.Choices[0].Logprobs.Tokens, lp.Tokens[len(ids):])
+	// Streamed: the same text and entries, the prompt in the first chunk.
+	streamed := lpStream(t, url, body)
+	require.Equal(t, echo.Choices[0].Text, streamed.Choices[0].Text)
+	require.Equal(t, lp.Tokens, streamed.Choices[0].Logprobs.Tokens)
+	require.Equal(t, lp.TextOffset, streamed.Choices[0].Logprobs.TextOffset)
+	for k, v := range lp.TokenLogprobs {
+		if v == nil {
+			require.Nil(t, streamed.Choices[0].Logprobs.TokenLogprobs[k])
+		} else {
+			require.InDelta(t, *v, *streamed.Choices[0].Logprobs.TokenLogprobs[k], 1e-5)
+		}
+	}
+
+	// lm-eval's request: ids without BOS, a batch of one, max_tokens 1.
+	ctx := e.Tokenizer.Encode(prompt, false)
+	lm := lpWhole(t, url, map[string]any{"prompt": [][]int32{ctx}, "max_tokens": 1, "temperature": 0, "logprobs": 1, "echo": true})
+	l := lm.Choices[0].Logprobs
+	require.Len(t, l.Tokens, len(ctx)+1)
+	require.Nil(t, l.TokenLogprobs[0])
+	for k := 1; k < len(ctx); k++ {
+		require.NotNil(t, l.TokenLogprobs[k], "position %d", k)
+	}
+	// The generated token (what lm-eval slices off with [:-1]) has its one alternative.
+	require.Len(t, l.TopLogprobs[len(ctx)], 1)
+}
+
+// A batch of prompts is one choice each, as the same prompts one by one; usage sums them;
+// streaming takes one prompt.
+func TestCompletionBatch(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 4}, serve.Options{})
+	url := ts.URL + "/v1/completions"
+	prompts := []string{"Once upon a time", "Lily and Tom", "The cat"}
+	var want []string
+	total := 0
+	for _, p := range prompts {
+		resp, out := post(t, url, map[string]any{"prompt": p, "max_tokens": 12, "temperature": 0})
+		require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+		var c completion
+		require.NoError(t, json.Unmarshal(out, &c))
+		want = append(want, c.Choices[0].Text)
+		total += c.Usage.TotalTokens
+	}
+	resp, out := post(t, url, map[string]any{"prompt": prompts, "max_tokens": 12, "temperature": 0})
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	var c completion
+	require.NoError(t, json.Unmarshal(out, &c))
+	require.Len(t, c.Choices, len(prompts))
+	for i, ch := range c.Choices {
+		require.Equal(t, i, ch.Index)
+		require.Equal(t, want[i], ch.Text, "prompt %d", i)
+	}
+	require.Equal(t, total, c.Usage.TotalTokens)
+
+	resp, out = post(t, url, map[string]any{"prompt": prompts, "stream": true})
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
+	require.Contains(t, string(out), "streaming takes one prompt")
+	resp, out = post(t, url, `{"prompt":[ ]}`)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
+	require.Contains(t, string(out), "empty array of token ids")
 }

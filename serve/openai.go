@@ -93,13 +93,22 @@ func (s *stopList) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// promptField is the completions prompt: a string, an array of one string, or an array of
-// token ids (used verbatim, no BOS added).
+// promptField is the completions prompt: a string, an array of token ids (used verbatim, no
+// BOS added), or a batch of either — an array of strings or of arrays of ids (each its own
+// choice).
 type promptField struct {
-	text  *string
+	items []promptItem
+}
+
+// promptItem is one prompt of a batch: text, or token ids when isIDs.
+type promptItem struct {
+	text  string
 	ids   []int32
 	isIDs bool
 }
+
+// maxBatchPrompts is the most prompts one completions request may carry.
+const maxBatchPrompts = 64
 
 func (p *promptField) UnmarshalJSON(b []byte) error {
 	if bytes.Equal(b, []byte("null")) {
@@ -107,23 +116,40 @@ func (p *promptField) UnmarshalJSON(b []byte) error {
 	}
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {
-		p.text = &s
-		return nil
-	}
-	var ss []string
-	if err := json.Unmarshal(b, &ss); err == nil {
-		if len(ss) != 1 {
-			return fieldError{"prompt", fmt.Sprintf("one prompt (batches of %d prompts are not supported)", len(ss))}
-		}
-		p.text = &ss[0]
+		p.items = []promptItem{{text: s}}
 		return nil
 	}
 	var ids []int32
-	if err := json.Unmarshal(b, &ids); err == nil {
-		p.ids, p.isIDs = ids, true
+	if err := json.Unmarshal(b, &ids); err == nil && len(ids) > 0 {
+		p.items = []promptItem{{ids: ids, isIDs: true}}
 		return nil
 	}
-	return fieldError{"prompt", "a string, an array of one string, or an array of token ids"}
+	var ss []string
+	if err := json.Unmarshal(b, &ss); err == nil && len(ss) > 0 {
+		if len(ss) > maxBatchPrompts {
+			return fieldError{"prompt", fmt.Sprintf("at most %d prompts (got %d)", maxBatchPrompts, len(ss))}
+		}
+		for _, s := range ss {
+			p.items = append(p.items, promptItem{text: s})
+		}
+		return nil
+	}
+	var batch [][]int32
+	if err := json.Unmarshal(b, &batch); err == nil && len(batch) > 0 {
+		if len(batch) > maxBatchPrompts {
+			return fieldError{"prompt", fmt.Sprintf("at most %d prompts (got %d)", maxBatchPrompts, len(batch))}
+		}
+		for _, ids := range batch {
+			p.items = append(p.items, promptItem{ids: ids, isIDs: true})
+		}
+		return nil
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err == nil && len(raw) == 0 {
+		p.items = []promptItem{{isIDs: true}} // reported as an empty array of token ids
+		return nil
+	}
+	return fieldError{"prompt", "a string, an array of token ids, or an array of either (a batch)"}
 }
 
 // chatContent is a message's content: a string, or an array of parts of which only

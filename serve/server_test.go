@@ -144,6 +144,7 @@ type completion struct {
 			Content *string `json:"content"`
 		} `json:"delta"`
 		FinishReason *string `json:"finish_reason"`
+		Index        int     `json:"index"`
 	} `json:"choices"`
 	Usage *struct {
 		PromptTokens     int `json:"prompt_tokens"`
