@@ -112,6 +112,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h = s.handleChat
 	case "/v1/models":
 		h, method = s.handleModels, http.MethodGet
+	case "/tokenize":
+		h = s.handleTokenize
+	case "/detokenize":
+		h = s.handleDetokenize
 	case "/health":
 		h, method = s.handleHealth, http.MethodGet
 	case "/metrics":
@@ -128,7 +132,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead):
 		rec.Header().Set("Allow", method)
 		writeError(rec, http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed", r.URL.Path+" accepts "+method+" only")
-	case strings.HasPrefix(endpoint, "/v1/") && !s.authorized(r):
+	case (strings.HasPrefix(endpoint, "/v1/") || method == http.MethodPost) && !s.authorized(r):
 		rec.Header().Set("WWW-Authenticate", `Bearer realm="llamacu"`)
 		writeError(rec, http.StatusUnauthorized, "invalid_request_error", "invalid_api_key", "a valid API key is required: send it as \"Authorization: Bearer KEY\"")
 	default:
