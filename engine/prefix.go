@@ -3,6 +3,7 @@ package engine
 import (
 	"container/list"
 	"encoding/binary"
+	"fmt"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -89,8 +90,9 @@ func (p *blockPool) find(parent *cachedBlock, tokens []int32, hash uint64) *cach
 // longest cached prefix of whole blocks (never the last prompt token, whose logits the step
 // must compute), then fresh blocks, evicting idle cached blocks when the free ones run short.
 // cached is how many prompt positions the table's cached blocks already hold. read false skips
-// the lookup (the prompt must be computed in full). On ErrNoBlocks nothing is taken.
-func (p *blockPool) acquire(ids []int32, n int, read bool) (table []int32, cached int, c chain, err error) {
+// the lookup (the prompt must be computed in full). It fails with ErrNoBlocks, taking nothing,
+// unless spare more blocks would still be free or evictable afterwards.
+func (p *blockPool) acquire(ids []int32, n int, read bool, spare int) (table []int32, cached int, c chain, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.on && read {
@@ -106,16 +108,33 @@ func (p *blockPool) acquire(ids []int32, n int, read bool) (table []int32, cache
 		}
 	}
 	need := (n+p.bs-1)/p.bs - len(table)
+	if free := p.alloc.Total() - p.alloc.InUse(); free+p.idle.Len() < need+spare {
+		p.releaseLocked(table)
+		return nil, 0, chain{}, fmt.Errorf("%w: %d blocks needed and %d kept spare, %d free or idle", model.ErrNoBlocks, need, spare, free+p.idle.Len())
+	}
+	if table, err = p.growLocked(table, n); err != nil {
+		p.releaseLocked(table)
+		return nil, 0, chain{}, err
+	}
+	return table, c.blocks * p.bs, c, nil
+}
+
+// grow extends a sequence's table to cover n positions, evicting idle cached blocks when the
+// free ones run short. On ErrNoBlocks the table is unchanged and nothing is evicted.
+func (p *blockPool) grow(table []int32, n int) ([]int32, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.growLocked(table, n)
+}
+
+func (p *blockPool) growLocked(table []int32, n int) ([]int32, error) {
+	need := (n+p.bs-1)/p.bs - len(table)
 	if free := p.alloc.Total() - p.alloc.InUse(); free < need && free+p.idle.Len() >= need {
 		for range need - free { // evict only what this sequence needs, and only if it then fits
 			p.evict(p.idle.Front().Value.(*cachedBlock))
 		}
 	}
-	if table, err = p.alloc.Grow(table, n); err != nil {
-		p.releaseLocked(table)
-		return nil, 0, chain{}, err
-	}
-	return table, c.blocks * p.bs, c, nil
+	return p.alloc.Grow(table, n)
 }
 
 func (p *blockPool) hold(b *cachedBlock) {

@@ -82,3 +82,44 @@ func TestSchedulerPrefixCacheEviction(t *testing.T) {
 	require.LessOrEqual(t, st.KVBlocksIdle, st.KVBlocksTotal)
 	require.Positive(t, st.KVBlocksIdle)
 }
+
+// A KV cache far smaller than the running sequences' full lengths: blocks are taken as they
+// grow, and when a decoding sequence finds none the newest other one is preempted, prefilled
+// again later from its prompt and its tokens so far, and goes on where it stopped — each
+// answer still its solo run's, token for token. A prompt-logprobs request in the same batch is
+// never preempted while its prompt's rows are being gathered.
+func TestSchedulerPreemption(t *testing.T) {
+	e, _ := loadStories(t, 256)
+	for _, cache := range []bool{true, false} {
+		s, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 4, BlockSize: 4, KVBlocks: 60, NoPrefixCache: !cache})
+		require.NoError(t, err)
+		reqs := make([]engine.Request, len(storyPrompts))
+		for i, p := range storyPrompts {
+			reqs[i] = engine.Request{Prompt: p, MaxTokens: 100, Sampling: sample.GreedyParams()}
+			if i == 2 {
+				reqs[i].Sampling = sample.Params{Temperature: 1, Seed: 3} // sampling resumes too
+			}
+		}
+		reqs[1].PromptLogprobs = true
+		want := make([]solo, len(reqs))
+		for i, r := range reqs {
+			want[i] = generateSolo(t, e, r)
+		}
+		streams := make([]*engine.Stream, len(reqs))
+		for i, r := range reqs {
+			streams[i], err = s.Submit(context.Background(), r)
+			require.NoError(t, err)
+		}
+		for i, st := range streams {
+			ids, text, final := collect(t, st)
+			require.NoError(t, final.Err)
+			require.Equal(t, want[i].ids, ids, "request %d (cache %v)", i, cache)
+			require.Equal(t, want[i].text, text)
+		}
+		waitIdle(t, s)
+		stats := s.Stats()
+		t.Logf("cache %v: %d preemptions, %d prompt tokens prefilled, %d read from the cache", cache, stats.Preemptions, stats.PromptTokens, stats.CachedTokens)
+		require.Positive(t, stats.Preemptions, "the test needs a cache too small for every sequence at once")
+		require.NoError(t, s.Close(context.Background()))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,9 +51,12 @@ type SchedulerOptions struct {
 	BlockSize int
 	// KVBlocks is the size of the paged KV cache. 0 means enough for MaxSeqs full contexts, capped
 	// at KVMemory bytes (fp32 K and V: 2·layers·kv_heads·head_dim·4 bytes per token), and never
-	// below one full context. A request reserves the blocks of its prompt plus its MaxTokens when
-	// it is admitted (so a running sequence never stalls for memory and nothing is preempted);
-	// requests wait in the queue until their blocks are free.
+	// below one full context. Blocks are taken as sequences grow (vLLM's PagedAttention): a
+	// request is admitted when its prompt's blocks are free (keeping 1% spare), and when a
+	// decoding sequence finds none for its next token the most recently admitted other
+	// sequence is preempted — its blocks freed (its full ones stay in the prefix cache) and it
+	// goes back to the front of the queue, to be prefilled again from its prompt and the
+	// tokens it has generated, and go on where it stopped.
 	KVBlocks int
 	// KVMemory caps the default KV cache size in bytes (default 4 GiB). Ignored when KVBlocks is set.
 	KVMemory int64
@@ -98,9 +102,10 @@ type SchedulerStats struct {
 	Submitted     int64 // requests accepted by Submit
 	Completed     int64 // requests finished (any finish reason)
 	PromptTokens  int64 // prompt tokens prefilled (computed)
-	CachedTokens  int64 // prompt tokens read from the prefix cache instead
+	CachedTokens  int64 // prompt tokens read from the prefix cache instead (a preempted sequence's too)
 	Generated     int64 // tokens generated (streamed), over all requests
 	Steps         int64 // forward steps run
+	Preemptions   int64 // sequences preempted for KV blocks (each prefilled again later)
 }
 
 // Usage counts the tokens of one request.
@@ -197,14 +202,16 @@ type Scheduler struct {
 	abortOnce sync.Once
 	aborted   atomic.Int64 // requests cancelled by abortAll
 
-	submitted, completed, promptToks, cachedToks, generated, steps atomic.Int64
+	submitted, completed, promptToks, cachedToks, generated, steps, preemptions atomic.Int64
 
 	// loop-owned
-	seqs   []*sequence // running, in admission order
-	slots  []int32     // free sequence slots (indexes into batch.BlockTables)
-	batch  model.Batch
-	rows   []int32     // logit rows of the step
-	owners []*sequence // owners[i] wants the logits of rows[i]
+	seqs      []*sequence  // running, in admission order
+	requeued  []*sequence  // preempted, readmitted before any waiting request (oldest first)
+	nRequeued atomic.Int64 // len(requeued), for Stats
+	slots     []int32      // free sequence slots (indexes into batch.BlockTables)
+	batch     model.Batch
+	rows      []int32     // logit rows of the step
+	owners    []*sequence // owners[i] wants the logits of rows[i]
 	// rowPos[i] is the prompt position whose next token rows[i] scores (PromptLogprobs), or
 	// −1 for a row the owner samples from.
 	rowPos []int
@@ -231,17 +238,19 @@ type request struct {
 // sequence is an admitted request in the running batch.
 type sequence struct {
 	*request
-	slot      int32
-	table     []int32 // KV block table, covering len(ids)+maxTokens positions
-	prefilled int     // prompt tokens already in the cache
-	cached    int     // of those, read from the prefix cache at admission
-	written   int     // positions whose K and V are in the cache
-	chain     chain   // the sequence's blocks registered in the prefix cache
-	history   []int32 // prompt then generated tokens
-	generated int
-	dec       *tokenizer.StreamDecoder
-	held      string    // decoded text not yet sent (a possible stop-string prefix)
-	last      time.Time // when the previous token was produced
+	slot       int32
+	table      []int32 // KV block table, covering len(ids)+maxTokens positions
+	prefilled  int     // positions of history whose tokens have been fed (prefill progress)
+	target     int     // prefill feeds history[:target] (the prompt; after a preemption, all of history)
+	promptDone bool    // the prompt has been prefilled once (prompt logprobs are complete)
+	cached     int     // of those, read from the prefix cache at admission
+	written    int     // positions whose K and V are in the cache
+	chain      chain   // the sequence's blocks registered in the prefix cache
+	history    []int32 // prompt then generated tokens
+	generated  int
+	dec        *tokenizer.StreamDecoder
+	held       string    // decoded text not yet sent (a possible stop-string prefix)
+	last       time.Time // when the previous token was produced
 }
 
 // NewScheduler allocates the batch state and KV cache and starts the scheduling goroutine.
@@ -415,7 +424,7 @@ func (s *Scheduler) Stats() SchedulerStats {
 	inUse, idle := s.pool.inUse()
 	return SchedulerStats{
 		Running:       int(s.running.Load()),
-		Queued:        queued,
+		Queued:        queued + int(s.nRequeued.Load()),
 		KVBlocksInUse: inUse,
 		KVBlocksIdle:  idle,
 		KVBlocksTotal: s.pool.alloc.Total(),
@@ -427,6 +436,7 @@ func (s *Scheduler) Stats() SchedulerStats {
 		CachedTokens:  s.cachedToks.Load(),
 		Generated:     s.generated.Load(),
 		Steps:         s.steps.Load(),
+		Preemptions:   s.preemptions.Load(),
 	}
 }
 
@@ -502,39 +512,138 @@ func (s *Scheduler) reapWaiting() {
 	for _, r := range gone {
 		s.finishRequest(r, "", Usage{PromptTokens: len(r.ids)}, FinishCancelled, r.ctx.Err())
 	}
+	kept2 := s.requeued[:0]
+	for _, q := range s.requeued {
+		if err := s.cancelled(q); err != nil {
+			s.nRequeued.Add(-1)
+			s.finish(q, FinishCancelled, err)
+			continue
+		}
+		kept2 = append(kept2, q)
+	}
+	clear(s.requeued[len(kept2):])
+	s.requeued = kept2
 }
 
-// admit moves waiting requests into the running batch, in order, while a slot and the KV blocks
-// of the next one are free.
+// admit moves preempted sequences back into the running batch, then waiting requests, in
+// order, while a slot and the KV blocks of the next one's prompt are free (with a spare 1% of
+// the pool, so that admissions do not preempt at once what is running).
 func (s *Scheduler) admit() {
-	for len(s.slots) > 0 {
+	spare := max(1, s.pool.alloc.Total()/100)
+	for len(s.slots) > 0 && len(s.requeued) > 0 {
+		q := s.requeued[0]
+		// Everything it has, prompt and generated tokens, is prefilled again: the last token
+		// with logits, whose sampling goes on where it stopped.
+		// Readmitted only with a block to spare for each running sequence's next growth
+		// (unless nothing runs): else it would be the newest again, and preempted at once.
+		table, cached, ch, err := s.pool.acquire(q.history, len(q.history), true, len(s.seqs))
+		if err != nil {
+			return // wait for running sequences to finish
+		}
+		s.requeued[0] = nil
+		s.requeued = s.requeued[1:]
+		s.nRequeued.Add(-1)
+		q.table, q.prefilled, q.written, q.chain, q.target = table, cached, cached, ch, len(q.history)
+		s.cachedToks.Add(int64(cached))
+		s.running.Add(1)
+		s.place(q)
+	}
+	for len(s.slots) > 0 && len(s.requeued) == 0 {
 		s.mu.Lock()
 		if len(s.waiting) == 0 {
 			s.mu.Unlock()
 			return
 		}
 		r := s.waiting[0]
-		table, cached, ch, err := s.pool.acquire(r.ids, len(r.ids)+r.maxTokens, !r.promptLP)
+		table, cached, ch, err := s.pool.acquire(r.ids, len(r.ids), !r.promptLP, spare)
+		if err != nil && len(s.seqs) == 0 {
+			table, cached, ch, err = s.pool.acquire(r.ids, len(r.ids), !r.promptLP, 0) // alone, it always fits
+		}
 		if err != nil { // not enough free blocks: wait for a running sequence to finish
 			s.mu.Unlock()
 			return
 		}
 		s.waiting[0] = nil
 		s.waiting = s.waiting[1:]
-		s.running.Add(1)
+		s.running.Add(1) // under mu: Submit counts waiting and running together
 		s.mu.Unlock()
 
-		slot := s.slots[len(s.slots)-1]
-		s.slots = s.slots[:len(s.slots)-1]
 		q := &sequence{
-			request: r, slot: slot, table: table, prefilled: cached, cached: cached, written: cached, chain: ch,
+			request: r, table: table, prefilled: cached, cached: cached, written: cached, chain: ch, target: len(r.ids),
 			history: append(make([]int32, 0, len(r.ids)+r.maxTokens), r.ids...),
 			dec:     s.tok.NewStreamDecoder(r.ids[len(r.ids)-1]),
 		}
-		s.batch.BlockTables[slot] = table
-		s.seqs = append(s.seqs, q)
+		s.place(q)
 		s.cachedToks.Add(int64(cached))
 	}
+}
+
+// place puts an admitted sequence, its table set, into a free slot of the running batch.
+func (s *Scheduler) place(q *sequence) {
+	q.slot = s.slots[len(s.slots)-1]
+	s.slots = s.slots[:len(s.slots)-1]
+	s.batch.BlockTables[q.slot] = q.table
+	s.seqs = append(s.seqs, q)
+}
+
+// reserve gives every decoding sequence the block its next token's K and V go to. When the
+// pool has none, the most recently admitted other sequence is preempted (never one whose
+// prompt logprobs are still being gathered); when there is none to preempt, the sequence sits
+// out this step (skip). It returns the sequences to skip.
+func (s *Scheduler) reserve() (skip map[*sequence]bool) {
+	for i := 0; i < len(s.seqs); i++ {
+		q := s.seqs[i]
+		if q.prefilled < q.target {
+			continue // prefill: its blocks were taken at admission
+		}
+		for {
+			t, err := s.pool.grow(q.table, len(q.history))
+			if err == nil {
+				q.table = t
+				s.batch.BlockTables[q.slot] = t
+				break
+			}
+			v := s.victim(q)
+			if v == nil {
+				if skip == nil {
+					skip = map[*sequence]bool{}
+				}
+				skip[q] = true
+				break
+			}
+			idx := s.preempt(v)
+			if idx < i {
+				i-- // q moved down one
+			}
+		}
+	}
+	return skip
+}
+
+// victim is the most recently admitted running sequence other than q that may be preempted,
+// or nil.
+func (s *Scheduler) victim(q *sequence) *sequence {
+	for i := len(s.seqs) - 1; i >= 0; i-- {
+		if v := s.seqs[i]; v != q && (!v.promptLP || v.promptDone) {
+			return v
+		}
+	}
+	return nil
+}
+
+// preempt takes v out of the running batch: its blocks go back to the pool (the full ones it
+// registered stay cached), its slot is freed, and it waits at the front of the queue with
+// everything else it has (history, sampler, decoder, held text). It returns v's index in
+// s.seqs before removal.
+func (s *Scheduler) preempt(v *sequence) int {
+	idx := slices.Index(s.seqs, v)
+	s.seqs = slices.Delete(s.seqs, idx, idx+1)
+	s.detach(v)
+	v.prefilled, v.written, v.chain = 0, 0, chain{}
+	s.requeued = append(s.requeued, v)
+	s.nRequeued.Add(1)
+	s.preemptions.Add(1)
+	return idx
 }
 
 // step runs one forward pass over the running batch and hands out the sampled tokens.
@@ -554,15 +663,15 @@ func (s *Scheduler) step() {
 		return
 	}
 
+	skip := s.reserve()
 	b := &s.batch
 	b.Tokens, b.Pos, b.Seq = b.Tokens[:0], b.Pos[:0], b.Seq[:0]
 	s.rows, s.owners, s.rowPos = s.rows[:0], s.owners[:0], s.rowPos[:0]
 	add := func(q *sequence, tok int32, pos int, logits bool) {
-		last := pos == len(q.history)-1 || pos == len(q.ids)-1
-		if logits || (q.promptLP && pos < len(q.ids)) {
+		if logits || (q.promptLP && !q.promptDone && pos < len(q.ids)-1) {
 			s.rows = append(s.rows, int32(len(b.Tokens)))
 			s.owners = append(s.owners, q)
-			if last {
+			if logits {
 				s.rowPos = append(s.rowPos, -1)
 			} else {
 				s.rowPos = append(s.rowPos, pos)
@@ -575,7 +684,7 @@ func (s *Scheduler) step() {
 	}
 	// Decodes first: one token each (MaxBatchTokens ≥ MaxSeqs, so they always fit).
 	for _, q := range s.seqs {
-		if q.prefilled == len(q.ids) {
+		if q.prefilled == q.target && !skip[q] {
 			add(q, q.history[len(q.history)-1], len(q.history)-1, true)
 		}
 	}
@@ -589,23 +698,29 @@ func (s *Scheduler) step() {
 		if budget == 0 {
 			break
 		}
-		if q.prefilled == len(q.ids) {
+		if q.prefilled == q.target {
 			continue
 		}
-		n := min(budget, len(q.ids)-q.prefilled)
+		n := min(budget, q.target-q.prefilled)
 		if q.promptLP {
 			n = min(n, max(1, promptRows))
 			promptRows -= n
 		}
 		for i := 0; i < n; i++ {
 			p := q.prefilled + i
-			add(q, q.ids[p], p, p == len(q.ids)-1)
+			add(q, q.history[p], p, p == q.target-1)
 		}
 		q.prefilled += n
+		if q.prefilled == q.target {
+			q.promptDone = true
+		}
 		budget -= n
 		prefilled += int64(n)
 	}
 	s.promptToks.Add(prefilled)
+	if len(b.Tokens) == 0 {
+		return // every sequence sits out (waiting for blocks a prompt-logprobs prefill holds)
+	}
 
 	var logits, vals []float32
 	var ids []int32
@@ -719,11 +834,21 @@ func (s *Scheduler) advance(q *sequence, next int32, lp *Logprob, now time.Time)
 // retire ends a running sequence: its KV blocks and slot return to the pool at once, then the
 // final event goes out.
 func (s *Scheduler) retire(q *sequence, reason string, err error) {
+	s.detach(q)
+	s.finish(q, reason, err)
+}
+
+// detach takes a running sequence's blocks and slot back.
+func (s *Scheduler) detach(q *sequence) {
 	s.pool.release(q.table)
 	q.table = nil
 	s.batch.BlockTables[q.slot] = nil
 	s.slots = append(s.slots, q.slot)
 	s.running.Add(-1)
+}
+
+// finish sends a sequence's final event (held text flushed) and closes its stream.
+func (s *Scheduler) finish(q *sequence, reason string, err error) {
 	text := q.held
 	if q.dec != nil && err == nil {
 		text += q.dec.Flush()
@@ -772,6 +897,12 @@ func (s *Scheduler) abortAll() {
 		s.aborted.Add(1)
 	}
 	s.seqs = nil
+	for _, q := range s.requeued {
+		s.finish(q, FinishCancelled, ErrClosed)
+		s.aborted.Add(1)
+	}
+	s.requeued = nil
+	s.nRequeued.Store(0)
 	s.mu.Lock()
 	waiting := s.waiting
 	s.waiting = nil

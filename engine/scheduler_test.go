@@ -220,7 +220,7 @@ func TestSchedulerCancelFreesBlocks(t *testing.T) {
 	st := s.Stats()
 	require.Equal(t, 1, st.Running)
 	require.Equal(t, 1, st.Queued)
-	require.Equal(t, (running.PromptTokens()+1000+15)/16, st.KVBlocksInUse)
+	require.Equal(t, (running.PromptTokens()+15)/16, st.KVBlocksInUse, "blocks are taken as the sequence grows, not reserved")
 	cancel()
 	qcancel()
 	g.Unlock()
