@@ -239,11 +239,11 @@ type request struct {
 type sequence struct {
 	*request
 	slot       int32
-	table      []int32 // KV block table, covering len(ids)+maxTokens positions
+	table      []int32 // KV block table: the prompt's blocks, then one more as each fills
 	prefilled  int     // positions of history whose tokens have been fed (prefill progress)
 	target     int     // prefill feeds history[:target] (the prompt; after a preemption, all of history)
 	promptDone bool    // the prompt has been prefilled once (prompt logprobs are complete)
-	cached     int     // of those, read from the prefix cache at admission
+	cached     int     // prompt positions read from the prefix cache at admission (Usage)
 	written    int     // positions whose K and V are in the cache
 	chain      chain   // the sequence's blocks registered in the prefix cache
 	history    []int32 // prompt then generated tokens

@@ -206,8 +206,10 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 		return out
 	}
 	var last time.Time
-	var observe func(ev engine.Event)
-	observeToken := func(ev engine.Event) {
+	observe := func(ev engine.Event) { // every event, the final one included
+		if ev.PromptLogprobs != nil { // the first event's
+			f.prompt(ev.PromptLogprobs)
+		}
 		if ev.Done {
 			sawEnd = true
 			s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
@@ -222,12 +224,6 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 		if ev.Logprob != nil && lps != nil {
 			lps = append(lps, ev.Logprob)
 		}
-	}
-	observe = func(ev engine.Event) { // every event, the final one included
-		if ev.PromptLogprobs != nil {
-			f.prompt(ev.PromptLogprobs)
-		}
-		observeToken(ev)
 	}
 
 	if !p.Stream {
