@@ -47,9 +47,14 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		invalid("stream", "streaming takes one prompt; send a batch of %d without stream", len(items)).write(w)
 		return
 	}
-	reqs := make([]engine.Request, len(items))
-	formats := make([]*completionFormat, len(items))
-	for i, it := range items {
+	n := req.choices()
+	if len(items)*n > maxBatchPrompts {
+		invalid("n", "%d prompts × n = %d choices: at most %d", len(items), len(items)*n, maxBatchPrompts).write(w)
+		return
+	}
+	var reqs []engine.Request
+	var formats []*completionFormat
+	for _, it := range items {
 		ids, echo := it.ids, it.text
 		if it.isIDs {
 			if len(ids) == 0 {
@@ -67,18 +72,28 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 				mt = room
 			}
 		}
-		reqs[i] = engine.Request{PromptIDs: ids, MaxTokens: mt, Sampling: sp, Stop: stops,
-			Logprobs: lpOn, TopLogprobs: lpTop, PromptLogprobs: lpOn && req.Echo}
-		formats[i] = &completionFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}, logprobs: lpOn, index: i}
-		if req.Echo {
-			formats[i].echo, formats[i].echoText, formats[i].promptIDs = true, echo, ids
+		for k := range n { // OpenAI's order: prompt 0's n choices, then prompt 1's
+			ereq := engine.Request{PromptIDs: ids, MaxTokens: mt, Sampling: sp, Stop: stops,
+				Logprobs: lpOn, TopLogprobs: lpTop, PromptLogprobs: lpOn && req.Echo}
+			ereq.Sampling.Seed += uint64(k) // n different samples, reproducible with seed
+			f := &completionFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}, logprobs: lpOn, index: len(reqs)}
+			if req.Echo {
+				f.echo, f.echoText, f.promptIDs = true, echo, ids
+			}
+			reqs, formats = append(reqs, ereq), append(formats, f)
 		}
 	}
 	if len(reqs) == 1 {
 		s.generate(w, r, b, reqs[0], &req.params, formats[0])
 		return
 	}
-	s.generateBatch(w, r, b, reqs, formats)
+	generateBatch(s, w, r, b, reqs, func(i int, text, reason string, lps, prompt []*engine.Logprob) completionChoice {
+		formats[i].prompt(prompt)
+		return formats[i].choice(text, &reason, lps)
+	}, func(choices []completionChoice, u *usageJSON) any {
+		return completionBody{ID: newID("cmpl-"), Object: "text_completion", Created: time.Now().Unix(), Model: s.opts.ModelName,
+			Choices: choices, Usage: u}
+	})
 }
 
 // chatReserve is the room kept for the answer when a chat request sets no max_tokens and its
@@ -137,7 +152,24 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops, Logprobs: lpOn, TopLogprobs: lpTop}
-	s.generate(w, r, b, ereq, &req.params, chatFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}})
+	f := chatFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}}
+	n := req.choices()
+	if n == 1 {
+		s.generate(w, r, b, ereq, &req.params, f)
+		return
+	}
+	reqs := make([]engine.Request, n)
+	for k := range reqs {
+		reqs[k] = ereq
+		reqs[k].Sampling.Seed += uint64(k) // n different samples, reproducible with seed
+	}
+	generateBatch(s, w, r, b, reqs, func(i int, text, reason string, lps, _ []*engine.Logprob) chatChoice {
+		content := strings.TrimPrefix(text, " ") // as the streamed answer's first piece
+		return chatChoice{Index: i, Message: &chatDelta{Role: "assistant", Content: &content}, FinishReason: &reason, Logprobs: f.logprobs(lps)}
+	}, func(choices []chatChoice, u *usageJSON) any {
+		return chatBody{ID: newID("chatcmpl-"), Object: "chat.completion", Created: time.Now().Unix(), Model: s.opts.ModelName,
+			Choices: choices, Usage: u}
+	})
 }
 
 // format builds the response bodies of one endpoint. lps are the logprobs of the tokens the
@@ -316,9 +348,12 @@ func writeSubmitError(w http.ResponseWriter, b *backend, req engine.Request, err
 	writeError(w, status, typ, code, msg)
 }
 
-// generateBatch answers a completions request with several prompts (not streamed): each runs
-// as its own sequence in the running batch and is its own choice (index i); usage sums them.
-func (s *Server) generateBatch(w http.ResponseWriter, r *http.Request, b *backend, reqs []engine.Request, formats []*completionFormat) {
+// generateBatch answers, not streamed, a request of several choices — a batch of prompts, or n
+// completions of one — each its own sequence in the running batch: choice builds choice i
+// from its text, finish reason and logprobs (nil unless asked for), and body the response
+// from the choices and their summed usage.
+func generateBatch[C any](s *Server, w http.ResponseWriter, r *http.Request, b *backend, reqs []engine.Request,
+	choice func(i int, text, reason string, lps, prompt []*engine.Logprob) C, body func([]C, *usageJSON) any) {
 	streams := make([]*engine.Stream, 0, len(reqs))
 	ended := make([]bool, len(reqs))
 	defer func() {
@@ -347,18 +382,18 @@ func (s *Server) generateBatch(w http.ResponseWriter, r *http.Request, b *backen
 		streams = append(streams, st)
 		s.metrics.promptTokens.Add(int64(st.PromptTokens()))
 	}
-	body := completionBody{ID: newID("cmpl-"), Object: "text_completion", Created: time.Now().Unix(), Model: s.opts.ModelName}
+	choices := make([]C, 0, len(reqs))
 	var total engine.Usage
 	for i, st := range streams {
 		var text strings.Builder
-		var lps []*engine.Logprob
-		if formats[i].logprobs {
+		var lps, prompt []*engine.Logprob
+		if reqs[i].Logprobs || reqs[i].TopLogprobs > 0 {
 			lps = []*engine.Logprob{} // an answer of no tokens still has (empty) logprobs
 		}
 		var last time.Time
 		for ev := range st.C {
 			if ev.PromptLogprobs != nil {
-				formats[i].prompt(ev.PromptLogprobs)
+				prompt = ev.PromptLogprobs
 			}
 			text.WriteString(ev.Text)
 			if ev.Done {
@@ -368,8 +403,7 @@ func (s *Server) generateBatch(w http.ResponseWriter, r *http.Request, b *backen
 					s.writeGenerationError(w, r, ev.Err)
 					return
 				}
-				reason := ev.FinishReason
-				body.Choices = append(body.Choices, formats[i].choice(text.String(), &reason, lps))
+				choices = append(choices, choice(i, text.String(), ev.FinishReason, lps, prompt))
 				total.PromptTokens += ev.Usage.PromptTokens
 				total.CompletionTokens += ev.Usage.CompletionTokens
 				total.CachedTokens += ev.Usage.CachedTokens
@@ -387,8 +421,7 @@ func (s *Server) generateBatch(w http.ResponseWriter, r *http.Request, b *backen
 		}
 	}
 	u := usageOf(total)
-	body.Usage = &u
-	writeJSON(w, http.StatusOK, body)
+	writeJSON(w, http.StatusOK, body(choices, &u))
 }
 
 // contextMessage explains a prompt that does not fit, in the words of OpenAI's error.

@@ -274,3 +274,57 @@ func TestCompletionBatch(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
 	require.Contains(t, string(out), "empty array of token ids")
 }
+
+// n completions of one prompt: n choices (index 0…n−1), choice k sampled with seed+k — the
+// same answers as n single requests with those seeds — for both endpoints; greedy gives n
+// equal answers.
+func TestChoicesN(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 4}, serve.Options{})
+	msgs := []map[string]string{{"role": "user", "content": "Tell me a story"}}
+	for _, tc := range []struct {
+		path string
+		body map[string]any
+	}{
+		{"/v1/completions", map[string]any{"prompt": "Once upon a time", "max_tokens": 16, "temperature": 1, "seed": 7}},
+		{"/v1/chat/completions", map[string]any{"messages": msgs, "max_tokens": 16, "temperature": 1, "seed": 7}},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			text := func(c completion, i int) string {
+				if c.Choices[i].Message != nil {
+					return c.Choices[i].Message.Content
+				}
+				return c.Choices[i].Text
+			}
+			var want []string
+			total := 0
+			for k := range 3 {
+				tc.body["seed"] = 7 + k
+				resp, out := post(t, ts.URL+tc.path, tc.body)
+				require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+				var c completion
+				require.NoError(t, json.Unmarshal(out, &c))
+				want = append(want, text(c, 0))
+				total += c.Usage.CompletionTokens
+			}
+			require.NotEqual(t, want[0], want[1], "different seeds should give different samples")
+			tc.body["seed"], tc.body["n"] = 7, 3
+			resp, out := post(t, ts.URL+tc.path, tc.body)
+			require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+			var c completion
+			require.NoError(t, json.Unmarshal(out, &c))
+			require.Len(t, c.Choices, 3)
+			for i := range c.Choices {
+				require.Equal(t, i, c.Choices[i].Index)
+				require.Equal(t, want[i], text(c, i), "choice %d", i)
+			}
+			require.Equal(t, total, c.Usage.CompletionTokens)
+
+			tc.body["temperature"] = 0
+			resp, out = post(t, ts.URL+tc.path, tc.body)
+			require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+			require.NoError(t, json.Unmarshal(out, &c))
+			require.Equal(t, text(c, 0), text(c, 2), "greedy: n equal answers")
+		})
+	}
+}

@@ -107,7 +107,16 @@ type promptItem struct {
 	isIDs bool
 }
 
-// maxBatchPrompts is the most prompts one completions request may carry.
+// choices is how many completions each prompt gets (n).
+func (p *params) choices() int {
+	if p.N == nil {
+		return 1
+	}
+	return *p.N
+}
+
+// maxBatchPrompts is the most prompts one completions request may carry, and the most choices
+// (prompts × n) it may ask for.
 const maxBatchPrompts = 64
 
 func (p *promptField) UnmarshalJSON(b []byte) error {
@@ -324,8 +333,11 @@ func (p *params) logprobOptions(chat bool) (on bool, top int, bad *badRequest) {
 // and max_tokens (0 when absent).
 func (p *params) sampling(maxTokens *int) (sample.Params, []string, int, *badRequest) {
 	sp := sample.Params{Temperature: 1, TopP: 1, RepeatPenalty: 1}
-	if p.N != nil && *p.N != 1 {
-		return sp, nil, 0, invalid("n", "n must be 1 (got %d): one completion per request", *p.N)
+	if n := p.N; n != nil && (*n < 1 || *n > maxBatchPrompts) {
+		return sp, nil, 0, invalid("n", "n must be between 1 and %d, got %d", maxBatchPrompts, *n)
+	}
+	if p.N != nil && *p.N > 1 && p.Stream {
+		return sp, nil, 0, invalid("n", "n > 1 is not streamed: send it without stream")
 	}
 	if t := p.Temperature; t != nil {
 		if math.IsNaN(*t) || *t < 0 || *t > 2 {
