@@ -268,6 +268,11 @@ func TestPlan(t *testing.T) {
 	require.Contains(t, out, "llama-2-7b: 6.74 B parameters")
 	require.Contains(t, out, "512 KiB") // KV per token, fp16
 	require.Contains(t, out, "fits in 22 GiB")
+	js, errOut, code := cli(t, "plan", "--preset", "7b", "--gpu-mem", "24GB", "--ctx", "2048", "--json")
+	require.Equal(t, 0, code, errOut)
+	require.NoError(t, json.Unmarshal([]byte(js), &p))
+	require.Positive(t, p.Requested.MaxKVTokens)
+	require.Contains(t, out, fmt.Sprintf("serve: --kv-blocks %d gives the KV cache that room", p.Requested.MaxKVTokens/16))
 
 	_, errOut, code = cli(t, "plan", "--preset", "70b", "--gpus", "3")
 	require.Equal(t, 2, code)

@@ -159,7 +159,16 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "TP %s: a rank's columns of Wo or W2 are not whole %s blocks; those shards are held in %v (counted above)\n",
 			strings.Join(widened, ", "), req.DType, model.SplitDType)
 	}
-	_, err = fmt.Fprintf(stdout, "\n%s\n%s\n", out.Verdict, out.Decode)
+	if _, err = fmt.Fprintf(stdout, "\n%s\n%s\n", out.Verdict, out.Decode); err != nil {
+		return err
+	}
+	if req.MaxKVTokens > 0 {
+		// serve's default KV cache is --max-seqs full contexts up to 4 GiB (counted in fp32):
+		// on a GPU, this is the flag that gives it the room the plan leaves.
+		blocks := req.MaxKVTokens / plan.DefaultBlockSize
+		_, err = fmt.Fprintf(stdout, "serve: --kv-blocks %d gives the KV cache that room (%d positions in %s; sequences take blocks as they grow)\n",
+			blocks, blocks*plan.DefaultBlockSize, req.KVDType)
+	}
 	return err
 }
 
