@@ -6,7 +6,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/llamacu/llamacu/cpu"
 	"github.com/llamacu/llamacu/engine"
+	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/sample"
 )
 
@@ -121,5 +123,50 @@ func TestSchedulerPreemption(t *testing.T) {
 		t.Logf("cache %v: %d preemptions, %d prompt tokens prefilled, %d read from the cache", cache, stats.Preemptions, stats.PromptTokens, stats.CachedTokens)
 		require.Positive(t, stats.Preemptions, "the test needs a cache too small for every sequence at once")
 		require.NoError(t, s.Close(context.Background()))
+	}
+}
+
+// memBackend is a CPU backend that reports device-like memory (model.MemoryReporter).
+type memBackend struct {
+	model.Backend
+	free, total int64
+}
+
+func (m *memBackend) FreeMemory() (int64, int64, error) { return m.free, m.total, nil }
+func (m *memBackend) KVElementBytes() int               { return 2 }
+
+// On a backend with memory of its own the default KV cache is MaxSeqs full contexts capped by
+// what its free memory holds less a reserve (a tenth of the device, at least 1 GiB) — not by
+// the CPU's 4 GiB — and never below one context.
+func TestSchedulerKVFromDeviceMemory(t *testing.T) {
+	path := shared(t, "stories260K/stories260K.gguf")
+	c := func() model.Config {
+		e, err := engine.Load(engine.Options{ModelPath: path, Context: 512})
+		require.NoError(t, err)
+		defer e.Close()
+		return e.Model.Config
+	}()
+	perBlock := int64(2*c.Layers*c.KVDim()*2) * 16 // fp16, 16-token blocks
+	for _, tc := range []struct {
+		name        string
+		free, total int64
+		maxSeqs     int
+		want        int
+	}{
+		{"room for all", 80 << 30, 80 << 30, 8, 8 * 32},
+		{"free memory less 1 GiB", 1<<30 + 50*perBlock, 4 << 30, 64, 50},
+		{"free memory less a tenth of the device", 8<<30 + 100*perBlock, 80 << 30, 64, 100},
+		{"at least one context", 1 << 30, 4 << 30, 8, 32},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := &memBackend{Backend: cpu.New(cpu.Options{Threads: 1}), free: tc.free, total: tc.total}
+			e, err := engine.Load(engine.Options{ModelPath: path, Context: 512, Backend: be, CloseBackend: true})
+			require.NoError(t, err)
+			defer e.Close()
+			s, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: tc.maxSeqs})
+			require.NoError(t, err)
+			defer s.Close(context.Background())
+			require.Equal(t, tc.want, s.Options().KVBlocks)
+		})
 	}
 }

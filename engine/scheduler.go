@@ -50,8 +50,9 @@ type SchedulerOptions struct {
 	// BlockSize is the tokens per KV-cache block (default 16).
 	BlockSize int
 	// KVBlocks is the size of the paged KV cache. 0 means enough for MaxSeqs full contexts, capped
-	// at KVMemory bytes (fp32 K and V: 2·layers·kv_heads·head_dim·4 bytes per token), and never
-	// below one full context. Blocks are taken as sequences grow (vLLM's PagedAttention): a
+	// at KVMemory bytes (fp32 K and V: 2·layers·kv_heads·head_dim·4 bytes per token) — or, on a
+	// backend with memory of its own (model.MemoryReporter: the GPU) and no KVMemory, at what
+	// its free memory holds less a reserve — and never below one full context. Blocks are taken as sequences grow (vLLM's PagedAttention): a
 	// request is admitted when its prompt's blocks are free (keeping 1% spare), and when a
 	// decoding sequence finds none for its next token the most recently admitted other
 	// sequence is preempted — its blocks freed (its full ones stay in the prefix cache) and it
@@ -86,6 +87,33 @@ type Observer interface {
 // tokens of requests that want PromptLogprobs (each such prompt token needs its row of logits;
 // a longer prompt takes several steps).
 const promptLogitRows = 64
+
+// deviceKVBlocks is how many KV blocks the free memory of m's ranks holds, when every rank's
+// backend reports its memory (a GPU): the least free of them, less a reserve for what comes
+// after the KV cache (activations, CUDA graphs, cuBLAS's and NCCL's buffers: a tenth of the
+// device, at least 1 GiB).
+func deviceKVBlocks(m *model.Model, blockSize int) (int64, bool) {
+	bes := m.Backends()
+	free, elem := int64(math.MaxInt64), 0
+	var total int64
+	for _, be := range bes {
+		r, ok := be.(model.MemoryReporter)
+		if !ok {
+			return 0, false
+		}
+		f, t, err := r.FreeMemory()
+		if err != nil {
+			return 0, false
+		}
+		free, total, elem = min(free, f), max(total, t), max(elem, r.KVElementBytes())
+	}
+	if len(bes) == 0 {
+		return 0, false
+	}
+	c := m.Config
+	perBlock := int64(2*c.Layers*c.KVDim()/m.TP()*elem) * int64(blockSize)
+	return max(0, free-max(1<<30, total/10)) / perBlock, true
+}
 
 // defaultKVMemory caps the default KV cache (see SchedulerOptions.KVMemory).
 const defaultKVMemory = 4 << 30
@@ -281,7 +309,11 @@ func NewScheduler(e *Engine, opts SchedulerOptions) (*Scheduler, error) {
 		}
 		c := e.Model.Config
 		perBlock := int64(2*c.Layers*c.KVDim()*4) * int64(opts.BlockSize)
-		opts.KVBlocks = max(ctxBlocks, min(opts.MaxSeqs*ctxBlocks, int(budget/perBlock)))
+		budgetBlocks := budget / perBlock
+		if dev, ok := deviceKVBlocks(e.Model, opts.BlockSize); ok && opts.KVMemory <= 0 {
+			budgetBlocks = dev
+		}
+		opts.KVBlocks = max(ctxBlocks, int(min(int64(opts.MaxSeqs*ctxBlocks), budgetBlocks)))
 	}
 	st, err := e.Model.NewState(opts.MaxBatchTokens, min(opts.MaxBatchTokens, opts.MaxSeqs+promptLogitRows), opts.BlockSize, opts.KVBlocks)
 	if err != nil {

@@ -32,6 +32,19 @@ func (c *KVCache) K() cuda.DevicePtr { return c.k }
 func (c *KVCache) V() cuda.DevicePtr { return c.v }
 
 // NewKVCache allocates zeroed K and V storage for the layout.
+// FreeMemory reports the device's free and total memory (model.MemoryReporter).
+func (b *Backend) FreeMemory() (free, total int64, err error) { return b.ctx.MemInfo() }
+
+// KVElementBytes is 2 (fp16 K and V), or 4 with Options.KVF32 (model.MemoryReporter).
+func (b *Backend) KVElementBytes() int {
+	if b.opts.KVF32 {
+		return 4
+	}
+	return 2
+}
+
+var _ model.MemoryReporter = (*Backend)(nil)
+
 func (b *Backend) NewKVCache(l model.KVLayout) (model.KVCache, error) {
 	if l.Layers <= 0 || l.KVHeads <= 0 || l.HeadDim <= 0 || l.BlockSize <= 0 || l.NumBlocks <= 0 {
 		return nil, fmt.Errorf("%w: kv layout %+v", ErrBadShape, l)

@@ -152,3 +152,11 @@ type StepRunner interface {
 type TopKer interface {
 	TopK(vals []float32, ids []int32, x Buffer, n, k int) error
 }
+
+// MemoryReporter is an optional Backend interface for a backend with memory of its own (a GPU):
+// the bytes free now and in all, and the bytes one element of its KV cache takes, so that a
+// scheduler can size the KV cache from what the weights leave (vLLM's gpu_memory_utilization).
+type MemoryReporter interface {
+	FreeMemory() (free, total int64, err error)
+	KVElementBytes() int
+}

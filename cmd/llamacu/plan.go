@@ -163,8 +163,8 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if req.MaxKVTokens > 0 {
-		// serve's default KV cache is --max-seqs full contexts up to 4 GiB (counted in fp32):
-		// on a GPU, this is the flag that gives it the room the plan leaves.
+		// serve sizes its KV cache from --max-seqs and the memory it finds; this is the flag
+		// that gives it exactly the room the plan leaves.
 		blocks := req.MaxKVTokens / plan.DefaultBlockSize
 		_, err = fmt.Fprintf(stdout, "serve: --kv-blocks %d gives the KV cache that room (%d positions in %s; sequences take blocks as they grow)\n",
 			blocks, blocks*plan.DefaultBlockSize, req.KVDType)

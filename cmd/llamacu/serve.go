@@ -46,7 +46,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 	maxQueue := fs.Int("max-queue", 64, "requests waiting beyond the running batch before 429 (0: none wait)")
 	maxSeqs := fs.Int("max-seqs", 8, "sequences decoding together in the running batch")
 	maxBatch := fs.Int("max-batch-tokens", 0, "tokens per forward step, prefill chunks plus decodes (0: max(256, --max-seqs))")
-	kvBlocks := fs.Int("kv-blocks", 0, "KV-cache blocks of 16 tokens (0: --max-seqs full contexts, at most 4 GiB)")
+	kvBlocks := fs.Int("kv-blocks", 0, "KV-cache blocks of 16 tokens (0: --max-seqs full contexts, at most 4 GiB on the CPU, the free memory less a tenth on a GPU)")
 	noPrefix := fs.Bool("no-prefix-cache", false, "do not keep finished requests' KV blocks for later prompts that start the same way")
 	grace := fs.Duration("grace", 30*time.Second, "on SIGTERM/SIGINT, how long requests in flight may run before they are cancelled")
 	name := fs.String("model-name", "", "model id reported by the API (default: the model file's name)")
