@@ -112,6 +112,11 @@ func malformedBodies() []string {
 		`[{"role":"user","content":"hi","name":"bob","tool_calls":[]}]`} {
 		bodies = append(bodies, `{"max_tokens":2,"messages":`+v+`}`)
 	}
+	for _, v := range []string{`[-1]`, `"x"`, `[1e10]`, `[2147483648]`, `null`, `[1.5]`, `{}`, `[` + strings.Repeat("7,", 5000) + `7]`} {
+		bodies = append(bodies, `{"tokens":`+v+`}`)
+	}
+	bodies = append(bodies, `{"content":5}`, `{"content":"x","add_special":"yes"}`, `{"messages":5}`, `{"messages":[]}`,
+		`{"prompt":"x","add_special_tokens":null}`)
 	return bodies
 }
 
@@ -132,7 +137,7 @@ func TestMalformedBodies(t *testing.T) {
 	})
 	client := &http.Client{Timeout: 30 * time.Second}
 	for i, body := range malformedBodies() {
-		for _, path := range []string{"/v1/completions", "/v1/chat/completions"} {
+		for _, path := range []string{"/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"} {
 			name := fmt.Sprintf("%d%s", i, path)
 			t0 := time.Now()
 			resp, err := client.Post(ts.URL+path, "application/json", strings.NewReader(body))
@@ -154,6 +159,9 @@ func TestMalformedBodies(t *testing.T) {
 					}
 				}
 				require.Equal(t, "data: [DONE]", last, "%s: %.200s", name, body)
+			case resp.StatusCode == http.StatusOK && !strings.HasPrefix(path, "/v1/"):
+				var v map[string]any
+				require.NoError(t, json.Unmarshal(out, &v), "%s: %s", name, out)
 			case resp.StatusCode == http.StatusOK:
 				var c completion
 				require.NoError(t, json.Unmarshal(out, &c), "%s: %s", name, out)
