@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/llamacu/llamacu/chat"
@@ -42,9 +43,6 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case len(items) == 0:
 		invalid("prompt", "prompt is required").write(w)
-		return
-	case len(items) > 1 && req.Stream:
-		invalid("stream", "streaming takes one prompt; send a batch of %d without stream", len(items)).write(w)
 		return
 	}
 	n := req.choices()
@@ -83,8 +81,16 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 			reqs, formats = append(reqs, ereq), append(formats, f)
 		}
 	}
-	if len(reqs) == 1 {
+	switch {
+	case len(reqs) == 1:
 		s.generate(w, r, b, reqs[0], &req.params, formats[0])
+		return
+	case req.Stream:
+		fs := make([]format, len(formats))
+		for i, f := range formats {
+			fs[i] = f
+		}
+		s.stream(w, r, b, reqs, &req.params, fs)
 		return
 	}
 	generateBatch(s, w, r, b, reqs, func(i int, text, reason string, lps, prompt []*engine.Logprob) completionChoice {
@@ -159,9 +165,15 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reqs := make([]engine.Request, n)
+	fs := make([]format, n)
 	for k := range reqs {
 		reqs[k] = ereq
 		reqs[k].Sampling.Seed += uint64(k) // n different samples, reproducible with seed
+		fs[k] = chatFormat{model: f.model, r: f.r, index: k}
+	}
+	if req.Stream {
+		s.stream(w, r, b, reqs, &req.params, fs)
+		return
 	}
 	generateBatch(s, w, r, b, reqs, func(i int, text, reason string, lps, _ []*engine.Logprob) chatChoice {
 		content := strings.TrimPrefix(text, " ") // as the streamed answer's first piece
@@ -187,93 +199,168 @@ type format interface {
 	prompt(lps []*engine.Logprob) // the prompt's logprobs, from the stream's first event
 }
 
-// generate submits the request and writes the answer, streamed or whole.
+// generate submits the request and writes the answer, streamed (stream) or whole.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, req engine.Request, p *params, f format) {
+	if p.Stream {
+		s.stream(w, r, b, []engine.Request{req}, p, []format{f})
+		return
+	}
 	st, err := b.sched.Submit(r.Context(), req)
 	if err != nil {
 		writeSubmitError(w, b, req, err)
 		return
 	}
-	sawEnd := false
-	defer func() {
-		if sawEnd {
-			return
-		}
-		// The handler left early (the client went away): cancel the request and count its end
-		// when the scheduler reports it, at its next step boundary.
-		st.Cancel()
-		go func() {
-			for ev := range st.C {
-				if ev.Done {
-					s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
-				}
-			}
-		}()
-	}()
 	s.metrics.promptTokens.Add(int64(st.PromptTokens()))
-	id, created := newID("cmpl-"), time.Now().Unix()
-	if _, ok := f.(chatFormat); ok {
-		id = newID("chatcmpl-")
-	}
-	trim := f.trimLeading()
-	cut := func(text string) string {
-		if trim && text != "" {
-			trim = false
-			return strings.TrimPrefix(text, " ")
-		}
-		return text
-	}
-	// Logprobs wait for the chunk that carries their text (a character or a possible stop
-	// string may be held back for a few tokens).
-	var lps []*engine.Logprob
-	if req.Logprobs || req.TopLogprobs > 0 {
-		lps = []*engine.Logprob{}
-	}
-	take := func() []*engine.Logprob {
-		if lps == nil {
-			return nil
-		}
-		out := lps
-		lps = []*engine.Logprob{}
-		return out
-	}
-	var last time.Time
-	observe := func(ev engine.Event) { // every event, the final one included
-		if ev.PromptLogprobs != nil { // the first event's
-			f.prompt(ev.PromptLogprobs)
-		}
+	c := newChoice(st, f, req)
+	defer c.abandon(s)
+	var text strings.Builder
+	for ev := range st.C {
+		c.observe(s, ev)
+		text.WriteString(c.cut(ev.Text))
 		if ev.Done {
-			sawEnd = true
-			s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
-			return
-		}
-		if last.IsZero() {
-			s.metrics.ttft.observe(ev.Time.Sub(st.Submitted()).Seconds())
-		} else {
-			s.metrics.itl.observe(ev.Time.Sub(last).Seconds())
-		}
-		last = ev.Time
-		if ev.Logprob != nil && lps != nil {
-			lps = append(lps, ev.Logprob)
+			if ev.Err != nil {
+				s.writeGenerationError(w, r, ev.Err)
+				return
+			}
+			u := usageOf(ev.Usage)
+			writeJSON(w, http.StatusOK, f.whole(responseID(f), time.Now().Unix(), text.String(), ev.FinishReason, &u, c.take()))
 		}
 	}
+}
 
-	if !p.Stream {
-		var text strings.Builder
-		for ev := range st.C {
-			observe(ev)
-			text.WriteString(cut(ev.Text))
-			if ev.Done {
-				if ev.Err != nil {
-					s.writeGenerationError(w, r, ev.Err)
-					return
-				}
-				u := usageOf(ev.Usage)
-				writeJSON(w, http.StatusOK, f.whole(id, created, text.String(), ev.FinishReason, &u, take()))
-			}
-		}
+// responseID is a new id for a response of format f ("chatcmpl-…" or "cmpl-…").
+func responseID(f format) string {
+	if _, ok := f.(chatFormat); ok {
+		return newID("chatcmpl-")
+	}
+	return newID("cmpl-")
+}
+
+// choice is one sequence of an answer being written: its stream and what its chunks need.
+type choice struct {
+	st    *engine.Stream
+	f     format
+	trim  bool              // the first text's leading space is still to drop (chat)
+	lps   []*engine.Logprob // waiting for the chunk that carries their text; nil: not asked for
+	last  time.Time         // when the previous token came
+	ended bool              // its final event has been seen
+}
+
+func newChoice(st *engine.Stream, f format, req engine.Request) *choice {
+	c := &choice{st: st, f: f, trim: f.trimLeading()}
+	if req.Logprobs || req.TopLogprobs > 0 {
+		c.lps = []*engine.Logprob{}
+	}
+	return c
+}
+
+// cut drops the answer's first leading space where the format says so.
+func (c *choice) cut(text string) string {
+	if c.trim && text != "" {
+		c.trim = false
+		return strings.TrimPrefix(text, " ")
+	}
+	return text
+}
+
+// take hands over the logprobs gathered since the last chunk (a character or a possible stop
+// string may hold text back for a few tokens).
+func (c *choice) take() []*engine.Logprob {
+	if c.lps == nil {
+		return nil
+	}
+	out := c.lps
+	c.lps = []*engine.Logprob{}
+	return out
+}
+
+// observe records an event: the prompt's logprobs, the metrics, the token's logprob.
+func (c *choice) observe(s *Server, ev engine.Event) {
+	if ev.PromptLogprobs != nil { // the first event's
+		c.f.prompt(ev.PromptLogprobs)
+	}
+	if ev.Done {
+		c.ended = true
+		s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
 		return
 	}
+	if c.last.IsZero() {
+		s.metrics.ttft.observe(ev.Time.Sub(c.st.Submitted()).Seconds())
+	} else {
+		s.metrics.itl.observe(ev.Time.Sub(c.last).Seconds())
+	}
+	c.last = ev.Time
+	if ev.Logprob != nil && c.lps != nil {
+		c.lps = append(c.lps, ev.Logprob)
+	}
+}
+
+// abandon, when the handler leaves before the choice ended (the client went away, or another
+// choice failed), cancels its request and counts its end when the scheduler reports it, at its
+// next step boundary. Its events must not be read by anyone else any more.
+func (c *choice) abandon(s *Server) {
+	if c.ended {
+		return
+	}
+	c.st.Cancel()
+	go func() {
+		for ev := range c.st.C {
+			if ev.Done {
+				s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
+			}
+		}
+	}()
+}
+
+// stream submits the requests — one, or the choices of n or of a batch of prompts — and
+// streams their chunks as server-sent events, each tagged with its choice's index, then the
+// summed usage (stream_options.include_usage) and [DONE].
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, b *backend, reqs []engine.Request, p *params, fs []format) {
+	cs := make([]*choice, 0, len(reqs))
+	merged := make(chan tagged)
+	var forwarders sync.WaitGroup
+	defer func() {
+		// Whatever has not ended is cancelled; its remaining events are counted and dropped.
+		open := 0
+		for _, c := range cs {
+			if !c.ended {
+				c.st.Cancel()
+				open++
+			}
+		}
+		if open > 0 {
+			go func() {
+				for t := range merged {
+					if t.ev.Done && !cs[t.i].ended {
+						s.metrics.finished(t.ev.FinishReason, t.ev.Usage.CompletionTokens)
+					}
+				}
+			}()
+		}
+	}()
+	for i, req := range reqs {
+		st, err := b.sched.Submit(r.Context(), req)
+		if err != nil {
+			for _, c := range cs { // nothing has been read: cancel and count them here
+				c.abandon(s)
+				c.ended = true
+			}
+			writeSubmitError(w, b, req, err)
+			return
+		}
+		s.metrics.promptTokens.Add(int64(st.PromptTokens()))
+		cs = append(cs, newChoice(st, fs[i], req))
+	}
+	for i, c := range cs { // one forwarder per choice keeps each choice's events in order
+		forwarders.Add(1)
+		go func() {
+			defer forwarders.Done()
+			for ev := range c.st.C {
+				merged <- tagged{i, ev}
+			}
+		}()
+	}
+	go func() { forwarders.Wait(); close(merged) }()
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -300,15 +387,21 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 		}
 		return rc.Flush()
 	}
-	if v := f.start(id, created); v != nil {
-		if send(v) != nil {
-			return // the client has gone; the deferred Cancel frees the sequence
+	id, created := responseID(fs[0]), time.Now().Unix()
+	for _, c := range cs {
+		if v := c.f.start(id, created); v != nil {
+			if send(v) != nil {
+				return // the client has gone; the deferred cancel frees the sequences
+			}
 		}
 	}
-	for ev := range st.C {
-		observe(ev)
-		if text := cut(ev.Text); text != "" {
-			if send(f.chunk(id, created, text, take())) != nil {
+	var total engine.Usage
+	left := len(cs)
+	for t := range merged {
+		c, ev := cs[t.i], t.ev
+		c.observe(s, ev)
+		if text := c.cut(ev.Text); text != "" {
+			if send(c.f.chunk(id, created, text, c.take())) != nil {
 				return
 			}
 		}
@@ -322,17 +415,29 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *backend, re
 			}
 			return
 		}
-		if send(f.end(id, created, ev.FinishReason, take())) != nil {
+		if send(c.f.end(id, created, ev.FinishReason, c.take())) != nil {
 			return
 		}
+		total.PromptTokens += ev.Usage.PromptTokens
+		total.CompletionTokens += ev.Usage.CompletionTokens
+		total.CachedTokens += ev.Usage.CachedTokens
+		if left--; left > 0 {
+			continue
+		}
 		if p.StreamOptions != nil && p.StreamOptions.IncludeUsage {
-			u := usageOf(ev.Usage)
-			if send(f.usage(id, created, &u)) != nil {
+			u := usageOf(total)
+			if send(fs[0].usage(id, created, &u)) != nil {
 				return
 			}
 		}
 		_ = send(nil)
 	}
+}
+
+// tagged is an event of choice i.
+type tagged struct {
+	i  int
+	ev engine.Event
 }
 
 // writeSubmitError answers a request the scheduler did not take.
@@ -539,6 +644,7 @@ func (f *completionFormat) whole(id string, created int64, text, reason string, 
 type chatFormat struct {
 	model string
 	r     tokenRenderer
+	index int // the choice's
 }
 
 func (chatFormat) trimLeading() bool { return true }
@@ -546,6 +652,7 @@ func (chatFormat) trimLeading() bool { return true }
 func (chatFormat) prompt([]*engine.Logprob) {} // chat has no echo
 
 func (f chatFormat) body(id string, created int64, c chatChoice, u *usageJSON) chatBody {
+	c.Index = f.index
 	return chatBody{ID: id, Object: "chat.completion.chunk", Created: created, Model: f.model, Usage: u, Choices: []chatChoice{c}}
 }
 

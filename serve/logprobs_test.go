@@ -239,8 +239,8 @@ func TestCompletionEcho(t *testing.T) {
 	require.Len(t, l.TopLogprobs[len(ctx)], 1)
 }
 
-// A batch of prompts is one choice each, as the same prompts one by one; usage sums them;
-// streaming takes one prompt.
+// A batch of prompts is one choice each, as the same prompts one by one, whole or streamed;
+// usage sums them.
 func TestCompletionBatch(t *testing.T) {
 	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
 	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 4}, serve.Options{})
@@ -267,17 +267,20 @@ func TestCompletionBatch(t *testing.T) {
 	}
 	require.Equal(t, total, c.Usage.TotalTokens)
 
-	resp, out = post(t, url, map[string]any{"prompt": prompts, "stream": true})
-	require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
-	require.Contains(t, string(out), "streaming takes one prompt")
+	// Streamed: each chunk names its choice; each choice's chunks make its whole answer.
+	body := map[string]any{"prompt": prompts, "max_tokens": 12, "temperature": 0, "stream": true,
+		"stream_options": map[string]any{"include_usage": true}}
+	texts, usage := streamChoices(t, url, body)
+	require.Equal(t, want, texts)
+	require.Equal(t, total, usage)
 	resp, out = post(t, url, `{"prompt":[ ]}`)
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
 	require.Contains(t, string(out), "empty array of token ids")
 }
 
 // n completions of one prompt: n choices (index 0…n−1), choice k sampled with seed+k — the
-// same answers as n single requests with those seeds — for both endpoints; greedy gives n
-// equal answers.
+// same answers as n single requests with those seeds, whole or streamed — for both endpoints;
+// greedy gives n equal answers.
 func TestChoicesN(t *testing.T) {
 	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
 	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 4}, serve.Options{})
@@ -320,6 +323,13 @@ func TestChoicesN(t *testing.T) {
 			}
 			require.Equal(t, total, c.Usage.CompletionTokens)
 
+			tc.body["stream"] = true
+			tc.body["stream_options"] = map[string]any{"include_usage": true}
+			texts, _ := streamChoices(t, ts.URL+tc.path, tc.body)
+			require.Equal(t, want, texts, "streamed choices")
+			delete(tc.body, "stream")
+			delete(tc.body, "stream_options")
+
 			tc.body["temperature"] = 0
 			resp, out = post(t, ts.URL+tc.path, tc.body)
 			require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
@@ -327,4 +337,34 @@ func TestChoicesN(t *testing.T) {
 			require.Equal(t, text(c, 0), text(c, 2), "greedy: n equal answers")
 		})
 	}
+}
+
+// streamChoices posts a streamed request and returns each choice's text (chunks joined by
+// index; every chunk valid SSE, each choice ending with a finish reason) and the usage chunk's
+// total tokens.
+func streamChoices(t *testing.T, url string, body map[string]any) ([]string, int) {
+	t.Helper()
+	_, s := postStream(t, url, body)
+	require.True(t, s.done)
+	var texts []string
+	finished := map[int]bool{}
+	for _, c := range s.chunks {
+		for _, ch := range c.Choices {
+			for len(texts) <= ch.Index {
+				texts = append(texts, "")
+			}
+			if ch.Delta != nil && ch.Delta.Content != nil {
+				texts[ch.Index] += *ch.Delta.Content
+			} else {
+				texts[ch.Index] += ch.Text
+			}
+			if ch.FinishReason != nil {
+				require.False(t, finished[ch.Index], "choice %d finished twice", ch.Index)
+				finished[ch.Index] = true
+			}
+		}
+	}
+	require.Len(t, finished, len(texts))
+	require.NotNil(t, s.usage)
+	return texts, s.usage.Usage.TotalTokens
 }

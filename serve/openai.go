@@ -336,9 +336,6 @@ func (p *params) sampling(maxTokens *int) (sample.Params, []string, int, *badReq
 	if n := p.N; n != nil && (*n < 1 || *n > maxBatchPrompts) {
 		return sp, nil, 0, invalid("n", "n must be between 1 and %d, got %d", maxBatchPrompts, *n)
 	}
-	if p.N != nil && *p.N > 1 && p.Stream {
-		return sp, nil, 0, invalid("n", "n > 1 is not streamed: send it without stream")
-	}
 	if t := p.Temperature; t != nil {
 		if math.IsNaN(*t) || *t < 0 || *t > 2 {
 			return sp, nil, 0, invalid("temperature", "temperature must be between 0 and 2, got %v", *t)

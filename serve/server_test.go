@@ -441,7 +441,6 @@ func TestErrors(t *testing.T) {
 		{"prompt-object", "/v1/completions", `{"prompt":{"a":1}}`, 400, "invalid_type", "prompt must be"},
 		{"prompt-missing", "/v1/completions", `{"max_tokens":3}`, 400, "invalid_value", "prompt is required"},
 		{"n-0", "/v1/completions", map[string]any{"prompt": "x", "n": 0}, 400, "invalid_value", "n must be between 1 and 64"},
-		{"n-2-stream", "/v1/chat/completions", map[string]any{"messages": user, "n": 2, "stream": true}, 400, "invalid_value", "not streamed"},
 		{"n-times-prompts", "/v1/completions", map[string]any{"prompt": []string{"a", "b", "c"}, "n": 30}, 400, "invalid_value", "90 choices"},
 		{"temperature-3", "/v1/completions", map[string]any{"prompt": "x", "temperature": 3}, 400, "invalid_value", "temperature must be between 0 and 2"},
 		{"top-p-2", "/v1/completions", map[string]any{"prompt": "x", "top_p": 2}, 400, "invalid_value", "top_p"},
