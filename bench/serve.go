@@ -26,8 +26,11 @@ type ServeOptions struct {
 	APIKey string // sent as "Authorization: Bearer KEY" when not empty
 	Model  string // the request's "model" field (omitted when empty)
 	// Requests is how many requests each concurrency level sends.
-	Requests  int
-	InputLen  int    // words in each prompt (≈ tokens: each is a common English word)
+	Requests int
+	InputLen int // words in each prompt (≈ tokens: each is a common English word)
+	// PrefixLen words open every prompt, the same for all (a shared system prompt: what a prefix
+	// cache serves), before InputLen words of its own (vLLM's --random-prefix-len).
+	PrefixLen int
 	OutputLen int    // max_tokens of each request
 	Seed      uint64 // picks the prompts (0: 1)
 	// Timeout bounds each request (0: 10 minutes).
@@ -75,6 +78,7 @@ type ServeReport struct {
 	Model     string        `json:"model,omitempty"`
 	Requests  int           `json:"requests"`
 	InputLen  int           `json:"input_len"`
+	PrefixLen int           `json:"prefix_len,omitempty"`
 	OutputLen int           `json:"output_len"`
 	Seed      uint64        `json:"seed"`
 	Results   []ServeResult `json:"results"`
@@ -83,7 +87,7 @@ type ServeReport struct {
 // NewServeReport starts a report for o.
 func NewServeReport(o ServeOptions) *ServeReport {
 	return &ServeReport{Schema: ServeSchema, Tool: "llamacu", Date: time.Now().UTC().Format(time.RFC3339), Commit: Commit(),
-		URL: o.URL, Model: o.Model, Requests: o.Requests, InputLen: o.InputLen, OutputLen: o.OutputLen, Seed: max(o.Seed, 1)}
+		URL: o.URL, Model: o.Model, Requests: o.Requests, InputLen: o.InputLen, PrefixLen: o.PrefixLen, OutputLen: o.OutputLen, Seed: max(o.Seed, 1)}
 }
 
 // datasetWords are common English words, each one LLaMA token with its leading space.
@@ -148,7 +152,7 @@ type completionChunk struct {
 // RunServe sends o.Requests streamed requests, at most concurrency in flight at once (each worker
 // sends its next request as soon as its last one ends), and summarises them.
 func RunServe(ctx context.Context, o ServeOptions, concurrency int) (ServeResult, error) {
-	if o.Requests < 1 || o.InputLen < 1 || o.OutputLen < 1 || concurrency < 1 {
+	if o.Requests < 1 || o.InputLen < 1 || o.OutputLen < 1 || concurrency < 1 || o.PrefixLen < 0 {
 		return ServeResult{}, fmt.Errorf("%w: requests, input-len, output-len and concurrency must be ≥ 1", ErrOptions)
 	}
 	if o.Client == nil {
@@ -158,6 +162,12 @@ func RunServe(ctx context.Context, o ServeOptions, concurrency int) (ServeResult
 		o.Timeout = 10 * time.Minute
 	}
 	prompts := Dataset(o.Seed, o.Requests, o.InputLen)
+	if o.PrefixLen > 0 {
+		prefix := Dataset(o.Seed^0x5eed, 1, o.PrefixLen)[0]
+		for i := range prompts {
+			prompts[i] = prefix + " " + prompts[i]
+		}
+	}
 	results := make([]RequestResult, len(prompts))
 	inputTokens := make([]int, len(prompts))
 	next := make(chan int)
@@ -339,8 +349,12 @@ func (r *ServeReport) WriteJSON(w io.Writer) error {
 // WriteMarkdown writes a table per metric family, one row per concurrency level.
 func (r *ServeReport) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "## serving: %s\n\n- %d requests per level, input %d words, output ≤ %d tokens (temperature 0, seed %d)\n- %s, commit %s, %s\n\n",
-		r.URL, r.Requests, r.InputLen, r.OutputLen, r.Seed, r.Tool, r.Commit, r.Date)
+	prefix := ""
+	if r.PrefixLen > 0 {
+		prefix = fmt.Sprintf(" after a %d-word prefix shared by all", r.PrefixLen)
+	}
+	fmt.Fprintf(&b, "## serving: %s\n\n- %d requests per level, input %d words%s, output ≤ %d tokens (temperature 0, seed %d)\n- %s, commit %s, %s\n\n",
+		r.URL, r.Requests, r.InputLen, prefix, r.OutputLen, r.Seed, r.Tool, r.Commit, r.Date)
 	b.WriteString("| concurrency | done | failed | early stop | req/s | output tok/s | TTFT mean / median / p90 / p99 ms | TPOT mean / median / p90 / p99 ms | ITL mean / median / p90 / p99 ms | E2E mean / median / p90 / p99 ms |\n")
 	b.WriteString("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	q := func(s Summary) string {

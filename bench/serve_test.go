@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +31,7 @@ type fakeServer struct {
 	inFlight atomic.Int64
 	maxSeen  atomic.Int64
 	fail     func(n int64) int // status to answer instead, or 0
+	prompts  sync.Map          // every prompt received
 }
 
 func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -64,6 +66,7 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad request", http.StatusBadRequest)
 		return
 	}
+	f.prompts.Store(req.Prompt, true)
 	if f.fail != nil {
 		if code := f.fail(n); code != 0 {
 			http.Error(w, `{"error":{"message":"overloaded"}}`, code)
@@ -159,6 +162,37 @@ func TestRunServe(t *testing.T) {
 			require.InDelta(t, float64(res.OutputTokens)/wall, res.OutputTokS, 1e-9)
 		})
 	}
+}
+
+// --prefix-len: every prompt opens with the same words, then its own --input-len; the report
+// says so.
+func TestRunServePrefix(t *testing.T) {
+	f := &fakeServer{t: t, stopWord: "-"}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	o := ServeOptions{URL: srv.URL, Model: "fake", Requests: 6, InputLen: 5, PrefixLen: 20, OutputLen: 2, Seed: 4}
+	res, err := RunServe(context.Background(), o, 2)
+	require.NoError(t, err)
+	require.Equal(t, 6, res.Completed, res.Errors)
+	var prefix string
+	n := 0
+	f.prompts.Range(func(k, _ any) bool {
+		w := strings.Fields(k.(string))
+		require.Len(t, w, 25)
+		p := strings.Join(w[:20], " ")
+		if prefix == "" {
+			prefix = p
+		}
+		require.Equal(t, prefix, p, "one prefix for all")
+		n++
+		return true
+	})
+	require.Equal(t, 6, n, "distinct prompts after the prefix")
+	rep := NewServeReport(o)
+	rep.Results = append(rep.Results, res)
+	var md strings.Builder
+	require.NoError(t, rep.WriteMarkdown(&md))
+	require.Contains(t, md.String(), "after a 20-word prefix shared by all")
 }
 
 func TestRunServeFailures(t *testing.T) {
