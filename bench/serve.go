@@ -31,6 +31,8 @@ type ServeOptions struct {
 	// PrefixLen words open every prompt, the same for all (a shared system prompt: what a prefix
 	// cache serves), before InputLen words of its own (vLLM's --random-prefix-len).
 	PrefixLen int
+	// IgnoreEOS asks the server to generate OutputLen tokens whatever it samples (ignore_eos).
+	IgnoreEOS bool
 	OutputLen int    // max_tokens of each request
 	Seed      uint64 // picks the prompts (0: 1)
 	// Timeout bounds each request (0: 10 minutes).
@@ -124,9 +126,11 @@ func (o ServeOptions) endpoint() string {
 }
 
 // completionRequest is the body of a streamed /v1/completions request. ignore_eos is not in the
-// OpenAI API (vLLM accepts it), so outputs may end early at EOS: the benchmark counts the tokens
-// actually returned and reports how many requests stopped short.
+// OpenAI API (vLLM, llama.cpp's server and llamacu accept it): without it (ServeOptions.IgnoreEOS)
+// outputs may end early at EOS, and the benchmark counts the tokens actually returned and
+// reports how many requests stopped short.
 type completionRequest struct {
+	IgnoreEOS     bool           `json:"ignore_eos,omitempty"`
 	Model         string         `json:"model,omitempty"`
 	Prompt        string         `json:"prompt"`
 	MaxTokens     int            `json:"max_tokens"`
@@ -240,7 +244,7 @@ func (o ServeOptions) one(ctx context.Context, prompt string) (RequestResult, in
 	var r RequestResult
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	body, _ := json.Marshal(completionRequest{Model: o.Model, Prompt: prompt, MaxTokens: o.OutputLen, Temperature: 0, Stream: true,
+	body, _ := json.Marshal(completionRequest{IgnoreEOS: o.IgnoreEOS, Model: o.Model, Prompt: prompt, MaxTokens: o.OutputLen, Temperature: 0, Stream: true,
 		StreamOptions: map[string]any{"include_usage": true}})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.endpoint(), bytes.NewReader(body))
 	if err != nil {

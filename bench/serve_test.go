@@ -58,6 +58,7 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Stream        bool           `json:"stream"`
 		StreamOptions map[string]any `json:"stream_options"`
 		Model         string         `json:"model"`
+		IgnoreEOS     bool           `json:"ignore_eos"`
 	}
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/completions" || !f.authorized(r) ||
 		json.NewDecoder(r.Body).Decode(&req) != nil || !req.Stream || req.Temperature == nil || *req.Temperature != 0 ||
@@ -76,7 +77,7 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	fl := w.(http.Flusher)
 	tokens := req.MaxTokens
-	if strings.HasPrefix(req.Prompt, f.stopWord+" ") {
+	if strings.HasPrefix(req.Prompt, f.stopWord+" ") && !req.IgnoreEOS {
 		tokens = 3
 	}
 	time.Sleep(f.ttft)
@@ -162,6 +163,20 @@ func TestRunServe(t *testing.T) {
 			require.InDelta(t, float64(res.OutputTokens)/wall, res.OutputTokS, 1e-9)
 		})
 	}
+}
+
+// IgnoreEOS sends ignore_eos: no request stops early.
+func TestRunServeIgnoreEOS(t *testing.T) {
+	prompts := Dataset(3, 12, 6)
+	f := &fakeServer{t: t, stopWord: strings.Fields(prompts[0])[0]}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	o := ServeOptions{URL: srv.URL, Model: "fake", Requests: 12, InputLen: 6, OutputLen: 5, Seed: 3, IgnoreEOS: true}
+	res, err := RunServe(context.Background(), o, 3)
+	require.NoError(t, err)
+	require.Equal(t, 12, res.Completed, res.Errors)
+	require.Zero(t, res.EarlyStops)
+	require.Equal(t, 12*5, res.OutputTokens)
 }
 
 // --prefix-len: every prompt opens with the same words, then its own --input-len; the report

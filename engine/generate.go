@@ -34,6 +34,10 @@ type Request struct {
 	// perplexity or multiple-choice evaluation reads (OpenAI's echo). Such a prompt is
 	// prefilled in full (never read from the prefix cache). Honoured by Scheduler.
 	PromptLogprobs bool
+	// IgnoreEOS goes on generating after EOS (and BOS) until MaxTokens or a stop string, the EOS
+	// fed back like any token: fixed-length outputs for benchmarks (vLLM's ignore_eos).
+	// Honoured by Scheduler.
+	IgnoreEOS bool
 }
 
 // MaxTopLogprobs is the most alternatives a Request may ask for (OpenAI's limit).

@@ -170,3 +170,27 @@ func TestSchedulerKVFromDeviceMemory(t *testing.T) {
 		})
 	}
 }
+
+// IgnoreEOS: generation goes on through EOS (or BOS) to MaxTokens; up to it the tokens are the
+// ones a normal request gets, and the EOS itself is emitted and fed back.
+func TestSchedulerIgnoreEOS(t *testing.T) {
+	e, _ := loadStories(t, 0)
+	s, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 2})
+	require.NoError(t, err)
+	defer s.Close(context.Background())
+	run := func(ignore bool) ([]int32, engine.Event) {
+		st, err := s.Submit(context.Background(), engine.Request{Prompt: "Once upon a time", MaxTokens: 400,
+			Sampling: sample.GreedyParams(), IgnoreEOS: ignore})
+		require.NoError(t, err)
+		ids, _, final := collect(t, st)
+		return ids, final
+	}
+	plain, final := run(false)
+	require.Equal(t, engine.FinishStop, final.FinishReason, "the test needs a story that ends before 400 tokens")
+	all, final := run(true)
+	require.Equal(t, engine.FinishLength, final.FinishReason)
+	require.Len(t, all, 400)
+	require.Equal(t, plain, all[:len(plain)])
+	// stories260K, a llama2.c model, ends a story with BOS (which also ends generation).
+	require.Contains(t, []int32{e.Tokenizer.EOS(), e.Tokenizer.BOS()}, all[len(plain)])
+}

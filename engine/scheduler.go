@@ -255,7 +255,8 @@ type request struct {
 	stops     []string
 	logprobs  bool
 	topLP     int
-	promptLP  bool       // compute PromptLogprobs (the prompt is prefilled, never cached)
+	promptLP  bool // compute PromptLogprobs (the prompt is prefilled, never cached)
+	ignoreEOS bool
 	promptLPs []*Logprob // gathered during prefill, sent with the first event
 	sentFirst bool       // an event has gone out
 	sampler   *sample.Sampler
@@ -410,8 +411,9 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 	r := &request{
 		ctx: rctx, cancel: cancel, ids: ids, maxTokens: maxTokens, sampler: sampler,
 		logprobs: req.Logprobs || req.TopLogprobs > 0 || req.PromptLogprobs, topLP: req.TopLogprobs, promptLP: req.PromptLogprobs,
-		stops: append([]string(nil), req.Stop...),
-		ch:    make(chan Event, maxTokens+2), // every token event plus the final one: sends never block
+		ignoreEOS: req.IgnoreEOS,
+		stops:     append([]string(nil), req.Stop...),
+		ch:        make(chan Event, maxTokens+2), // every token event plus the final one: sends never block
 	}
 	s.mu.Lock()
 	// Waiting requests that a free slot will take at the loop's next admission (it may be busy
@@ -831,7 +833,7 @@ func (s *Scheduler) cancelled(q *sequence) error {
 // advance takes q's next token: it decides whether the sequence ends here and otherwise emits
 // the token and its text (minus anything that may start a stop string).
 func (s *Scheduler) advance(q *sequence, next int32, lp *Logprob, now time.Time) (reason string, done bool) {
-	if next == s.tok.EOS() || next == s.tok.BOS() {
+	if (next == s.tok.EOS() || next == s.tok.BOS()) && !q.ignoreEOS {
 		return FinishStop, true
 	}
 	if o := s.opts.Observer; o != nil {

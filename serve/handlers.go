@@ -72,7 +72,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		}
 		for k := range n { // OpenAI's order: prompt 0's n choices, then prompt 1's
 			ereq := engine.Request{PromptIDs: ids, MaxTokens: mt, Sampling: sp, Stop: stops,
-				Logprobs: lpOn, TopLogprobs: lpTop, PromptLogprobs: lpOn && req.Echo}
+				Logprobs: lpOn, TopLogprobs: lpTop, PromptLogprobs: lpOn && req.Echo, IgnoreEOS: req.IgnoreEOS}
 			ereq.Sampling.Seed += uint64(k) // n different samples, reproducible with seed
 			f := &completionFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}, logprobs: lpOn, index: len(reqs)}
 			if req.Echo {
@@ -157,7 +157,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		(&badRequest{status: http.StatusBadRequest, code: code, param: "messages", msg: err.Error()}).write(w)
 		return
 	}
-	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops, Logprobs: lpOn, TopLogprobs: lpTop}
+	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops, Logprobs: lpOn, TopLogprobs: lpTop, IgnoreEOS: req.IgnoreEOS}
 	f := chatFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}}
 	n := req.choices()
 	if n == 1 {

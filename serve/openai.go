@@ -49,6 +49,7 @@ type params struct {
 	Stop              stopList       `json:"stop"`
 	Logprobs          any            `json:"logprobs"`
 	TopLogprobs       *int           `json:"top_logprobs"`
+	IgnoreEOS         bool           `json:"ignore_eos"` // vLLM's: generate max_tokens whatever comes
 }
 
 type streamOptions struct {

@@ -311,6 +311,26 @@ func TestPenalties(t *testing.T) {
 	}
 }
 
+// ignore_eos (vLLM's): max_tokens tokens whatever the model samples — what serving benchmarks
+// send for fixed output lengths.
+func TestIgnoreEOS(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 2}, serve.Options{})
+	body := map[string]any{"prompt": "Once upon a time", "max_tokens": 400, "temperature": 0}
+	resp, out := post(t, ts.URL+"/v1/completions", body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	var c completion
+	require.NoError(t, json.Unmarshal(out, &c))
+	require.Equal(t, "stop", *c.Choices[0].FinishReason, "the test needs a story that ends before 400 tokens")
+	require.Less(t, c.Usage.CompletionTokens, 400)
+	body["ignore_eos"] = true
+	resp, out = post(t, ts.URL+"/v1/completions", body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	require.NoError(t, json.Unmarshal(out, &c))
+	require.Equal(t, "length", *c.Choices[0].FinishReason)
+	require.Equal(t, 400, c.Usage.CompletionTokens)
+}
+
 // A conversation's second turn reads its first turn's KV blocks from the prefix cache: usage
 // says how many prompt tokens were cached (OpenAI's prompt_tokens_details.cached_tokens), the
 // metrics count them, and the answer is the engine's solo answer.

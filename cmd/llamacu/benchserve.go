@@ -23,6 +23,7 @@ func cmdBenchServe(args []string, stdout, stderr io.Writer) error {
 	concList := fs.String("concurrency", "1,8,64", "comma-separated concurrency levels (requests in flight)")
 	requests := fs.Int("requests", 100, "requests per concurrency level")
 	inputLen := fs.Int("input-len", 128, "prompt length in words (≈ tokens)")
+	ignoreEOS := fs.Bool("ignore-eos", false, "ask for --output-len tokens whatever the model samples (ignore_eos: vLLM, llama.cpp and llamacu accept it)")
 	prefixLen := fs.Int("prefix-len", 0, "words opening every prompt, the same for all (a shared system prompt), before --input-len of its own")
 	outputLen := fs.Int("output-len", 128, "max_tokens of each request (outputs may end early at EOS)")
 	seed := fs.Uint64("seed", 1, "seed of the prompt dataset")
@@ -62,7 +63,7 @@ func cmdBenchServe(args []string, stdout, stderr io.Writer) error {
 	if *format != "md" && *format != "json" && *format != "csv" {
 		return fmt.Errorf("%w: --format %q (want md, json or csv)", errUsage, *format)
 	}
-	o := bench.ServeOptions{URL: *url, APIKey: *apiKey, Model: *modelName, Requests: *requests, InputLen: *inputLen, PrefixLen: *prefixLen,
+	o := bench.ServeOptions{URL: *url, APIKey: *apiKey, Model: *modelName, Requests: *requests, InputLen: *inputLen, PrefixLen: *prefixLen, IgnoreEOS: *ignoreEOS,
 		OutputLen: *outputLen, Seed: *seed, Timeout: *timeout}
 	var log bytes.Buffer
 	logf := func(f string, a ...any) {
