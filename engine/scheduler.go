@@ -52,12 +52,14 @@ type SchedulerOptions struct {
 	// KVBlocks is the size of the paged KV cache. 0 means enough for MaxSeqs full contexts, capped
 	// at KVMemory bytes (fp32 K and V: 2·layers·kv_heads·head_dim·4 bytes per token) — or, on a
 	// backend with memory of its own (model.MemoryReporter: the GPU) and no KVMemory, at what
-	// its free memory holds less a reserve — and never below one full context. Blocks are taken as sequences grow (vLLM's PagedAttention): a
-	// request is admitted when its prompt's blocks are free (keeping 1% spare), and when a
-	// decoding sequence finds none for its next token the most recently admitted other
-	// sequence is preempted — its blocks freed (its full ones stay in the prefix cache) and it
-	// goes back to the front of the queue, to be prefilled again from its prompt and the
-	// tokens it has generated, and go on where it stopped.
+	// its free memory holds less a reserve — and never below one full context.
+	//
+	// Blocks are taken as sequences grow (vLLM's PagedAttention): a request is admitted when its
+	// prompt's blocks are free (keeping 1% spare), and when a decoding sequence finds none for
+	// its next token the most recently admitted other sequence is preempted — its blocks freed
+	// (its full ones stay in the prefix cache) and it goes back to the front of the queue, to be
+	// prefilled again from its prompt and the tokens it has generated, and go on where it
+	// stopped.
 	KVBlocks int
 	// KVMemory caps the default KV cache size in bytes (default 4 GiB). Ignored when KVBlocks is set.
 	KVMemory int64
