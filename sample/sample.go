@@ -15,7 +15,7 @@
 //
 // Order of operations (see Sampler.Sample):
 //
-//	repetition, frequency and presence penalties → top-k → softmax(logits / temperature) → top-p → min-p → draw
+//	logit bias → repetition, frequency and presence penalties → top-k → softmax(logits / temperature) → top-p → min-p → draw
 //
 // This is llama.cpp's chain order for penalty, top-k, top-p and min-p. Temperature is applied
 // before top-p and min-p, as llama2.c and Hugging Face transformers do; llama.cpp's default chain
@@ -68,6 +68,10 @@ type Params struct {
 	// Seed seeds the random generator. Any value is valid (0 included); choose a random one for
 	// non-reproducible output.
 	Seed uint64
+	// LogitBias is added to the logits of the tokens it names before anything else (OpenAI's
+	// logit_bias: −100 bans a token in practice, +100 all but forces it). Values must be finite;
+	// ids must be in the vocabulary (New checks).
+	LogitBias map[int32]float32
 }
 
 // DefaultParams returns llama.cpp's CLI defaults (common/common.h): temperature 0.8, top-k 40,
@@ -111,6 +115,8 @@ func (p Params) Validate() error {
 		return bad("frequency_penalty %v: must be finite (0 disables it)", p.FrequencyPenalty)
 	case isNaN32(p.PresencePenalty) || math.IsInf(float64(p.PresencePenalty), 0):
 		return bad("presence_penalty %v: must be finite (0 disables it)", p.PresencePenalty)
+	case !finiteBias(p.LogitBias):
+		return bad("logit_bias: every bias must be finite")
 	case p.RepeatLastN < -1:
 		return bad("repeat_last_n %d: must be ≥ -1 (0 disables the penalty, -1 means all history)", p.RepeatLastN)
 	}
@@ -148,6 +154,11 @@ func New(p Params, vocab int) (*Sampler, error) {
 	}
 	if vocab <= 0 || vocab > math.MaxInt32 {
 		return nil, fmt.Errorf("%w: vocabulary size %d", ErrParams, vocab)
+	}
+	for id := range p.LogitBias {
+		if id < 0 || int(id) >= vocab {
+			return nil, fmt.Errorf("%w: logit_bias token %d is outside the vocabulary (0..%d)", ErrParams, id, vocab-1)
+		}
 	}
 	if p.TopP == 0 { // the zero value means off
 		p.TopP = 1
@@ -207,7 +218,7 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 func (s *Sampler) TopKNeeded() int {
 	p := &s.p
 	switch {
-	case p.penalties():
+	case p.penalties() || len(p.LogitBias) > 0:
 		return 0
 	case p.Temperature == 0 || p.TopK == 1:
 		return 1
@@ -270,7 +281,7 @@ func (s *Sampler) filter(logits []float32, history []int32) ([]candidate, int32)
 	p := &s.p
 	penalise := p.penalties() && len(history) > 0
 	greedy := p.Temperature == 0 || p.TopK == 1
-	if greedy && !penalise {
+	if greedy && !penalise && len(p.LogitBias) == 0 {
 		return nil, Argmax(logits)
 	}
 
@@ -282,6 +293,9 @@ func (s *Sampler) filter(logits []float32, history []int32) ([]candidate, int32)
 			l = negInf
 		}
 		c[i] = candidate{l: l, id: int32(i)}
+	}
+	for id, b := range p.LogitBias {
+		c[id].l += b
 	}
 	if penalise {
 		s.penalise(history)
@@ -437,6 +451,16 @@ func prefixReaching(c []candidate, target, cum float64) int {
 		}
 	}
 	return len(c)
+}
+
+// finiteBias reports whether every bias is finite.
+func finiteBias(m map[int32]float32) bool {
+	for _, b := range m {
+		if b != b || math.IsInf(float64(b), 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // penalties reports whether any penalty is on.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"sort"
 	"testing"
@@ -142,7 +143,7 @@ func TestDefaultParamsMatchLlamaCpp(t *testing.T) {
 	// llama.cpp common/common.h (common_params_sampling): temp 0.80, top_k 40, top_p 0.95,
 	// min_p 0.05, penalty_repeat 1.00, penalty_last_n 64.
 	want := Params{Temperature: 0.80, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.00, RepeatLastN: 64}
-	if got := DefaultParams(); got != want {
+	if got := DefaultParams(); !reflect.DeepEqual(got, want) {
 		t.Errorf("DefaultParams() = %+v, want %+v", got, want)
 	}
 }
@@ -356,6 +357,43 @@ func TestFrequencyPresencePenalty(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// LogitBias is added before everything else: it can ban the argmax (−100), force a token
+// (+100), and the penalties then apply to the biased logit; bad biases and ids are errors.
+func TestLogitBias(t *testing.T) {
+	logits := []float32{2, 1.9, 0.5, -1}
+	bias := func(m map[int32]float32) Params {
+		return with(GreedyParams(), func(p *Params) { p.LogitBias = m })
+	}
+	for _, tc := range []struct {
+		name    string
+		p       Params
+		history []int32
+		want    int32
+	}{
+		{"ban the argmax", bias(map[int32]float32{0: -100}), nil, 1},
+		{"force a token", bias(map[int32]float32{3: 100}), nil, 3},
+		{"small nudge", bias(map[int32]float32{2: 1.6}), nil, 2},
+		{"lifts past the argmax", bias(map[int32]float32{1: 0.2}), nil, 1},                                                                         // 2.1 > 2
+		{"then the penalty", with(bias(map[int32]float32{1: 0.2}), func(p *Params) { p.PresencePenalty, p.RepeatLastN = 0.2, 64 }), []int32{1}, 0}, // 2.1 − 0.2 < 2
+		{"sampling too", with(bias(map[int32]float32{0: -100, 1: -100, 2: -100}), func(p *Params) { p.Temperature = 1 }), nil, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mustNew(t, tc.p, len(logits))
+			for range 3 {
+				if got := s.Sample(logits, tc.history); got != tc.want {
+					t.Fatalf("Sample = %d, want %d", got, tc.want)
+				}
+			}
+		})
+	}
+	if _, err := New(bias(map[int32]float32{4: 1}), 4); !errors.Is(err, ErrParams) {
+		t.Errorf("bias on token 4 of a 4-token vocabulary: err %v", err)
+	}
+	if _, err := New(bias(map[int32]float32{1: float32(math.NaN())}), 4); !errors.Is(err, ErrParams) {
+		t.Errorf("NaN bias: err %v", err)
 	}
 }
 

@@ -140,6 +140,7 @@ func TestTopKNeeded(t *testing.T) {
 		{with(GreedyParams(), func(p *Params) { p.RepeatPenalty = 1.1; p.RepeatLastN = 8 }), 0},
 		{with(DefaultParams(), func(p *Params) { p.TopK = 1 }), 1},
 		{with(DefaultParams(), func(p *Params) { p.Temperature = 0 }), 1},
+		{with(GreedyParams(), func(p *Params) { p.LogitBias = map[int32]float32{7: 5} }), 0}, // can lift any token
 	} {
 		if got := mustNew(t, c.p, vocab).TopKNeeded(); got != c.want {
 			t.Errorf("%+v: TopKNeeded %d, want %d", c.p, got, c.want)

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -22,6 +23,9 @@ import (
 // penaltyLastN is how many recent tokens the penalties look at (llama.cpp's penalty_last_n).
 const penaltyLastN = 64
 
+// maxLogitBias is the most tokens a request may bias.
+const maxLogitBias = 1024
+
 // maxStops is the most stop strings a request may give (OpenAI allows 4; vLLM more).
 const maxStops = 16
 
@@ -30,26 +34,27 @@ const maxStops = 16
 // frequency_penalty and presence_penalty (OpenAI's range, −2 to 2) apply, like
 // repetition_penalty, to the last 64 tokens of prompt and completion (llama.cpp's server).
 // logprobs (completions: an integer 0–20, the alternatives per token; chat: true, with
-// top_logprobs 0–20) are the model's log-softmax, as vLLM returns them by default. user and
-// logit_bias are accepted and ignored.
+// top_logprobs 0–20) are the model's log-softmax, as vLLM returns them by default. logit_bias
+// ({"token id": −100…100}) is added to those tokens' logits. user is accepted and ignored.
 type params struct {
-	Model             string         `json:"model"`
-	MaxTokens         *int           `json:"max_tokens"`
-	Temperature       *float64       `json:"temperature"`
-	TopP              *float64       `json:"top_p"`
-	TopK              *int           `json:"top_k"`
-	MinP              *float64       `json:"min_p"`
-	RepetitionPenalty *float64       `json:"repetition_penalty"`
-	FrequencyPenalty  *float64       `json:"frequency_penalty"`
-	PresencePenalty   *float64       `json:"presence_penalty"`
-	Seed              *int64         `json:"seed"`
-	N                 *int           `json:"n"`
-	Stream            bool           `json:"stream"`
-	StreamOptions     *streamOptions `json:"stream_options"`
-	Stop              stopList       `json:"stop"`
-	Logprobs          any            `json:"logprobs"`
-	TopLogprobs       *int           `json:"top_logprobs"`
-	IgnoreEOS         bool           `json:"ignore_eos"` // vLLM's: generate max_tokens whatever comes
+	Model             string             `json:"model"`
+	MaxTokens         *int               `json:"max_tokens"`
+	Temperature       *float64           `json:"temperature"`
+	TopP              *float64           `json:"top_p"`
+	TopK              *int               `json:"top_k"`
+	MinP              *float64           `json:"min_p"`
+	RepetitionPenalty *float64           `json:"repetition_penalty"`
+	FrequencyPenalty  *float64           `json:"frequency_penalty"`
+	PresencePenalty   *float64           `json:"presence_penalty"`
+	Seed              *int64             `json:"seed"`
+	N                 *int               `json:"n"`
+	Stream            bool               `json:"stream"`
+	StreamOptions     *streamOptions     `json:"stream_options"`
+	Stop              stopList           `json:"stop"`
+	Logprobs          any                `json:"logprobs"`
+	TopLogprobs       *int               `json:"top_logprobs"`
+	IgnoreEOS         bool               `json:"ignore_eos"` // vLLM's: generate max_tokens whatever comes
+	LogitBias         map[string]float64 `json:"logit_bias"`
 }
 
 type streamOptions struct {
@@ -386,6 +391,22 @@ func (p *params) sampling(maxTokens *int) (sample.Params, []string, int, *badReq
 		if *f.dst = float32(*f.v); *f.v != 0 {
 			sp.RepeatLastN = penaltyLastN
 		}
+	}
+	if len(p.LogitBias) > maxLogitBias {
+		return sp, nil, 0, invalid("logit_bias", "at most %d tokens in logit_bias, got %d", maxLogitBias, len(p.LogitBias))
+	}
+	for k, v := range p.LogitBias {
+		id, err := strconv.ParseInt(k, 10, 32)
+		if err != nil || id < 0 {
+			return sp, nil, 0, invalid("logit_bias", "logit_bias keys must be token ids, got %q", k)
+		}
+		if math.IsNaN(v) || v < -100 || v > 100 {
+			return sp, nil, 0, invalid("logit_bias", "logit_bias values must be between -100 and 100, got %v", v)
+		}
+		if sp.LogitBias == nil {
+			sp.LogitBias = map[int32]float32{}
+		}
+		sp.LogitBias[int32(id)] = float32(v)
 	}
 	if p.Seed != nil {
 		sp.Seed = uint64(*p.Seed)

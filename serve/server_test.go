@@ -311,6 +311,40 @@ func TestPenalties(t *testing.T) {
 	}
 }
 
+// logit_bias: −100 on greedy's first token makes another the first, and the answer is the
+// engine's with the same bias; keys outside the vocabulary or values outside ±100 are 400s.
+func TestLogitBias(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	const prompt = "Once upon a time"
+	plain := e.Tokenizer.Encode(prompt, true)
+	var first int32 = -1
+	_, err := e.Generate(context.Background(), engine.Request{PromptIDs: plain, MaxTokens: 1, Sampling: sample.GreedyParams()},
+		func(id int32, _ string) error {
+			if first < 0 {
+				first = id
+			}
+			return nil
+		})
+	require.NoError(t, err)
+	sp := sample.GreedyParams()
+	sp.LogitBias = map[int32]float32{first: -100}
+	want := generate(t, e, engine.Request{PromptIDs: plain, MaxTokens: 20, Sampling: sp})
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 2}, serve.Options{})
+	body := map[string]any{"prompt": prompt, "max_tokens": 20, "temperature": 0, "logit_bias": map[string]float64{strconv.Itoa(int(first)): -100}}
+	resp, out := post(t, ts.URL+"/v1/completions", body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	var c completion
+	require.NoError(t, json.Unmarshal(out, &c))
+	require.Equal(t, want.text, c.Choices[0].Text)
+	require.False(t, strings.HasPrefix(c.Choices[0].Text, e.Tokenizer.Decode([]int32{first})), "the banned token came first")
+	for _, bad := range []map[string]float64{{"99999": 1}, {"x": 1}, {"-3": 1}, {"5": 101}} {
+		body["logit_bias"] = bad
+		resp, out := post(t, ts.URL+"/v1/completions", body)
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
+		require.Contains(t, string(out), "logit_bias")
+	}
+}
+
 // ignore_eos (vLLM's): max_tokens tokens whatever the model samples — what serving benchmarks
 // send for fixed output lengths.
 func TestIgnoreEOS(t *testing.T) {
