@@ -128,6 +128,34 @@ func TestRunPenaltyFlags(t *testing.T) {
 	}
 }
 
+// --logit-bias ID-BIAS (llama.cpp's form, repeatable) reaches the sampler: banning greedy's first
+// token gives the engine's answer under the same bias; malformed values are usage errors.
+func TestRunLogitBias(t *testing.T) {
+	m := shared(t, "stories260K/stories260K.gguf")
+	e, err := engine.Load(engine.Options{ModelPath: m, Threads: 1})
+	require.NoError(t, err)
+	defer e.Close()
+	var first int32 = -1
+	_, err = e.Generate(context.Background(), engine.Request{Prompt: "Once upon a time", MaxTokens: 1, Sampling: sample.GreedyParams()},
+		func(id int32, _ string) error { first = id; return nil })
+	require.NoError(t, err)
+	sp := sample.GreedyParams()
+	sp.LogitBias = map[int32]float32{first: -100, 5: 1e-5}
+	var want strings.Builder
+	_, err = e.Generate(context.Background(), engine.Request{Prompt: "Once upon a time", MaxTokens: 30, Sampling: sp},
+		func(_ int32, s string) error { want.WriteString(s); return nil })
+	require.NoError(t, err)
+	out, errOut, code := cli(t, "run", "--model", m, "--temperature", "0", "--max-tokens", "30",
+		"--logit-bias", fmt.Sprintf("%d-100", first), "--logit-bias", "5+1e-5", "Once upon a time")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, want.String(), out)
+	for _, bad := range []string{"abc", "12", "-5+1", "12+x", "12+inf"} {
+		_, errOut, code := cli(t, "run", "--model", m, "--logit-bias", bad, "x")
+		require.Equal(t, 2, code, "%s: %s", bad, errOut)
+		require.Contains(t, errOut, "logit-bias")
+	}
+}
+
 func TestTinyRandomGGUFLoadsAndGenerates(t *testing.T) {
 	m := shared(t, "tiny-random/llama-2-tiny-random.gguf")
 	out, errOut, code := cli(t, "run", "--model", m, "--temperature", "0", "--max-tokens", "8", "Hello")

@@ -4,6 +4,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/llamacu/llamacu/sample"
@@ -15,10 +18,11 @@ type samplingFlags struct {
 	freq, pres            *float64
 	topK, repN            *int
 	seed                  *int64
+	bias                  map[int32]float32 // --logit-bias, repeatable
 }
 
 func addSamplingFlags(fs *flag.FlagSet, seedHelp string) *samplingFlags {
-	return &samplingFlags{
+	f := &samplingFlags{
 		temp: fs.Float64("temperature", 0.8, "sampling temperature; 0 is greedy"),
 		topK: fs.Int("top-k", 40, "keep the k most likely tokens (0: all)"),
 		topP: fs.Float64("top-p", 0.95, "nucleus sampling: keep the smallest set with this much probability (1: off)"),
@@ -29,6 +33,29 @@ func addSamplingFlags(fs *flag.FlagSet, seedHelp string) *samplingFlags {
 		repN: fs.Int("repeat-last-n", 64, "how many recent tokens the penalties look at"),
 		seed: fs.Int64("seed", -1, seedHelp),
 	}
+	fs.Func("logit-bias", "add BIAS to token ID's logit: ID+BIAS or ID-BIAS, repeatable (llama.cpp's form; -100 bans it)", f.addBias)
+	return f
+}
+
+// addBias parses one --logit-bias: "15043+1.5", "15043-100".
+func (f *samplingFlags) addBias(v string) error {
+	i := strings.IndexAny(v, "+-") // the first sign: the bias may be 1e-5
+	if i <= 0 {
+		return fmt.Errorf("want ID+BIAS or ID-BIAS, got %q", v)
+	}
+	id, err := strconv.ParseInt(v[:i], 10, 32)
+	if err != nil || id < 0 {
+		return fmt.Errorf("token id %q: want a number ≥ 0", v[:i])
+	}
+	b, err := strconv.ParseFloat(v[i:], 32)
+	if err != nil || math.IsInf(b, 0) || math.IsNaN(b) {
+		return fmt.Errorf("bias %q: want a finite number", v[i:])
+	}
+	if f.bias == nil {
+		f.bias = map[int32]float32{}
+	}
+	f.bias[int32(id)] += float32(b)
+	return nil
 }
 
 // params validates the flags and returns them as sample.Params. A negative seed is replaced by
@@ -43,7 +70,7 @@ func (f *samplingFlags) params(stderr io.Writer) (sample.Params, error) {
 	p := sample.Params{
 		Temperature: float32(*f.temp), TopK: *f.topK, TopP: float32(*f.topP), MinP: float32(*f.minP),
 		RepeatPenalty: float32(*f.rep), RepeatLastN: *f.repN, Seed: uint64(*f.seed),
-		FrequencyPenalty: float32(*f.freq), PresencePenalty: float32(*f.pres),
+		FrequencyPenalty: float32(*f.freq), PresencePenalty: float32(*f.pres), LogitBias: f.bias,
 	}
 	if err := p.Validate(); err != nil {
 		return p, fmt.Errorf("%w: %v", errUsage, err)
