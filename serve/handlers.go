@@ -81,20 +81,19 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 			reqs, formats = append(reqs, ereq), append(formats, f)
 		}
 	}
-	switch {
-	case len(reqs) == 1:
+	if len(reqs) == 1 {
 		s.generate(w, r, b, reqs[0], &req.params, formats[0])
 		return
-	case req.Stream:
-		fs := make([]format, len(formats))
-		for i, f := range formats {
-			fs[i] = f
-		}
+	}
+	fs := make([]format, len(formats))
+	for i, f := range formats {
+		fs[i] = f
+	}
+	if req.Stream {
 		s.stream(w, r, b, reqs, &req.params, fs)
 		return
 	}
-	generateBatch(s, w, r, b, reqs, func(i int, text, reason string, lps, prompt []*engine.Logprob) completionChoice {
-		formats[i].prompt(prompt)
+	generateBatch(s, w, r, b, reqs, fs, func(i int, text, reason string, lps []*engine.Logprob) completionChoice {
 		return formats[i].choice(text, &reason, lps)
 	}, func(choices []completionChoice, u *usageJSON) any {
 		return completionBody{ID: newID("cmpl-"), Object: "text_completion", Created: time.Now().Unix(), Model: s.opts.ModelName,
@@ -175,9 +174,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.stream(w, r, b, reqs, &req.params, fs)
 		return
 	}
-	generateBatch(s, w, r, b, reqs, func(i int, text, reason string, lps, _ []*engine.Logprob) chatChoice {
-		content := strings.TrimPrefix(text, " ") // as the streamed answer's first piece
-		return chatChoice{Index: i, Message: &chatDelta{Role: "assistant", Content: &content}, FinishReason: &reason, Logprobs: f.logprobs(lps)}
+	generateBatch(s, w, r, b, reqs, fs, func(i int, text, reason string, lps []*engine.Logprob) chatChoice {
+		return chatChoice{Index: i, Message: &chatDelta{Role: "assistant", Content: &text}, FinishReason: &reason, Logprobs: f.logprobs(lps)}
 	}, func(choices []chatChoice, u *usageJSON) any {
 		return chatBody{ID: newID("chatcmpl-"), Object: "chat.completion", Created: time.Now().Unix(), Model: s.opts.ModelName,
 			Choices: choices, Usage: u}
@@ -454,75 +452,44 @@ func writeSubmitError(w http.ResponseWriter, b *backend, req engine.Request, err
 }
 
 // generateBatch answers, not streamed, a request of several choices — a batch of prompts, or n
-// completions of one — each its own sequence in the running batch: choice builds choice i
-// from its text, finish reason and logprobs (nil unless asked for), and body the response
-// from the choices and their summed usage.
-func generateBatch[C any](s *Server, w http.ResponseWriter, r *http.Request, b *backend, reqs []engine.Request,
-	choice func(i int, text, reason string, lps, prompt []*engine.Logprob) C, body func([]C, *usageJSON) any) {
-	streams := make([]*engine.Stream, 0, len(reqs))
-	ended := make([]bool, len(reqs))
+// completions of one — each its own sequence in the running batch (fs[i] its format): build
+// makes choice i from its text, finish reason and logprobs (nil unless asked for), and body the
+// response from the choices and their summed usage.
+func generateBatch[C any](s *Server, w http.ResponseWriter, r *http.Request, b *backend, reqs []engine.Request, fs []format,
+	build func(i int, text, reason string, lps []*engine.Logprob) C, body func([]C, *usageJSON) any) {
+	cs := make([]*choice, 0, len(reqs))
 	defer func() {
-		for i, st := range streams {
-			if ended[i] {
-				continue
-			}
-			// Left early (an error, or the client went away): cancel, and count the end when
-			// the scheduler reports it.
-			st.Cancel()
-			go func() {
-				for ev := range st.C {
-					if ev.Done {
-						s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
-					}
-				}
-			}()
+		for _, c := range cs {
+			c.abandon(s) // those that have not ended: the client went away, or one failed
 		}
 	}()
-	for _, req := range reqs {
+	for i, req := range reqs {
 		st, err := b.sched.Submit(r.Context(), req)
 		if err != nil {
 			writeSubmitError(w, b, req, err)
 			return
 		}
-		streams = append(streams, st)
 		s.metrics.promptTokens.Add(int64(st.PromptTokens()))
+		cs = append(cs, newChoice(st, fs[i], req))
 	}
 	choices := make([]C, 0, len(reqs))
 	var total engine.Usage
-	for i, st := range streams {
+	for i, c := range cs {
 		var text strings.Builder
-		var lps, prompt []*engine.Logprob
-		if reqs[i].Logprobs || reqs[i].TopLogprobs > 0 {
-			lps = []*engine.Logprob{} // an answer of no tokens still has (empty) logprobs
-		}
-		var last time.Time
-		for ev := range st.C {
-			if ev.PromptLogprobs != nil {
-				prompt = ev.PromptLogprobs
+		for ev := range c.st.C {
+			c.observe(s, ev)
+			text.WriteString(c.cut(ev.Text))
+			if !ev.Done {
+				continue
 			}
-			text.WriteString(ev.Text)
-			if ev.Done {
-				ended[i] = true
-				s.metrics.finished(ev.FinishReason, ev.Usage.CompletionTokens)
-				if ev.Err != nil {
-					s.writeGenerationError(w, r, ev.Err)
-					return
-				}
-				choices = append(choices, choice(i, text.String(), ev.FinishReason, lps, prompt))
-				total.PromptTokens += ev.Usage.PromptTokens
-				total.CompletionTokens += ev.Usage.CompletionTokens
-				total.CachedTokens += ev.Usage.CachedTokens
-				break
+			if ev.Err != nil {
+				s.writeGenerationError(w, r, ev.Err)
+				return
 			}
-			if last.IsZero() {
-				s.metrics.ttft.observe(ev.Time.Sub(st.Submitted()).Seconds())
-			} else {
-				s.metrics.itl.observe(ev.Time.Sub(last).Seconds())
-			}
-			last = ev.Time
-			if ev.Logprob != nil {
-				lps = append(lps, ev.Logprob)
-			}
+			choices = append(choices, build(i, text.String(), ev.FinishReason, c.take()))
+			total.PromptTokens += ev.Usage.PromptTokens
+			total.CompletionTokens += ev.Usage.CompletionTokens
+			total.CachedTokens += ev.Usage.CachedTokens
 		}
 	}
 	u := usageOf(total)

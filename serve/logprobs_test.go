@@ -237,6 +237,24 @@ func TestCompletionEcho(t *testing.T) {
 	}
 	// The generated token (what lm-eval slices off with [:-1]) has its one alternative.
 	require.Len(t, l.TopLogprobs[len(ctx)], 1)
+
+	// A batch of two: each choice echoes its own prompt with its own prompt logprobs, the same
+	// as the request of one.
+	other := e.Tokenizer.Encode("Lily and Tom", false)
+	two := lpWhole(t, url, map[string]any{"prompt": [][]int32{ctx, other}, "max_tokens": 1, "temperature": 0, "logprobs": 1, "echo": true})
+	require.Len(t, two.Choices, 2)
+	require.Equal(t, l.Tokens, two.Choices[0].Logprobs.Tokens)
+	for k, v := range l.TokenLogprobs {
+		if v == nil {
+			require.Nil(t, two.Choices[0].Logprobs.TokenLogprobs[k])
+		} else {
+			require.InDelta(t, *v, *two.Choices[0].Logprobs.TokenLogprobs[k], 1e-5)
+		}
+	}
+	require.Len(t, two.Choices[1].Logprobs.Tokens, len(other)+1)
+	require.Nil(t, two.Choices[1].Logprobs.TokenLogprobs[0])
+	require.NotNil(t, two.Choices[1].Logprobs.TokenLogprobs[1])
+	require.True(t, strings.HasPrefix(two.Choices[1].Text, "Lily and Tom"), two.Choices[1].Text)
 }
 
 // A batch of prompts is one choice each, as the same prompts one by one, whole or streamed;
