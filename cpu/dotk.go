@@ -149,19 +149,24 @@ func q6DotsGo(ql, qh []byte, x, out []float32) {
 	}
 }
 
+// scaleMinK fills s with a Q4_K/Q5_K block's 8 (scale, min) pairs from its 16-byte header
+// (fp16 d and dmin, then 6-bit scales and mins): s[2i] = d·sc_i, s[2i+1] = dmin·m_i.
+func scaleMinK(s *[16]float32, hdr []byte) {
+	d := f16tab[binary.LittleEndian.Uint16(hdr[0:])]
+	dmin := f16tab[binary.LittleEndian.Uint16(hdr[2:])]
+	for i := range 8 {
+		c, m := tensor.ScaleMinK4(i, hdr[4:16])
+		s[2*i], s[2*i+1] = d*float32(c), dmin*float32(m)
+	}
+}
+
 // deqQ4K widens len(dst)/256 Q4_K blocks exactly as tensor.Decode does (ggml's values), the
 // nibbles through deqNib: the prefill GEMM's weight tiles.
 func deqQ4K(dst []float32, w []byte) {
 	var s [16]float32
 	for b := 0; b < len(dst)/tensor.QKK; b++ {
 		blk := (*[144]byte)(w[144*b : 144*b+144])
-		d := f16tab[binary.LittleEndian.Uint16(blk[0:])]
-		dmin := f16tab[binary.LittleEndian.Uint16(blk[2:])]
-		sc := blk[4:16]
-		for i := range 8 {
-			c, m := tensor.ScaleMinK4(i, sc)
-			s[2*i], s[2*i+1] = d*float32(c), dmin*float32(m)
-		}
+		scaleMinK(&s, blk[:16])
 		deqNib(dst[256*b:256*b+256], blk[16:144], s[:])
 	}
 }
@@ -171,13 +176,7 @@ func deqQ5K(dst []float32, w []byte) {
 	var s [16]float32
 	for b := 0; b < len(dst)/tensor.QKK; b++ {
 		blk := (*[176]byte)(w[176*b : 176*b+176])
-		d := f16tab[binary.LittleEndian.Uint16(blk[0:])]
-		dmin := f16tab[binary.LittleEndian.Uint16(blk[2:])]
-		sc := blk[4:16]
-		for i := range 8 {
-			c, m := tensor.ScaleMinK4(i, sc)
-			s[2*i], s[2*i+1] = d*float32(c), dmin*float32(m)
-		}
+		scaleMinK(&s, blk[:16])
 		if deqNibAsmOn {
 			deq5Asm(dst[256*b:256*b+256], blk[48:176], blk[16:48], s[:])
 		} else {

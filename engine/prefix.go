@@ -167,8 +167,8 @@ func (p *blockPool) evict(b *cachedBlock) {
 // sequence's tokens by position. A block whose contents another block already caches stays
 // private to the sequence (the chain goes on through the cached twin).
 func (p *blockPool) register(c *chain, table, tokens []int32, written int) {
-	if !p.on {
-		return
+	if !p.on || (c.blocks+1)*p.bs > written {
+		return // most steps fill no block
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -629,8 +629,8 @@ func (s *Scheduler) place(q *sequence) {
 func (s *Scheduler) reserve() (skip map[*sequence]bool) {
 	for i := 0; i < len(s.seqs); i++ {
 		q := s.seqs[i]
-		if q.prefilled < q.target {
-			continue // prefill: its blocks were taken at admission
+		if q.prefilled < q.target || len(q.table)*s.opts.BlockSize >= len(q.history) {
+			continue // prefill (its blocks were taken at admission), or room in its last block
 		}
 		for {
 			t, err := s.pool.grow(q.table, len(q.history))

@@ -59,12 +59,7 @@ func TestTensorParallelStories260K(t *testing.T) {
 	// The GGUF carries its vocabulary (the .bin needs tok512.bin beside the engine options).
 	path := shared(t, "stories260K/stories260K.gguf")
 	opts := gpu.Options{KVF32: true}
-	base := newGroup(t, 1, gpu.CommStaged, opts)
-	ref, err := engine.Load(engine.Options{ModelPath: path, Backends: base.ModelBackends()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Close()
+	ref := loadOnGroup(t, path, newGroup(t, 1, gpu.CommStaged, opts))
 	want := greedyIDs(t, ref, 120)
 	for _, tc := range []struct {
 		n    int
@@ -72,11 +67,7 @@ func TestTensorParallelStories260K(t *testing.T) {
 	}{{2, gpu.CommStaged}, {4, gpu.CommStaged}, {2, gpu.CommNCCL}, {4, gpu.CommNCCL}} {
 		t.Run(fmt.Sprintf("tp%d/%v", tc.n, tc.mode), func(t *testing.T) {
 			g := newGroup(t, tc.n, tc.mode, opts)
-			e, err := engine.Load(engine.Options{ModelPath: path, Backends: g.ModelBackends(), Comms: g.Comms})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer e.Close()
+			e := loadOnGroup(t, path, g)
 			if e.Model.TP() != tc.n {
 				t.Fatalf("model TP %d, want %d", e.Model.TP(), tc.n)
 			}
@@ -102,19 +93,9 @@ func TestTensorParallelStories260K(t *testing.T) {
 func TestTensorParallelKQuantFile(t *testing.T) {
 	path := filepath.Join("..", "loader", "testdata", "kquant", "kq256-Q4_K_M.gguf")
 	opts := gpu.Options{KVF32: true}
-	base := newGroup(t, 1, gpu.CommStaged, opts)
-	ref, err := engine.Load(engine.Options{ModelPath: path, Backends: base.ModelBackends()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Close()
+	ref := loadOnGroup(t, path, newGroup(t, 1, gpu.CommStaged, opts))
 	want := greedyIDs(t, ref, 24)
-	g := newGroup(t, 2, gpu.CommStaged, opts)
-	e, err := engine.Load(engine.Options{ModelPath: path, Backends: g.ModelBackends(), Comms: g.Comms})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := loadOnGroup(t, path, newGroup(t, 2, gpu.CommStaged, opts))
 	if got := greedyIDs(t, e, 24); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("greedy ids differ from TP 1:\nTP 1: %v\nTP 2: %v", want, got)
 	}
@@ -123,6 +104,17 @@ func TestTensorParallelKQuantFile(t *testing.T) {
 	if d > 5e-3 {
 		t.Errorf("logits max abs diff from TP 1 = %.3g > 5e-3", d)
 	}
+}
+
+// loadOnGroup loads the model at path on g's ranks (closed with the test).
+func loadOnGroup(t testing.TB, path string, g *gpu.Group) *engine.Engine {
+	t.Helper()
+	e, err := engine.Load(engine.Options{ModelPath: path, Backends: g.ModelBackends(), Comms: g.Comms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
 }
 
 func greedyIDs(t testing.TB, e *engine.Engine, n int) []int32 {
