@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/llamacu/llamacu/grammar"
 	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/sample"
 )
@@ -38,6 +39,14 @@ type Request struct {
 	// fed back like any token: fixed-length outputs for benchmarks (vLLM's ignore_eos).
 	// Honoured by Scheduler.
 	IgnoreEOS bool
+	// Grammar, when set, constrains the generated text to its sentences (JSON mode, a JSON
+	// Schema, a GBNF grammar); EOS comes only once the text is complete. The step then reads
+	// the whole logits row (no device top-k).
+	Grammar *grammar.Grammar
+	// TrimLeadingSpace says the caller drops the output's first leading space, as Llama 2 chat
+	// answers are shown (the chat command and serve's chat endpoint do), so that Grammar
+	// matches the text without it.
+	TrimLeadingSpace bool
 }
 
 // MaxTopLogprobs is the most alternatives a Request may ask for (OpenAI's limit).
@@ -114,7 +123,16 @@ func (e *Engine) Generate(ctx context.Context, req Request, emit func(id int32, 
 	last := make([]int32, 1) // the row whose logits each step needs
 	// Each step leaves either the last row's logits, or its k best candidates when the model
 	// selects them on the device (stepTopK); pick samples from whichever it is.
-	k := e.stepTopK(1, func(int) int { return sampler.TopKNeeded() })
+	constrained, err := e.newConstraint(req, ids[len(ids)-1])
+	if err != nil {
+		return st, err
+	}
+	k := e.stepTopK(1, func(int) int {
+		if constrained != nil {
+			return 0 // a refused choice is drawn again from the whole masked row
+		}
+		return sampler.TopKNeeded()
+	})
 	var logits, vals []float32
 	var cands []int32
 	step := func(toks []int32, pos0 int) (err error) {
@@ -134,11 +152,15 @@ func (e *Engine) Generate(ctx context.Context, req Request, emit func(id int32, 
 		}
 		return err
 	}
-	pick := func(history []int32) int32 {
+	pick := func(history []int32) (int32, error) {
 		if k > 0 {
-			return sampler.SampleTop(vals, cands)
+			return sampler.SampleTop(vals, cands), nil
 		}
-		return sampler.Sample(logits, history)
+		next := sampler.Sample(logits, history)
+		if constrained != nil {
+			return constrained.choose(sampler, logits, history, next)
+		}
+		return next, nil
 	}
 
 	start := time.Now()
@@ -157,7 +179,10 @@ func (e *Engine) Generate(ctx context.Context, req Request, emit func(id int32, 
 	decodeStart := time.Time{}
 	st.StopReason = "max_tokens"
 	for st.Generated < maxTokens {
-		next := pick(history)
+		next, err := pick(history)
+		if err != nil {
+			return st, err
+		}
 		if st.Generated == 0 {
 			st.PromptTime = time.Since(start)
 			decodeStart = time.Now()

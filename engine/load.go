@@ -9,9 +9,11 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/llamacu/llamacu/cpu"
+	"github.com/llamacu/llamacu/grammar"
 	"github.com/llamacu/llamacu/loader"
 	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/plan"
@@ -75,6 +77,8 @@ type Engine struct {
 
 	ownBackend bool
 	backends   []model.Backend
+	vocabOnce  sync.Once
+	vocab      *grammar.Vocab // GrammarVocab
 }
 
 // ErrTokenizer reports a missing or mismatched tokenizer.

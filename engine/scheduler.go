@@ -36,7 +36,7 @@ const (
 	FinishStop      = "stop"      // EOS (or BOS) was sampled, or a stop string matched
 	FinishLength    = "length"    // MaxTokens generated, or the context is full
 	FinishCancelled = "cancelled" // the request's context was cancelled (or Close gave up)
-	FinishError     = "error"     // the forward pass failed
+	FinishError     = "error"     // the forward pass failed, or a grammar reached a dead end (ErrGrammarDeadEnd)
 )
 
 // SchedulerOptions size a Scheduler. The zero value is valid: every field has a default.
@@ -168,7 +168,7 @@ type Event struct {
 	Done         bool
 	FinishReason string // FinishStop, FinishLength, FinishCancelled or FinishError (final event)
 	Usage        Usage  // final event
-	Err          error  // final event: the context's error, ErrClosed, or a forward-pass error
+	Err          error  // final event: the context's error, ErrClosed, a forward-pass error, or the grammar's (ErrGrammarDeadEnd, grammar.ErrAmbiguous)
 }
 
 // Stream delivers the events of one submitted request. Its channel is buffered for every event
@@ -262,6 +262,7 @@ type request struct {
 	promptLPs []*Logprob // gathered during prefill, sent with the first event
 	sentFirst bool       // an event has gone out
 	sampler   *sample.Sampler
+	grammar   *constraint // nil when unconstrained
 	ch        chan Event
 	submitted time.Time
 }
@@ -408,12 +409,17 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
+	constrained, err := s.e.newConstraint(req, ids[len(ids)-1])
+	if err != nil {
+		return nil, err
+	}
 
 	rctx, cancel := context.WithCancel(ctx)
 	r := &request{
 		ctx: rctx, cancel: cancel, ids: ids, maxTokens: maxTokens, sampler: sampler,
 		logprobs: req.Logprobs || req.TopLogprobs > 0 || req.PromptLogprobs, topLP: req.TopLogprobs, promptLP: req.PromptLogprobs,
 		ignoreEOS: req.IgnoreEOS,
+		grammar:   constrained,
 		stops:     append([]string(nil), req.Stop...),
 		ch:        make(chan Event, maxTokens+2), // every token event plus the final one: sends never block
 	}
@@ -768,6 +774,9 @@ func (s *Scheduler) step() {
 		if s.owners[i].logprobs {
 			return 0 // the log-softmax needs the whole row
 		}
+		if s.owners[i].grammar != nil {
+			return 0 // a refused choice is drawn again from the whole masked row
+		}
 		return s.owners[i].sampler.TopKNeeded()
 	})
 	if k > 0 {
@@ -801,6 +810,13 @@ func (s *Scheduler) step() {
 		} else {
 			row := logits[i*vocab : (i+1)*vocab]
 			next = q.sampler.Sample(row, q.history)
+			if q.grammar != nil {
+				var err error
+				if next, err = q.grammar.choose(q.sampler, row, q.history, next); err != nil {
+					s.retire(q, FinishError, err)
+					continue
+				}
+			}
 			if q.logprobs {
 				lp = logprobs(row, next, q.topLP)
 			}

@@ -181,3 +181,39 @@ func TestRepetitionIsCompiledOnce(t *testing.T) {
 	prefix, _ = matches(t, g, strings.Repeat("q", 301))
 	assert.False(t, prefix)
 }
+
+func TestAmbiguousGrammarIsBounded(t *testing.T) {
+	// 300 optional "a"s: after k letters, every way of choosing which optionals took them is
+	// open — far more than MaxStacks.
+	g := MustParse(`root ::= ("a"?){300} "b"`)
+	m := g.NewMatcher(byteVocab())
+	require.ErrorIs(t, m.Err(), ErrAmbiguous, "the start already opens 301 parses")
+
+	g = MustParse(`root ::= "x" ("a"?){300} "b"`)
+	m = g.NewMatcher(byteVocab())
+	require.NoError(t, m.Err())
+	assert.False(t, m.Allows('x'), "too ambiguous to say")
+	require.ErrorIs(t, m.Accept('x'), ErrAmbiguous)
+	_, err := m.Mask(make([]float32, 257))
+	require.ErrorIs(t, err, ErrAmbiguous)
+
+	// A bounded but ambiguous grammar within the limit works.
+	prefix, complete := matches(t, MustParse(`root ::= ("a"?){50} "b"`), "aaab")
+	assert.True(t, prefix && complete)
+}
+
+func TestChoiceAndQuote(t *testing.T) {
+	options := []string{`say "hi"`, `back\slash`, "two\nlines\t\x01", "한국어", ""}
+	g, err := Choice(options...)
+	require.NoError(t, err)
+	for _, o := range options {
+		prefix, complete := matches(t, g, o)
+		assert.True(t, prefix && complete, "%q", o)
+	}
+	_, complete := matches(t, g, "say")
+	assert.False(t, complete)
+	_, err = Choice()
+	assert.ErrorIs(t, err, ErrGrammar)
+	_, err = Choice("ok", "\xff")
+	assert.ErrorIs(t, err, ErrGrammar)
+}

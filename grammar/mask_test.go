@@ -64,7 +64,8 @@ func TestMaskAgreesWithAllows(t *testing.T) {
 					for i := range logits {
 						logits[i] = 0
 					}
-					n := m.Mask(logits)
+					n, err := m.Mask(logits)
+					require.NoError(t, err)
 					var allowed []int32
 					for id := range logits {
 						a := !math.IsInf(float64(logits[id]), -1)
@@ -114,7 +115,8 @@ func TestJSONWalksAreValidJSON(t *testing.T) {
 				break
 			}
 			clear(logits)
-			m.Mask(logits)
+			_, err := m.Mask(logits)
+			require.NoError(t, err)
 			// Prefer short, closing tokens so that walks end: pick among the allowed tokens
 			// of at most 2 bytes half the time.
 			var short, all []int32
@@ -197,7 +199,9 @@ func BenchmarkMaskLlama2(b *testing.B) {
 			m.allow = make([]uint64, (v.Size()+63)/64)
 			b.ReportAllocs()
 			for b.Loop() {
-				m.Mask(logits)
+				if _, err := m.Mask(logits); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}

@@ -21,9 +21,18 @@ type Matcher struct {
 	utf    partial // bytes of a character the text so far ends inside
 	trim   bool    // the next token's leading space is dropped by the decoder
 
-	buf   []int32  // scratch stack sets, used as a stack of [lo, hi) ranges
-	allow []uint64 // Mask's bitset over the vocabulary
+	buf      []int32  // scratch stack sets, used as a stack of [lo, hi) ranges
+	allow    []uint64 // Mask's bitset over the vocabulary
+	overflow bool     // a stack set outgrew MaxStacks
 }
+
+// MaxStacks bounds the parses a Matcher keeps open at once. Grammars for JSON and JSON Schema
+// keep a handful; an ambiguous grammar (("a"?){500}) can open hundreds, and each costs time in
+// every Mask, so past the bound the Matcher reports ErrAmbiguous instead of slowing down.
+const MaxStacks = 128
+
+// ErrAmbiguous reports a grammar that keeps more than MaxStacks parses open at some point.
+var ErrAmbiguous = fmt.Errorf("%w: more than %d parses open at once: the grammar is too ambiguous", ErrGrammar, MaxStacks)
 
 // NewMatcher returns a Matcher at the start of the grammar for tokens of v.
 func (g *Grammar) NewMatcher(v *Vocab) *Matcher {
@@ -34,6 +43,14 @@ func (g *Grammar) NewMatcher(v *Vocab) *Matcher {
 	m.stacks = append([]int32(nil), m.buf...)
 	m.buf = m.buf[:0]
 	return m
+}
+
+// Err returns ErrAmbiguous when the grammar's start already opens more than MaxStacks parses.
+func (m *Matcher) Err() error {
+	if m.overflow {
+		return ErrAmbiguous
+	}
+	return nil
 }
 
 // DropLeadingSpace tells the Matcher that the next token's leading space will not reach the
@@ -74,6 +91,8 @@ func (m *Matcher) Allows(id int32) bool {
 	marks := len(m.arena)
 	_, _, _, ok := m.token(id)
 	m.arena, m.buf = m.arena[:marks], m.buf[:0]
+	ok = ok && !m.overflow
+	m.overflow = false
 	return ok
 }
 
@@ -87,6 +106,10 @@ func (m *Matcher) Accept(id int32) error {
 		return nil
 	}
 	lo, hi, st, ok := m.token(id)
+	if m.overflow {
+		m.buf, m.overflow = m.buf[:0], false
+		return ErrAmbiguous
+	}
 	if !ok {
 		m.buf = m.buf[:0]
 		if id < 0 || int(id) >= len(m.v.bytes) {
@@ -105,8 +128,8 @@ func (m *Matcher) Accept(id int32) error {
 }
 
 // Mask sets the logits of every token the grammar does not allow next to −Inf and returns how
-// many tokens remain. len(logits) must be the vocabulary's size.
-func (m *Matcher) Mask(logits []float32) int {
+// many tokens remain, or ErrAmbiguous. len(logits) must be the vocabulary's size.
+func (m *Matcher) Mask(logits []float32) (int, error) {
 	if len(logits) != len(m.v.bytes) {
 		panic(fmt.Sprintf("grammar: Mask of %d logits, the vocabulary has %d tokens", len(logits), len(m.v.bytes)))
 	}
@@ -119,6 +142,10 @@ func (m *Matcher) Mask(logits []float32) int {
 		m.walk(0, 0, len(m.buf), m.utf, anyToken)
 	}
 	m.arena, m.buf = m.arena[:marks], m.buf[:0]
+	if m.overflow {
+		m.overflow = false
+		return 0, ErrAmbiguous
+	}
 	if m.Accepting() {
 		for _, id := range m.v.eos {
 			m.allow[id/64] |= 1 << (id % 64)
@@ -133,7 +160,7 @@ func (m *Matcher) Mask(logits []float32) int {
 			logits[id] = negInf
 		}
 	}
-	return n
+	return n, nil
 }
 
 // which tokens a walk marks.
@@ -285,6 +312,10 @@ func (m *Matcher) addFinished(start int) {
 			return
 		}
 	}
+	if len(m.buf)-start >= MaxStacks {
+		m.overflow = true
+		return
+	}
 	m.buf = append(m.buf, -1)
 }
 
@@ -293,6 +324,10 @@ func (m *Matcher) addTop(start int, pos, rest int32) {
 		if s >= 0 && m.arena[s].pos == pos && m.same(m.arena[s].next, rest) {
 			return
 		}
+	}
+	if len(m.buf)-start >= MaxStacks {
+		m.overflow = true
+		return
 	}
 	m.arena = append(m.arena, frame{pos, rest})
 	m.buf = append(m.buf, int32(len(m.arena)-1))
