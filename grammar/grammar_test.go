@@ -2,6 +2,7 @@ package grammar
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -211,6 +212,18 @@ func TestChoiceAndQuote(t *testing.T) {
 		assert.True(t, prefix && complete, "%q", o)
 	}
 	_, complete := matches(t, g, "say")
+	assert.False(t, complete)
+
+	// 256 options, 200 of them alike up to their last character: one parse per next character.
+	many := []string{}
+	for i := range 256 {
+		many = append(many, fmt.Sprintf("option-%03d", i))
+	}
+	g, err = Choice(many...)
+	require.NoError(t, err)
+	prefix, complete := matches(t, g, "option-255")
+	assert.True(t, prefix && complete)
+	_, complete = matches(t, g, "option-256")
 	assert.False(t, complete)
 	_, err = Choice()
 	assert.ErrorIs(t, err, ErrGrammar)

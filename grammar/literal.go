@@ -2,6 +2,7 @@ package grammar
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -33,17 +34,24 @@ func Quote(s string) string {
 }
 
 // Choice returns the grammar whose sentences are exactly the given strings (vLLM's
-// guided_choice).
+// guided_choice). Options that share a prefix share its parse (written as a trie, as the JSON
+// Schema compiler writes an enum), so many options do not make the grammar ambiguous.
 func Choice(options ...string) (*Grammar, error) {
 	if len(options) == 0 {
 		return nil, fmt.Errorf("%w: no choices", ErrGrammar)
 	}
-	alts := make([]string, len(options))
 	for i, o := range options {
 		if !utf8.ValidString(o) {
 			return nil, fmt.Errorf("%w: choice %d is not valid UTF-8", ErrGrammar, i)
 		}
-		alts[i] = Quote(o)
 	}
-	return Parse("root ::= " + strings.Join(alts, " | ") + "\n")
+	texts := slices.Compact(slices.Sorted(slices.Values(options)))
+	if len(texts) == 1 && texts[0] == "" {
+		return Parse("root ::= \"\"\n")
+	}
+	expr, err := (&compiler{}).choice("", texts, 0)
+	if err != nil {
+		return nil, err
+	}
+	return Parse("root ::= " + expr + "\n")
 }
