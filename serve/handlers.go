@@ -13,6 +13,7 @@ import (
 
 	"github.com/llamacu/llamacu/chat"
 	"github.com/llamacu/llamacu/engine"
+	"github.com/llamacu/llamacu/grammar"
 )
 
 // statusClientClosed is recorded in metrics for a request whose client went away before the
@@ -34,6 +35,10 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	var lpTop int
 	if bad == nil {
 		lpOn, lpTop, bad = req.logprobOptions(false)
+	}
+	var g *grammar.Grammar
+	if bad == nil {
+		g, bad = req.grammar()
 	}
 	if bad != nil {
 		bad.write(w)
@@ -72,7 +77,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		}
 		for k := range n { // OpenAI's order: prompt 0's n choices, then prompt 1's
 			ereq := engine.Request{PromptIDs: ids, MaxTokens: mt, Sampling: sp, Stop: stops,
-				Logprobs: lpOn, TopLogprobs: lpTop, PromptLogprobs: lpOn && req.Echo, IgnoreEOS: req.IgnoreEOS}
+				Logprobs: lpOn, TopLogprobs: lpTop, PromptLogprobs: lpOn && req.Echo, IgnoreEOS: req.IgnoreEOS, Grammar: g}
 			ereq.Sampling.Seed += uint64(k) // n different samples, reproducible with seed
 			f := &completionFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}, logprobs: lpOn, index: len(reqs)}
 			if req.Echo {
@@ -125,6 +130,10 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if bad == nil {
 		lpOn, lpTop, bad = req.logprobOptions(true)
 	}
+	var g *grammar.Grammar
+	if bad == nil {
+		g, bad = req.grammar()
+	}
 	if bad != nil {
 		bad.write(w)
 		return
@@ -156,8 +165,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		(&badRequest{status: http.StatusBadRequest, code: code, param: "messages", msg: err.Error()}).write(w)
 		return
 	}
-	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops, Logprobs: lpOn, TopLogprobs: lpTop, IgnoreEOS: req.IgnoreEOS}
 	f := chatFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}}
+	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops, Logprobs: lpOn, TopLogprobs: lpTop,
+		IgnoreEOS: req.IgnoreEOS, Grammar: g, TrimLeadingSpace: f.trimLeading()}
 	n := req.choices()
 	if n == 1 {
 		s.generate(w, r, b, ereq, &req.params, f)

@@ -36,6 +36,7 @@ const maxStops = 16
 // logprobs (completions: an integer 0–20, the alternatives per token; chat: true, with
 // top_logprobs 0–20) are the model's log-softmax, as vLLM returns them by default. logit_bias
 // ({"token id": −100…100}) is added to those tokens' logits. user is accepted and ignored.
+// Structured output (response_format, grammar, json_schema, guided_*): see structured.
 type params struct {
 	Model             string             `json:"model"`
 	MaxTokens         *int               `json:"max_tokens"`
@@ -55,6 +56,7 @@ type params struct {
 	TopLogprobs       *int               `json:"top_logprobs"`
 	IgnoreEOS         bool               `json:"ignore_eos"` // vLLM's: generate max_tokens whatever comes
 	LogitBias         map[string]float64 `json:"logit_bias"`
+	structured
 }
 
 type streamOptions struct {

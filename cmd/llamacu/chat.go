@@ -14,6 +14,7 @@ import (
 
 	"github.com/llamacu/llamacu/chat"
 	"github.com/llamacu/llamacu/engine"
+	"github.com/llamacu/llamacu/grammar"
 	"github.com/llamacu/llamacu/sample"
 )
 
@@ -62,6 +63,10 @@ func cmdChat(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	g, err := sf.grammar()
+	if err != nil {
+		return err
+	}
 	var sys []chat.Message
 	if *system != "" {
 		sys = []chat.Message{{Role: chat.System, Content: *system}}
@@ -92,7 +97,7 @@ func cmdChat(args []string, stdout, stderr io.Writer) error {
 	}
 	defer sched.Close(context.Background())
 	s := &chatSession{
-		e: e, sched: sched, params: params, budget: budget, maxTokens: *maxTokens, stats: *stats,
+		e: e, sched: sched, params: params, grammar: g, budget: budget, maxTokens: *maxTokens, stats: *stats,
 		stdout: stdout, stderr: stderr, sys: sys,
 	}
 	return s.loop()
@@ -103,7 +108,8 @@ type chatSession struct {
 	e              *engine.Engine
 	sched          *engine.Scheduler
 	params         sample.Params
-	budget         int // most prompt tokens: the context less maxTokens
+	grammar        *grammar.Grammar // every answer follows it (--grammar, --json, ...); nil: free
+	budget         int              // most prompt tokens: the context less maxTokens
 	maxTokens      int
 	stats          bool
 	stdout, stderr io.Writer
@@ -210,7 +216,8 @@ func (s *chatSession) answer(line string, intr <-chan os.Signal) error {
 	var text strings.Builder
 	first := true
 	var final, firstEv engine.Event
-	stream, err := s.sched.Submit(ctx, engine.Request{PromptIDs: ids, MaxTokens: s.maxTokens, Sampling: params})
+	stream, err := s.sched.Submit(ctx, engine.Request{PromptIDs: ids, MaxTokens: s.maxTokens, Sampling: params,
+		Grammar: s.grammar, TrimLeadingSpace: true}) // the answer is shown without its first space
 	if err == nil {
 		for ev := range stream.C {
 			if ev.Done {

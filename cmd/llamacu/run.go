@@ -44,6 +44,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	g, err := sf.grammar()
+	if err != nil {
+		return err
+	}
 
 	if lf.follower() {
 		return lf.follow(stderr)
@@ -56,7 +60,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	st, err := e.Generate(ctx, engine.Request{Prompt: prompt, MaxTokens: *maxTokens, Sampling: params},
+	st, err := e.Generate(ctx, engine.Request{Prompt: prompt, MaxTokens: *maxTokens, Sampling: params, Grammar: g},
 		func(_ int32, text string) error {
 			_, err := io.WriteString(stdout, text)
 			return err

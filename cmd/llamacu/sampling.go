@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/llamacu/llamacu/grammar"
 	"github.com/llamacu/llamacu/sample"
 )
 
@@ -19,6 +21,9 @@ type samplingFlags struct {
 	topK, repN            *int
 	seed                  *int64
 	bias                  map[int32]float32 // --logit-bias, repeatable
+
+	gbnf, gbnfFile, schema, schemaFile *string
+	json                               *bool
 }
 
 func addSamplingFlags(fs *flag.FlagSet, seedHelp string) *samplingFlags {
@@ -34,7 +39,57 @@ func addSamplingFlags(fs *flag.FlagSet, seedHelp string) *samplingFlags {
 		seed: fs.Int64("seed", -1, seedHelp),
 	}
 	fs.Func("logit-bias", "add BIAS to token ID's logit: ID+BIAS or ID-BIAS, repeatable (llama.cpp's form; -100 bans it)", f.addBias)
+	f.gbnf = fs.String("grammar", "", "constrain the output to this GBNF grammar (llama.cpp's format; generation starts at rule root)")
+	f.gbnfFile = fs.String("grammar-file", "", "constrain the output to the GBNF grammar in this file")
+	f.json = fs.Bool("json", false, "constrain the output to a JSON object")
+	f.schema = fs.String("json-schema", "", "constrain the output to JSON that this JSON Schema accepts")
+	f.schemaFile = fs.String("json-schema-file", "", "constrain the output to JSON that the JSON Schema in this file accepts")
 	return f
+}
+
+// grammar compiles the one constraint the flags give (nil when none).
+func (f *samplingFlags) grammar() (*grammar.Grammar, error) {
+	var given []string
+	for _, c := range []struct {
+		name string
+		set  bool
+	}{{"--grammar", *f.gbnf != ""}, {"--grammar-file", *f.gbnfFile != ""}, {"--json", *f.json},
+		{"--json-schema", *f.schema != ""}, {"--json-schema-file", *f.schemaFile != ""}} {
+		if c.set {
+			given = append(given, c.name)
+		}
+	}
+	if len(given) > 1 {
+		return nil, fmt.Errorf("%w: %s and %s both constrain the output: give one", errUsage, given[0], given[1])
+	}
+	read := func(name string) (string, error) {
+		b, err := os.ReadFile(name)
+		return string(b), err
+	}
+	var g *grammar.Grammar
+	var err error
+	switch {
+	case *f.gbnf != "":
+		g, err = grammar.Parse(*f.gbnf)
+	case *f.gbnfFile != "":
+		var src string
+		if src, err = read(*f.gbnfFile); err == nil {
+			g, err = grammar.Parse(src)
+		}
+	case *f.json:
+		g = grammar.JSON()
+	case *f.schema != "":
+		g, err = grammar.FromJSONSchema([]byte(*f.schema))
+	case *f.schemaFile != "":
+		var src string
+		if src, err = read(*f.schemaFile); err == nil {
+			g, err = grammar.FromJSONSchema([]byte(src))
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", errUsage, given[0], err)
+	}
+	return g, nil
 }
 
 // addBias parses one --logit-bias: "15043+1.5", "15043-100".
