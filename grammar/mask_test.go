@@ -55,10 +55,14 @@ func TestMaskAgreesWithAllows(t *testing.T) {
 	for name, v := range vocabs {
 		t.Run(name, func(t *testing.T) {
 			logits := make([]float32, v.Size())
+			plain := make([]float32, v.Size())
 			for walk := range 4 {
 				m := JSON().NewMatcher(v)
+				ref := JSON().NewMatcher(v) // the same walk without the transition cache
+				ref.noCache = true
 				if walk%2 == 1 {
 					m.DropLeadingSpace()
+					ref.DropLeadingSpace()
 				}
 				for step := range 12 {
 					for i := range logits {
@@ -66,6 +70,10 @@ func TestMaskAgreesWithAllows(t *testing.T) {
 					}
 					n, err := m.Mask(logits)
 					require.NoError(t, err)
+					clear(plain)
+					_, err = ref.Mask(plain)
+					require.NoError(t, err)
+					require.Equal(t, plain, logits, "walk %d step %d: cached and uncached masks differ", walk, step)
 					var allowed []int32
 					for id := range logits {
 						a := !math.IsInf(float64(logits[id]), -1)
@@ -86,7 +94,9 @@ func TestMaskAgreesWithAllows(t *testing.T) {
 						break
 					}
 					require.NotEmpty(t, allowed, "walk %d step %d", walk, step)
-					require.NoError(t, m.Accept(allowed[rng.IntN(len(allowed))]))
+					next := allowed[rng.IntN(len(allowed))]
+					require.NoError(t, m.Accept(next))
+					require.NoError(t, ref.Accept(next))
 				}
 			}
 		})
@@ -182,27 +192,42 @@ func TestJSONAcceptsEncodingJSONOutput(t *testing.T) {
 	}
 }
 
+// BenchmarkMaskLlama2 masks the LLaMA 2 vocabulary under the JSON grammar at three points of
+// a text: "uncached" computes every byte's transition afresh (the reference), "cold" starts a
+// Matcher's transition tables empty (the first Mask in a state), "warm" has seen the state
+// before (later steps of the same generation); the ratio of warm and cold to uncached is what
+// the cache gives.
 func BenchmarkMaskLlama2(b *testing.B) {
 	_, v := llama2Vocab(b)
 	logits := make([]float32, v.Size())
+	at := func(b *testing.B, text string) *Matcher {
+		m := JSON().NewMatcher(v)
+		for i := 0; i < len(text); i++ {
+			require.NoError(b, m.Accept(int32(text[i])+3)) // LLaMA 2's byte tokens are <0x00> = 3 on
+		}
+		return m
+	}
 	for _, bc := range []struct{ name, text string }{
 		{"start", ""},
 		{"in-string", `{"answer": "The capital of France is`},
 		{"after-value", `{"answer": 42`},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			m := JSON().NewMatcher(byteVocab())
-			for i := 0; i < len(bc.text); i++ {
-				require.NoError(b, m.Accept(int32(bc.text[i])))
-			}
-			m.v = v // same grammar state, the LLaMA 2 vocabulary
-			m.allow = make([]uint64, (v.Size()+63)/64)
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := m.Mask(logits); err != nil {
-					b.Fatal(err)
+		for _, mode := range []string{"uncached", "cold", "warm"} {
+			b.Run(bc.name+"/"+mode, func(b *testing.B) {
+				m := at(b, bc.text)
+				m.noCache = mode == "uncached"
+				b.ReportAllocs()
+				for b.Loop() {
+					if mode == "cold" {
+						b.StopTimer()
+						m = at(b, bc.text)
+						b.StartTimer()
+					}
+					if _, err := m.Mask(logits); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }

@@ -1,14 +1,27 @@
 package grammar
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"unicode/utf8"
 )
 
 // frame is one level of a parse stack: the element to match next (pos in Grammar.elems) and
-// the frame below it (an index into the Matcher's arena, −1 at the bottom).
+// the frame below it (an index into the Matcher's frames, −1 at the bottom). Frames are
+// interned, so two stacks are equal exactly when their top frames' indices are.
 type frame struct{ pos, next int32 }
+
+// state is a set of parse stacks (their top frames, sorted; −1, an empty stack, first) and the
+// partial character the text ends inside. States are interned too, and each remembers where
+// each byte leads: the Matcher grows a DFA over bytes lazily, so that Mask, which feeds the
+// same few states most of the vocabulary's bytes, mostly looks transitions up.
+type state struct {
+	stacks []int32
+	utf    partial
+	next   *[256]int32 // 0: not yet computed, 1: no stack takes the byte, s+2: state s
+}
 
 // Matcher follows one generation through a Grammar. It is not safe for concurrent use: give
 // each sequence its own.
@@ -16,14 +29,19 @@ type Matcher struct {
 	g *Grammar
 	v *Vocab
 
-	arena  []frame // stack frames; the current stacks' frames first, scratch above
-	stacks []int32 // current stack set: top frames in arena, −1 for an empty (finished) stack
-	utf    partial // bytes of a character the text so far ends inside
-	trim   bool    // the next token's leading space is dropped by the decoder
+	frames   []frame
+	frameIDs map[frame]int32
+	states   []state
+	stateIDs map[string]int32
+	cur      int32 // the state the text so far leaves
+	trim     bool  // the next token's leading space is dropped by the decoder
+	noCache  bool  // compute every transition afresh (the reference the cache is tested against)
 
-	buf      []int32  // scratch stack sets, used as a stack of [lo, hi) ranges
-	allow    []uint64 // Mask's bitset over the vocabulary
-	overflow bool     // a stack set outgrew MaxStacks
+	buf       []int32  // the stack set being computed
+	nodeState []int32  // (trie nodes) Mask's state at each node of the vocabulary's trie
+	key       []byte   // a state's interning key
+	allow     []uint64 // Mask's bitset over the vocabulary
+	overflow  bool     // a stack set outgrew MaxStacks
 }
 
 // MaxStacks bounds the parses a Matcher keeps open at once. Grammars for JSON and JSON Schema
@@ -34,15 +52,27 @@ const MaxStacks = 128
 // ErrAmbiguous reports a grammar that keeps more than MaxStacks parses open at some point.
 var ErrAmbiguous = fmt.Errorf("%w: more than %d parses open at once: the grammar is too ambiguous", ErrGrammar, MaxStacks)
 
+// Bounds on a Matcher's tables: states beyond maxCachedStates get no transition table (1 KiB
+// each); past either bound, Accept starts the tables afresh from the current state.
+const (
+	maxCachedStates = 1 << 12
+	maxFrames       = 1 << 18
+)
+
 // NewMatcher returns a Matcher at the start of the grammar for tokens of v.
 func (g *Grammar) NewMatcher(v *Vocab) *Matcher {
-	m := &Matcher{g: g, v: v, allow: make([]uint64, (len(v.bytes)+63)/64)}
+	m := &Matcher{g: g, v: v, allow: make([]uint64, (len(v.bytes)+63)/64), nodeState: make([]int32, len(v.edge))}
+	m.reset()
 	for _, a := range g.alts[g.root] {
-		m.expand(a, -1, 0)
+		m.expand(a, -1)
 	}
-	m.stacks = append([]int32(nil), m.buf...)
-	m.buf = m.buf[:0]
+	m.cur = m.intern(m.buf, partial{})
 	return m
+}
+
+func (m *Matcher) reset() {
+	m.frames, m.frameIDs = m.frames[:0], map[frame]int32{}
+	m.states, m.stateIDs = m.states[:0], map[string]int32{}
 }
 
 // Err returns ErrAmbiguous when the grammar's start already opens more than MaxStacks parses.
@@ -61,26 +91,15 @@ func (m *Matcher) DropLeadingSpace() { m.trim = true }
 // Accepting reports whether the text so far is a complete sentence of the grammar, so that an
 // end-of-generation token may come now.
 func (m *Matcher) Accepting() bool {
-	if m.utf.n > 0 {
-		return false
-	}
-	for _, s := range m.stacks {
-		if s < 0 {
-			return true
-		}
-	}
-	return false
+	st := &m.states[m.cur]
+	return st.utf.n == 0 && len(st.stacks) > 0 && st.stacks[0] < 0
 }
 
 // Done reports whether nothing but an end-of-generation token may come: the text is complete
 // and no character can extend it.
 func (m *Matcher) Done() bool {
-	for _, s := range m.stacks {
-		if s >= 0 {
-			return false
-		}
-	}
-	return m.utf.n == 0
+	st := &m.states[m.cur]
+	return m.Accepting() && len(st.stacks) == 1
 }
 
 // Allows reports whether token id may come next.
@@ -88,10 +107,7 @@ func (m *Matcher) Allows(id int32) bool {
 	if m.v.isEOS(id) {
 		return m.Accepting()
 	}
-	marks := len(m.arena)
-	_, _, _, ok := m.token(id)
-	m.arena, m.buf = m.arena[:marks], m.buf[:0]
-	ok = ok && !m.overflow
+	ok := m.token(id) >= 0 && !m.overflow
 	m.overflow = false
 	return ok
 }
@@ -105,23 +121,19 @@ func (m *Matcher) Accept(id int32) error {
 		}
 		return nil
 	}
-	lo, hi, st, ok := m.token(id)
+	s := m.token(id)
 	if m.overflow {
-		m.buf, m.overflow = m.buf[:0], false
+		m.overflow = false
 		return ErrAmbiguous
 	}
-	if !ok {
-		m.buf = m.buf[:0]
+	if s < 0 {
 		if id < 0 || int(id) >= len(m.v.bytes) {
 			return fmt.Errorf("%w: token %d is outside the vocabulary", ErrGrammar, id)
 		}
 		return fmt.Errorf("%w: token %d (%q) does not continue the text", ErrGrammar, id, m.v.bytes[id])
 	}
-	m.stacks = append(m.stacks[:0], m.buf[lo:hi]...)
-	m.buf = m.buf[:0]
-	m.utf = st
-	m.trim = false
-	if len(m.arena) > 1<<14 {
+	m.cur, m.trim = s, false
+	if len(m.states) > maxCachedStates || len(m.frames) > maxFrames {
 		m.compact()
 	}
 	return nil
@@ -134,14 +146,11 @@ func (m *Matcher) Mask(logits []float32) (int, error) {
 		panic(fmt.Sprintf("grammar: Mask of %d logits, the vocabulary has %d tokens", len(logits), len(m.v.bytes)))
 	}
 	clear(m.allow)
-	marks := len(m.arena)
-	m.buf = append(m.buf[:0], m.stacks...)
 	if m.trim {
-		m.walkTrimmed(0, len(m.buf))
+		m.walkTrimmed(m.cur)
 	} else {
-		m.walk(0, 0, len(m.buf), m.utf, anyToken)
+		m.walk(0, m.cur, anyToken)
 	}
-	m.arena, m.buf = m.arena[:marks], m.buf[:0]
 	if m.overflow {
 		m.overflow = false
 		return 0, ErrAmbiguous
@@ -170,53 +179,52 @@ const (
 	trimmedOnly
 )
 
-// walk marks the tokens below trie node whose bytes the stacks buf[lo:hi] (with partial
-// character st) can take.
-func (m *Matcher) walk(node int32, lo, hi int, st partial, which int) {
-	for _, k := range m.v.nodes[node].kids {
-		marks, bufMark := len(m.arena), len(m.buf)
-		if nlo, nhi, nst, ok := m.step(lo, hi, st, k.b); ok {
-			m.mark(k.node, which)
-			if len(m.v.nodes[k.node].kids) > 0 {
-				m.walk(k.node, nlo, nhi, nst, which)
-			}
+// walk marks the tokens in the subtree below trie node root (root itself excluded) whose bytes
+// state s can take: one pass over the preorder nodes, each node's state from its parent's.
+func (m *Matcher) walk(root, s int32, which int) {
+	v := m.v
+	at := m.nodeState
+	at[root] = s
+	for i := root + 1; i < v.end[root]; {
+		ps, b := at[v.parent[i]], v.edge[i]
+		var ns int32
+		if t := m.states[ps].next; t != nil && t[b] != 0 {
+			ns = t[b] - 2
+		} else {
+			ns = m.step(ps, b)
 		}
-		m.arena, m.buf = m.arena[:marks], m.buf[:bufMark]
+		if ns < 0 {
+			i = v.end[i] // no token below continues the text either
+			continue
+		}
+		at[i] = ns
+		if v.idsAt[i] != v.idsAt[i+1] {
+			m.mark(i, which)
+		}
+		i++
 	}
 }
 
 // walkTrimmed is walk from the root for the first token after BOS: below the space, tokens
 // that lose their leading space are matched without it, raw ones with it.
-func (m *Matcher) walkTrimmed(lo, hi int) {
-	for _, k := range m.v.nodes[0].kids {
-		if k.b != ' ' {
-			continue
+func (m *Matcher) walkTrimmed(s int32) {
+	v := m.v
+	for k := int32(1); k < v.end[0]; k = v.end[k] { // the root's children
+		which := anyToken
+		if v.edge[k] == ' ' {
+			m.mark(k, trimmedOnly) // " " alone adds nothing
+			m.walk(k, s, trimmedOnly)
+			which = rawOnly
 		}
-		m.mark(k.node, trimmedOnly) // " " alone adds nothing
-		m.walk(k.node, lo, hi, m.utf, trimmedOnly)
-		marks, bufMark := len(m.arena), len(m.buf)
-		if nlo, nhi, nst, ok := m.step(lo, hi, m.utf, ' '); ok {
-			m.mark(k.node, rawOnly)
-			m.walk(k.node, nlo, nhi, nst, rawOnly)
+		if ns := m.step(s, v.edge[k]); ns >= 0 {
+			m.mark(k, which)
+			m.walk(k, ns, which)
 		}
-		m.arena, m.buf = m.arena[:marks], m.buf[:bufMark]
-	}
-	// Every other first byte: no space to drop.
-	for _, k := range m.v.nodes[0].kids {
-		if k.b == ' ' {
-			continue
-		}
-		marks, bufMark := len(m.arena), len(m.buf)
-		if nlo, nhi, nst, ok := m.step(lo, hi, m.utf, k.b); ok {
-			m.mark(k.node, anyToken)
-			m.walk(k.node, nlo, nhi, nst, anyToken)
-		}
-		m.arena, m.buf = m.arena[:marks], m.buf[:bufMark]
 	}
 }
 
 func (m *Matcher) mark(node int32, which int) {
-	for _, id := range m.v.nodes[node].ids {
+	for _, id := range m.v.nodeIDs(node) {
 		if which == rawOnly && !m.v.isRaw(id) || which == trimmedOnly && m.v.isRaw(id) {
 			continue
 		}
@@ -224,148 +232,175 @@ func (m *Matcher) mark(node int32, which int) {
 	}
 }
 
-// token runs the current stacks over token id's bytes into buf[lo:hi].
-func (m *Matcher) token(id int32) (lo, hi int, st partial, ok bool) {
+// token returns the state after token id's bytes, or −1 when the grammar refuses them.
+func (m *Matcher) token(id int32) int32 {
 	if id < 0 || int(id) >= len(m.v.bytes) || len(m.v.bytes[id]) == 0 {
-		return 0, 0, st, false
+		return -1
 	}
 	bs := m.v.bytes[id]
 	if m.trim && bs[0] == ' ' && !m.v.isRaw(id) {
 		bs = bs[1:]
 	}
-	m.buf = append(m.buf[:0], m.stacks...)
-	lo, hi, st = 0, len(m.buf), m.utf
+	s := m.cur
 	for _, b := range bs {
-		if lo, hi, st, ok = m.step(lo, hi, st, b); !ok {
-			return 0, 0, st, false
+		if s = m.step(s, b); s < 0 {
+			break
 		}
 	}
-	return lo, hi, st, true
+	return s
 }
 
-// step feeds one byte to the stacks buf[lo:hi] and returns the stacks after it, appended to
-// buf. A byte inside a multi-byte character keeps the stacks whose next set has a character
-// starting with the bytes so far; the character's last byte advances them.
-func (m *Matcher) step(lo, hi int, st partial, b byte) (int, int, partial, bool) {
-	nst, r, res := st.feed(b)
-	nlo := len(m.buf)
+// step returns the state after byte b from state s, or −1: from the transition table when it
+// is there, else computed (and remembered).
+func (m *Matcher) step(s int32, b byte) int32 {
+	if t := m.states[s].next; t != nil && t[b] != 0 {
+		return t[b] - 2
+	}
+	ns := m.compute(s, b)
+	if m.noCache || m.overflow {
+		return ns
+	}
+	st := &m.states[s] // compute may have grown states
+	if st.next == nil {
+		if len(m.states) > maxCachedStates {
+			return ns
+		}
+		st.next = new([256]int32)
+	}
+	st.next[b] = ns + 2
+	return ns
+}
+
+// compute feeds byte b to the stacks of state s. A byte inside a multi-byte character keeps
+// the stacks whose next set has a character starting with the bytes so far; the character's
+// last byte advances them and expands each down to the character sets it may match next.
+func (m *Matcher) compute(s int32, b byte) int32 {
+	st := m.states[s]
+	nutf, r, res := st.utf.feed(b)
+	m.buf = m.buf[:0]
 	switch res {
 	case feedInvalid:
-		return 0, 0, st, false
+		return -1
 	case feedPartial:
-		clo, chi, ok := nst.span()
+		lo, hi, ok := nutf.span()
 		if !ok {
-			return 0, 0, st, false
+			return -1
 		}
-		for i := lo; i < hi; i++ {
-			if s := m.buf[i]; s >= 0 && m.g.elems[m.arena[s].pos].set.overlaps(clo, chi) {
-				m.buf = append(m.buf, s)
+		for _, t := range st.stacks {
+			if t >= 0 && m.g.elems[m.frames[t].pos].set.overlaps(lo, hi) {
+				m.buf = append(m.buf, t)
 			}
 		}
 	default:
-		for i := lo; i < hi; i++ {
-			s := m.buf[i]
-			if s < 0 {
+		for _, t := range st.stacks {
+			if t < 0 {
 				continue
 			}
-			if f := m.arena[s]; m.g.elems[f.pos].set.match(r) {
-				m.expand(f.pos+1, f.next, nlo)
+			if f := m.frames[t]; m.g.elems[f.pos].set.match(r) {
+				m.expand(f.pos+1, f.next)
 			}
 		}
 	}
-	return nlo, len(m.buf), nst, len(m.buf) > nlo
+	if len(m.buf) == 0 || m.overflow {
+		return -1
+	}
+	return m.intern(m.buf, nutf)
 }
 
 // expand continues a stack at pos (with rest below it) down to the character sets it may
-// match next, appending the resulting stacks to buf (those from start on are deduplicated).
-func (m *Matcher) expand(pos, rest int32, start int) {
+// match next, adding the resulting stacks to buf.
+func (m *Matcher) expand(pos, rest int32) {
 	for {
 		e := &m.g.elems[pos]
 		switch e.kind {
 		case elemEnd:
 			if rest < 0 {
-				m.addFinished(start)
+				m.add(-1)
 				return
 			}
-			f := m.arena[rest]
+			f := m.frames[rest]
 			pos, rest = f.pos, f.next
 		case elemChar:
-			m.addTop(start, pos, rest)
+			m.add(m.frame(pos, rest))
 			return
 		default: // elemRef
 			cont := rest
 			if m.g.elems[pos+1].kind != elemEnd { // a reference in tail position returns straight to rest
-				m.arena = append(m.arena, frame{pos + 1, rest})
-				cont = int32(len(m.arena) - 1)
+				cont = m.frame(pos+1, rest)
 			}
 			for _, a := range m.g.alts[e.ref] {
-				m.expand(a, cont, start)
+				m.expand(a, cont)
 			}
 			return
 		}
 	}
 }
 
-func (m *Matcher) addFinished(start int) {
-	for _, s := range m.buf[start:] {
-		if s < 0 {
-			return
-		}
+func (m *Matcher) add(t int32) {
+	if slices.Contains(m.buf, t) {
+		return
 	}
-	if len(m.buf)-start >= MaxStacks {
+	if len(m.buf) >= MaxStacks {
 		m.overflow = true
 		return
 	}
-	m.buf = append(m.buf, -1)
+	m.buf = append(m.buf, t)
 }
 
-func (m *Matcher) addTop(start int, pos, rest int32) {
-	for _, s := range m.buf[start:] {
-		if s >= 0 && m.arena[s].pos == pos && m.same(m.arena[s].next, rest) {
-			return
-		}
+// frame returns the interned frame (pos, next).
+func (m *Matcher) frame(pos, next int32) int32 {
+	f := frame{pos, next}
+	if id, ok := m.frameIDs[f]; ok {
+		return id
 	}
-	if len(m.buf)-start >= MaxStacks {
-		m.overflow = true
-		return
-	}
-	m.arena = append(m.arena, frame{pos, rest})
-	m.buf = append(m.buf, int32(len(m.arena)-1))
+	id := int32(len(m.frames))
+	m.frames = append(m.frames, f)
+	m.frameIDs[f] = id
+	return id
 }
 
-// same reports whether two stacks hold the same frames.
-func (m *Matcher) same(a, b int32) bool {
-	for a != b {
-		if a < 0 || b < 0 || m.arena[a].pos != m.arena[b].pos {
-			return false
-		}
-		a, b = m.arena[a].next, m.arena[b].next
+// intern returns the state of the stack set tops (sorted here) and partial character utf.
+func (m *Matcher) intern(tops []int32, utf partial) int32 {
+	slices.Sort(tops)
+	key := append(m.key[:0], utf.n, utf.need)
+	key = append(key, utf.b[:utf.n]...)
+	for _, t := range tops {
+		key = binary.LittleEndian.AppendUint32(key, uint32(t))
 	}
-	return true
+	m.key = key
+	if id, ok := m.stateIDs[string(key)]; ok {
+		return id
+	}
+	id := int32(len(m.states))
+	m.states = append(m.states, state{stacks: slices.Clone(tops), utf: utf})
+	m.stateIDs[string(key)] = id
+	return id
 }
 
-// compact copies the current stacks into a fresh arena, dropping frames no stack uses.
+// compact starts the tables afresh, keeping only the current state and its frames.
 func (m *Matcher) compact() {
-	arena := make([]frame, 0, 256)
+	old, cur := m.frames, m.states[m.cur]
+	m.frames, m.frameIDs = nil, map[frame]int32{}
+	m.states, m.stateIDs = nil, map[string]int32{}
 	moved := map[int32]int32{}
-	var move func(s int32) int32
-	move = func(s int32) int32 {
-		if s < 0 {
+	var move func(t int32) int32
+	move = func(t int32) int32 {
+		if t < 0 {
 			return -1
 		}
-		if n, ok := moved[s]; ok {
+		if n, ok := moved[t]; ok {
 			return n
 		}
-		f := m.arena[s]
-		next := move(f.next)
-		arena = append(arena, frame{f.pos, next})
-		moved[s] = int32(len(arena) - 1)
-		return moved[s]
+		f := old[t]
+		n := m.frame(f.pos, move(f.next))
+		moved[t] = n
+		return n
 	}
-	for i, s := range m.stacks {
-		m.stacks[i] = move(s)
+	tops := make([]int32, len(cur.stacks))
+	for i, t := range cur.stacks {
+		tops[i] = move(t)
 	}
-	m.arena = arena
+	m.cur = m.intern(tops, cur.utf)
 }
 
 // partial holds the first bytes of a UTF-8 character the text ends inside.
