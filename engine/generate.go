@@ -43,6 +43,13 @@ type Request struct {
 	// Schema, a GBNF grammar); EOS comes only once the text is complete. The step then reads
 	// the whole logits row (no device top-k).
 	Grammar *grammar.Grammar
+	// MinTokens is the fewest tokens to generate before EOS or a StopTokenIDs token may come
+	// (they are masked out until then) and before stop strings are looked for (vLLM's
+	// min_tokens). At most MaxTokens. Honoured by Scheduler.
+	MinTokens int
+	// StopTokenIDs end generation when sampled, like EOS; the token is emitted first, with
+	// its text (vLLM's stop_token_ids: nothing for control tokens). Honoured by Scheduler.
+	StopTokenIDs []int32
 	// TrimLeadingSpace says the caller drops the output's first leading space, as Llama 2 chat
 	// answers are shown (the chat command and serve's chat endpoint do), so that Grammar
 	// matches the text without it.

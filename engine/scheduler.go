@@ -259,6 +259,10 @@ type request struct {
 	topLP     int
 	promptLP  bool // compute PromptLogprobs (the prompt is prefilled, never cached)
 	ignoreEOS bool
+	minTokens int     // EOS and stopIDs are masked, and stop strings not looked for, until then
+	stopIDs   []int32 // tokens that end generation after being emitted
+	endIDs    []int32 // EOS, BOS and stopIDs: masked until minTokens
+	stopSaved []float32
 	promptLPs []*Logprob // gathered during prefill, sent with the first event
 	sentFirst bool       // an event has gone out
 	sampler   *sample.Sampler
@@ -402,6 +406,14 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 			return nil, fmt.Errorf("%w: stop string %q is not valid UTF-8", ErrInvalidRequest, stop)
 		}
 	}
+	if req.MinTokens < 0 || req.MinTokens > maxTokens {
+		return nil, fmt.Errorf("%w: min tokens %d: want 0 to max tokens (%d)", ErrInvalidRequest, req.MinTokens, maxTokens)
+	}
+	for _, id := range req.StopTokenIDs {
+		if id < 0 || int(id) >= vocab {
+			return nil, fmt.Errorf("%w: stop token id %d is outside the vocabulary (0..%d)", ErrInvalidRequest, id, vocab-1)
+		}
+	}
 	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs {
 		return nil, fmt.Errorf("%w: top logprobs %d: want 0 to %d", ErrInvalidRequest, req.TopLogprobs, MaxTopLogprobs)
 	}
@@ -418,10 +430,11 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 	r := &request{
 		ctx: rctx, cancel: cancel, ids: ids, maxTokens: maxTokens, sampler: sampler,
 		logprobs: req.Logprobs || req.TopLogprobs > 0 || req.PromptLogprobs, topLP: req.TopLogprobs, promptLP: req.PromptLogprobs,
-		ignoreEOS: req.IgnoreEOS,
-		grammar:   constrained,
-		stops:     append([]string(nil), req.Stop...),
-		ch:        make(chan Event, maxTokens+2), // every token event plus the final one: sends never block
+		ignoreEOS: req.IgnoreEOS, minTokens: req.MinTokens, stopIDs: slices.Clone(req.StopTokenIDs),
+		endIDs:  append([]int32{s.tok.EOS(), s.tok.BOS()}, req.StopTokenIDs...),
+		grammar: constrained,
+		stops:   append([]string(nil), req.Stop...),
+		ch:      make(chan Event, maxTokens+2), // every token event plus the final one: sends never block
 	}
 	s.mu.Lock()
 	// Waiting requests that a free slot will take at the loop's next admission (it may be busy
@@ -777,6 +790,9 @@ func (s *Scheduler) step() {
 		if s.owners[i].grammar != nil {
 			return 0 // a refused choice is drawn again from the whole masked row
 		}
+		if s.owners[i].holdsStop() {
+			return 0 // EOS is masked in the whole row
+		}
 		return s.owners[i].sampler.TopKNeeded()
 	})
 	if k > 0 {
@@ -809,13 +825,21 @@ func (s *Scheduler) step() {
 			next = q.sampler.SampleTop(vals[i*k:(i+1)*k], ids[i*k:(i+1)*k])
 		} else {
 			row := logits[i*vocab : (i+1)*vocab]
+			held := q.holdsStop()
+			if held {
+				q.maskStops(row)
+			}
 			next = q.sampler.Sample(row, q.history)
+			var err error
 			if q.grammar != nil {
-				var err error
-				if next, err = q.grammar.choose(q.sampler, row, q.history, next); err != nil {
-					s.retire(q, FinishError, err)
-					continue
-				}
+				next, err = q.grammar.choose(q.sampler, row, q.history, next)
+			}
+			if held {
+				q.unmaskStops(row)
+			}
+			if err != nil {
+				s.retire(q, FinishError, err)
+				continue
 			}
 			if q.logprobs {
 				lp = logprobs(row, next, q.topLP)
@@ -854,6 +878,7 @@ func (s *Scheduler) advance(q *sequence, next int32, lp *Logprob, now time.Time)
 	if (next == s.tok.EOS() || next == s.tok.BOS()) && !q.ignoreEOS {
 		return FinishStop, true
 	}
+	stopID := slices.Contains(q.stopIDs, next)
 	if o := s.opts.Observer; o != nil {
 		if q.generated == 0 {
 			o.TimeToFirstToken(now.Sub(q.submitted))
@@ -867,7 +892,7 @@ func (s *Scheduler) advance(q *sequence, next int32, lp *Logprob, now time.Time)
 	q.history = append(q.history, next)
 	text := q.held + q.dec.Add(next)
 	q.held = ""
-	if len(q.stops) > 0 {
+	if len(q.stops) > 0 && q.generated >= q.minTokens {
 		if i := stopIndex(text, q.stops); i >= 0 {
 			q.send(Event{Token: next, Text: text[:i], Time: now, Logprob: lp, PromptLogprobs: q.takePrompt()})
 			q.dec = nil // the rest of the text is discarded
@@ -877,6 +902,9 @@ func (s *Scheduler) advance(q *sequence, next int32, lp *Logprob, now time.Time)
 		text, q.held = text[:len(text)-keep], text[len(text)-keep:]
 	}
 	q.send(Event{Token: next, Text: text, Time: now, Logprob: lp, PromptLogprobs: q.takePrompt()})
+	if stopID { // finish delivers what is held for stop strings or a character's bytes
+		return FinishStop, true
+	}
 	if q.generated == q.maxTokens {
 		return FinishLength, true
 	}
@@ -990,4 +1018,27 @@ func heldSuffix(text string, stops []string) int {
 		}
 	}
 	return keep
+}
+
+// holdsStop reports whether EOS and the stop tokens are masked at q's next step: fewer than
+// MinTokens generated, unless the grammar has nothing left to allow but the end.
+func (q *sequence) holdsStop() bool {
+	return q.generated < q.minTokens && !(q.grammar != nil && q.grammar.m.Done())
+}
+
+// maskStops sets the logits of the tokens that would end q (EOS, BOS, its stop tokens) in row
+// to −Inf, keeping them for unmaskStops (the row's logprobs are the model's).
+func (q *sequence) maskStops(row []float32) {
+	q.stopSaved = q.stopSaved[:0]
+	for _, id := range q.endIDs {
+		q.stopSaved = append(q.stopSaved, row[id])
+		row[id] = float32(math.Inf(-1))
+	}
+}
+
+// unmaskStops puts back what maskStops took, in reverse (an id may come twice).
+func (q *sequence) unmaskStops(row []float32) {
+	for i := len(q.endIDs) - 1; i >= 0; i-- {
+		row[q.endIDs[i]] = q.stopSaved[i]
+	}
 }

@@ -40,6 +40,11 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	if bad == nil {
 		g, bad = req.grammar()
 	}
+	var minTokens int
+	var stopIDs []int32
+	if bad == nil {
+		minTokens, stopIDs, bad = req.ends()
+	}
 	if bad != nil {
 		bad.write(w)
 		return
@@ -77,7 +82,8 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		}
 		for k := range n { // OpenAI's order: prompt 0's n choices, then prompt 1's
 			ereq := engine.Request{PromptIDs: ids, MaxTokens: mt, Sampling: sp, Stop: stops,
-				Logprobs: lpOn, TopLogprobs: lpTop, PromptLogprobs: lpOn && req.Echo, IgnoreEOS: req.IgnoreEOS, Grammar: g}
+				Logprobs: lpOn, TopLogprobs: lpTop, PromptLogprobs: lpOn && req.Echo, IgnoreEOS: req.IgnoreEOS, Grammar: g,
+				MinTokens: minTokens, StopTokenIDs: stopIDs}
 			ereq.Sampling.Seed += uint64(k) // n different samples, reproducible with seed
 			f := &completionFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}, logprobs: lpOn, index: len(reqs)}
 			if req.Echo {
@@ -134,6 +140,11 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if bad == nil {
 		g, bad = req.grammar()
 	}
+	var minTokens int
+	var stopIDs []int32
+	if bad == nil {
+		minTokens, stopIDs, bad = req.ends()
+	}
 	if bad != nil {
 		bad.write(w)
 		return
@@ -167,7 +178,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	f := chatFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}}
 	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops, Logprobs: lpOn, TopLogprobs: lpTop,
-		IgnoreEOS: req.IgnoreEOS, Grammar: g, TrimLeadingSpace: f.trimLeading()}
+		IgnoreEOS: req.IgnoreEOS, Grammar: g, TrimLeadingSpace: f.trimLeading(), MinTokens: minTokens, StopTokenIDs: stopIDs}
 	n := req.choices()
 	if n == 1 {
 		s.generate(w, r, b, ereq, &req.params, f)

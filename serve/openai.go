@@ -35,7 +35,8 @@ const maxStops = 16
 // repetition_penalty, to the last 64 tokens of prompt and completion (llama.cpp's server).
 // logprobs (completions: an integer 0–20, the alternatives per token; chat: true, with
 // top_logprobs 0–20) are the model's log-softmax, as vLLM returns them by default. logit_bias
-// ({"token id": −100…100}) is added to those tokens' logits. user is accepted and ignored.
+// ({"token id": −100…100}) is added to those tokens' logits. min_tokens and stop_token_ids are
+// vLLM's. user is accepted and ignored.
 // Structured output (response_format, grammar, json_schema, guided_*): see structured.
 type params struct {
 	Model             string             `json:"model"`
@@ -56,7 +57,27 @@ type params struct {
 	TopLogprobs       *int               `json:"top_logprobs"`
 	IgnoreEOS         bool               `json:"ignore_eos"` // vLLM's: generate max_tokens whatever comes
 	LogitBias         map[string]float64 `json:"logit_bias"`
+	MinTokens         *int               `json:"min_tokens"`     // vLLM's: EOS and stops held back until then
+	StopTokenIDs      []int32            `json:"stop_token_ids"` // vLLM's: these tokens end the answer
 	structured
+}
+
+// maxStopTokenIDs bounds stop_token_ids.
+const maxStopTokenIDs = 64
+
+// ends reads min_tokens and stop_token_ids (the engine checks them against max_tokens and the
+// vocabulary).
+func (p *params) ends() (int, []int32, *badRequest) {
+	n := 0
+	if p.MinTokens != nil {
+		if n = *p.MinTokens; n < 0 {
+			return 0, nil, invalid("min_tokens", "min_tokens must be ≥ 0, got %d", n)
+		}
+	}
+	if len(p.StopTokenIDs) > maxStopTokenIDs {
+		return 0, nil, invalid("stop_token_ids", "at most %d stop_token_ids, got %d", maxStopTokenIDs, len(p.StopTokenIDs))
+	}
+	return n, p.StopTokenIDs, nil
 }
 
 type streamOptions struct {

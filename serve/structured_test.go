@@ -1,6 +1,7 @@
 package serve_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"testing"
@@ -148,5 +149,45 @@ func TestStructuredOutputErrors(t *testing.T) {
 		require.NotNil(t, c.Error)
 		assert.Contains(t, string(out), `"param":"`+tc.param+`"`, string(out))
 		assert.Contains(t, c.Error.Message, tc.want)
+	}
+}
+
+// vLLM's min_tokens and stop_token_ids reach the scheduler.
+func TestMinTokensAndStopTokenIDs(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	const prompt = "One day, a little girl named Sue found a red ball in the garden. She"
+	ids := e.Tokenizer.Encode(prompt, true)
+	var gen []int32
+	_, err := e.Generate(context.Background(), engine.Request{PromptIDs: ids, MaxTokens: 400}, func(id int32, _ string) error {
+		if id >= 0 {
+			gen = append(gen, id)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Less(t, len(gen), 400, "the story ends")
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 2}, serve.Options{})
+
+	body := map[string]any{"prompt": prompt, "max_tokens": 400, "temperature": 0, "stop_token_ids": []int32{gen[5]}}
+	resp, out := post(t, ts.URL+"/v1/completions", body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	var c completion
+	require.NoError(t, json.Unmarshal(out, &c))
+	assert.LessOrEqual(t, c.Usage.CompletionTokens, 6)
+	assert.Equal(t, "stop", *c.Choices[0].FinishReason)
+
+	body = map[string]any{"prompt": prompt, "max_tokens": 400, "temperature": 0, "min_tokens": len(gen) + 10}
+	resp, out = post(t, ts.URL+"/v1/completions", body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	require.NoError(t, json.Unmarshal(out, &c))
+	assert.GreaterOrEqual(t, c.Usage.CompletionTokens, len(gen)+10)
+
+	for _, bad := range []map[string]any{{"min_tokens": -1}, {"min_tokens": 50, "max_tokens": 10}, {"stop_token_ids": []int{99999}}, {"stop_token_ids": make([]int, 65)}} {
+		body := map[string]any{"prompt": "Hi"}
+		for k, v := range bad {
+			body[k] = v
+		}
+		resp, out := post(t, ts.URL+"/v1/completions", body)
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "%v: %s", bad, out)
 	}
 }
