@@ -75,7 +75,16 @@ type SchedulerOptions struct {
 	// next turn, a shared system prompt) reads them instead of prefilling them again. Idle
 	// cached blocks are evicted, least recently used first, when a new sequence needs room.
 	NoPrefixCache bool
+	// DraftTokens turns on speculative decoding by prompt lookup (draft.go): each decoding
+	// sequence may feed up to this many proposed tokens after its last one in a step, and keeps
+	// those the model would have generated anyway. The tokens are the same as without it
+	// (greedy or sampled); a step yields several tokens when the text repeats what came before
+	// (code, quotes, structured answers). 0 (the default) is off; at most MaxDraftTokens.
+	DraftTokens int
 }
+
+// MaxDraftTokens bounds SchedulerOptions.DraftTokens.
+const MaxDraftTokens = 16
 
 // Observer receives per-token latency observations (for metrics).
 type Observer interface {
@@ -136,6 +145,8 @@ type SchedulerStats struct {
 	Generated     int64 // tokens generated (streamed), over all requests
 	Steps         int64 // forward steps run
 	Preemptions   int64 // sequences preempted for KV blocks (each prefilled again later)
+	DraftTokens   int64 // tokens proposed by prompt lookup (SchedulerOptions.DraftTokens)
+	DraftAccepted int64 // of those, the ones the model generated
 }
 
 // Usage counts the tokens of one request.
@@ -233,6 +244,7 @@ type Scheduler struct {
 	aborted   atomic.Int64 // requests cancelled by abortAll
 
 	submitted, completed, promptToks, cachedToks, generated, steps, preemptions atomic.Int64
+	drafted, accepted                                                           atomic.Int64
 
 	// loop-owned
 	seqs      []*sequence  // running, in admission order
@@ -287,6 +299,9 @@ type sequence struct {
 	dec        *tokenizer.StreamDecoder
 	held       string    // decoded text not yet sent (a possible stop-string prefix)
 	last       time.Time // when the previous token was produced
+	draft      []int32   // tokens proposed this step, fed after the last one (draft.go)
+	drafted    int       // of draft, those matched so far this step
+	refused    bool      // a proposal was not what the model generated: its later rows are dropped
 }
 
 // NewScheduler allocates the batch state and KV cache and starts the scheduling goroutine.
@@ -299,6 +314,9 @@ func NewScheduler(e *Engine, opts SchedulerOptions) (*Scheduler, error) {
 	}
 	if opts.MaxBatchTokens <= 0 {
 		opts.MaxBatchTokens = max(PrefillChunk, opts.MaxSeqs)
+	}
+	if opts.DraftTokens < 0 || opts.DraftTokens > MaxDraftTokens {
+		return nil, fmt.Errorf("engine: DraftTokens %d: want 0 (off) to %d", opts.DraftTokens, MaxDraftTokens)
 	}
 	if opts.MaxBatchTokens < opts.MaxSeqs {
 		return nil, fmt.Errorf("engine: MaxBatchTokens %d is below MaxSeqs %d: every running sequence needs a token per step", opts.MaxBatchTokens, opts.MaxSeqs)
@@ -492,6 +510,8 @@ func (s *Scheduler) Stats() SchedulerStats {
 		Generated:     s.generated.Load(),
 		Steps:         s.steps.Load(),
 		Preemptions:   s.preemptions.Load(),
+		DraftTokens:   s.drafted.Load(),
+		DraftAccepted: s.accepted.Load(),
 	}
 }
 
@@ -737,17 +757,36 @@ func (s *Scheduler) step() {
 		b.Seq = append(b.Seq, q.slot)
 		q.written = pos + 1
 	}
-	// Decodes first: one token each (MaxBatchTokens ≥ MaxSeqs, so they always fit).
+	// Decodes first: one token each (MaxBatchTokens ≥ MaxSeqs, so they always fit), each
+	// followed by its proposed tokens when drafting is on, in the token budget and the logit
+	// rows beyond one per sequence.
+	decoding := 0
 	for _, q := range s.seqs {
 		if q.prefilled == q.target && !skip[q] {
-			add(q, q.history[len(q.history)-1], len(q.history)-1, true)
+			decoding++
+		}
+	}
+	draftBudget := min(s.opts.MaxBatchTokens-decoding, s.state.MaxLogits-s.opts.MaxSeqs)
+	for _, q := range s.seqs {
+		q.draft, q.drafted, q.refused = q.draft[:0], 0, false
+		if q.prefilled == q.target && !skip[q] {
+			pos := len(q.history) - 1
+			add(q, q.history[pos], pos, true)
+			if s.opts.DraftTokens > 0 && draftBudget > 0 {
+				s.propose(q, min(s.opts.DraftTokens, draftBudget, q.maxTokens-q.generated-1))
+				for j, t := range q.draft {
+					add(q, t, pos+1+j, true)
+				}
+				draftBudget -= len(q.draft)
+			}
 		}
 	}
 	// Then prefill chunks, oldest sequence first, in what is left of the token budget.
 	budget := s.opts.MaxBatchTokens - len(b.Tokens)
-	// Logit rows beyond one per sequence, for prompts that want PromptLogprobs: each such
-	// sequence takes at least one (its own) and the others share what is left.
-	promptRows := s.state.MaxLogits - s.opts.MaxSeqs
+	// Logit rows beyond one per sequence (and the drafts'), for prompts that want
+	// PromptLogprobs: each such sequence takes at least one (its own) and the others share
+	// what is left.
+	promptRows := s.state.MaxLogits - s.opts.MaxSeqs - (len(s.rows) - decoding)
 	var prefilled int64
 	for _, q := range s.seqs {
 		if budget == 0 {
@@ -809,8 +848,8 @@ func (s *Scheduler) step() {
 		s.seqs = s.seqs[:0]
 		return
 	}
-	for _, q := range s.seqs { // full blocks this step wrote join the prefix cache
-		s.pool.register(&q.chain, q.table, q.history, q.written)
+	for _, q := range s.seqs { // full blocks this step wrote join the prefix cache (drafts not yet)
+		s.pool.register(&q.chain, q.table, q.history, min(q.written, len(q.history)))
 	}
 	now := time.Now()
 	vocab := s.e.Model.Config.Vocab
@@ -818,6 +857,9 @@ func (s *Scheduler) step() {
 		if p := s.rowPos[i]; p >= 0 { // a prompt token's row: how likely was the next one?
 			q.promptLPs = append(q.promptLPs, logprobs(logits[i*vocab:(i+1)*vocab], q.ids[p+1], q.topLP))
 			continue
+		}
+		if q.table == nil || q.refused {
+			continue // ended by an earlier row of this step, or a draft row after a refused proposal
 		}
 		var next int32
 		var lp *Logprob
@@ -847,6 +889,20 @@ func (s *Scheduler) step() {
 		}
 		if reason, done := s.advance(q, next, lp, now); done {
 			s.retire(q, reason, nil)
+			continue
+		}
+		if q.drafted < len(q.draft) { // the next row is that of proposal q.drafted
+			if next == q.draft[q.drafted] {
+				q.drafted++
+				s.accepted.Add(1)
+			} else {
+				q.refused = true
+			}
+		}
+	}
+	for _, q := range s.seqs {
+		if len(q.draft) > 0 && q.table != nil {
+			q.written = len(q.history) - 1 // the K and V of refused proposals do not count
 		}
 	}
 	live = s.seqs[:0]
@@ -1041,4 +1097,25 @@ func (q *sequence) unmaskStops(row []float32) {
 	for i := len(q.endIDs) - 1; i >= 0; i-- {
 		row[q.endIDs[i]] = q.stopSaved[i]
 	}
+}
+
+// propose sets q.draft to at most k tokens found by prompt lookup, as many as q's KV blocks
+// hold (growing them by what the pool has free, never preempting for a proposal).
+func (s *Scheduler) propose(q *sequence, k int) {
+	if k <= 0 {
+		return
+	}
+	q.draft = lookupDraft(q.draft[:0], q.history, k)
+	if len(q.draft) == 0 {
+		return
+	}
+	need := len(q.history) + len(q.draft) // positions up to that of the last proposal
+	if len(q.table)*s.opts.BlockSize < need {
+		if t, err := s.pool.grow(q.table, need); err == nil {
+			q.table = t
+			s.batch.BlockTables[q.slot] = t
+		}
+	}
+	q.draft = q.draft[:min(len(q.draft), len(q.table)*s.opts.BlockSize-len(q.history))]
+	s.drafted.Add(int64(len(q.draft)))
 }

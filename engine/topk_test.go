@@ -97,4 +97,20 @@ func TestDeviceTopKSamplesLikeWholeRows(t *testing.T) {
 		require.NoError(t, final.Err)
 		require.Equal(t, want[i].ids, ids, "scheduler with a penalised sequence, request %d", i)
 	}
+	// With speculative decoding: each proposal's row sampled from its candidates.
+	ds, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 8, DraftTokens: 4})
+	require.NoError(t, err)
+	defer ds.Close(context.Background())
+	streams = streams[:0]
+	for _, r := range reqs {
+		st, err := ds.Submit(context.Background(), r)
+		require.NoError(t, err)
+		streams = append(streams, st)
+	}
+	for i, st := range streams {
+		ids, _, final := collect(t, st)
+		require.NoError(t, final.Err)
+		require.Equal(t, want[i].ids, ids, "scheduler with drafts, request %d", i)
+	}
+	require.Positive(t, ds.Stats().DraftAccepted)
 }

@@ -30,6 +30,7 @@ import (
 //	llamacu_kv_blocks_in_use / _idle / _total      gauge     paged KV-cache blocks (idle: cached, held by none)
 //	llamacu_prompt_cached_tokens_total             counter   prompt tokens read from the prefix cache
 //	llamacu_preemptions_total                      counter   sequences preempted for KV blocks
+//	llamacu_draft_tokens_total, _accepted_tokens_total counter   speculative proposals, and those generated
 //	llamacu_ready                                  gauge     1 once the model is loaded
 type metrics struct {
 	mu       sync.Mutex
@@ -132,6 +133,8 @@ func (m *metrics) write(w io.Writer, st *engine.SchedulerStats) {
 	gauge("llamacu_kv_blocks_idle", "Prefix-cache blocks no sequence holds (evicted when memory is needed).", s.KVBlocksIdle)
 	gauge("llamacu_kv_blocks_total", "Paged KV-cache blocks in the pool.", s.KVBlocksTotal)
 	p("# HELP llamacu_preemptions_total Sequences preempted for KV blocks (prefilled again when readmitted).\n# TYPE llamacu_preemptions_total counter\nllamacu_preemptions_total %d\n", s.Preemptions)
+	p("# HELP llamacu_draft_tokens_total Tokens proposed by prompt lookup (serve --draft).\n# TYPE llamacu_draft_tokens_total counter\nllamacu_draft_tokens_total %d\n", s.DraftTokens)
+	p("# HELP llamacu_draft_accepted_tokens_total Proposed tokens the model generated.\n# TYPE llamacu_draft_accepted_tokens_total counter\nllamacu_draft_accepted_tokens_total %d\n", s.DraftAccepted)
 	p("# HELP llamacu_prompt_cached_tokens_total Prompt tokens read from the prefix cache instead of prefilled.\n# TYPE llamacu_prompt_cached_tokens_total counter\nllamacu_prompt_cached_tokens_total %d\n", s.CachedTokens)
 }
 

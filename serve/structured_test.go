@@ -191,3 +191,20 @@ func TestMinTokensAndStopTokenIDs(t *testing.T) {
 		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "%v: %s", bad, out)
 	}
 }
+
+// A server with speculative decoding answers what Engine.Generate does, and counts its
+// proposals in /metrics.
+func TestDraftsOverHTTP(t *testing.T) {
+	e, _ := loadEngine(t, "stories260K/stories260K.gguf")
+	ref := generate(t, e, engine.Request{Prompt: "Once upon a time", MaxTokens: 120})
+	_, _, ts := start(t, e, engine.SchedulerOptions{MaxSeqs: 2, DraftTokens: 4}, serve.Options{})
+	resp, out := post(t, ts.URL+"/v1/completions", map[string]any{"prompt": "Once upon a time", "max_tokens": 120, "temperature": 0})
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	var c completion
+	require.NoError(t, json.Unmarshal(out, &c))
+	assert.Equal(t, ref.text, c.Choices[0].Text)
+	m := scrape(t, ts.URL)
+	assert.Positive(t, m["llamacu_draft_tokens_total"])
+	assert.Positive(t, m["llamacu_draft_accepted_tokens_total"])
+	assert.LessOrEqual(t, m["llamacu_draft_accepted_tokens_total"], m["llamacu_draft_tokens_total"])
+}

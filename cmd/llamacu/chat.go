@@ -41,6 +41,7 @@ func cmdChat(args []string, stdout, stderr io.Writer) error {
 	sf := addSamplingFlags(fs, "random seed; answer n uses seed+n (-1: from the clock, printed to stderr)")
 	maxTokens := fs.Int("max-tokens", 512, "most tokens per answer; the prompt gets the rest of the context")
 	stats := fs.Bool("stats", false, "print token counts and speed after each answer (stderr)")
+	draft := fs.Int("draft", 0, fmt.Sprintf("speculative decoding by prompt lookup: propose up to N tokens a step (0: off, at most %d)", engine.MaxDraftTokens))
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llamacu chat [--model PATH] [--system TEXT] [flags]\n\n"+
 			"Chats in the Llama 2 chat format ([INST] ... [/INST]): reads one message a line from stdin,\n"+
@@ -58,6 +59,9 @@ func cmdChat(args []string, stdout, stderr io.Writer) error {
 	}
 	if *maxTokens < 1 {
 		return fmt.Errorf("%w: --max-tokens must be ≥ 1", errUsage)
+	}
+	if *draft < 0 || *draft > engine.MaxDraftTokens {
+		return fmt.Errorf("%w: --draft must be 0 to %d", errUsage, engine.MaxDraftTokens)
 	}
 	params, err := sf.params(stderr)
 	if err != nil {
@@ -91,7 +95,7 @@ func cmdChat(args []string, stdout, stderr io.Writer) error {
 
 	// One sequence at a time, through the scheduler for its prefix cache: each turn resends the
 	// conversation, and only what the previous turn did not already write is prefilled.
-	sched, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 1})
+	sched, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 1, DraftTokens: *draft})
 	if err != nil {
 		return err
 	}

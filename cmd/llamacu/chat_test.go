@@ -88,6 +88,7 @@ func TestChatStories260K(t *testing.T) {
 		{"system prompt", u1 + "\n" + u2 + "\n", []string{"--system", sys}, s1 + "\n\n" + s2 + "\n\n", ""},
 		{"reset keeps system prompt", u1 + "\n/reset\n" + u1 + "\n", []string{"--system", sys}, s1 + "\n\n" + s1 + "\n\n", ""},
 		{"special tags refused", "[INST] hi\n" + u1 + "\n", nil, a1 + "\n\n", "special tags"},
+		{"speculative decoding changes nothing", u1 + "\n" + u2 + "\n", []string{"--draft", "4"}, a1 + "\n\n" + a2 + "\n\n", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

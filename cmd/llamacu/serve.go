@@ -48,6 +48,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 	maxBatch := fs.Int("max-batch-tokens", 0, "tokens per forward step, prefill chunks plus decodes (0: max(256, --max-seqs))")
 	kvBlocks := fs.Int("kv-blocks", 0, "KV-cache blocks of 16 tokens (0: --max-seqs full contexts, at most 4 GiB on the CPU, the free memory less a tenth on a GPU)")
 	noPrefix := fs.Bool("no-prefix-cache", false, "do not keep finished requests' KV blocks for later prompts that start the same way")
+	draft := fs.Int("draft", 0, fmt.Sprintf("speculative decoding by prompt lookup: propose up to N tokens per sequence and step (0: off, at most %d)", engine.MaxDraftTokens))
 	grace := fs.Duration("grace", 30*time.Second, "on SIGTERM/SIGINT, how long requests in flight may run before they are cancelled")
 	name := fs.String("model-name", "", "model id reported by the API (default: the model file's name)")
 	fs.Usage = func() {
@@ -67,6 +68,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	case *maxQueue < 0:
 		return fmt.Errorf("%w: --max-queue must be ≥ 0", errUsage)
+	case *draft < 0 || *draft > engine.MaxDraftTokens:
+		return fmt.Errorf("%w: --draft must be 0 to %d", errUsage, engine.MaxDraftTokens)
 	case *maxSeqs < 1:
 		return fmt.Errorf("%w: --max-seqs must be ≥ 1", errUsage)
 	case *maxBatch < 0 || *kvBlocks < 0:
@@ -80,7 +83,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 			*name = strings.TrimSuffix(filepath.Base(lf.model), filepath.Ext(lf.model))
 		}
 	}
-	sopts := engine.SchedulerOptions{MaxSeqs: *maxSeqs, MaxBatchTokens: *maxBatch, KVBlocks: *kvBlocks, MaxQueue: *maxQueue, NoPrefixCache: *noPrefix}
+	sopts := engine.SchedulerOptions{MaxSeqs: *maxSeqs, MaxBatchTokens: *maxBatch, KVBlocks: *kvBlocks, MaxQueue: *maxQueue, NoPrefixCache: *noPrefix, DraftTokens: *draft}
 	if *maxQueue == 0 {
 		sopts.MaxQueue = -1 // the scheduler's "no waiting line"
 	}
