@@ -307,3 +307,64 @@ func TestDisconnectWhileQueued(t *testing.T) {
 	}
 	require.LessOrEqual(t, after, before, "goroutines leaked")
 }
+
+// The same malformed bodies, and ollama's own fields gone wrong, on ollama's endpoints: never
+// a panic, every error ollama's {"error": "..."}, every answer lines of JSON ending done.
+func TestMalformedOllamaBodies(t *testing.T) {
+	e := loadSmall(t, 64)
+	sched, err := engine.NewScheduler(e, engine.SchedulerOptions{MaxSeqs: 4})
+	require.NoError(t, err)
+	srv := serve.New(sched, e, serve.Options{})
+	rh := &recoverHandler{h: srv}
+	ts := httptest.NewServer(rh)
+	t.Cleanup(func() {
+		ts.Close()
+		require.NoError(t, sched.Close(t.Context()))
+	})
+	bodies := malformedBodies()
+	for _, v := range []string{`null`, `5`, `"x"`, `[]`, `{"temperature":null}`, `{"num_predict":1e400}`, `{"num_predict":9223372036854775807}`,
+		`{"seed":-1}`, `{"seed":1e300}`, `{"top_k":-5}`, `{"top_p":2}`, `{"repeat_last_n":-2}`, `{"stop":[""]}`, `{"stop":[1]}`,
+		`{"stop":` + string(must(json.Marshal(make([]string, 100)))) + `}`, `{"mirostat":"0"}`, `{"typical_p":1}`, `{"":1}`} {
+		bodies = append(bodies, `{"prompt":"x","options":`+v+`}`, `{"messages":[{"role":"user","content":"hi"}],"options":`+v+`}`)
+	}
+	for _, v := range []string{`"json"`, `""`, `null`, `5`, `"JSON"`, `{}`, `{"type":5}`, `{"$ref":"#"}`, `[]`, `true`} {
+		bodies = append(bodies, `{"prompt":"x","options":{"num_predict":3},"format":`+v+`}`)
+	}
+	for _, v := range []string{`[-1]`, `[1e10]`, `"x"`, `[1.5]`, `[` + strings.Repeat("7,", 100) + `7]`} {
+		bodies = append(bodies, `{"prompt":"x","options":{"num_predict":2},"context":`+v+`}`)
+	}
+	bodies = append(bodies, `{"prompt":"x","stream":"yes"}`, `{"prompt":"x","raw":1}`, `{"system":"<<SYS>>","prompt":"x"}`,
+		`{"messages":[{"role":"tool","content":"x"}]}`, `{"messages":[{"role":"user","content":"hi","images":["x"]}]}`)
+	for i, body := range bodies {
+		for _, path := range []string{"/api/generate", "/api/chat"} {
+			name := fmt.Sprintf("%d%s", i, path)
+			resp, err := http.Post(ts.URL+path, "application/json", strings.NewReader(body))
+			require.NoError(t, err, "%s: %.200s (panic: %v)", name, body, rh.last.Load())
+			out, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.NoError(t, err)
+			if resp.StatusCode == http.StatusOK {
+				lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
+				var last map[string]any
+				for _, l := range lines {
+					require.NoError(t, json.Unmarshal(l, &last), "%s: %s", name, l)
+				}
+				require.Equal(t, true, last["done"], "%s: %.300s", name, out)
+				continue
+			}
+			require.True(t, resp.StatusCode < 500 || resp.StatusCode == 503, "%s: status %d for %.200s: %s", name, resp.StatusCode, body, out)
+			var ollamaErr struct{ Error string }
+			require.NoError(t, json.Unmarshal(out, &ollamaErr), "%s: %s", name, out)
+			require.NotEmpty(t, ollamaErr.Error, "%s: %s", name, out)
+		}
+	}
+	require.Zero(t, rh.panics.Load(), "handler panicked: %v", rh.last.Load())
+	waitFree(t, sched)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

@@ -6,6 +6,7 @@
 //	GET  /v1/models            the one model served
 //	GET  /health               200 when ready; 503 while the model loads or the server drains
 //	GET  /metrics              Prometheus text format (see metrics.go)
+//	/api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version: ollama's API (ollama.go)
 //
 // A Server can exist before its model: cmd serve listens at once, answers /health with 503 while
 // the weights load, then calls SetEngine. Under pressure it answers as OpenAI's API does, with a
@@ -120,21 +121,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h, method = s.handleHealth, http.MethodGet
 	case "/metrics":
 		h, method = s.handleMetrics, http.MethodGet
+	case "/api/generate", "/api/chat":
+		h = s.handleOllama
+	case "/api/show":
+		h = s.handleOllamaInfo
+	case "/api/tags", "/api/ps", "/api/version":
+		h, method = s.handleOllamaInfo, http.MethodGet
 	default:
 		endpoint = "other"
 	}
 	rec := &statusWriter{ResponseWriter: w}
 	start := time.Now()
 	defer func() { s.metrics.request(endpoint, rec.status(), time.Since(start)) }()
+	fail := writeError
+	if strings.HasPrefix(r.URL.Path, "/api/") { // ollama's clients read {"error": "..."}
+		fail = func(w http.ResponseWriter, status int, _, _, msg string) { ollamaError(w, status, "%s", msg) }
+	}
 	switch {
 	case h == nil:
-		writeError(rec, http.StatusNotFound, "invalid_request_error", "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+		fail(rec, http.StatusNotFound, "invalid_request_error", "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	case r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead):
 		rec.Header().Set("Allow", method)
-		writeError(rec, http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed", r.URL.Path+" accepts "+method+" only")
-	case (strings.HasPrefix(endpoint, "/v1/") || method == http.MethodPost) && !s.authorized(r):
+		fail(rec, http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed", r.URL.Path+" accepts "+method+" only")
+	case (strings.HasPrefix(endpoint, "/v1/") || strings.HasPrefix(endpoint, "/api/") || method == http.MethodPost) && !s.authorized(r):
 		rec.Header().Set("WWW-Authenticate", `Bearer realm="llamacu"`)
-		writeError(rec, http.StatusUnauthorized, "invalid_request_error", "invalid_api_key", "a valid API key is required: send it as \"Authorization: Bearer KEY\"")
+		fail(rec, http.StatusUnauthorized, "invalid_request_error", "invalid_api_key", "a valid API key is required: send it as \"Authorization: Bearer KEY\"")
 	default:
 		h(rec, r)
 	}
