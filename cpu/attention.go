@@ -1,24 +1,30 @@
 package cpu
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 
 	"github.com/llamacu/llamacu/model"
+	"github.com/llamacu/llamacu/tensor"
 )
 
 // KVCache is the CPU paged KV cache: K and V each (Layers, NumBlocks, BlockSize, KVHeads, HeadDim)
-// float32, plus per-worker attention-score scratch for the longest context the pool can hold.
+// float32 — or float16 with Options.KVF16, half the memory and half the bytes attention reads,
+// each value rounded to F16 as it is stored (as the GPU's cache and llama.cpp's default) — plus
+// per-worker attention-score scratch for the longest context the pool can hold.
 type KVCache struct {
-	l      model.KVLayout
-	k, v   []float32   // (Layers, NumBlocks, BlockSize, KVHeads, HeadDim)
-	scores [][]float32 // (workers, NumBlocks·BlockSize)
+	l        model.KVLayout
+	k, v     []float32   // (Layers, NumBlocks, BlockSize, KVHeads, HeadDim); nil with F16
+	k16, v16 []byte      // the same, F16 little-endian, 2 bytes an element; nil with F32
+	scores   [][]float32 // (workers, NumBlocks·BlockSize)
 }
 
 // Layout returns the geometry.
 func (c *KVCache) Layout() model.KVLayout { return c.l }
 
-// K and V expose the storage, (Layers, NumBlocks, BlockSize, KVHeads, HeadDim), for tests.
+// K and V expose the storage, (Layers, NumBlocks, BlockSize, KVHeads, HeadDim), for tests (nil
+// for an F16 cache).
 func (c *KVCache) K() []float32 { return c.k }
 
 // V is K's twin.
@@ -33,12 +39,25 @@ func (b *Backend) NewKVCache(l model.KVLayout) (model.KVCache, error) {
 	if n > math.MaxInt/8 || int64(l.NumBlocks)*int64(l.BlockSize) > math.MaxInt32 {
 		return nil, fmt.Errorf("%w: kv layout %+v is too large", ErrBadShape, l)
 	}
-	c := &KVCache{l: l, k: make([]float32, n), v: make([]float32, n)}
+	c := &KVCache{l: l}
+	if b.opts.KVF16 {
+		c.k16, c.v16 = make([]byte, 2*n), make([]byte, 2*n)
+	} else {
+		c.k, c.v = make([]float32, n), make([]float32, n)
+	}
 	c.scores = make([][]float32, b.pool.size)
 	for i := range c.scores {
 		c.scores[i] = make([]float32, l.NumBlocks*l.BlockSize)
 	}
 	return c, nil
+}
+
+// KVElementBytes is 4 (float32 K and V), or 2 with Options.KVF16 (model.KVSizer).
+func (b *Backend) KVElementBytes() int {
+	if b.opts.KVF16 {
+		return 2
+	}
+	return 4
 }
 
 func kvc(c model.KVCache) *KVCache {
@@ -89,8 +108,20 @@ func (b *Backend) StoreKV(c model.KVCache, layer int, k, v model.Buffer, bt *mod
 	}
 	for i := range bt.Tokens {
 		off := cc.slot(layer, bt, bt.Seq[i], bt.Pos[i])
+		if cc.k16 != nil {
+			putF16(cc.k16[2*off:2*(off+kvDim)], kb.row(i))
+			putF16(cc.v16[2*off:2*(off+kvDim)], vb.row(i))
+			continue
+		}
 		copy(cc.k[off:off+kvDim], kb.row(i))
 		copy(cc.v[off:off+kvDim], vb.row(i))
+	}
+}
+
+// putF16 stores src rounded to F16 (to nearest, ties to even) in dst, 2 bytes each.
+func putF16(dst []byte, src []float32) {
+	for j, f := range src {
+		binary.LittleEndian.PutUint16(dst[2*j:], tensor.F32ToF16(f))
 	}
 }
 
@@ -161,7 +192,12 @@ func (t *attentionTask) run(w, lo, hi int) {
 		maxv := float32(math.Inf(-1))
 		for tt := 0; tt <= p; tt++ {
 			off := ((t.layer*l.NumBlocks+int(tab[tt/l.BlockSize]))*l.BlockSize+tt%l.BlockSize)*kvDim + g*hd
-			sc := dotF32(qh, c.k[off:off+hd]) / scale
+			var sc float32
+			if c.k16 != nil {
+				sc = dotF16(c.k16[2*off:2*(off+hd)], qh) / scale
+			} else {
+				sc = dotF32(qh, c.k[off:off+hd]) / scale
+			}
 			att[tt] = sc
 			maxv = max(maxv, sc)
 		}
@@ -177,8 +213,20 @@ func (t *attentionTask) run(w, lo, hi int) {
 		clear(oh)
 		for tt, a := range att {
 			off := ((t.layer*l.NumBlocks+int(tab[tt/l.BlockSize]))*l.BlockSize+tt%l.BlockSize)*kvDim + g*hd
-			axpy(oh, a, c.v[off:off+hd])
+			if c.v16 != nil {
+				axpyF16(oh, a, c.v16[2*off:2*(off+hd)])
+			} else {
+				axpy(oh, a, c.v[off:off+hd])
+			}
 		}
+	}
+}
+
+// axpyF16Go is axpyGo for x in F16.
+func axpyF16Go(y []float32, a float32, x []byte) {
+	x = x[:2*len(y)]
+	for k := range y {
+		y[k] += float32(a * tensor.F16ToF32(binary.LittleEndian.Uint16(x[2*k:])))
 	}
 }
 

@@ -31,6 +31,9 @@ type Options struct {
 	// KeepHalf keeps F16 and BF16 weights in their 2-byte form and widens them on the fly (half
 	// the memory and bandwidth of F32, at some compute cost). By default Upload converts them to F32.
 	KeepHalf bool
+	// KVF16 keeps the KV cache in F16 (half the memory and the bytes attention reads; values
+	// rounded as stored, like the GPU's cache). By default it is F32, exactly llama2.c's.
+	KVF16 bool
 }
 
 // Backend is the CPU implementation of model.Backend. Its methods must not be called from

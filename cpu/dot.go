@@ -23,6 +23,8 @@ var (
 	cvtF16 = cvtF16Go
 	// axpy: y += a·x over len(y), the product rounded before the add.
 	axpy = axpyGo
+	// axpyF16 is axpy for x in F16 (2 bytes an element).
+	axpyF16 = axpyF16Go
 	// deqQ8 and deqQ4 widen len(dst)/32 blocks from w.
 	deqQ8 = deqQ8Go
 	deqQ4 = deqQ4Go
@@ -55,7 +57,7 @@ func deqQ4Go(dst []float32, w []byte) { tensor.Decode(dst, tensor.Q4_0, w[:len(d
 
 // usePureGo installs the pure-Go kernels (tests compare them with the assembly ones).
 func usePureGo() {
-	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy = dotF32Go, dotQ8Go, dotQ4Go, dotF16Go, cvtF16Go, deqQ8Go, deqQ4Go, axpyGo
+	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy, axpyF16 = dotF32Go, dotQ8Go, dotQ4Go, dotF16Go, cvtF16Go, deqQ8Go, deqQ4Go, axpyGo, axpyF16Go
 	nibDots, nib5Dots, q6Dots, deqNibAsmOn = nibDotsGo, nib5DotsGo, q6DotsGo, false
 	gemm = &gemmGo
 }

@@ -29,6 +29,9 @@ func dotF16AVX(w *byte, x *float32, n int) float32
 func cvtF16AVX(dst *float32, src *byte, n int)
 
 //go:noescape
+func axpyF16AVX(y *float32, x *byte, a float32, n int)
+
+//go:noescape
 func deqQ8AVX(dst *float32, w *byte, nb int)
 
 //go:noescape
@@ -63,7 +66,7 @@ func init() {
 
 // useAsm installs the assembly kernels; usePureGo (in dot.go) undoes it, for tests.
 func useAsm() {
-	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy = dotF32Asm, dotQ8Asm, dotQ4Asm, dotF16Asm, cvtF16Asm, deqQ8Asm, deqQ4Asm, axpyAsm
+	dotF32, dotQ8, dotQ4, dotF16, cvtF16, deqQ8, deqQ4, axpy, axpyF16 = dotF32Asm, dotQ8Asm, dotQ4Asm, dotF16Asm, cvtF16Asm, deqQ8Asm, deqQ4Asm, axpyAsm, axpyF16Asm
 	nibDots, nib5Dots, q6Dots, deqNibAsmOn = nibDotsAsm, nib5DotsAsm, q6DotsAsm, true
 	gemm = bestGemm()
 }
@@ -154,6 +157,18 @@ func axpyAsm(y []float32, a float32, x []float32) {
 	}
 	for k := m; k < n; k++ {
 		y[k] += float32(a * x[k])
+	}
+}
+
+func axpyF16Asm(y []float32, a float32, x []byte) {
+	n := len(y)
+	x = x[:2*n]
+	m := n &^ 7
+	if m > 0 {
+		axpyF16AVX(&y[0], &x[0], a, m)
+	}
+	for k := m; k < n; k++ {
+		y[k] += float32(a * f16tab[uint16(x[2*k])|uint16(x[2*k+1])<<8])
 	}
 }
 

@@ -746,3 +746,52 @@ TEXT ·deq6AVX(SB), NOSPLIT, $0-32
 
 	VZEROUPPER
 	RET
+
+// func axpyF16AVX(y *float32, x *byte, a float32, n int)
+// y += a·widen(x) for n F16 values of x (a multiply, then an add: axpyAVX's rounding). n is a
+// multiple of 8.
+TEXT ·axpyF16AVX(SB), NOSPLIT, $0-32
+	MOVQ         y+0(FP), DI
+	MOVQ         x+8(FP), SI
+	VBROADCASTSS a+16(FP), Y0
+	MOVQ         n+24(FP), CX
+
+ahloop32:
+	CMPQ      CX, $32
+	JL        ahloop8
+	VCVTPH2PS (SI), Y1
+	VCVTPH2PS 16(SI), Y2
+	VCVTPH2PS 32(SI), Y3
+	VCVTPH2PS 48(SI), Y4
+	VMULPS    Y1, Y0, Y1
+	VMULPS    Y2, Y0, Y2
+	VMULPS    Y3, Y0, Y3
+	VMULPS    Y4, Y0, Y4
+	VADDPS    (DI), Y1, Y1
+	VADDPS    32(DI), Y2, Y2
+	VADDPS    64(DI), Y3, Y3
+	VADDPS    96(DI), Y4, Y4
+	VMOVUPS   Y1, (DI)
+	VMOVUPS   Y2, 32(DI)
+	VMOVUPS   Y3, 64(DI)
+	VMOVUPS   Y4, 96(DI)
+	ADDQ      $64, SI
+	ADDQ      $128, DI
+	SUBQ      $32, CX
+	JMP       ahloop32
+
+ahloop8:
+	CMPQ      CX, $8
+	JL        ahdone
+	VCVTPH2PS (SI), Y1
+	VMULPS    Y1, Y0, Y1
+	VADDPS    (DI), Y1, Y1
+	VMOVUPS   Y1, (DI)
+	ADDQ      $16, SI
+	ADDQ      $32, DI
+	SUBQ      $8, CX
+	JMP       ahloop8
+
+ahdone:
+	VZEROUPPER
+	RET

@@ -42,6 +42,15 @@ func TestDotKernels(t *testing.T) {
 		f16 := tensor.Encode(tensor.F16, b)
 		wide := make([]float32, n)
 		tensor.Decode(wide, tensor.F16, f16)
+		y0 = randVec(r, n, 1)
+		y1 = append(y1[:0], y0...)
+		axpyF16Asm(y0, -1.7, f16)
+		axpyF16Go(y1, -1.7, f16)
+		for k := range y0 {
+			if y0[k] != y1[k] {
+				t.Fatalf("axpyF16 n=%d element %d: asm %g, go %g (must be bit-identical)", n, k, y0[k], y1[k])
+			}
+		}
 		if g, w := dotF16Asm(f16, a), dotF16Go(f16, a); !closeRel(g, w, mag(wide), tol) {
 			t.Errorf("dotF16 n=%d: asm %g, go %g", n, g, w)
 		}

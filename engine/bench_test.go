@@ -298,3 +298,55 @@ func BenchmarkDraftDecode(b *testing.B) {
 		e.Close()
 	}
 }
+
+// BenchmarkDecodeKV times one decode step of the 110M synthetic model (F32 weights) at a
+// context depth of 0 and 1008 tokens (its context is 1024) with the CPU's KV cache in fp32 and fp16: what the
+// halved bytes attention reads give back at depth (and cost in conversion at none).
+func BenchmarkDecodeKV(b *testing.B) {
+	cfg := model.Bench110M
+	for _, f16 := range []bool{false, true} {
+		name := "f32"
+		if f16 {
+			name = "f16"
+		}
+		be := cpu.New(cpu.Options{KVF16: f16})
+		m, err := model.New(be, cfg, model.Synthetic(cfg, 1, tensor.F32), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		const bs, ctx, deep = 16, 1024, 1008
+		s, err := m.NewState(bs, 1, bs, ctx/bs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		table := make([]int32, ctx/bs)
+		for i := range table {
+			table[i] = int32(i)
+		}
+		// Fill the cache to depth deep (prefill in chunks of 16; the values do not matter).
+		fill := &model.Batch{BlockTables: [][]int32{table}}
+		for p := 0; p < deep; p += bs {
+			fill.Tokens, fill.Pos, fill.Seq = fill.Tokens[:0], fill.Pos[:0], fill.Seq[:0]
+			for i := range bs {
+				fill.Tokens = append(fill.Tokens, int32(100+p+i))
+				fill.Pos = append(fill.Pos, int32(p+i))
+				fill.Seq = append(fill.Seq, 0)
+			}
+			if _, err := m.Forward(s, fill, []int32{bs - 1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, depth := range []int{0, deep} {
+			b.Run(fmt.Sprintf("kv=%s/depth=%d", name, depth), func(b *testing.B) {
+				batch := &model.Batch{Tokens: []int32{1}, Pos: []int32{int32(depth)}, Seq: []int32{0}, BlockTables: [][]int32{table}}
+				for b.Loop() {
+					if _, err := m.Forward(s, batch, []int32{0}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+			})
+		}
+		be.Close()
+	}
+}

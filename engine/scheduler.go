@@ -50,7 +50,8 @@ type SchedulerOptions struct {
 	// BlockSize is the tokens per KV-cache block (default 16).
 	BlockSize int
 	// KVBlocks is the size of the paged KV cache. 0 means enough for MaxSeqs full contexts, capped
-	// at KVMemory bytes (fp32 K and V: 2·layers·kv_heads·head_dim·4 bytes per token) — or, on a
+	// at KVMemory bytes (2·layers·kv_heads·head_dim·4 bytes per token for fp32 K and V, ·2 for
+	// fp16: model.KVSizer) — or, on a
 	// backend with memory of its own (model.MemoryReporter: the GPU) and no KVMemory, at what
 	// its free memory holds less a reserve — and never below one full context.
 	//
@@ -334,7 +335,11 @@ func NewScheduler(e *Engine, opts SchedulerOptions) (*Scheduler, error) {
 			budget = defaultKVMemory
 		}
 		c := e.Model.Config
-		perBlock := int64(2*c.Layers*c.KVDim()*4) * int64(opts.BlockSize)
+		elem := 4
+		if ks, ok := e.Model.Backend.(model.KVSizer); ok {
+			elem = ks.KVElementBytes()
+		}
+		perBlock := int64(2*c.Layers*c.KVDim()*elem) * int64(opts.BlockSize)
 		budgetBlocks := budget / perBlock
 		if dev, ok := deviceKVBlocks(e.Model, opts.BlockSize); ok && opts.KVMemory <= 0 {
 			budgetBlocks = dev

@@ -158,5 +158,11 @@ type TopKer interface {
 // scheduler can size the KV cache from what the weights leave (vLLM's gpu_memory_utilization).
 type MemoryReporter interface {
 	FreeMemory() (free, total int64, err error)
+	KVSizer
+}
+
+// KVSizer is an optional Backend interface: the bytes one element of its KV cache takes (4 for
+// float32, 2 for float16), so that a scheduler sizes a KV cache by what it really holds.
+type KVSizer interface {
 	KVElementBytes() int
 }

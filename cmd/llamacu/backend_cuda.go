@@ -59,7 +59,11 @@ func cudaOptions() (gpu.Options, error) {
 	default:
 		return opts, fmt.Errorf("%w: LLAMACU_QUANT=%q: want native or widen", errUsage, q)
 	}
-	opts.KVF32 = strings.EqualFold(os.Getenv("LLAMACU_KV"), "f32")
+	kv, err := kvType()
+	if err != nil {
+		return opts, err
+	}
+	opts.KVF32 = kv == "f32"
 	switch g := os.Getenv("LLAMACU_GRAPHS"); g {
 	case "", "1":
 		opts.Graphs = true

@@ -247,7 +247,11 @@ func syntheticModel(shape, dtypeName string, seed uint64, rankOf int, lf *loadFl
 	if lf.backend == "cpu" && lf.nodes == 1 {
 		for range lf.tp {
 			// Keep half-precision weights half, so that "f16" measures f16 weights.
-			bes = append(bes, cpu.New(cpu.Options{Threads: max(1, threads/lf.tp), KeepHalf: true}))
+			kv, err := kvType()
+			if err != nil {
+				return nil, 0, err
+			}
+			bes = append(bes, cpu.New(cpu.Options{Threads: max(1, threads/lf.tp), KeepHalf: true, KVF16: kv == "f16"}))
 		}
 	} else { // cuda: a GPU per rank, NCCL; several nodes: TCP (or NCCL) between them
 		rg, err := lf.backends(os.Stderr)
