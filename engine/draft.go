@@ -7,8 +7,11 @@ package engine
 // proposals had been generated: while the sampled token equals the proposal, the next row's
 // logits are the model's for exactly the history sequential decoding would have had, so the
 // output — greedy or sampled, each token one draw from the generator in order — is the same as
-// without drafts, in fewer steps. The first token that differs is kept and the rest dropped
-// (their K and V, written at positions beyond what was kept, are overwritten later).
+// without drafts, in fewer steps: bit for bit where the backend computes a row the same in any
+// batch (the CPU); on a GPU a step of several rows of one sequence runs the prefill kernels,
+// whose fp16 rounding differs from one-row decode's. The first token that differs from its
+// proposal is kept and the rest dropped (their K and V, written at positions beyond what was
+// kept, are overwritten later).
 
 // Lookup bounds: the longest and shortest suffix looked for.
 const (

@@ -79,7 +79,8 @@ type SchedulerOptions struct {
 	// DraftTokens turns on speculative decoding by prompt lookup (draft.go): each decoding
 	// sequence may feed up to this many proposed tokens after its last one in a step, and keeps
 	// those the model would have generated anyway. The tokens are the same as without it
-	// (greedy or sampled); a step yields several tokens when the text repeats what came before
+	// (greedy or sampled; on a GPU up to the rounding of the kernels a several-row step runs);
+	// a step yields several tokens when the text repeats what came before
 	// (code, quotes, structured answers). 0 (the default) is off; at most MaxDraftTokens.
 	DraftTokens int
 }
