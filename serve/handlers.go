@@ -13,7 +13,6 @@ import (
 
 	"github.com/llamacu/llamacu/chat"
 	"github.com/llamacu/llamacu/engine"
-	"github.com/llamacu/llamacu/grammar"
 )
 
 // statusClientClosed is recorded in metrics for a request whose client went away before the
@@ -30,21 +29,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		bad.write(w)
 		return
 	}
-	sp, stops, maxTokens, bad := req.sampling(req.MaxTokens)
-	var lpOn bool
-	var lpTop int
-	if bad == nil {
-		lpOn, lpTop, bad = req.logprobOptions(false)
-	}
-	var g *grammar.Grammar
-	if bad == nil {
-		g, bad = req.grammar()
-	}
-	var minTokens int
-	var stopIDs []int32
-	if bad == nil {
-		minTokens, stopIDs, bad = req.ends()
-	}
+	base, maxTokens, bad := req.request(req.MaxTokens, false)
 	if bad != nil {
 		bad.write(w)
 		return
@@ -81,11 +66,10 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		for k := range n { // OpenAI's order: prompt 0's n choices, then prompt 1's
-			ereq := engine.Request{PromptIDs: ids, MaxTokens: mt, Sampling: sp, Stop: stops,
-				Logprobs: lpOn, TopLogprobs: lpTop, PromptLogprobs: lpOn && req.Echo, IgnoreEOS: req.IgnoreEOS, Grammar: g,
-				MinTokens: minTokens, StopTokenIDs: stopIDs}
+			ereq := base
+			ereq.PromptIDs, ereq.MaxTokens, ereq.PromptLogprobs = ids, mt, base.Logprobs && req.Echo
 			ereq.Sampling.Seed += uint64(k) // n different samples, reproducible with seed
-			f := &completionFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}, logprobs: lpOn, index: len(reqs)}
+			f := &completionFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}, logprobs: base.Logprobs, index: len(reqs)}
 			if req.Echo {
 				f.echo, f.echoText, f.promptIDs = true, echo, ids
 			}
@@ -130,21 +114,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if req.MaxCompletionTokens != nil {
 		mt = req.MaxCompletionTokens
 	}
-	sp, stops, maxTokens, bad := req.sampling(mt)
-	var lpOn bool
-	var lpTop int
-	if bad == nil {
-		lpOn, lpTop, bad = req.logprobOptions(true)
-	}
-	var g *grammar.Grammar
-	if bad == nil {
-		g, bad = req.grammar()
-	}
-	var minTokens int
-	var stopIDs []int32
-	if bad == nil {
-		minTokens, stopIDs, bad = req.ends()
-	}
+	base, maxTokens, bad := req.request(mt, true)
 	if bad != nil {
 		bad.write(w)
 		return
@@ -177,8 +147,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := chatFormat{model: s.opts.ModelName, r: tokenRenderer{b.e.Tokenizer}}
-	ereq := engine.Request{PromptIDs: ids, MaxTokens: maxTokens, Sampling: sp, Stop: stops, Logprobs: lpOn, TopLogprobs: lpTop,
-		IgnoreEOS: req.IgnoreEOS, Grammar: g, TrimLeadingSpace: f.trimLeading(), MinTokens: minTokens, StopTokenIDs: stopIDs}
+	ereq := base
+	ereq.PromptIDs, ereq.MaxTokens, ereq.TrimLeadingSpace = ids, maxTokens, f.trimLeading()
 	n := req.choices()
 	if n == 1 {
 		s.generate(w, r, b, ereq, &req.params, f)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -112,42 +113,28 @@ func ollamaOptions(opts map[string]any) (sample.Params, []string, int, error) {
 		}
 		return int(f), err
 	}
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range opts {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	floats := map[string]*float32{"temperature": &sp.Temperature, "top_p": &sp.TopP, "min_p": &sp.MinP,
+		"repeat_penalty": &sp.RepeatPenalty, "presence_penalty": &sp.PresencePenalty, "frequency_penalty": &sp.FrequencyPenalty}
+	for _, k := range slices.Sorted(maps.Keys(opts)) { // sorted: the first bad option is reported, always the same
 		v := opts[k]
 		var err error
 		var f float64
 		var n int
-		switch k {
-		case "temperature":
+		if dst, ok := floats[k]; ok {
 			f, err = num(k, v)
-			sp.Temperature = float32(f)
+			*dst = float32(f)
+			if err != nil {
+				return sp, nil, 0, err
+			}
+			continue
+		}
+		switch k {
 		case "top_k":
 			n, err = integer(k, v)
 			sp.TopK = max(n, 0)
-		case "top_p":
-			f, err = num(k, v)
-			sp.TopP = float32(f)
-		case "min_p":
-			f, err = num(k, v)
-			sp.MinP = float32(f)
-		case "repeat_penalty":
-			f, err = num(k, v)
-			sp.RepeatPenalty = float32(f)
 		case "repeat_last_n":
 			n, err = integer(k, v)
 			sp.RepeatLastN = n
-		case "presence_penalty":
-			f, err = num(k, v)
-			sp.PresencePenalty = float32(f)
-		case "frequency_penalty":
-			f, err = num(k, v)
-			sp.FrequencyPenalty = float32(f)
 		case "seed":
 			n, err = integer(k, v)
 			sp.Seed = uint64(int64(n))

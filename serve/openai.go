@@ -62,6 +62,24 @@ type params struct {
 	structured
 }
 
+// request validates the parameters both endpoints share and returns them as an engine request
+// (without prompt and token budget), and max_tokens (0 when absent).
+func (p *params) request(maxTokens *int, chat bool) (engine.Request, int, *badRequest) {
+	var r engine.Request
+	sp, stops, n, bad := p.sampling(maxTokens)
+	if bad == nil {
+		r.Logprobs, r.TopLogprobs, bad = p.logprobOptions(chat)
+	}
+	if bad == nil {
+		r.Grammar, bad = p.grammar()
+	}
+	if bad == nil {
+		r.MinTokens, r.StopTokenIDs, bad = p.ends()
+	}
+	r.Sampling, r.Stop, r.IgnoreEOS = sp, stops, p.IgnoreEOS
+	return r, n, bad
+}
+
 // maxStopTokenIDs bounds stop_token_ids.
 const maxStopTokenIDs = 64
 
