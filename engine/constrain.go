@@ -59,21 +59,26 @@ func (e *Engine) newConstraint(req Request, prev int32) (*constraint, error) {
 }
 
 // choose returns the token to emit given the sampler's unconstrained choice next for row, and
-// advances the grammar past it.
+// advances the grammar past it: one walk of the token's bytes when the grammar allows it.
 func (c *constraint) choose(s *sample.Sampler, row []float32, history []int32, next int32) (int32, error) {
-	if !c.m.Allows(next) {
-		copy(c.masked, row)
-		n, err := c.m.Mask(c.masked)
-		if err != nil {
-			return -1, fmt.Errorf("engine: %w", err)
-		}
-		if n == 0 {
-			return -1, ErrGrammarDeadEnd
-		}
-		next = s.Sample(c.masked, history)
+	err := c.m.Accept(next)
+	if err == nil {
+		return next, nil
 	}
+	if errors.Is(err, grammar.ErrAmbiguous) {
+		return -1, fmt.Errorf("engine: %w", err)
+	}
+	copy(c.masked, row)
+	n, err := c.m.Mask(c.masked)
+	if err != nil {
+		return -1, fmt.Errorf("engine: %w", err)
+	}
+	if n == 0 {
+		return -1, ErrGrammarDeadEnd
+	}
+	next = s.Sample(c.masked, history)
 	if err := c.m.Accept(next); err != nil {
-		return -1, fmt.Errorf("engine: %w", err) // Mask and Allows disagree: a bug
+		return -1, fmt.Errorf("engine: %w", err) // Mask and Accept disagree: a bug
 	}
 	return next, nil
 }
