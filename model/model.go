@@ -113,6 +113,7 @@ type State struct {
 	xl     Buffer    // (R, dim) rows gathered for the LM head
 	logits Buffer    // (R, vocab)
 	host   []float32 // (R, vocab) logits on the host
+	hidden []float32 // (R, dim) final hidden states on the host, allocated at the first use
 
 	// Tensor parallelism: this rank's logits slice, the gathered slices, the other ranks' States.
 	localHost []float32 // (R, outRows)
@@ -199,8 +200,27 @@ func (m *Model) newRankState(maxBatch, maxLogits, blockSize, numBlocks int) (*St
 // Under tensor parallelism every rank runs this pass on its heads and FFN slice at once; the
 // partial outputs of Wo and W2 are all-reduced, and the vocabulary-split logits all-gathered.
 func (m *Model) Forward(s *State, b *Batch, logitRows []int32) ([]float32, error) {
-	out, err := m.forward(s, b, logitRows, 0)
+	out, err := m.forward(s, b, stepReq{rows: logitRows})
 	return out.logits, err
+}
+
+// ForwardHidden is Forward that also returns, for the batch rows listed in hiddenRows, the final
+// hidden state rmsnorm(x)·norm — the vector the LM head reads, which llama.cpp returns as a
+// decoder's embedding — as a (len(hiddenRows), dim) row-major slice valid until the next call.
+// At most MaxLogits rows of each kind; logitRows may be empty (then logits is too, and no LM
+// head runs). Under tensor parallelism every rank holds the whole residual stream, and rank 0's
+// is read.
+func (m *Model) ForwardHidden(s *State, b *Batch, logitRows, hiddenRows []int32) (logits, hidden []float32, err error) {
+	if len(hiddenRows) > s.MaxLogits {
+		return nil, nil, fmt.Errorf("%w: %d hidden rows, the state holds %d", ErrBatch, len(hiddenRows), s.MaxLogits)
+	}
+	for _, r := range hiddenRows {
+		if r < 0 || int(r) >= b.Len() {
+			return nil, nil, fmt.Errorf("%w: hidden row %d outside the batch of %d", ErrBatch, r, b.Len())
+		}
+	}
+	out, err := m.forward(s, b, stepReq{rows: logitRows, hidden: hiddenRows})
+	return out.logits, out.hidden, err
 }
 
 // ForwardTopK is Forward that returns, instead of whole rows of logits, the k best of each row
@@ -213,7 +233,7 @@ func (m *Model) ForwardTopK(s *State, b *Batch, logitRows []int32, k int) (vals 
 	if k < 1 || k > min(m.Config.Vocab, sample.MaxTopK) {
 		return nil, nil, fmt.Errorf("%w: top-k %d: must be in [1, %d]", ErrBatch, k, min(m.Config.Vocab, sample.MaxTopK))
 	}
-	out, err := m.forward(s, b, logitRows, k)
+	out, err := m.forward(s, b, stepReq{rows: logitRows, k: k})
 	return out.vals, out.ids, err
 }
 
@@ -223,45 +243,56 @@ func (m *Model) DeviceTopK() bool {
 	return ok
 }
 
+// stepReq is what a step is asked for besides filling the cache: the logits of rows (k = 0) or
+// their k best candidates, and the final hidden states of the rows in hidden (read on rank 0
+// only: the other ranks are sent a stepReq without them).
+type stepReq struct {
+	rows   []int32
+	hidden []int32
+	k      int
+}
+
 // stepOut is what one step returns: the logits (R, vocab) when it was asked for k = 0, else
-// the k best candidates of each row, vals and ids (R, k).
+// the k best candidates of each row, vals and ids (R, k); and the hidden states (H, dim).
 type stepOut struct {
 	logits []float32
 	vals   []float32
 	ids    []int32
+	hidden []float32
 }
 
-func (m *Model) forward(s *State, b *Batch, logitRows []int32, k int) (stepOut, error) {
-	if err := m.checkBatch(s, b, logitRows); err != nil {
+func (m *Model) forward(s *State, b *Batch, req stepReq) (stepOut, error) {
+	if err := m.checkBatch(s, b, req.rows); err != nil {
 		return stepOut{}, err
 	}
 	if m.group == nil {
-		return m.runRank(s, b, logitRows, k)
+		return m.runRank(s, b, req)
 	}
 	if m.group.link != nil && !m.group.leader {
 		return stepOut{}, errFollower
 	}
-	return m.group.forward(m, s, b, logitRows, k)
+	return m.group.forward(m, s, b, req)
 }
 
 // runRank is forwardRank, inside the backend's RunStep when it has one.
-func (m *Model) runRank(s *State, b *Batch, logitRows []int32, k int) (stepOut, error) {
+func (m *Model) runRank(s *State, b *Batch, req stepReq) (stepOut, error) {
 	sr, ok := m.Backend.(StepRunner)
 	if !ok {
-		return m.forwardRank(s, b, logitRows, k)
+		return m.forwardRank(s, b, req)
 	}
 	var out stepOut
 	err := sr.RunStep(func() error {
 		var err error
-		out, err = m.forwardRank(s, b, logitRows, k)
+		out, err = m.forwardRank(s, b, req)
 		return err
 	})
 	return out, err
 }
 
 // forwardRank is one rank's share of a step (the whole of it without tensor parallelism): the
-// logits, or with k > 0 each row's k best.
-func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32, k int) (stepOut, error) {
+// hidden states asked for, and the logits, or with k > 0 each row's k best.
+func (m *Model) forwardRank(s *State, b *Batch, req stepReq) (stepOut, error) {
+	logitRows, k := req.rows, req.k
 	c, be := m.local, m.Backend
 	n := b.Len()
 	be.Embed(s.x, m.tokEmbed, b.Tokens) // x (B, dim)
@@ -297,23 +328,37 @@ func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32, k int) (stepO
 			be.Add(s.x, s.xb, n) // residual
 		}
 	}
+	var hidden []float32
+	if h := len(req.hidden); h > 0 { // final hidden states: gathered, normed and read
+		if s.hidden == nil {
+			s.hidden = make([]float32, s.MaxLogits*c.Dim)
+		}
+		hidden = s.hidden[:h*c.Dim]
+		be.GatherRows(s.xl, s.x, req.hidden)         // xl (H, dim)
+		be.RMSNorm(s.xl, s.xl, m.norm, h, c.NormEps) // final norm
+		if err := be.Read(hidden, s.xl, h); err != nil {
+			return stepOut{}, fmt.Errorf("model: forward: %w", err)
+		}
+	}
 	// LM head, only on the rows whose next token is wanted.
 	r := len(logitRows)
 	if r == 0 {
-		return stepOut{logits: s.host[:0]}, be.Read(nil, s.logits, 0)
+		return stepOut{logits: s.host[:0], hidden: hidden}, be.Read(nil, s.logits, 0)
 	}
 	be.GatherRows(s.xl, s.x, logitRows)          // xl (R, dim)
 	be.RMSNorm(s.xl, s.xl, m.norm, r, c.NormEps) // final norm
 	be.MatMul(s.logits, s.xl, m.output, r)       // logits (R, outRows)
 	if k > 0 {
-		return m.topK(s, r, k)
+		out, err := m.topK(s, r, k)
+		out.hidden = hidden
+		return out, err
 	}
 	out := s.host[:r*c.Vocab]
 	if m.outRows == c.Vocab {
 		if err := be.Read(out, s.logits, r); err != nil {
 			return stepOut{}, fmt.Errorf("model: forward: %w", err)
 		}
-		return stepOut{logits: out}, nil
+		return stepOut{logits: out, hidden: hidden}, nil
 	}
 	// Vocabulary-split LM head: gather every rank's (R, outRows) block, then interleave them
 	// into (R, vocab) rows.
@@ -330,7 +375,7 @@ func (m *Model) forwardRank(s *State, b *Batch, logitRows []int32, k int) (stepO
 			copy(out[i*c.Vocab+q*m.outRows:i*c.Vocab+(q+1)*m.outRows], all[(q*r+i)*m.outRows:(q*r+i+1)*m.outRows])
 		}
 	}
-	return stepOut{logits: out}, nil
+	return stepOut{logits: out, hidden: hidden}, nil
 }
 
 // qkv is q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ: one fused op where the backend has it (QKVMatMuler).

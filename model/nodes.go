@@ -352,7 +352,7 @@ func (m *Model) Follow(ctx context.Context) error {
 			g.abort()
 			return fmt.Errorf("%s: step %d from node 0: %w", where, steps+1, err)
 		}
-		if _, err := g.forward(m, s, &st.batch, st.rows, st.topK); err != nil {
+		if _, err := g.forward(m, s, &st.batch, stepReq{rows: st.rows, k: st.topK}); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -107,10 +107,9 @@ func (m *Model) SetCollectiveObserver(f func(d time.Duration, bytes int)) {
 }
 
 type tpStep struct {
-	s    *State
-	b    *Batch
-	rows []int32
-	k    int // 0: logits; else top-k candidates (ForwardTopK)
+	s   *State
+	b   *Batch
+	req stepReq // without hidden rows: only rank 0 reads them
 }
 
 // NewParallel builds an n-way tensor-parallel model, n = len(backends) = len(comms): rank r runs
@@ -182,7 +181,7 @@ func startGroup(ranks []*Model, comms []tp.Comm) *tpGroup {
 		g.steps = append(g.steps, ch)
 		go func() {
 			for st := range ch {
-				_, err := w.runRank(st.s, st.b, st.rows, st.k)
+				_, err := w.runRank(st.s, st.b, st.req)
 				g.done <- err
 			}
 		}()
@@ -210,7 +209,7 @@ func (m *Model) Backends() []Backend {
 }
 
 // forward runs every rank's share of a step at once and returns rank 0's output.
-func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32, k int) (stepOut, error) {
+func (g *tpGroup) forward(m *Model, s *State, b *Batch, req stepReq) (stepOut, error) {
 	if len(s.ranks) != len(g.workers) {
 		return stepOut{}, fmt.Errorf("%w: the State was not made by this tensor-parallel model", ErrBatch)
 	}
@@ -220,15 +219,15 @@ func (g *tpGroup) forward(m *Model, s *State, b *Batch, rows []int32, k int) (st
 		g.watchdog.Reset(g.timeout)
 	}
 	if g.leader {
-		if err := g.send(s, b, rows, k); err != nil {
+		if err := g.send(s, b, req.rows, req.k); err != nil {
 			g.abort()
 			return stepOut{}, fmt.Errorf("model: tensor-parallel step: sending it to the other nodes: %w", err)
 		}
 	}
 	for i, ch := range g.steps {
-		ch <- tpStep{s.ranks[i], b, rows, k}
+		ch <- tpStep{s.ranks[i], b, stepReq{rows: req.rows, k: req.k}}
 	}
-	out, err := m.runRank(s, b, rows, k)
+	out, err := m.runRank(s, b, req)
 	if err != nil {
 		g.abort() // the other ranks may be waiting in a collective for this one
 	}
