@@ -177,6 +177,8 @@ type Event struct {
 	// was generated), are the log probabilities of prompt tokens 1 … n−1 given those before
 	// them, when the request asked for them (Request.PromptLogprobs).
 	PromptLogprobs []*Logprob
+	// Embedding is an embedding request's result (SubmitEmbed), in its final event.
+	Embedding []float32
 
 	Done         bool
 	FinishReason string // FinishStop, FinishLength, FinishCancelled or FinishError (final event)
@@ -258,7 +260,9 @@ type Scheduler struct {
 	owners    []*sequence // owners[i] wants the logits of rows[i]
 	// rowPos[i] is the prompt position whose next token rows[i] scores (PromptLogprobs), or
 	// −1 for a row the owner samples from.
-	rowPos []int
+	rowPos  []int
+	hrows   []int32     // hidden-state rows of the step (embedding requests)
+	hOwners []*sequence // hOwners[i] pools the hidden state of hrows[i]
 }
 
 // request is a validated submission waiting for admission.
@@ -278,9 +282,11 @@ type request struct {
 	endIDs    []int32 // EOS, BOS and stopIDs: masked until minTokens
 	stopSaved []float32
 	promptLPs []*Logprob // gathered during prefill, sent with the first event
+	embedding []float32  // an embedding request's result, sent with the final event
 	sentFirst bool       // an event has gone out
 	sampler   *sample.Sampler
 	grammar   *constraint // nil when unconstrained
+	embed     *pooler     // an embedding request (SubmitEmbed): prefilled, pooled, nothing generated
 	ch        chan Event
 	submitted time.Time
 }
@@ -460,6 +466,12 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 		stops:   append([]string(nil), req.Stop...),
 		ch:      make(chan Event, maxTokens+2), // every token event plus the final one: sends never block
 	}
+	return s.enqueue(r)
+}
+
+// enqueue puts a validated request in the waiting line, unless the line is full or the
+// scheduler closing (then it cancels the request's context).
+func (s *Scheduler) enqueue(r *request) (*Stream, error) {
 	s.mu.Lock()
 	// Waiting requests that a free slot will take at the loop's next admission (it may be busy
 	// in a step) are not queued beyond the running batch: only the rest count against MaxQueue.
@@ -467,21 +479,21 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Stream, error) {
 	switch {
 	case s.closing:
 		s.mu.Unlock()
-		cancel()
+		r.cancel()
 		return nil, ErrClosed
 	case len(s.waiting) >= room:
 		waiting := len(s.waiting)
 		s.mu.Unlock()
-		cancel()
+		r.cancel()
 		return nil, fmt.Errorf("%w: %d requests waiting, %d running", ErrQueueFull, waiting, s.running.Load())
 	}
 	r.submitted = time.Now()
-	r.stopWake = context.AfterFunc(rctx, s.poke) // a cancelled request wakes an idle loop
+	r.stopWake = context.AfterFunc(r.ctx, s.poke) // a cancelled request wakes an idle loop
 	s.waiting = append(s.waiting, r)
 	s.mu.Unlock()
 	s.submitted.Add(1)
 	s.poke()
-	return &Stream{C: r.ch, promptTokens: n, submitted: r.submitted, cancel: cancel}, nil
+	return &Stream{C: r.ch, promptTokens: len(r.ids), submitted: r.submitted, cancel: r.cancel}, nil
 }
 
 // blocksFor is the number of KV blocks n positions take.
@@ -636,9 +648,10 @@ func (s *Scheduler) admit() {
 			return
 		}
 		r := s.waiting[0]
-		table, cached, ch, err := s.pool.acquire(r.ids, len(r.ids), !r.promptLP, spare)
+		read := !r.promptLP && (r.embed == nil || r.embed.how != PoolMean) // every token computed
+		table, cached, ch, err := s.pool.acquire(r.ids, len(r.ids), read, spare)
 		if err != nil && len(s.seqs) == 0 {
-			table, cached, ch, err = s.pool.acquire(r.ids, len(r.ids), !r.promptLP, 0) // alone, it always fits
+			table, cached, ch, err = s.pool.acquire(r.ids, len(r.ids), read, 0) // alone, it always fits
 		}
 		if err != nil { // not enough free blocks: wait for a running sequence to finish
 			s.mu.Unlock()
@@ -652,7 +665,9 @@ func (s *Scheduler) admit() {
 		q := &sequence{
 			request: r, table: table, prefilled: cached, cached: cached, written: cached, chain: ch, target: len(r.ids),
 			history: append(make([]int32, 0, len(r.ids)+r.maxTokens), r.ids...),
-			dec:     s.tok.NewStreamDecoder(r.ids[len(r.ids)-1]),
+		}
+		if r.embed == nil {
+			q.dec = s.tok.NewStreamDecoder(r.ids[len(r.ids)-1])
 		}
 		s.place(q)
 		s.cachedToks.Add(int64(cached))
@@ -702,10 +717,11 @@ func (s *Scheduler) reserve() (skip map[*sequence]bool) {
 }
 
 // victim is the most recently admitted running sequence other than q that may be preempted,
-// or nil.
+// or nil. Embedding requests are not: their pooled states would be lost (and they leave as
+// soon as their prompt is in).
 func (s *Scheduler) victim(q *sequence) *sequence {
 	for i := len(s.seqs) - 1; i >= 0; i-- {
-		if v := s.seqs[i]; v != q && (!v.promptLP || v.promptDone) {
+		if v := s.seqs[i]; v != q && (!v.promptLP || v.promptDone) && v.embed == nil {
 			return v
 		}
 	}
@@ -748,6 +764,7 @@ func (s *Scheduler) step() {
 	b := &s.batch
 	b.Tokens, b.Pos, b.Seq = b.Tokens[:0], b.Pos[:0], b.Seq[:0]
 	s.rows, s.owners, s.rowPos = s.rows[:0], s.owners[:0], s.rowPos[:0]
+	s.hrows, s.hOwners = s.hrows[:0], s.hOwners[:0]
 	add := func(q *sequence, tok int32, pos int, logits bool) {
 		if logits || (q.promptLP && !q.promptDone && pos < len(q.ids)-1) {
 			s.rows = append(s.rows, int32(len(b.Tokens)))
@@ -793,6 +810,7 @@ func (s *Scheduler) step() {
 	// PromptLogprobs: each such sequence takes at least one (its own) and the others share
 	// what is left.
 	promptRows := s.state.MaxLogits - s.opts.MaxSeqs - (len(s.rows) - decoding)
+	hiddenRows := s.state.MaxLogits // hidden-state rows for embedding requests
 	var prefilled int64
 	for _, q := range s.seqs {
 		if budget == 0 {
@@ -806,9 +824,28 @@ func (s *Scheduler) step() {
 			n = min(n, max(1, promptRows))
 			promptRows -= n
 		}
+		if q.embed != nil { // every token's hidden state (PoolMean), or the last one's
+			if q.embed.how == PoolMean {
+				n = min(n, hiddenRows)
+				hiddenRows -= n
+			} else if q.prefilled+n == q.target {
+				if hiddenRows == 0 {
+					n-- // the last token waits for a step with a row for it
+				} else {
+					hiddenRows--
+				}
+			}
+			if n == 0 {
+				continue
+			}
+		}
 		for i := 0; i < n; i++ {
 			p := q.prefilled + i
-			add(q, q.history[p], p, p == q.target-1)
+			if q.embed != nil && (q.embed.how == PoolMean || p == q.target-1) {
+				s.hrows = append(s.hrows, int32(len(b.Tokens)))
+				s.hOwners = append(s.hOwners, q)
+			}
+			add(q, q.history[p], p, p == q.target-1 && q.embed == nil)
 		}
 		q.prefilled += n
 		if q.prefilled == q.target {
@@ -840,9 +877,14 @@ func (s *Scheduler) step() {
 		}
 		return s.owners[i].sampler.TopKNeeded()
 	})
-	if k > 0 {
+	var hidden []float32
+	switch {
+	case len(s.hrows) > 0:
+		k = 0
+		logits, hidden, err = s.e.Model.ForwardHidden(s.state, b, s.rows, s.hrows)
+	case k > 0:
 		vals, ids, err = s.e.Model.ForwardTopK(s.state, b, s.rows, k)
-	} else {
+	default:
 		logits, err = s.e.Model.Forward(s.state, b, s.rows)
 	}
 	s.steps.Add(1)
@@ -856,6 +898,10 @@ func (s *Scheduler) step() {
 	}
 	for _, q := range s.seqs { // full blocks this step wrote join the prefix cache (drafts not yet)
 		s.pool.register(&q.chain, q.table, q.history, min(q.written, len(q.history)))
+	}
+	dim := s.e.Model.Config.Dim
+	for i, q := range s.hOwners {
+		q.embed.add(hidden[i*dim : (i+1)*dim])
 	}
 	now := time.Now()
 	vocab := s.e.Model.Config.Vocab
@@ -909,6 +955,10 @@ func (s *Scheduler) step() {
 	for _, q := range s.seqs {
 		if len(q.draft) > 0 && q.table != nil {
 			q.written = len(q.history) - 1 // the K and V of refused proposals do not count
+		}
+		if q.embed != nil && q.prefilled == q.target { // the text is in: its embedding is done
+			q.embedding = q.embed.result()
+			s.retire(q, FinishStop, nil)
 		}
 	}
 	live = s.seqs[:0]
@@ -1009,7 +1059,8 @@ func (s *Scheduler) finish(q *sequence, reason string, err error) {
 func (s *Scheduler) finishRequest(r *request, text string, u Usage, reason string, err error) {
 	r.stopWake()
 	s.completed.Add(1) // before the event: a consumer that saw it sees the count
-	r.send(Event{Token: -1, Text: text, Time: time.Now(), Done: true, FinishReason: reason, Usage: u, Err: err, PromptLogprobs: r.takePrompt()})
+	r.send(Event{Token: -1, Text: text, Time: time.Now(), Done: true, FinishReason: reason, Usage: u, Err: err,
+		PromptLogprobs: r.takePrompt(), Embedding: r.embedding})
 	close(r.ch)
 	r.cancel()
 }
