@@ -166,46 +166,51 @@ func (p *params) choices() int {
 // (prompts × n) it may ask for.
 const maxBatchPrompts = 64
 
-func (p *promptField) UnmarshalJSON(b []byte) error {
+func (p *promptField) UnmarshalJSON(b []byte) (err error) {
+	p.items, err = parsePrompts(b, "prompt", maxBatchPrompts)
+	return err
+}
+
+// parsePrompts reads a JSON field holding a string, an array of token ids, or an array of
+// either (a batch of at most limit): the completions prompt, the embeddings input.
+func parsePrompts(b []byte, field string, limit int) ([]promptItem, error) {
 	if bytes.Equal(b, []byte("null")) {
-		return nil
+		return nil, nil
 	}
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {
-		p.items = []promptItem{{text: s}}
-		return nil
+		return []promptItem{{text: s}}, nil
 	}
 	var ids []int32
 	if err := json.Unmarshal(b, &ids); err == nil && len(ids) > 0 {
-		p.items = []promptItem{{ids: ids, isIDs: true}}
-		return nil
+		return []promptItem{{ids: ids, isIDs: true}}, nil
 	}
+	var items []promptItem
 	var ss []string
 	if err := json.Unmarshal(b, &ss); err == nil && len(ss) > 0 {
-		if len(ss) > maxBatchPrompts {
-			return fieldError{"prompt", fmt.Sprintf("at most %d prompts (got %d)", maxBatchPrompts, len(ss))}
+		if len(ss) > limit {
+			return nil, fieldError{field, fmt.Sprintf("at most %d prompts (got %d)", limit, len(ss))}
 		}
 		for _, s := range ss {
-			p.items = append(p.items, promptItem{text: s})
+			items = append(items, promptItem{text: s})
 		}
-		return nil
+		return items, nil
 	}
 	var batch [][]int32
 	if err := json.Unmarshal(b, &batch); err == nil && len(batch) > 0 {
-		if len(batch) > maxBatchPrompts {
-			return fieldError{"prompt", fmt.Sprintf("at most %d prompts (got %d)", maxBatchPrompts, len(batch))}
+		if len(batch) > limit {
+			return nil, fieldError{field, fmt.Sprintf("at most %d prompts (got %d)", limit, len(batch))}
 		}
 		for _, ids := range batch {
-			p.items = append(p.items, promptItem{ids: ids, isIDs: true})
+			items = append(items, promptItem{ids: ids, isIDs: true})
 		}
-		return nil
+		return items, nil
 	}
 	var raw []json.RawMessage
 	if err := json.Unmarshal(b, &raw); err == nil && len(raw) == 0 {
-		p.items = []promptItem{{isIDs: true}} // reported as an empty array of token ids
-		return nil
+		return []promptItem{{isIDs: true}}, nil // reported as an empty array of token ids
 	}
-	return fieldError{"prompt", "a string, an array of token ids, or an array of either (a batch)"}
+	return nil, fieldError{field, "a string, an array of token ids, or an array of either (a batch)"}
 }
 
 // chatContent is a message's content: a string, or an array of parts of which only

@@ -117,6 +117,12 @@ func malformedBodies() []string {
 	}
 	bodies = append(bodies, `{"content":5}`, `{"content":"x","add_special":"yes"}`, `{"messages":5}`, `{"messages":[]}`,
 		`{"prompt":"x","add_special_tokens":null}`)
+	for _, v := range []string{`null`, `""`, `"x"`, `[]`, `[""]`, `[[]]`, `[-1]`, `[1e10]`, `[[1],[2,"x"]]`, `[["x"]]`, `{}`, `7`,
+		`[` + strings.Repeat(`"a",`, 3000) + `"a"]`, `[` + strings.Repeat("7,", 3000) + `7]`} {
+		bodies = append(bodies, `{"input":`+v+`}`)
+	}
+	bodies = append(bodies, `{"input":"x","encoding_format":5}`, `{"input":"x","encoding_format":"base64"}`, `{"input":"x","dimensions":-1}`,
+		`{"input":"x","dimensions":1e300}`, `{"input":"x","truncate":"no"}`, `{"input":[1,2],"truncate":false}`)
 	return bodies
 }
 
@@ -137,7 +143,7 @@ func TestMalformedBodies(t *testing.T) {
 	})
 	client := &http.Client{Timeout: 30 * time.Second}
 	for i, body := range malformedBodies() {
-		for _, path := range []string{"/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"} {
+		for _, path := range []string{"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/tokenize", "/detokenize"} {
 			name := fmt.Sprintf("%d%s", i, path)
 			t0 := time.Now()
 			resp, err := client.Post(ts.URL+path, "application/json", strings.NewReader(body))
@@ -162,6 +168,13 @@ func TestMalformedBodies(t *testing.T) {
 			case resp.StatusCode == http.StatusOK && !strings.HasPrefix(path, "/v1/"):
 				var v map[string]any
 				require.NoError(t, json.Unmarshal(out, &v), "%s: %s", name, out)
+			case resp.StatusCode == http.StatusOK && path == "/v1/embeddings":
+				var v struct{ Data []struct{ Index int } }
+				require.NoError(t, json.Unmarshal(out, &v), "%s: %s", name, out)
+				require.NotEmpty(t, v.Data, "%s: %s", name, out)
+				for i, d := range v.Data {
+					require.Equal(t, i, d.Index, "%s: %s", name, out)
+				}
 			case resp.StatusCode == http.StatusOK:
 				var c completion
 				require.NoError(t, json.Unmarshal(out, &c), "%s: %s", name, out)
@@ -336,13 +349,19 @@ func TestMalformedOllamaBodies(t *testing.T) {
 	bodies = append(bodies, `{"prompt":"x","stream":"yes"}`, `{"prompt":"x","raw":1}`, `{"system":"<<SYS>>","prompt":"x"}`,
 		`{"messages":[{"role":"tool","content":"x"}]}`, `{"messages":[{"role":"user","content":"hi","images":["x"]}]}`)
 	for i, body := range bodies {
-		for _, path := range []string{"/api/generate", "/api/chat"} {
+		for _, path := range []string{"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"} {
 			name := fmt.Sprintf("%d%s", i, path)
 			resp, err := http.Post(ts.URL+path, "application/json", strings.NewReader(body))
 			require.NoError(t, err, "%s: %.200s (panic: %v)", name, body, rh.last.Load())
 			out, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			require.NoError(t, err)
+			if resp.StatusCode == http.StatusOK && strings.HasPrefix(path, "/api/embed") {
+				var v map[string]any
+				require.NoError(t, json.Unmarshal(out, &v), "%s: %s", name, out)
+				require.True(t, v["embeddings"] != nil || v["embedding"] != nil, "%s: %s", name, out)
+				continue
+			}
 			if resp.StatusCode == http.StatusOK {
 				lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
 				var last map[string]any

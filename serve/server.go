@@ -3,10 +3,12 @@
 //
 //	POST /v1/completions       text completion, streamed as server-sent events with "stream": true
 //	POST /v1/chat/completions  chat completion in the Llama 2 chat format (package chat)
+//	POST /v1/embeddings        embeddings of texts or token ids (embeddings.go)
 //	GET  /v1/models            the one model served
 //	GET  /health               200 when ready; 503 while the model loads or the server drains
 //	GET  /metrics              Prometheus text format (see metrics.go)
 //	/api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version: ollama's API (ollama.go)
+//	/api/embed, /api/embeddings: ollama's embeddings (embeddings.go)
 //
 // A Server can exist before its model: cmd serve listens at once, answers /health with 503 while
 // the weights load, then calls SetEngine. Under pressure it answers as OpenAI's API does, with a
@@ -49,6 +51,9 @@ type Options struct {
 	// OpenAI's legacy completions). Chat completions without max_tokens generate until EOS or
 	// the end of the context.
 	DefaultMaxTokens int
+	// Pooling makes an embedding of a text's hidden states (default engine.PoolLast, as
+	// llama.cpp and ollama for a LLaMA model).
+	Pooling engine.Pooling
 }
 
 // Server is the HTTP handler. It is safe for concurrent use.
@@ -111,6 +116,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h = s.handleCompletions
 	case "/v1/chat/completions":
 		h = s.handleChat
+	case "/v1/embeddings":
+		h = s.handleEmbeddings
+	case "/api/embed", "/api/embeddings":
+		h = s.handleOllamaEmbed
 	case "/v1/models":
 		h, method = s.handleModels, http.MethodGet
 	case "/tokenize":

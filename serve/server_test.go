@@ -522,7 +522,7 @@ func TestErrors(t *testing.T) {
 		{"chat-empty", "/v1/chat/completions", map[string]any{"messages": []any{}}, 400, "invalid_value", "non-empty"},
 		{"chat-image", "/v1/chat/completions", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, "invalid_type", "text parts only"},
 		{"body-too-large", "/v1/completions", map[string]any{"prompt": strings.Repeat("a", 5000)}, 413, "request_too_large", "4096 bytes"},
-		{"no-endpoint", "/v1/embeddings", `{}`, 404, "not_found", "no such endpoint"},
+		{"no-endpoint", "/v1/audio/speech", `{}`, 404, "not_found", "no such endpoint"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, out := post(t, ts.URL+tc.path, tc.body)

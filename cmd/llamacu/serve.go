@@ -51,6 +51,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 	draft := fs.Int("draft", 0, fmt.Sprintf("speculative decoding by prompt lookup: propose up to N tokens per sequence and step (0: off, at most %d)", engine.MaxDraftTokens))
 	grace := fs.Duration("grace", 30*time.Second, "on SIGTERM/SIGINT, how long requests in flight may run before they are cancelled")
 	name := fs.String("model-name", "", "model id reported by the API (default: the model file's name)")
+	pooling := fs.String("pooling", "last", "embeddings (/v1/embeddings, /api/embed): last, the last token's final hidden state (llama.cpp's and ollama's for LLaMA), or mean over the tokens")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llamacu serve --model PATH [--addr HOST:PORT] [--api-key KEY] [--max-queue N] [--max-seqs N] [--grace 30s]\n\n"+
 			"Serves POST /v1/completions, POST /v1/chat/completions (Llama 2 chat format), GET /v1/models,\n"+
@@ -96,7 +97,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 	if err != nil {
 		return err
 	}
-	srv := serve.New(nil, nil, serve.Options{APIKey: *apiKey, ModelName: *name})
+	how, err := engine.ParsePooling(*pooling)
+	if err != nil {
+		return fmt.Errorf("%w: --pooling %q: want last or mean", errUsage, *pooling)
+	}
+	srv := serve.New(nil, nil, serve.Options{APIKey: *apiKey, ModelName: *name, Pooling: how})
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second, // no ReadTimeout/WriteTimeout: streams last as long as generation
