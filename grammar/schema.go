@@ -23,13 +23,15 @@ import (
 // without properties, additionalProperties is the schema of every value; items, prefixItems
 // (or draft 7's items array and additionalItems), minItems, maxItems; minLength and maxLength
 // (in characters of the JSON text, where an escape is one); format date, time, date-time and
-// uuid (other formats are annotations: ignored); enum and const of any JSON values, in
+// uuid (other formats are annotations: ignored); pattern, a regular expression in the syntax
+// FromRegex reads, matched anywhere in the string unless anchored by ^ and $ (JSON Schema's
+// rule), the string written with no escapes but \", \\, \n, \r and \t; enum and const of any JSON values, in
 // encoding/json's compact form; anyOf, oneOf (taken as anyOf), allOf of one schema; $ref to a
 // JSON pointer within the schema ("#", "#/$defs/Node"), each target one rule, so recursive
 // schemas work. A schema without type but with keywords of some types (properties, items,
 // minLength, ...) is generated as those types.
 //
-// Anything else that constrains (pattern, minimum, multipleOf, not, if, uniqueItems, ...), and a
+// Anything else that constrains (minimum, multipleOf, not, if, uniqueItems, ...), and a
 // schema nothing matches, is an error that wraps ErrGrammar and names the JSON pointer of the
 // place: "#/properties/age: minimum is not supported". Annotations (title, description,
 // default, examples, $schema, $id, $comment, readOnly, deprecated, x-...) are ignored.
@@ -114,11 +116,11 @@ var (
 		"writeOnly", "deprecated", "contentEncoding", "contentMediaType", "contentSchema", "discriminator")
 	supported = setOf("type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "properties", "required",
 		"additionalProperties", "items", "prefixItems", "additionalItems", "minItems", "maxItems", "minLength",
-		"maxLength", "format")
+		"maxLength", "format", "pattern")
 	typeNames = []string{"object", "array", "string", "number", "integer", "boolean", "null"}
 	// typeKeywords say which types a schema without "type" is generated as.
 	typeKeywords = [][]string{{"object", "properties", "required", "additionalProperties"},
-		{"array", "items", "prefixItems", "additionalItems", "minItems", "maxItems"}, {"string", "minLength", "maxLength", "format"}}
+		{"array", "items", "prefixItems", "additionalItems", "minItems", "maxItems"}, {"string", "minLength", "maxLength", "format", "pattern"}}
 	formats = setOf("date", "time", "date-time", "uuid")
 )
 
@@ -480,9 +482,20 @@ func (c *compiler) str(n *node, ptr string) (string, error) {
 		return "", err
 	}
 	hi, err := c.count(n, ptr, "maxLength", -1)
-	switch f := n.get("format"); {
+	switch f, pat := n.get("format"), n.get("pattern"); {
 	case err != nil:
 		return "", err
+	case pat != nil && pat.kind != '"':
+		return "", c.errorf(ptr, "pattern must be a string, not %s", pat)
+	case pat != nil && (n.get("minLength") != nil || n.get("maxLength") != nil || f != nil && formats[f.text]):
+		return "", c.errorf(ptr, "pattern next to minLength, maxLength or format is not supported")
+	case pat != nil:
+		re, err := parseRegex(pat.text)
+		if err != nil {
+			return "", c.errorf(ptr, "pattern: %v", strings.TrimPrefix(err.Error(), ErrGrammar.Error()+": "))
+		}
+		w := &regexWriter{json: true, any: c.use("char")}
+		return spaced(`"\""`, w.expr(re), `"\"" ws`), nil
 	case f != nil && formats[f.text] && (n.get("minLength") != nil || n.get("maxLength") != nil):
 		return "", c.errorf(ptr, "minLength or maxLength next to format %q is not supported", f.text)
 	case f != nil && formats[f.text]:

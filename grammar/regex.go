@@ -1,0 +1,732 @@
+package grammar
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Regular expressions, as vLLM's guided_regex and JSON Schema's pattern write them: the
+// syntax ECMAScript, Python and RE2 share.
+//
+//	literals, \-escaped punctuation, \n \t \r \f \v \0 \xHH \uHHHH
+//	.  (any character but \n)   \d \D \w \W \s \S (ASCII: [0-9], [A-Za-z0-9_], [ \t\n\r\f\v])
+//	[abc] [^a-z] [\d.-]         classes, with ranges and the escapes above
+//	(x) (?:x) (?<name>x) (?P<name>x)   groups (nothing is captured: the text is the result)
+//	x|y   x* x+ x? x{n} x{n,} x{n,m}   (lazy x*? and the like match the same texts)
+//	^ at the start and $ at the end of the pattern or of one of its top-level alternatives
+//
+// Refused, with an error naming the place: backreferences, lookaround, \b and \B, inline
+// flags such as (?i), possessive quantifiers, \p{…} classes, anchors elsewhere, and bounds
+// above 1000. A '{' that does not begin a valid bound is a literal, as in ECMAScript and RE2.
+
+// reKind says what a regex node is.
+type reKind uint8
+
+const (
+	reLit    reKind = iota // one code point, lit
+	reSet                  // one code point in set
+	reConcat               // subs in order
+	reAlt                  // one of subs
+	reRepeat               // subs[0] from min to max times (max < 0: no bound)
+)
+
+type reNode struct {
+	kind     reKind
+	lit      rune
+	set      []span // sorted, disjoint
+	subs     []*reNode
+	min, max int
+	// Top-level alternatives (top) only: anchored at the start (^) and at the end ($).
+	top, start, end bool
+}
+
+// regexParser is a recursive-descent parser over the pattern's code points.
+type regexParser struct {
+	src []rune
+	pos int
+}
+
+func (p *regexParser) errorf(format string, args ...any) error {
+	return fmt.Errorf("%w: regex at offset %d: %s", ErrGrammar, p.pos, fmt.Sprintf(format, args...))
+}
+
+func (p *regexParser) more() bool { return p.pos < len(p.src) }
+
+func (p *regexParser) peekIs(s string) bool {
+	r := []rune(s)
+	if len(p.src)-p.pos < len(r) {
+		return false
+	}
+	for i, c := range r {
+		if p.src[p.pos+i] != c {
+			return false
+		}
+	}
+	return true
+}
+
+// parseRegex parses a whole pattern: top-level alternatives, each with its anchors.
+func parseRegex(pattern string) (*reNode, error) {
+	if !utf8.ValidString(pattern) {
+		return nil, fmt.Errorf("%w: regex is not valid UTF-8", ErrGrammar)
+	}
+	p := &regexParser{src: []rune(pattern)}
+	top := &reNode{kind: reAlt}
+	for {
+		alt := &reNode{kind: reConcat, top: true}
+		if p.more() && p.src[p.pos] == '^' {
+			p.pos++
+			alt.start = true
+		}
+		if err := p.concat(alt, true); err != nil {
+			return nil, err
+		}
+		top.subs = append(top.subs, alt)
+		if !p.more() {
+			return top, nil
+		}
+		switch p.src[p.pos] {
+		case '|':
+			p.pos++
+		case ')':
+			return nil, p.errorf("unmatched )")
+		}
+	}
+}
+
+// alternation parses x|y|… up to a ')' or the end.
+func (p *regexParser) alternation() (*reNode, error) {
+	alt := &reNode{kind: reAlt}
+	for {
+		c := &reNode{kind: reConcat}
+		if err := p.concat(c, false); err != nil {
+			return nil, err
+		}
+		alt.subs = append(alt.subs, c)
+		if !p.more() || p.src[p.pos] != '|' {
+			return alt, nil
+		}
+		p.pos++
+	}
+}
+
+// concat parses quantified atoms into c until '|', ')' or the end. At the top level a '$'
+// that ends the alternative anchors it.
+func (p *regexParser) concat(c *reNode, top bool) error {
+	for p.more() {
+		switch p.src[p.pos] {
+		case '|', ')':
+			return nil
+		case '$':
+			p.pos++
+			if top && (!p.more() || p.src[p.pos] == '|') {
+				c.end = true
+				return nil
+			}
+			p.pos--
+			return p.errorf("$ is supported only at the end of the pattern or of a top-level alternative")
+		case '^':
+			return p.errorf("^ is supported only at the start of the pattern or of a top-level alternative")
+		}
+		atom, err := p.atom()
+		if err != nil {
+			return err
+		}
+		if atom, err = p.quantified(atom); err != nil {
+			return err
+		}
+		c.subs = append(c.subs, atom)
+	}
+	return nil
+}
+
+// quantified applies the quantifiers that follow an atom.
+func (p *regexParser) quantified(atom *reNode) (*reNode, error) {
+	for p.more() {
+		lo, hi := 0, 0
+		switch p.src[p.pos] {
+		case '*':
+			lo, hi = 0, -1
+			p.pos++
+		case '+':
+			lo, hi = 1, -1
+			p.pos++
+		case '?':
+			lo, hi = 0, 1
+			p.pos++
+		case '{':
+			var ok bool
+			var err error
+			if lo, hi, ok, err = p.bound(); err != nil {
+				return nil, err
+			} else if !ok {
+				return atom, nil // a literal '{': the next atom
+			}
+		default:
+			return atom, nil
+		}
+		if p.more() && p.src[p.pos] == '?' { // lazy: the same texts
+			p.pos++
+		} else if p.more() && p.src[p.pos] == '+' {
+			return nil, p.errorf("possessive quantifiers are not supported")
+		}
+		// One quantifier: another after it is an error at the next atom, as in ECMAScript,
+		// Python and RE2.
+		return &reNode{kind: reRepeat, subs: []*reNode{atom}, min: lo, max: hi}, nil
+	}
+	return atom, nil
+}
+
+// bound parses {n}, {n,} or {n,m} at '{'; ok is false (nothing consumed) when what follows is
+// not one.
+func (p *regexParser) bound() (lo, hi int, ok bool, err error) {
+	start := p.pos
+	p.pos++
+	num := func() (int, bool) {
+		s := p.pos
+		for p.more() && '0' <= p.src[p.pos] && p.src[p.pos] <= '9' {
+			p.pos++
+		}
+		if p.pos == s {
+			return 0, false
+		}
+		n, err := strconv.Atoi(string(p.src[s:p.pos]))
+		if err != nil || n > maxRepeat {
+			return maxRepeat + 1, true
+		}
+		return n, true
+	}
+	lo, okLo := num()
+	hi = lo
+	if okLo && p.more() && p.src[p.pos] == ',' {
+		p.pos++
+		var okHi bool
+		if hi, okHi = num(); !okHi {
+			hi = -1
+		}
+	}
+	if !okLo || !p.more() || p.src[p.pos] != '}' {
+		p.pos = start
+		return 0, 0, false, nil
+	}
+	p.pos++
+	switch {
+	case lo > maxRepeat || hi > maxRepeat:
+		p.pos = start
+		return 0, 0, false, p.errorf("repetition bounds above %d are not supported", maxRepeat)
+	case hi >= 0 && hi < lo:
+		p.pos = start
+		return 0, 0, false, p.errorf("repetition {%d,%d} is backwards", lo, hi)
+	}
+	return lo, hi, true, nil
+}
+
+// atom parses one literal, class, escape, '.' or group.
+func (p *regexParser) atom() (*reNode, error) {
+	c := p.src[p.pos]
+	switch c {
+	case '(':
+		p.pos++
+		switch {
+		case p.peekIs("?:"):
+			p.pos += 2
+		case p.peekIs("?P<") || p.peekIs("?<") && !p.peekIs("?<=") && !p.peekIs("?<!"):
+			for p.more() && p.src[p.pos] != '>' {
+				p.pos++
+			}
+			if !p.more() {
+				return nil, p.errorf("unterminated group name")
+			}
+			p.pos++
+		case p.peekIs("?=") || p.peekIs("?!") || p.peekIs("?<=") || p.peekIs("?<!"):
+			return nil, p.errorf("lookaround is not supported")
+		case p.peekIs("?"):
+			return nil, p.errorf("inline flags and other (? groups are not supported")
+		}
+		alt, err := p.alternation()
+		if err != nil {
+			return nil, err
+		}
+		if !p.more() || p.src[p.pos] != ')' {
+			return nil, p.errorf("missing )")
+		}
+		p.pos++
+		if len(alt.subs) == 1 {
+			return alt.subs[0], nil
+		}
+		return alt, nil
+	case '[':
+		p.pos++
+		return p.class()
+	case '.':
+		p.pos++
+		return &reNode{kind: reSet, set: complement([]span{{'\n', '\n'}})}, nil
+	case '\\':
+		p.pos++
+		set, r, err := p.escape(false)
+		if err != nil {
+			return nil, err
+		}
+		if set != nil {
+			return &reNode{kind: reSet, set: set}, nil
+		}
+		return &reNode{kind: reLit, lit: r}, nil
+	case '*', '+', '?':
+		return nil, p.errorf("%c with nothing to repeat", c)
+	case '{':
+		if _, _, ok, err := p.bound(); err != nil || ok {
+			return nil, p.errorf("a repetition with nothing to repeat")
+		}
+	case ']', '}':
+		// ECMAScript (without the u flag) and RE2 read a lone ] or } as itself.
+	}
+	p.pos++
+	return &reNode{kind: reLit, lit: c}, nil
+}
+
+// Class escapes, ASCII as in ECMAScript.
+var (
+	digitSpans = []span{{'0', '9'}}
+	wordSpans  = []span{{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}}
+	spaceSpans = []span{{'\t', '\r'}, {' ', ' '}} // \t \n \v \f \r and space
+)
+
+// escape parses what follows a backslash: a class (\d …) as set, else one code point.
+func (p *regexParser) escape(inClass bool) (set []span, r rune, err error) {
+	if !p.more() {
+		return nil, 0, p.errorf("\\ at the end of the pattern")
+	}
+	c := p.src[p.pos]
+	p.pos++
+	switch c {
+	case 'd':
+		return digitSpans, 0, nil
+	case 'D':
+		return complement(digitSpans), 0, nil
+	case 'w':
+		return wordSpans, 0, nil
+	case 'W':
+		return complement(wordSpans), 0, nil
+	case 's':
+		return spaceSpans, 0, nil
+	case 'S':
+		return complement(spaceSpans), 0, nil
+	case 'n':
+		return nil, '\n', nil
+	case 't':
+		return nil, '\t', nil
+	case 'r':
+		return nil, '\r', nil
+	case 'f':
+		return nil, '\f', nil
+	case 'v':
+		return nil, '\v', nil
+	case '0':
+		if p.more() && '0' <= p.src[p.pos] && p.src[p.pos] <= '9' {
+			return nil, 0, p.errorf("octal escapes are not supported")
+		}
+		return nil, 0, nil
+	case 'b':
+		if inClass {
+			return nil, '\b', nil // backspace, in a class
+		}
+		return nil, 0, p.errorf(`\b (word boundary) is not supported`)
+	case 'B':
+		return nil, 0, p.errorf(`\B (not a word boundary) is not supported`)
+	case 'x', 'u':
+		n := map[rune]int{'x': 2, 'u': 4}[c]
+		if len(p.src)-p.pos < n {
+			return nil, 0, p.errorf("\\%c needs %d hex digits", c, n)
+		}
+		v, perr := strconv.ParseUint(string(p.src[p.pos:p.pos+n]), 16, 32)
+		if perr != nil {
+			return nil, 0, p.errorf("bad escape \\%c%s", c, string(p.src[p.pos:p.pos+n]))
+		}
+		p.pos += n
+		if 0xD800 <= v && v <= 0xDFFF {
+			return nil, 0, p.errorf("\\u%04X is a surrogate: write the character itself", v)
+		}
+		return nil, rune(v), nil
+	case 'p', 'P':
+		return nil, 0, p.errorf(`\%c{…} Unicode classes are not supported`, c)
+	}
+	if '1' <= c && c <= '9' {
+		return nil, 0, p.errorf("backreferences are not supported")
+	}
+	if c < utf8.RuneSelf && ('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+		return nil, 0, p.errorf("unknown escape \\%c", c)
+	}
+	return nil, c, nil // \. \* \\ \/ \- …: the character itself
+}
+
+// class parses the rest of [...].
+func (p *regexParser) class() (*reNode, error) {
+	negate := false
+	if p.more() && p.src[p.pos] == '^' {
+		negate = true
+		p.pos++
+	}
+	var spans []span
+	first := true
+	for {
+		if !p.more() {
+			return nil, p.errorf("unterminated character class")
+		}
+		c := p.src[p.pos]
+		if c == ']' && !first {
+			p.pos++
+			break
+		}
+		first = false
+		lo, set, err := p.classAtom()
+		if err != nil {
+			return nil, err
+		}
+		if set != nil {
+			spans = append(spans, set...)
+			continue
+		}
+		if p.pos+1 < len(p.src) && p.src[p.pos] == '-' && p.src[p.pos+1] != ']' {
+			p.pos++
+			hi, set, err := p.classAtom()
+			if err != nil {
+				return nil, err
+			}
+			if set != nil {
+				return nil, p.errorf("a class escape cannot end a range")
+			}
+			if hi < lo {
+				return nil, p.errorf("range %q-%q is backwards", lo, hi)
+			}
+			spans = append(spans, span{lo, hi})
+			continue
+		}
+		spans = append(spans, span{lo, lo})
+	}
+	set := normalize(charset{spans: spans}).spans
+	if negate {
+		set = complement(set)
+	}
+	if len(set) == 0 {
+		return nil, p.errorf("the class matches no character")
+	}
+	return &reNode{kind: reSet, set: set}, nil
+}
+
+// classAtom is one character of a class, or a class escape (set).
+func (p *regexParser) classAtom() (rune, []span, error) {
+	c := p.src[p.pos]
+	p.pos++
+	if c == '[' && p.more() && (p.src[p.pos] == ':' || p.src[p.pos] == '=' || p.src[p.pos] == '.') {
+		return 0, nil, p.errorf("POSIX classes such as [:alpha:] are not supported")
+	}
+	if c != '\\' {
+		return c, nil, nil
+	}
+	set, r, err := p.escape(true)
+	return r, set, err
+}
+
+// complement is every code point not in spans (sorted and disjoint).
+func complement(spans []span) []span {
+	var out []span
+	next := rune(0)
+	for _, s := range normalize(charset{spans: spans}).spans {
+		if s.lo > next {
+			out = append(out, span{next, s.lo - 1})
+		}
+		next = s.hi + 1
+	}
+	if next <= maxRune {
+		out = append(out, span{next, maxRune})
+	}
+	return out
+}
+
+// RegexGBNF compiles a regular expression (see the syntax above) to GBNF whose sentences are
+// exactly the texts the expression matches in full — vLLM's guided_regex, for which ^ and $
+// change nothing.
+func RegexGBNF(pattern string) (string, error) {
+	re, err := parseRegex(pattern)
+	if err != nil {
+		return "", err
+	}
+	return "root ::= " + (&regexWriter{}).expr(re) + "\n", nil
+}
+
+// FromRegex compiles a regular expression into a Grammar: Parse(RegexGBNF(pattern)).
+func FromRegex(pattern string) (*Grammar, error) {
+	src, err := RegexGBNF(pattern)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(src)
+}
+
+// regexWriter writes a parsed regex as a GBNF expression. With json set it writes the texts
+// as they appear inside a JSON string — '"', '\', \n, \r and \t escaped; other control
+// characters are left out, never generated — and a top-level alternative not anchored by ^ (or
+// $) has any text before (or after) it, written as the rule any: JSON Schema's pattern is a
+// search, not a full match.
+type regexWriter struct {
+	json bool
+	any  string // json: the rule of one character of a JSON string, escapes included
+}
+
+func (w *regexWriter) expr(n *reNode) string {
+	switch n.kind {
+	case reLit:
+		return w.chars([]span{{n.lit, n.lit}})
+	case reSet:
+		return w.chars(n.set)
+	case reRepeat:
+		body, lo := n.subs[0], n.min
+		if nullable(body) {
+			// x{m,M} with x able to match nothing is x'{0,M}, x' its non-empty texts: GBNF
+			// would otherwise repeat an empty match forever (a left-recursive rule).
+			if body, lo = nonEmpty(body), 0; body == nil {
+				return `""`
+			}
+		}
+		n := &reNode{kind: reRepeat, min: lo, max: n.max}
+		x := "(" + w.expr(body) + ")"
+		switch {
+		case n.min == 0 && n.max < 0:
+			return x + "*"
+		case n.min == 1 && n.max < 0:
+			return x + "+"
+		case n.min == 0 && n.max == 1:
+			return x + "?"
+		case n.max < 0:
+			return fmt.Sprintf("%s{%d,}", x, n.min)
+		case n.min == n.max:
+			return fmt.Sprintf("%s{%d}", x, n.min)
+		}
+		return fmt.Sprintf("%s{%d,%d}", x, n.min, n.max)
+	case reConcat:
+		var parts []string
+		if w.json && n.top && !n.start {
+			parts = append(parts, w.any+"*")
+		}
+		var lit []rune // runs of literals as one string
+		flush := func() {
+			if len(lit) > 0 {
+				parts = append(parts, w.literal(lit))
+				lit = lit[:0]
+			}
+		}
+		for _, s := range n.subs {
+			if s.kind == reLit && (!w.json || s.lit >= 0x20 || s.lit == '\n' || s.lit == '\r' || s.lit == '\t') {
+				lit = append(lit, s.lit)
+				continue
+			}
+			flush()
+			parts = append(parts, w.expr(s))
+		}
+		flush()
+		if w.json && n.top && !n.end {
+			parts = append(parts, w.any+"*")
+		}
+		if len(parts) == 0 {
+			return `""`
+		}
+		return strings.Join(parts, " ")
+	case reAlt:
+		parts := make([]string, len(n.subs))
+		for i, s := range n.subs {
+			parts[i] = w.expr(s)
+		}
+		if len(parts) == 1 {
+			return parts[0]
+		}
+		return "(" + strings.Join(parts, " | ") + ")"
+	}
+	panic("grammar: unknown regex node")
+}
+
+// nullable reports whether n matches the empty text.
+func nullable(n *reNode) bool {
+	switch n.kind {
+	case reLit, reSet:
+		return false
+	case reRepeat:
+		return n.min == 0 || nullable(n.subs[0])
+	case reAlt:
+		for _, s := range n.subs {
+			if nullable(s) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, s := range n.subs { // reConcat
+		if !nullable(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// nonEmpty is a node matching the texts n matches but the empty one (nil: there are none).
+func nonEmpty(n *reNode) *reNode {
+	switch n.kind {
+	case reLit, reSet:
+		return n
+	case reRepeat:
+		x := n.subs[0]
+		if !nullable(x) {
+			return &reNode{kind: reRepeat, subs: n.subs, min: max(n.min, 1), max: n.max}
+		}
+		if x = nonEmpty(x); x == nil {
+			return nil
+		}
+		return &reNode{kind: reRepeat, subs: []*reNode{x}, min: 1, max: n.max} // x{0,M} = x'{0,M}
+	case reAlt:
+		alt := &reNode{kind: reAlt}
+		for _, s := range n.subs {
+			if s = nonEmpty(s); s != nil {
+				alt.subs = append(alt.subs, s)
+			}
+		}
+		if len(alt.subs) == 0 {
+			return nil
+		}
+		return alt
+	}
+	// reConcat a1…an: for the first part i that is not empty, a1…a(i-1) are empty (each
+	// nullable), ai is a non-empty text and the rest anything.
+	alt := &reNode{kind: reAlt}
+	for i, s := range n.subs {
+		if ne := nonEmpty(s); ne != nil {
+			alt.subs = append(alt.subs, &reNode{kind: reConcat, subs: append([]*reNode{ne}, n.subs[i+1:]...)})
+		}
+		if !nullable(s) {
+			break
+		}
+	}
+	if len(alt.subs) == 0 {
+		return nil
+	}
+	return alt
+}
+
+// literal writes code points in a row as one GBNF string (escaped for JSON in json mode).
+func (w *regexWriter) literal(rs []rune) string {
+	if !w.json {
+		return Quote(string(rs))
+	}
+	var b strings.Builder
+	for _, r := range rs {
+		b.WriteString(jsonEscaped(r))
+	}
+	return Quote(b.String())
+}
+
+// jsonEscaped is how a code point is written inside a JSON string: '"', '\', \n, \r and \t
+// with a backslash (as encoding/json writes them), the rest as is.
+func jsonEscaped(r rune) string {
+	switch r {
+	case '"':
+		return `\"`
+	case '\\':
+		return `\\`
+	case '\n':
+		return `\n`
+	case '\r':
+		return `\r`
+	case '\t':
+		return `\t`
+	}
+	return string(r)
+}
+
+// chars writes a set of code points as a GBNF class. In JSON mode the characters a JSON
+// string escapes leave the class and come as alternatives, each its escape; other control
+// characters are dropped (a set of nothing but those is an error at Parse: an empty class).
+func (w *regexWriter) chars(set []span) string {
+	if !w.json {
+		return classExpr(set)
+	}
+	var plain []span
+	var escaped []string
+	for _, s := range set {
+		lo, hi := s.lo, s.hi
+		for _, special := range []rune{'\t', '\n', '\r', '"', '\\'} {
+			if lo <= special && special <= hi {
+				escaped = append(escaped, Quote(jsonEscaped(special)))
+			}
+		}
+		for _, cut := range []span{{0, 0x1F}, {'"', '"'}, {'\\', '\\'}} {
+			if lo <= cut.hi && cut.lo <= hi { // take [lo, hi] ∖ cut: the part below, then go on above
+				if lo < cut.lo {
+					plain = append(plain, span{lo, cut.lo - 1})
+				}
+				lo = max(lo, cut.hi+1)
+			}
+		}
+		if lo <= hi {
+			plain = append(plain, span{lo, hi})
+		}
+	}
+	var parts []string
+	if len(plain) > 0 {
+		parts = append(parts, classExpr(plain))
+	}
+	parts = append(parts, escaped...)
+	switch len(parts) {
+	case 0:
+		return "[^\\x00-\\U0010FFFF]" // nothing: only control characters JSON would escape
+	case 1:
+		return parts[0]
+	}
+	return "(" + strings.Join(parts, " | ") + ")"
+}
+
+// classExpr writes sorted, disjoint spans as [...] or, when shorter, as [^...] of the rest.
+func classExpr(set []span) string {
+	in := classBody(set)
+	if out := classBody(complement(set)); len(out)+1 < len(in) {
+		return "[^" + out + "]"
+	}
+	return "[" + in + "]"
+}
+
+func classBody(set []span) string {
+	var b strings.Builder
+	for _, s := range set {
+		b.WriteString(classChar(s.lo))
+		if s.hi > s.lo {
+			if s.hi > s.lo+1 {
+				b.WriteByte('-')
+			}
+			b.WriteString(classChar(s.hi))
+		}
+	}
+	return b.String()
+}
+
+// classChar writes one code point for a GBNF class.
+func classChar(r rune) string {
+	switch {
+	case r == '\\' || r == ']' || r == '[' || r == '-' || r == '^' || r == '"':
+		return `\` + string(r)
+	case r == '\n':
+		return `\n`
+	case r == '\t':
+		return `\t`
+	case r == '\r':
+		return `\r`
+	case r < 0x20 || r == 0x7F:
+		return fmt.Sprintf(`\x%02X`, r)
+	case 0xD800 <= r && r <= 0xDFFF || r > 0xFFFF:
+		return fmt.Sprintf(`\U%08X`, r)
+	case r >= 0x80 && !isPrintable(r):
+		return fmt.Sprintf(`\u%04X`, r)
+	}
+	return string(r)
+}
+
+// isPrintable is a conservative test for writing a code point as itself in a class.
+func isPrintable(r rune) bool { return r >= 0xA0 && r < 0xD800 || r >= 0xE000 && r < 0xFFF0 }
