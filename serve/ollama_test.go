@@ -178,7 +178,7 @@ func TestOllamaInfoAndErrors(t *testing.T) {
 		{"/api/generate", map[string]any{"prompt": "x", "options": map[string]any{"num_predict": -3}}, "num_predict"},
 		{"/api/generate", map[string]any{"prompt": "x", "options": map[string]any{"stop": 5}}, "option stop"},
 		{"/api/generate", map[string]any{"prompt": "x", "format": "xml"}, `format must be \"json\"`},
-		{"/api/generate", map[string]any{"prompt": "x", "format": map[string]any{"type": "string", "pattern": "a"}}, "pattern"},
+		{"/api/generate", map[string]any{"prompt": "x", "format": map[string]any{"type": "string", "pattern": "a(?=b)"}}, "pattern: regex at offset 2: lookaround is not supported"},
 		{"/api/generate", map[string]any{"prompt": "x", "images": []string{"AAAA"}}, "images are not supported"},
 		{"/api/generate", map[string]any{"prompt": "x", "template": "{{ .Prompt }}"}, "template is not supported"},
 		{"/api/generate", map[string]any{"prompt": "x", "context": []int{99999}}, "outside the vocabulary"},

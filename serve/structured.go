@@ -10,7 +10,8 @@ import (
 // structured are the ways a request may constrain its output, under the names clients send:
 // OpenAI's response_format ("json_object", or "json_schema" with a schema), llama.cpp's
 // grammar (GBNF) and json_schema, and vLLM's guided_json, guided_grammar (GBNF) and
-// guided_choice. At most one may be given. guided_regex is refused (no regular expressions).
+// guided_choice and guided_regex (the texts the expression matches in full; grammar.FromRegex
+// lists the syntax). At most one may be given.
 type structured struct {
 	ResponseFormat *responseFormat `json:"response_format"`
 	Grammar        *string         `json:"grammar"`
@@ -109,7 +110,8 @@ func (p *structured) grammar() (*grammar.Grammar, *badRequest) {
 		g, err := grammar.Choice(p.GuidedChoice...)
 		return compile("guided_choice", g, err)
 	case p.GuidedRegex != nil:
-		return nil, invalid("guided_regex", "guided_regex is not supported: use guided_grammar (GBNF) or guided_json")
+		g, err := grammar.FromRegex(*p.GuidedRegex)
+		return compile("guided_regex", g, err)
 	}
 	return nil, nil
 }

@@ -43,6 +43,16 @@ func TestStructuredOutput(t *testing.T) {
 				assert.Contains(t, []string{"red", "green", "blue"}, text)
 				assert.Equal(t, "stop", finish)
 			}},
+		{"guided_regex", map[string]any{"guided_regex": `[A-Z][a-z]+ (is|was) \d{1,2} years old\.`},
+			func(t *testing.T, text, finish string) {
+				assert.Regexp(t, `^[A-Z][a-z]+ (is|was) \d{1,2} years old\.$`, text)
+				assert.Equal(t, "stop", finish)
+			}},
+		{"json_schema with a pattern", map[string]any{"json_schema": map[string]any{"type": "object",
+			"properties": map[string]any{"id": map[string]any{"type": "string", "pattern": `^[A-Z]{2}-\d{3}$`}}, "required": []string{"id"}}},
+			func(t *testing.T, text, finish string) {
+				assert.Regexp(t, `^[A-Z]{2}-\d{3}$`, isObject(t, text)["id"])
+			}},
 		{"grammar", map[string]any{"grammar": `root ::= "The " [a-z]+ " is " ("big" | "small") "."`},
 			func(t *testing.T, text, finish string) {
 				assert.Regexp(t, `^The [a-z]+ is (big|small)\.$`, text)
@@ -133,9 +143,10 @@ func TestStructuredOutputErrors(t *testing.T) {
 		{map[string]any{"guided_grammar": "root ::= root \"a\""}, "guided_grammar", "left-recursive"},
 		{map[string]any{"response_format": map[string]any{"type": "xml"}}, "response_format", `"text", "json_object" or "json_schema"`},
 		{map[string]any{"response_format": map[string]any{"type": "json_schema"}}, "response_format", "needs json_schema.schema"},
-		{map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"schema": map[string]any{"type": "string", "pattern": "^a+$"}}}}, "response_format", "pattern"},
+		{map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"schema": map[string]any{"type": "string", "pattern": "^a+$", "maxLength": 3}}}}, "response_format", "pattern next to minLength"},
 		{map[string]any{"guided_json": "{not json"}, "guided_json", ""},
-		{map[string]any{"guided_regex": "a+"}, "guided_regex", "not supported"},
+		{map[string]any{"guided_regex": "(a"}, "guided_regex", "missing )"},
+		{map[string]any{"guided_regex": `\bx`}, "guided_regex", "word boundary"},
 		{map[string]any{"guided_choice": []string{}}, "guided_choice", "1 to 256"},
 	} {
 		body := map[string]any{"prompt": "Hi", "max_tokens": 5}

@@ -48,6 +48,7 @@ func TestRunGrammarFlags(t *testing.T) {
 		{[]string{"--json"}, grammar.JSON()},
 		{[]string{"--json-schema", schema}, fromSchema},
 		{[]string{"--json-schema-file", schemaFile}, fromSchema},
+		{[]string{"--regex", `The [a-z]+ (is|was) \d+\.`}, must(grammar.FromRegex(`The [a-z]+ (is|was) \d+\.`))},
 	} {
 		out, errOut, code := cli(t, append(append(base, tc.flags...), "Once upon a time")...)
 		require.Equal(t, 0, code, errOut)
@@ -68,7 +69,9 @@ func TestRunGrammarFlags(t *testing.T) {
 		{[]string{"--json", "--grammar", gbnf}, "--grammar and --json both constrain"},
 		{[]string{"--grammar", "root ::= nothing"}, `--grammar: grammar: line 1: undefined rule "nothing"`},
 		{[]string{"--grammar-file", filepath.Join(dir, "missing.gbnf")}, "missing.gbnf"},
-		{[]string{"--json-schema", `{"type":"string","pattern":"a+"}`}, "pattern"},
+		{[]string{"--json-schema", `{"type":"string","pattern":"a+","minLength":2}`}, "pattern next to minLength"},
+		{[]string{"--regex", `(a`}, "--regex: grammar: regex at offset 2: missing )"},
+		{[]string{"--regex", "a", "--json"}, "--json and --regex both constrain"},
 	} {
 		_, errOut, code := cli(t, append(append(base, bad.flags...), "x")...)
 		require.Equal(t, 2, code, errOut)
@@ -98,4 +101,11 @@ func TestChatJSONSchema(t *testing.T) {
 	var v struct{ Answer string }
 	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(out)), &v), "%q", out)
 	assert.Contains(t, []string{"yes", "no"}, v.Answer)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -22,8 +22,8 @@ type samplingFlags struct {
 	seed                  *int64
 	bias                  map[int32]float32 // --logit-bias, repeatable
 
-	gbnf, gbnfFile, schema, schemaFile *string
-	json                               *bool
+	gbnf, gbnfFile, schema, schemaFile, regex *string
+	json                                      *bool
 }
 
 func addSamplingFlags(fs *flag.FlagSet, seedHelp string) *samplingFlags {
@@ -44,6 +44,7 @@ func addSamplingFlags(fs *flag.FlagSet, seedHelp string) *samplingFlags {
 	f.json = fs.Bool("json", false, "constrain the output to a JSON object")
 	f.schema = fs.String("json-schema", "", "constrain the output to JSON that this JSON Schema accepts")
 	f.schemaFile = fs.String("json-schema-file", "", "constrain the output to JSON that the JSON Schema in this file accepts")
+	f.regex = fs.String("regex", "", "constrain the output to the texts this regular expression matches in full (vLLM's guided_regex)")
 	return f
 }
 
@@ -54,7 +55,7 @@ func (f *samplingFlags) grammar() (*grammar.Grammar, error) {
 		name string
 		set  bool
 	}{{"--grammar", *f.gbnf != ""}, {"--grammar-file", *f.gbnfFile != ""}, {"--json", *f.json},
-		{"--json-schema", *f.schema != ""}, {"--json-schema-file", *f.schemaFile != ""}} {
+		{"--json-schema", *f.schema != ""}, {"--json-schema-file", *f.schemaFile != ""}, {"--regex", *f.regex != ""}} {
 		if c.set {
 			given = append(given, c.name)
 		}
@@ -85,6 +86,8 @@ func (f *samplingFlags) grammar() (*grammar.Grammar, error) {
 		if src, err = read(*f.schemaFile); err == nil {
 			g, err = grammar.FromJSONSchema([]byte(src))
 		}
+	case *f.regex != "":
+		g, err = grammar.FromRegex(*f.regex)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", errUsage, given[0], err)
