@@ -25,15 +25,18 @@ import (
 // (in characters of the JSON text, where an escape is one); format date, time, date-time and
 // uuid (other formats are annotations: ignored); pattern, a regular expression in the syntax
 // FromRegex reads, matched anywhere in the string unless anchored by ^ and $ (JSON Schema's
-// rule), the string written with no escapes but \", \\, \n, \r and \t; enum and const of any JSON values, in
+// rule), the string written with no escapes but \", \\, \n, \r and \t; minimum, maximum,
+// exclusiveMinimum and exclusiveMaximum (draft 4's boolean form too): any bounds on an integer,
+// and on a number integer bounds with the lower at least 0 (pydantic's ge=0, le=1), such a
+// number then written without an exponent; enum and const of any JSON values, in
 // encoding/json's compact form; anyOf, oneOf (taken as anyOf), allOf of one schema; $ref to a
 // JSON pointer within the schema ("#", "#/$defs/Node"), each target one rule, so recursive
 // schemas work. A schema without type but with keywords of some types (properties, items,
 // minLength, ...) is generated as those types.
 //
-// Anything else that constrains (minimum, multipleOf, not, if, uniqueItems, ...), and a
-// schema nothing matches, is an error that wraps ErrGrammar and names the JSON pointer of the
-// place: "#/properties/age: minimum is not supported". Annotations (title, description,
+// Anything else that constrains (multipleOf, not, if, uniqueItems, ...), other bounds on a
+// number, and a schema nothing matches, is an error that wraps ErrGrammar and names the JSON
+// pointer of the place: "#/properties/age: multipleOf is not supported". Annotations (title, description,
 // default, examples, $schema, $id, $comment, readOnly, deprecated, x-...) are ignored.
 //
 // Left to the model: that oneOf's alternatives exclude each other, that the keys of an object
@@ -116,11 +119,12 @@ var (
 		"writeOnly", "deprecated", "contentEncoding", "contentMediaType", "contentSchema", "discriminator")
 	supported = setOf("type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "properties", "required",
 		"additionalProperties", "items", "prefixItems", "additionalItems", "minItems", "maxItems", "minLength",
-		"maxLength", "format", "pattern")
+		"maxLength", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 	typeNames = []string{"object", "array", "string", "number", "integer", "boolean", "null"}
 	// typeKeywords say which types a schema without "type" is generated as.
 	typeKeywords = [][]string{{"object", "properties", "required", "additionalProperties"},
-		{"array", "items", "prefixItems", "additionalItems", "minItems", "maxItems"}, {"string", "minLength", "maxLength", "format", "pattern"}}
+		{"array", "items", "prefixItems", "additionalItems", "minItems", "maxItems"}, {"string", "minLength", "maxLength", "format", "pattern"},
+		{"number", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}}
 	formats = setOf("date", "time", "date-time", "uuid")
 )
 
@@ -248,9 +252,9 @@ func (c *compiler) typed(n *node, ptr, hint string) (string, error) {
 			alts[i], err = c.array(n, ptr, hint)
 		case "string":
 			alts[i], err = c.str(n, ptr)
-		case "integer":
-			alts[i] = c.use("integer") + " ws"
-		default: // number, boolean, null
+		case "integer", "number":
+			alts[i], err = c.numeric(n, ptr, t)
+		default: // boolean, null
 			alts[i] = c.use(t)
 		}
 		if err != nil {
@@ -258,6 +262,24 @@ func (c *compiler) typed(n *node, ptr, hint string) (string, error) {
 		}
 	}
 	return group(alts), nil
+}
+
+// numeric compiles an integer or number schema, within its bounds when it has some.
+func (c *compiler) numeric(n *node, ptr, t string) (string, error) {
+	b, err := c.bounds(n, ptr)
+	switch {
+	case err != nil:
+		return "", err
+	case !b.hasLo && !b.hasHi && t == "integer":
+		return c.use("integer") + " ws", nil
+	case !b.hasLo && !b.hasHi:
+		return c.use("number"), nil
+	case t == "integer":
+		expr, err := c.integerRange(b, ptr)
+		return expr + " ws", err
+	}
+	expr, err := c.numberRange(b, ptr)
+	return expr + " ws", err
 }
 
 // types reads "type": nil when absent.

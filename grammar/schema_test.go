@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"math/rand/v2"
 	"net/url"
 	"regexp"
@@ -154,6 +155,12 @@ var schemaCases = []struct {
 		yes: []string{`true`}, no: []string{`1`}},
 	{name: "ref into properties", schema: `{"type": "object", "properties": {"a": {"type": "string"}, "b": {"$ref": "#/properties/a"}}, "required": ["a", "b"]}`,
 		yes: []string{`{"a": "x", "b": "y"}`}, no: []string{`{"a": "x", "b": 1}`}},
+	{name: "integer bounds", schema: `{"type": "integer", "minimum": -20, "exclusiveMaximum": 300}`,
+		yes: []string{`-20`, `0`, `7`, `299`}, no: []string{`-21`, `300`, `1.5`, `-0`, `1e2`}},
+	{name: "number bounds", schema: `{"type": "number", "exclusiveMinimum": 0, "maximum": 1}`,
+		yes: []string{`0.5`, `1`, `1.000`, `0.001`}, no: []string{`0`, `0.0`, `1.5`, `-0.5`, `1e-3`}},
+	{name: "patterns", schema: `{"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3}$"}, "note": {"type": "string", "pattern": "^o[\"k]"}}, "required": ["code", "note"]}`,
+		yes: []string{`{"code": "AB-123", "note": "ok, it is"}`, `{"code": "ZZ-000", "note": "o\""}`}, no: []string{`{"code": "AB-12", "note": "ok"}`, `{"code": "AB-123", "note": "it is ok"}`, `{"code": "ab-123", "note": "ok"}`}},
 	{name: "root string", schema: `{"type": "string"}`,
 		yes: []string{`""`, `"a b"`, `"\u00e9\ud83d\ude00"`}, no: []string{`"a`, "\"a\nb\"", `'a'`}},
 }
@@ -195,7 +202,16 @@ func TestSchemaErrors(t *testing.T) {
 		{`{"type": 5}`, `#: type must be a type name or an array of them, not 5`},
 		{`{"type": "int"}`, `#: unknown type "int"`},
 		{`{"type": []}`, `nothing matches`},
-		{`{"type": "object", "properties": {"age": {"type": "integer", "minimum": 0}}}`, `#/properties/age: minimum is not supported`},
+		{`{"type": "object", "properties": {"age": {"type": "integer", "multipleOf": 5}}}`, `#/properties/age: multipleOf is not supported`},
+		{`{"type": "integer", "minimum": 5, "maximum": 4}`, `#: no integer lies within the bounds`},
+		{`{"type": "integer", "exclusiveMinimum": 1, "exclusiveMaximum": 2}`, `no integer lies within the bounds`},
+		{`{"type": "number", "minimum": -1}`, `#: bounds on a number are supported when they are integers and the lower one is at least 0`},
+		{`{"type": "number", "minimum": 0.5}`, `bounds on a number are supported when`},
+		{`{"type": "number", "maximum": 3}`, `bounds on a number are supported when`},
+		{`{"type": "number", "exclusiveMinimum": 2, "maximum": 2}`, `no number lies within the bounds`},
+		{`{"type": "integer", "minimum": "1"}`, `#: minimum must be a number, not "1"`},
+		{`{"type": "integer", "maximum": 1e20}`, `maximum 1e20 is beyond 16 digits`},
+		{`{"type": "integer", "exclusiveMaximum": true}`, `exclusiveMaximum true needs maximum`},
 		{`{"type": "string", "pattern": "(?i)a"}`, `#: pattern: regex at offset 1: inline flags`},
 		{`{"properties": {"id": {"pattern": "^a\\1$"}}}`, `#/properties/id: pattern: regex at offset 4: backreferences are not supported`},
 		{`{"type": "string", "pattern": "^a+$", "maxLength": 3}`, `#: pattern next to minLength, maxLength or format is not supported`},
@@ -242,7 +258,7 @@ func TestSchemaErrors(t *testing.T) {
 		{`{"type": "string", "format": "date", "maxLength": 10}`, `minLength or maxLength next to format "date" is not supported`},
 		{`{"additionalProperties": 5}`, `additionalProperties must be a schema`},
 		{`{"type": "object", "properties": {"a": {"properties": {"b": {"type": "nope"}}}}}`, `#/properties/a/properties/b: unknown type "nope"`},
-		{`{"properties": {"a/b~c": {"minimum": 1}}}`, `#/properties/a~1b~0c: minimum is not supported`},
+		{`{"properties": {"a/b~c": {"minimum": -1}}}`, `#/properties/a~1b~0c: bounds on a number`},
 		{strings.Repeat(`[`, 300) + strings.Repeat(`]`, 300), `nests deeper than 256`},
 		{strings.Repeat(`{"items":`, 130) + `{}` + strings.Repeat(`}`, 130), `subschemas nest deeper than 128`},
 	} {
@@ -373,11 +389,11 @@ const pydanticSchema = `{
   "properties": {
     "id": {"format": "uuid", "title": "Id", "type": "string"},
     "name": {"description": "Full name", "maxLength": 50, "minLength": 1, "title": "Name", "type": "string"},
-    "age": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": null, "title": "Age"},
+    "age": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 150}, {"type": "null"}], "default": null, "title": "Age"},
     "role": {"$ref": "#/$defs/Role", "default": "viewer"},
     "address": {"$ref": "#/$defs/Address"},
     "pets": {"items": {"$ref": "#/$defs/Pet"}, "title": "Pets", "type": "array", "maxItems": 3},
-    "scores": {"additionalProperties": {"type": "number"}, "title": "Scores", "type": "object"},
+    "scores": {"additionalProperties": {"type": "number", "minimum": 0, "maximum": 10}, "title": "Scores", "type": "object"},
     "active": {"default": true, "title": "Active", "type": "boolean"},
     "created": {"format": "date-time", "title": "Created", "type": "string", "readOnly": true}
   },
@@ -408,6 +424,8 @@ func TestSchemaPydantic(t *testing.T) {
 		`{"id": "0f8fad5b-d9cb-469f-a165-70867728950e", "name": "K", "role": "owner", "address": {"street": "1", "city": "S"}, "pets": []}`, // not a Role
 		`{"id": "0f8fad5b-d9cb-469f-a165-70867728950e", "name": "K", "address": {"street": "1", "city": "S"}, "pets": [{"name": "Tom", "kind": "cat"}]}`,
 		`{"id": "0f8fad5b-d9cb-469f-a165-70867728950e", "name": "K", "address": {"street": "1"}, "pets": []}`, // no city
+		`{"id": "0f8fad5b-d9cb-469f-a165-70867728950e", "name": "K", "age": 151, "address": {"street": "1", "city": "S"}, "pets": []}`,
+		`{"id": "0f8fad5b-d9cb-469f-a165-70867728950e", "name": "K", "address": {"street": "1", "city": "S"}, "pets": [], "scores": {"a": 10.5}}`,
 		`{"id": "0f8fad5b-d9cb-469f-a165-70867728950e", "name": "K", "address": {"street": "1", "city": "S"}, "pets": [{"name": "a", "kind": "dog"}, {"name": "b", "kind": "dog"}, {"name": "c", "kind": "dog"}, {"name": "d", "kind": "dog"}]}`,
 	} {
 		_, complete := matches(t, g, s)
@@ -593,7 +611,30 @@ func validates(t *testing.T, schema, text string) bool {
 				}
 			}
 			uuid := regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+			if p, ok := m["pattern"].(string); ok && !regexp.MustCompile(p).MatchString(v) {
+				return false
+			}
 			return n >= num("minLength", 0) && n <= num("maxLength", n) && (m["format"] != "uuid" || uuid.MatchString(v))
+		case json.Number:
+			x, _ := new(big.Rat).SetString(v.String())
+			for _, b := range []struct {
+				key, flag string
+				sign      int // the bound's side: x·sign must not exceed bound·sign
+			}{{"minimum", "exclusiveMinimum", -1}, {"maximum", "exclusiveMaximum", 1}} {
+				check := func(bound any, exclusive bool) bool {
+					n, ok := bound.(json.Number)
+					if !ok {
+						return true
+					}
+					y, _ := new(big.Rat).SetString(n.String())
+					c := x.Cmp(y) * b.sign
+					return c < 0 || c == 0 && !exclusive
+				}
+				flag, _ := m[b.flag].(bool) // draft 4
+				if !check(m[b.key], flag) || !check(m[b.flag], true) {
+					return false
+				}
+			}
 		case []any:
 			prefix, _ := m["prefixItems"].([]any)
 			rest, hasRest := m["items"]
