@@ -6,8 +6,11 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,10 +56,20 @@ type Options struct {
 	Context int
 	// Progress is called while weights upload (bytes done, bytes total); may be nil.
 	Progress func(done, total int64)
+	// LoRA lists adapters to merge into the weights as they load (loader.MergeLoRA): PEFT
+	// folders or llama.cpp GGUF adapters, each with its strength (llama.cpp's --lora-scaled).
+	LoRA []LoRAOption
 	// SyntheticConfig and SyntheticSeed shape the built-in model when ModelPath is empty
 	// (zero value: model.Tiny, seed 1).
 	SyntheticConfig *model.Config
 	SyntheticSeed   uint64
+}
+
+// LoRAOption is one adapter to merge: its path and strength (1 is the adapter as trained; 0
+// leaves the weights as they are).
+type LoRAOption struct {
+	Path  string
+	Scale float64
 }
 
 // Engine is a loaded model with its tokenizer.
@@ -154,6 +167,29 @@ func Load(opts Options) (*Engine, error) {
 		e.closeFile()
 		return nil, fmt.Errorf("%w: the tokenizer has %d pieces but the model's vocabulary is %d", ErrTokenizer, e.Tokenizer.VocabSize(), cfg.Vocab)
 	}
+	if len(opts.LoRA) > 0 {
+		adapters := make([]*loader.LoRA, 0, len(opts.LoRA))
+		scales := make([]float64, 0, len(opts.LoRA))
+		defer func() { // merged as the weights load: the adapters' files are done with after
+			for _, a := range adapters {
+				a.Close()
+			}
+		}()
+		for _, o := range opts.LoRA {
+			if math.IsNaN(o.Scale) || math.IsInf(o.Scale, 0) {
+				e.closeFile()
+				return nil, fmt.Errorf("%w: %s: scale %v", loader.ErrLoRA, o.Path, o.Scale)
+			}
+			a, err := loader.OpenLoRA(o.Path, cfg)
+			if err != nil {
+				e.closeFile()
+				return nil, err
+			}
+			adapters, scales = append(adapters, a), append(scales, o.Scale)
+			e.Source += fmt.Sprintf(" + LoRA %s (%d weights, rank %d, scale %g)", o.Path, len(a.Pairs), anyPair(a).Rank(), o.Scale)
+		}
+		src = loader.MergeLoRA(src, adapters, scales)
+	}
 	e.Context = cfg.MaxSeq
 	if opts.Context > 0 && opts.Context < e.Context {
 		e.Context = opts.Context
@@ -194,6 +230,11 @@ func Load(opts Options) (*Engine, error) {
 	e.Model = m
 	e.LoadTime = time.Since(start)
 	return e, nil
+}
+
+// anyPair is one of an adapter's pairs (the first by name), to describe it.
+func anyPair(l *loader.LoRA) loader.LoRAPair {
+	return l.Pairs[slices.Min(slices.Collect(maps.Keys(l.Pairs)))]
 }
 
 // Close releases the backend (when Load created it) and the model file.

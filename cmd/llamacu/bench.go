@@ -77,6 +77,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if (lf.model == "") == (*synthetic == "") {
 		return fmt.Errorf("%w: exactly one of --model or --synthetic is required", errUsage)
 	}
+	if *synthetic != "" && len(lf.lora) > 0 {
+		return fmt.Errorf("%w: --lora and --lora-scaled apply to --model files, not --synthetic", errUsage)
+	}
 	if err := lf.checkNodes(); err != nil {
 		return err
 	}

@@ -4,8 +4,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -23,6 +26,7 @@ type loadFlags struct {
 	threads, ctx, tp          int
 	nodes, nodeRank           int    // multi-node tensor parallelism (nodes.go)
 	rendezvous                string // HOST:PORT where the nodes meet
+	lora                      []engine.LoRAOption
 
 	node *tp.TCPNode // after load with several nodes: the group (serve watches it)
 }
@@ -38,6 +42,22 @@ func addLoadFlags(fs *flag.FlagSet) *loadFlags {
 	fs.IntVar(&lf.nodes, "nodes", 1, "processes (one per node) the --tp ranks span, --tp/--nodes each (TCP between them; --backend cuda: NCCL)")
 	fs.IntVar(&lf.nodeRank, "node-rank", 0, "this node, 0..--nodes−1 (node 0 runs the command; the others run its forward steps and print nothing)")
 	fs.StringVar(&lf.rendezvous, "rendezvous", "", "HOST:PORT where node 0 listens and the other nodes dial (needed with --nodes > 1)")
+	fs.Func("lora", "merge a LoRA adapter (PEFT folder or llama.cpp GGUF adapter) into the F32/F16/BF16 weights, repeatable", func(v string) error {
+		lf.lora = append(lf.lora, engine.LoRAOption{Path: v, Scale: 1})
+		return nil
+	})
+	fs.Func("lora-scaled", "merge a LoRA adapter at a strength: PATH:SCALE (llama.cpp's --lora-scaled), repeatable", func(v string) error {
+		i := strings.LastIndexByte(v, ':')
+		if i <= 0 {
+			return fmt.Errorf("want PATH:SCALE, got %q", v)
+		}
+		scale, err := strconv.ParseFloat(v[i+1:], 64)
+		if err != nil || math.IsNaN(scale) || math.IsInf(scale, 0) {
+			return fmt.Errorf("want PATH:SCALE with a finite number, got %q", v)
+		}
+		lf.lora = append(lf.lora, engine.LoRAOption{Path: v[:i], Scale: scale})
+		return nil
+	})
 	return lf
 }
 
@@ -49,7 +69,7 @@ func (lf *loadFlags) load(stderr io.Writer) (*engine.Engine, error) {
 		return nil, err
 	}
 	bes, comms := rg.backends, rg.comms
-	opts := engine.Options{ModelPath: lf.model, TokenizerPath: lf.tokenizer, Backends: bes, Comms: comms, CloseBackend: true, Context: lf.ctx}
+	opts := engine.Options{ModelPath: lf.model, TokenizerPath: lf.tokenizer, Backends: bes, Comms: comms, CloseBackend: true, Context: lf.ctx, LoRA: lf.lora}
 	if rg.node != nil {
 		opts.Link, lf.node = rg.node, rg.node
 	}
