@@ -227,3 +227,39 @@ func TestLoRAErrors(t *testing.T) {
 	require.ErrorIs(t, err, ErrLoRA)
 	require.ErrorContains(t, err, "Q8_0")
 }
+
+// BenchmarkMergeLoRA times merging a rank-16 pair into a 7B-shaped 4096×4096 F16 weight (the
+// query projection): what --lora adds to loading, per weight it adapts; beside it the F16 →
+// float32 → F16 round trip alone.
+func BenchmarkMergeLoRA(b *testing.B) {
+	cfg := model.Config{Dim: 4096, Layers: 1, Heads: 32, KVHeads: 32, FFN: 11008, Vocab: 32000, MaxSeq: 4096, NormEps: 1e-5, RopeTheta: 10000}
+	wq := model.LayerName(0, model.NameWq)
+	pairs := randomPairs(cfg, 16, wq)
+	var buf bytes.Buffer
+	require.NoError(b, WriteLoRAGGUF(&buf, pairs, 32))
+	path := filepath.Join(b.TempDir(), "a.gguf")
+	require.NoError(b, os.WriteFile(path, buf.Bytes(), 0o644))
+	a, err := OpenLoRA(path, cfg)
+	require.NoError(b, err)
+	defer a.Close()
+	base := model.Synthetic(cfg, 1, tensor.F16)
+	w, err := base(wq)
+	require.NoError(b, err)
+	src := func(string) (*tensor.Tensor, error) { return w, nil }
+	merge := MergeLoRA(src, []*LoRA{a}, []float64{1})
+	// The baseline: the conversion to float32 and back that any merge pays.
+	b.Run("convert-only", func(b *testing.B) {
+		b.SetBytes(int64(len(w.Data)))
+		for range b.N {
+			_ = tensor.Encode(w.DType, w.Float32s())
+		}
+	})
+	b.Run("rank16", func(b *testing.B) {
+		b.SetBytes(int64(len(w.Data)))
+		for range b.N {
+			if _, err := merge(wq); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
