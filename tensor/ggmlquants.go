@@ -89,6 +89,53 @@ func decodeQ5_0(y []float32, blk []byte) {
 	}
 }
 
+// encodeQ5_0 is ggml's reference Q5_0 quantiser: d = m/−16 for the value m of largest
+// magnitude, q = ⌊x/d + 16.5⌋ capped at 31 (the cast truncates; x/d + 16.5 ≥ 0.5 here).
+func encodeQ5_0(blk []byte, x []float32) {
+	var amax, m float32
+	for _, v := range x {
+		if a := float32(math.Abs(float64(v))); a > amax {
+			amax, m = a, v
+		}
+	}
+	d := m / -16
+	id := float32(0)
+	if d != 0 {
+		id = 1 / d
+	}
+	binary.LittleEndian.PutUint16(blk, F32ToF16(d))
+	packQ5(blk[2:6], blk[6:22], x, func(v float32) int { return min(31, int(v*id+16.5)) })
+}
+
+// encodeQ5_1 is ggml's reference Q5_1 quantiser: d = (max − min)/31, m = min,
+// q = ⌊(x − min)/d + 0.5⌋.
+func encodeQ5_1(blk []byte, x []float32) {
+	lo, hi := x[0], x[0]
+	for _, v := range x {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	d := (hi - lo) / 31
+	id := float32(0)
+	if d != 0 {
+		id = 1 / d
+	}
+	binary.LittleEndian.PutUint16(blk, F32ToF16(d))
+	binary.LittleEndian.PutUint16(blk[2:], F32ToF16(lo))
+	packQ5(blk[4:8], blk[8:24], x, func(v float32) int { return int((v-lo)*id + 0.5) })
+}
+
+// packQ5 writes 32 five-bit values: the low nibbles of elements j and j+16 in byte j of qs,
+// the fifth bits as bits j and j+16 of qh (decodeQ5_0's layout).
+func packQ5(qhb, qs []byte, x []float32, q func(float32) int) {
+	var qh uint32
+	for j := 0; j < QK/2; j++ {
+		q0, q1 := q(x[j]), q(x[j+QK/2])
+		qs[j] = byte(q0&0xf) | byte(q1&0xf)<<4
+		qh |= uint32(q0>>4&1)<<j | uint32(q1>>4&1)<<(j+QK/2)
+	}
+	binary.LittleEndian.PutUint32(qhb, qh)
+}
+
 // Q5_1: x = d·q + m, q in [0, 32), bits as Q5_0.
 func decodeQ5_1(y []float32, blk []byte) {
 	d, m := f16At(blk, 0), f16At(blk, 2)

@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"math"
@@ -98,7 +99,7 @@ func TestGGMLTypeGeometry(t *testing.T) {
 		readOnly bool
 	}{
 		{Q8_0, 32, 34, 8.5, false}, {Q4_0, 32, 18, 4.5, false},
-		{Q4_1, 32, 20, 5, true}, {Q5_0, 32, 22, 5.5, true}, {Q5_1, 32, 24, 6, true},
+		{Q4_1, 32, 20, 5, true}, {Q5_0, 32, 22, 5.5, false}, {Q5_1, 32, 24, 6, false},
 		{Q2_K, 256, 84, 2.625, true}, {Q3_K, 256, 110, 3.4375, true}, {Q4_K, 256, 144, 4.5, false},
 		{Q5_K, 256, 176, 5.5, false}, {Q6_K, 256, 210, 6.5625, false},
 	} {
@@ -150,5 +151,28 @@ func TestEncodeKQuant(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Q8_0, Q4_0, Q5_0 and Q5_1 encode as ggml's reference quantisers do (what llama-quantize
+// writes for them without an importance matrix): the same bytes, block for block.
+func TestEncodeEqualsGGML(t *testing.T) {
+	dir := filepath.Join("testdata", "ggml")
+	input := readF32s(t, filepath.Join(dir, "input.f32"))
+	for _, d := range []DType{Q8_0, Q4_0, Q5_0, Q5_1} {
+		want, err := os.ReadFile(filepath.Join(dir, strings.ToLower(d.String())+".blocks"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := Encode(d, input)
+		if len(got) != len(want) {
+			t.Fatalf("%v: %d bytes, ggml's %d", d, len(got), len(want))
+		}
+		bb := d.BlockBytes()
+		for b := 0; b < len(got)/bb; b++ {
+			if !bytes.Equal(want[b*bb:(b+1)*bb], got[b*bb:(b+1)*bb]) {
+				t.Errorf("%v block %d (row %d): % x, ggml's % x", d, b, b*d.BlockSize()/512, got[b*bb:(b+1)*bb], want[b*bb:(b+1)*bb])
+			}
+		}
 	}
 }

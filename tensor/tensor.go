@@ -92,9 +92,9 @@ func (d DType) BlockSize() int {
 // Quantized reports whether d stores blocks of several elements with their scales.
 func (d DType) Quantized() bool { return d.BlockSize() > 1 }
 
-// ReadOnly reports whether llamacu can decode d but not encode it: the types of ggmlquants.go
-// but Q4_K, Q5_K and Q6_K (files of them come from llama.cpp's quantiser).
-func (d DType) ReadOnly() bool { return blockBytesGGML[d] != 0 && d != Q4_K && d != Q5_K && d != Q6_K }
+// ReadOnly reports whether llamacu can decode d but not encode it: Q4_1, Q2_K and Q3_K (files
+// of them come from llama.cpp's quantiser).
+func (d DType) ReadOnly() bool { return d == Q4_1 || d == Q2_K || d == Q3_K }
 
 // BlockBytes returns the bytes of one storage block.
 func (d DType) BlockBytes() int {
@@ -247,7 +247,8 @@ func Decode(dst []float32, d DType, src []byte) {
 }
 
 // Encode converts fp32 values to dtype d (round to nearest even for F16/BF16; ggml's reference
-// quantisation for Q8_0/Q4_0; a simple min/max one for Q4_K/Q5_K/Q6_K, see ggmlquants.go). len(src)
+// quantisation for Q8_0, Q4_0, Q5_0 and Q5_1; a simple min/max one for Q4_K/Q5_K/Q6_K, see
+// ggmlquants.go). len(src)
 // must be a whole number of blocks. It panics for a ReadOnly dtype.
 func Encode(d DType, src []float32) []byte {
 	n, err := d.Bytes(int64(len(src)))
@@ -263,8 +264,16 @@ func Encode(d DType, src []float32) []byte {
 // It panics for a ReadOnly dtype.
 func EncodeTo(out []byte, d DType, src []float32) {
 	switch d {
-	case Q4_1, Q5_0, Q5_1, Q2_K, Q3_K:
+	case Q4_1, Q2_K, Q3_K:
 		panic("tensor.Encode: llamacu does not write " + d.String() + " (llama.cpp's llama-quantize does)")
+	case Q5_0:
+		for b := 0; b < len(src)/QK; b++ {
+			encodeQ5_0(out[b*22:(b+1)*22], src[b*QK:(b+1)*QK])
+		}
+	case Q5_1:
+		for b := 0; b < len(src)/QK; b++ {
+			encodeQ5_1(out[b*24:(b+1)*24], src[b*QK:(b+1)*QK])
+		}
 	case Q5_K:
 		for b := 0; b < len(src)/QKK; b++ {
 			encodeQ45_K(out[b*176:(b+1)*176], src[b*QKK:(b+1)*QKK], 5)
