@@ -282,21 +282,16 @@ func decodeQ6_K(y []float32, blk []byte) {
 }
 
 // encodeQ45_K quantises 256 values into one Q4_K (bits 4) or Q5_K (bits 5) block: per 32-value
-// sub-block a scale (max − min)/(2^bits − 1) and a min −min(x, 0), both quantised to 6 bits
-// against the block's fp16 d and dmin; q = round((x + dmin·m)/(d·sc)) in [0, 2^bits − 1]. The
-// low 4 bits of q are the nibbles (bytes 16… for Q4_K, 48… for Q5_K); Q5_K's bit 4 of the
-// element at l of sub-block i is bit i of qh[l] (bytes 16…47).
+// sub-block a scale and a min chosen by fitScaleMin, both quantised to 6 bits against the
+// block's fp16 d and dmin; q = round((x + dmin·m)/(d·sc)) in [0, 2^bits − 1]. The low 4 bits
+// of q are the nibbles (bytes 16… for Q4_K, 48… for Q5_K); Q5_K's bit 4 of the element at l of
+// sub-block i is bit i of qh[l] (bytes 16…47).
 func encodeQ45_K(blk []byte, x []float32, bits int) {
 	top := float32(int(1)<<bits - 1)
 	var scale, minus [8]float32
 	var maxScale, maxMin float32
 	for i := range 8 {
-		lo, hi := x[32*i], x[32*i]
-		for _, v := range x[32*i : 32*i+32] {
-			lo, hi = min(lo, v), max(hi, v)
-		}
-		lo = min(lo, 0)
-		scale[i], minus[i] = (hi-lo)/top, -lo
+		scale[i], minus[i] = fitScaleMin(x[32*i:32*i+32], top)
 		maxScale, maxMin = max(maxScale, scale[i]), max(maxMin, minus[i])
 	}
 	d, dmin := F32ToF16(maxScale/63), F32ToF16(maxMin/63)
@@ -344,32 +339,138 @@ func encodeQ45_K(blk []byte, x []float32, bits int) {
 	}
 }
 
-// encodeQ6_K quantises 256 values into one Q6_K block: per 16-value sub-block a scale
-// max|x|/31, quantised to int8 against the block's fp16 d; q = round(x/(d·sc)) in [−32, 31].
+// fitScaleMin picks a sub-block's scale s ≥ 0 and min m ≥ 0 (x ≈ s·q − m, q an integer in
+// [0, top]) for a small weighted squared error Σ w·(s·q − m − x)², w = rms(x) + |x| so that
+// large values count more. It starts from the range's s = (max − min)/top and tries 20 slightly
+// larger steps, refitting s and m by weighted least squares for the q each gives, and keeps the
+// best: the search ggml's k-quant quantiser runs (make_qkx2_quants, −1 + 0.1·k).
+func fitScaleMin(x []float32, top float32) (scale, minus float32) {
+	lo, hi := x[0], x[0]
+	var sumX2 float64
+	for _, v := range x {
+		lo, hi = min(lo, v), max(hi, v)
+		sumX2 += float64(v) * float64(v)
+	}
+	lo = min(lo, 0)
+	if hi == lo {
+		return 0, -lo
+	}
+	av := math.Sqrt(sumX2 / float64(len(x)))
+	var w [32]float64
+	for i, v := range x {
+		w[i] = av + math.Abs(float64(v))
+	}
+	span := float64(hi - lo)
+	errOf := func(s, m float64) float64 { // m ≤ 0 here: x ≈ s·q + m
+		e := 0.0
+		for i, v := range x {
+			q := math.Max(0, math.Min(float64(top), math.Round((float64(v)-m)/s)))
+			d := s*q + m - float64(v)
+			e += w[i] * d * d
+		}
+		return e
+	}
+	bestS, bestM := span/float64(top), float64(lo)
+	best := errOf(bestS, bestM)
+	for k := range 21 {
+		is := (float64(top) - 1 + 0.1*float64(k)) / span
+		var sw, sx, sl, sl2, sxl float64
+		for i, v := range x {
+			q := math.Max(0, math.Min(float64(top), math.Round(is*(float64(v)-float64(lo)))))
+			sw += w[i]
+			sx += w[i] * float64(v)
+			sl += w[i] * q
+			sl2 += w[i] * q * q
+			sxl += w[i] * q * float64(v)
+		}
+		det := sw*sl2 - sl*sl
+		if det <= 0 {
+			continue
+		}
+		s, m := (sw*sxl-sx*sl)/det, (sl2*sx-sl*sxl)/det
+		if m > 0 { // a positive offset is not storable: fit the scale alone
+			m, s = 0, sxl/sl2
+		}
+		if s <= 0 {
+			continue
+		}
+		if e := errOf(s, m); e < best {
+			best, bestS, bestM = e, s, m
+		}
+	}
+	return float32(bestS), float32(-bestM)
+}
+
+// fitSymmetric picks a 16-value sub-block's scale s for x ≈ s·q, q an integer in [−32, 31], with
+// a small squared error weighted by x² (the large values): the value m of largest magnitude
+// goes to −32 (s = m/−32), then 18 nearby steps −(32 ± 0.1·k)/m are tried, each with s refitted
+// by least squares for the q it gives (the search of ggml's make_qx_quants).
+func fitSymmetric(x []float32) float32 {
+	var m float64
+	for _, v := range x {
+		if math.Abs(float64(v)) > math.Abs(m) {
+			m = float64(v)
+		}
+	}
+	if m == 0 {
+		return 0
+	}
+	errOf := func(s float64) float64 {
+		e := 0.0
+		for _, v := range x {
+			q := math.Max(-32, math.Min(31, math.Round(float64(v)/s)))
+			d := s*q - float64(v)
+			e += float64(v) * float64(v) * d * d
+		}
+		return e
+	}
+	bestS := m / -32
+	best := errOf(bestS)
+	for k := -9; k <= 9; k++ {
+		is := -(32 + 0.1*float64(k)) / m
+		var sxl, sl2 float64
+		for _, v := range x {
+			w := float64(v) * float64(v)
+			q := math.Max(-32, math.Min(31, math.Round(is*float64(v))))
+			sxl += w * float64(v) * q
+			sl2 += w * q * q
+		}
+		if sl2 == 0 {
+			continue
+		}
+		if s := sxl / sl2; errOf(s) < best { // strictly better: ties keep m ↦ −32
+			best, bestS = errOf(s), s
+		}
+	}
+	return float32(bestS)
+}
+
+// encodeQ6_K quantises 256 values into one Q6_K block: per 16-value sub-block a signed scale
+// from fitSymmetric (the value of largest magnitude goes to −32, the wider end of [−32, 31]),
+// quantised to int8 against the block's fp16 d the same way; q = round(x/(d·sc)) in [−32, 31].
 func encodeQ6_K(blk []byte, x []float32) {
 	var scale [16]float32
-	var maxScale float32
+	var maxScale float32 // the scale of largest magnitude, signed
 	for i := range 16 {
-		for _, v := range x[16*i : 16*i+16] {
-			scale[i] = max(scale[i], float32(math.Abs(float64(v))))
+		scale[i] = fitSymmetric(x[16*i : 16*i+16])
+		if math.Abs(float64(scale[i])) > math.Abs(float64(maxScale)) {
+			maxScale = scale[i]
 		}
-		scale[i] /= 31
-		maxScale = max(maxScale, scale[i])
 	}
-	d := F32ToF16(maxScale / 127)
+	d := F32ToF16(maxScale / -128)
 	df := F16ToF32(d)
 	binary.LittleEndian.PutUint16(blk[208:], d)
 	var u [QKK]byte // q + 32
 	for i := range 16 {
 		sc := int8(0)
-		if df > 0 {
-			sc = int8(min(127, math.Round(float64(scale[i]/df))))
+		if df != 0 {
+			sc = int8(max(-128, min(127, math.Round(float64(scale[i]/df)))))
 		}
 		blk[192+i] = byte(sc)
 		ds := df * float32(sc)
 		for l := range 16 {
 			q := 0
-			if ds > 0 {
+			if ds != 0 {
 				q = int(max(-32, min(31, math.Round(float64(x[16*i+l]/ds)))))
 			}
 			u[16*i+l] = byte(q + 32)
