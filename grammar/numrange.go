@@ -3,6 +3,7 @@ package grammar
 import (
 	"fmt"
 	"math"
+	"math/big"
 	"strconv"
 	"strings"
 )
@@ -16,7 +17,7 @@ import (
 const maxDigits = 16
 
 // maxMagnitude is the largest integer of maxDigits digits.
-const maxMagnitude = 1e16 - 1
+const maxMagnitude = 9_999_999_999_999_999
 
 // intRange is a GBNF expression for the JSON integers n with lo ≤ n ≤ hi (canonical: no
 // leading zeros, no "-0"). lo ≤ hi, both within ±maxMagnitude.
@@ -132,86 +133,89 @@ func anyDigits(n int) string {
 	return fmt.Sprintf("[0-9]{%d}", n)
 }
 
-// numBounds are a schema's numeric bounds: the least and greatest value and whether each is
-// excluded; has* false when absent.
+// numBounds are a schema's numeric bounds, exact (a JSON number's decimal text as a rational):
+// the least and greatest value (nil when absent) and whether each is excluded.
 type numBounds struct {
-	lo, hi         float64
-	hasLo, hasHi   bool
+	lo, hi         *big.Rat
 	exclLo, exclHi bool
 }
+
+// maxBoundRat is ±maxMagnitude's bound on what a bound may be.
+var maxBoundRat = new(big.Rat).SetInt64(maxMagnitude)
 
 // bounds reads minimum, maximum, exclusiveMinimum and exclusiveMaximum (a number, or draft 4's
 // boolean beside minimum/maximum).
 func (c *compiler) bounds(n *node, ptr string) (numBounds, error) {
 	var b numBounds
-	num := func(key string) (float64, bool, error) {
+	num := func(key string) (*big.Rat, error) {
 		v := n.get(key)
 		if v == nil {
-			return 0, false, nil
+			return nil, nil
 		}
 		if v.kind != '0' {
-			return 0, false, c.errorf(ptr, "%s must be a number, not %s", key, v)
+			return nil, c.errorf(ptr, "%s must be a number, not %s", key, v)
 		}
-		f, err := strconv.ParseFloat(v.text, 64)
-		if err != nil || math.Abs(f) > maxMagnitude {
-			return 0, false, c.errorf(ptr, "%s %s is beyond %d digits", key, v.text, maxDigits)
+		r, ok := new(big.Rat).SetString(v.text)
+		if !ok || new(big.Rat).Abs(r).Cmp(maxBoundRat) > 0 {
+			return nil, c.errorf(ptr, "%s %s is beyond %d digits", key, v.text, maxDigits)
 		}
-		return f, true, nil
+		return r, nil
 	}
 	var err error
-	if b.lo, b.hasLo, err = num("minimum"); err != nil {
+	if b.lo, err = num("minimum"); err != nil {
 		return b, err
 	}
-	if b.hi, b.hasHi, err = num("maximum"); err != nil {
+	if b.hi, err = num("maximum"); err != nil {
 		return b, err
 	}
 	for _, e := range []struct {
-		key       string
-		val       *float64
-		has, excl *bool
-		tighter   func(a, b float64) bool
+		key, plain string
+		val        **big.Rat
+		excl       *bool
+		sign       int // the tighter of two bounds x, y: x·sign ≥ y·sign
 	}{
-		{"exclusiveMinimum", &b.lo, &b.hasLo, &b.exclLo, func(x, y float64) bool { return x >= y }},
-		{"exclusiveMaximum", &b.hi, &b.hasHi, &b.exclHi, func(x, y float64) bool { return x <= y }},
+		{"exclusiveMinimum", "minimum", &b.lo, &b.exclLo, 1},
+		{"exclusiveMaximum", "maximum", &b.hi, &b.exclHi, -1},
 	} {
 		v := n.get(e.key)
 		switch {
 		case v == nil:
 		case v.kind == 't': // draft 4: a flag on minimum or maximum
-			if v.yes && !*e.has {
-				return b, c.errorf(ptr, "%s true needs %s", e.key, map[string]string{"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}[e.key])
+			if v.yes && *e.val == nil {
+				return b, c.errorf(ptr, "%s true needs %s", e.key, e.plain)
 			}
 			*e.excl = *e.excl || v.yes
 		default:
-			x, _, err := num(e.key)
+			x, err := num(e.key)
 			if err != nil {
 				return b, err
 			}
-			if !*e.has || e.tighter(x, *e.val) { // the tighter of the two bounds
-				*e.val, *e.has, *e.excl = x, true, true
+			if *e.val == nil || x.Cmp(*e.val)*e.sign >= 0 { // at the same value, excluding is tighter
+				*e.val, *e.excl = x, true
 			}
 		}
 	}
 	return b, nil
 }
 
-// integerRange is the GBNF of the JSON integers within b (nil bounds: the 16-digit builtin's).
+// integerRange is the GBNF of the JSON integers within b (absent bounds: the 16-digit builtin's).
 func (c *compiler) integerRange(b numBounds, ptr string) (string, error) {
 	lo, hi := int64(-maxMagnitude), int64(maxMagnitude)
-	if b.hasLo {
-		l := math.Ceil(b.lo)
-		if b.exclLo && l == b.lo {
-			l++
+	if b.lo != nil { // the least integer ≥ lo (> lo when excluded)
+		q := new(big.Int).Div(b.lo.Num(), b.lo.Denom()) // floor, the denominator being positive
+		if !b.lo.IsInt() || b.exclLo {
+			q.Add(q, big.NewInt(1))
 		}
-		lo = int64(l)
+		lo = q.Int64()
 	}
-	if b.hasHi {
-		h := math.Floor(b.hi)
-		if b.exclHi && h == b.hi {
-			h--
+	if b.hi != nil { // the greatest integer ≤ hi (< hi when excluded)
+		q := new(big.Int).Div(b.hi.Num(), b.hi.Denom())
+		if b.hi.IsInt() && b.exclHi {
+			q.Sub(q, big.NewInt(1))
 		}
-		hi = int64(h)
+		hi = q.Int64()
 	}
+	lo, hi = max(lo, -maxMagnitude), min(hi, maxMagnitude)
 	if lo > hi {
 		return "", c.errorf(ptr, "no integer lies within the bounds")
 	}
@@ -223,29 +227,29 @@ func (c *compiler) integerRange(b numBounds, ptr string) (string, error) {
 // (x = I.F) then decide: x ≥ L is I ≥ L; x > L is I > L, or I = L and F not all zeros; x ≤ H
 // is I < H, or I = H and F all zeros; x < H is I < H.
 func (c *compiler) numberRange(b numBounds, ptr string) (string, error) {
-	if !b.hasLo || b.lo < 0 || b.lo != math.Trunc(b.lo) || b.hasHi && b.hi != math.Trunc(b.hi) {
+	if b.lo == nil || b.lo.Sign() < 0 || !b.lo.IsInt() || b.hi != nil && !b.hi.IsInt() {
 		return "", c.errorf(ptr, "bounds on a number are supported when they are integers and the lower one is at least 0 (on an integer, any bounds are)")
 	}
-	L, H := int64(b.lo), int64(maxMagnitude)
-	if b.hasHi {
-		H = int64(b.hi)
+	L, H := b.lo.Num().Int64(), int64(maxMagnitude)
+	if b.hi != nil {
+		H = b.hi.Num().Int64()
 	}
 	const anyFrac, zeroFrac, nonzeroFrac = `( "." [0-9]+ )?`, `( "." "0"+ )?`, `"." [0-9]* [1-9] [0-9]*`
 	var alts []string
 	loAny, hiAny := L, H-1 // integer parts any fraction may follow
 	if b.exclLo {
 		loAny = L + 1
-		if !b.hasHi || L < H { // L.F with F ≠ 0 is above L and below H
+		if b.hi == nil || L < H { // L.F with F ≠ 0 is above L and below H
 			alts = append(alts, spaced(intRange(L, L), nonzeroFrac))
 		}
 	}
-	if !b.hasHi {
+	if b.hi == nil {
 		hiAny = H
 	}
 	if loAny <= hiAny {
 		alts = append(alts, spaced(intRange(loAny, hiAny), anyFrac))
 	}
-	if b.hasHi && !b.exclHi && (H > L || H == L && !b.exclLo) { // H itself, as H or H.0…
+	if b.hi != nil && !b.exclHi && (H > L || H == L && !b.exclLo) { // H itself, as H or H.0…
 		alts = append(alts, spaced(intRange(H, H), zeroFrac))
 	}
 	if len(alts) == 0 {

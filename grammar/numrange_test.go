@@ -162,3 +162,31 @@ func TestIntegerRangeText(t *testing.T) {
 		require.Equal(t, tc.want, intRange(tc.lo, tc.hi), "[%d, %d]", tc.lo, tc.hi)
 	}
 }
+
+// Bounds are read exactly from their decimal text, not through float64: near 2^53 and at the
+// 16-digit edge the integer taken is the one written.
+func TestIntegerBoundsExact(t *testing.T) {
+	for _, tc := range []struct {
+		schema  string
+		yes, no []string
+	}{
+		{`{"type": "integer", "minimum": 9007199254740993, "maximum": 9007199254740993}`, []string{"9007199254740993"}, []string{"9007199254740992", "9007199254740994"}},
+		{`{"type": "integer", "maximum": 9999999999999999}`, []string{"9999999999999999", "-9999999999999999"}, []string{"10000000000000000"}},
+		{`{"type": "integer", "minimum": -9999999999999999}`, []string{"-9999999999999999"}, []string{"-10000000000000000"}},
+		{`{"type": "integer", "exclusiveMinimum": 2.5, "exclusiveMaximum": 4}`, []string{"3"}, []string{"2", "4"}},
+		{`{"type": "integer", "minimum": -2.5, "maximum": -0.5}`, []string{"-2", "-1"}, []string{"-3", "0"}},
+	} {
+		g, err := FromJSONSchema([]byte(tc.schema))
+		require.NoError(t, err, tc.schema)
+		for _, s := range tc.yes {
+			require.True(t, accepts(t, g, s), "%s should take %s", tc.schema, s)
+		}
+		for _, s := range tc.no {
+			require.False(t, accepts(t, g, s), "%s should refuse %s", tc.schema, s)
+		}
+	}
+	for _, schema := range []string{`{"type": "integer", "maximum": 1e16}`, `{"type": "integer", "minimum": -10000000000000000}`} {
+		_, err := FromJSONSchema([]byte(schema))
+		require.ErrorContains(t, err, "beyond 16 digits", schema)
+	}
+}

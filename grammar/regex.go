@@ -20,6 +20,11 @@ import (
 // Refused, with an error naming the place: backreferences, lookaround, \b and \B, inline
 // flags such as (?i), possessive quantifiers, \p{…} classes, anchors elsewhere, and bounds
 // above 1000. A '{' that does not begin a valid bound is a literal, as in ECMAScript and RE2.
+// (So are ECMAScript's [] and [^]; a ']' first in a class is itself, as in Python and RE2.)
+//
+// A pattern with many parses of one text — nested repetitions of optional parts, (a?a?)* — is
+// as ambiguous as a grammar: a Matcher stops with ErrAmbiguous when more than MaxStacks parses
+// stay open.
 
 // reKind says what a regex node is.
 type reKind uint8
@@ -447,13 +452,29 @@ func complement(spans []span) []span {
 
 // RegexGBNF compiles a regular expression (see the syntax above) to GBNF whose sentences are
 // exactly the texts the expression matches in full — vLLM's guided_regex, for which ^ and $
-// change nothing.
+// change nothing. Parts the grammar refers to from several places become rules of their own
+// ("re-1", …), so the grammar grows with the pattern, not with its nesting.
 func RegexGBNF(pattern string) (string, error) {
 	re, err := parseRegex(pattern)
 	if err != nil {
 		return "", err
 	}
-	return "root ::= " + (&regexWriter{}).expr(re) + "\n", nil
+	var rules []string
+	w := newRegexWriter(re, false, "", func(body string) string {
+		name := "re-" + strconv.Itoa(len(rules)+1)
+		rules = append(rules, name+" ::= "+body)
+		return name
+	})
+	root := w.write()
+	if w.err != nil {
+		return "", w.err
+	}
+	var b strings.Builder
+	b.WriteString("root ::= " + root + "\n")
+	for _, r := range rules {
+		b.WriteString(r + "\n")
+	}
+	return b.String(), nil
 }
 
 // FromRegex compiles a regular expression into a Grammar: Parse(RegexGBNF(pattern)).
@@ -467,32 +488,196 @@ func FromRegex(pattern string) (*Grammar, error) {
 
 // regexWriter writes a parsed regex as a GBNF expression. With json set it writes the texts
 // as they appear inside a JSON string — '"', '\', \n, \r and \t escaped; other control
-// characters are left out, never generated — and a top-level alternative not anchored by ^ (or
-// $) has any text before (or after) it, written as the rule any: JSON Schema's pattern is a
-// search, not a full match.
+// characters are refused — and a top-level alternative not anchored by ^ (or $) has any text
+// before (or after) it, written as the rule any: JSON Schema's pattern is a search, not a full
+// match.
+//
+// It first rewrites the tree into a graph (normalize): a repetition of something that can match
+// nothing becomes a repetition of its non-empty texts (GBNF would otherwise repeat an empty
+// match forever, a left-recursive rule), built once per node and sharing the parts the
+// rewrite repeats; then it writes each node referred to more than once as a rule (define).
 type regexWriter struct {
-	json bool
-	any  string // json: the rule of one character of a JSON string, escapes included
+	json   bool
+	any    string // json: the rule of one character of a JSON string, escapes included
+	define func(body string) string
+	root   *reNode
+	norm   map[*reNode]*reNode // the tree's nodes rewritten
+	ne     map[*reNode]*reNode // nonEmpty's results (nil: none)
+	refs   map[*reNode]int     // references to each node of the graph
+	rules  map[*reNode]string  // nodes written as rules
+	size   int
+	err    error
 }
 
+func newRegexWriter(re *reNode, json bool, any string, define func(string) string) *regexWriter {
+	w := &regexWriter{json: json, any: any, define: define, norm: map[*reNode]*reNode{}, ne: map[*reNode]*reNode{},
+		refs: map[*reNode]int{}, rules: map[*reNode]string{}}
+	w.root = w.normalize(re)
+	w.count(w.root)
+	return w
+}
+
+// write writes the whole expression; w.err says whether it was too large.
+func (w *regexWriter) write() string {
+	out := w.expr(w.root)
+	if w.size+len(out) > maxGrammarSize {
+		w.err = fmt.Errorf("%w: the regex's grammar would exceed %d bytes", ErrGrammar, maxGrammarSize)
+	}
+	return out
+}
+
+// emptyNode matches the empty text only.
+func emptyNode() *reNode { return &reNode{kind: reConcat} }
+
+// normalize rewrites n: repetitions of what can match nothing made repetitions of its
+// non-empty texts, x{0} made empty.
+func (w *regexWriter) normalize(n *reNode) *reNode {
+	if m, ok := w.norm[n]; ok {
+		return m
+	}
+	var out *reNode
+	switch n.kind {
+	case reLit, reSet:
+		out = n
+	case reRepeat:
+		body := w.normalize(n.subs[0])
+		switch {
+		case n.max == 0:
+			out = emptyNode()
+		case nullable(body):
+			// x{m,M} with x able to match nothing is x'{0,M}, x' its non-empty texts.
+			if ne := w.nonEmpty(body); ne == nil {
+				out = emptyNode()
+			} else {
+				out = &reNode{kind: reRepeat, subs: []*reNode{ne}, min: 0, max: n.max}
+			}
+		default:
+			out = &reNode{kind: reRepeat, subs: []*reNode{body}, min: n.min, max: n.max}
+		}
+	default:
+		out = &reNode{kind: n.kind, top: n.top, start: n.start, end: n.end}
+		for _, s := range n.subs {
+			out.subs = append(out.subs, w.normalize(s))
+		}
+	}
+	w.norm[n] = out
+	return out
+}
+
+// nonEmpty is a node of the graph matching the texts n (normalized) matches but the empty one
+// (nil: there are none). A normalized repetition's body never matches the empty text.
+func (w *regexWriter) nonEmpty(n *reNode) *reNode {
+	if m, ok := w.ne[n]; ok {
+		return m
+	}
+	var out *reNode
+	switch n.kind {
+	case reLit, reSet:
+		out = n
+	case reRepeat:
+		if n.max != 0 {
+			out = &reNode{kind: reRepeat, subs: n.subs, min: max(n.min, 1), max: n.max}
+		}
+	case reAlt:
+		alt := &reNode{kind: reAlt}
+		for _, s := range n.subs {
+			if s = w.nonEmpty(s); s != nil {
+				alt.subs = append(alt.subs, s)
+			}
+		}
+		switch len(alt.subs) {
+		case 0:
+		case 1:
+			out = alt.subs[0]
+		default:
+			out = alt
+		}
+	case reConcat:
+		// a1…an: for the first part i that is not empty, a1…a(i−1) are empty (each nullable),
+		// ai is a non-empty text and the rest, rest(i+1) = a(i+1) rest(i+2), anything: the
+		// rests are a chain of shared nodes, so the alternatives do not copy them.
+		if len(n.subs) == 0 {
+			break // the empty text only
+		}
+		last := 0
+		for last < len(n.subs)-1 && nullable(n.subs[last]) {
+			last++
+		}
+		rest := make([]*reNode, len(n.subs)+1) // rest[i]: a(i)…an, nil for none
+		for i := len(n.subs) - 1; i >= 1; i-- {
+			rest[i] = &reNode{kind: reConcat, subs: []*reNode{n.subs[i]}}
+			if rest[i+1] != nil {
+				rest[i].subs = append(rest[i].subs, rest[i+1])
+			}
+		}
+		alt := &reNode{kind: reAlt}
+		for i := 0; i <= last; i++ {
+			if ne := w.nonEmpty(n.subs[i]); ne != nil {
+				c := &reNode{kind: reConcat, subs: []*reNode{ne}}
+				if rest[i+1] != nil {
+					c.subs = append(c.subs, rest[i+1])
+				}
+				alt.subs = append(alt.subs, c)
+			}
+		}
+		switch len(alt.subs) {
+		case 0:
+		case 1:
+			out = alt.subs[0]
+		default:
+			out = alt
+		}
+	}
+	w.ne[n] = out
+	return out
+}
+
+// count counts the references to each node of the graph.
+func (w *regexWriter) count(n *reNode) {
+	w.refs[n]++
+	if w.refs[n] > 1 {
+		return
+	}
+	for _, s := range n.subs {
+		w.count(s)
+	}
+}
+
+// expr writes node n: a node referred to from several places as its rule.
 func (w *regexWriter) expr(n *reNode) string {
+	if n.kind == reLit || n.kind == reSet || w.refs[n] < 2 || n == w.root {
+		return w.body(n)
+	}
+	if name, ok := w.rules[n]; ok {
+		return name
+	}
+	body := w.body(n)
+	w.size += len(body) + 16
+	if w.size > maxGrammarSize {
+		if w.err == nil {
+			w.err = fmt.Errorf("%w: the regex's grammar would exceed %d bytes", ErrGrammar, maxGrammarSize)
+		}
+		return `""`
+	}
+	name := w.define(body)
+	w.rules[n] = name
+	return name
+}
+
+func (w *regexWriter) body(n *reNode) string {
+	if w.err != nil {
+		return `""`
+	}
 	switch n.kind {
 	case reLit:
 		return w.chars([]span{{n.lit, n.lit}})
 	case reSet:
 		return w.chars(n.set)
 	case reRepeat:
-		body, lo := n.subs[0], n.min
-		if nullable(body) {
-			// x{m,M} with x able to match nothing is x'{0,M}, x' its non-empty texts: GBNF
-			// would otherwise repeat an empty match forever (a left-recursive rule).
-			if body, lo = nonEmpty(body), 0; body == nil {
-				return `""`
-			}
-		}
-		n := &reNode{kind: reRepeat, min: lo, max: n.max}
-		x := "(" + w.expr(body) + ")"
+		x := "(" + w.expr(n.subs[0]) + ")"
 		switch {
+		case n.min == 1 && n.max == 1:
+			return x
 		case n.min == 0 && n.max < 0:
 			return x + "*"
 		case n.min == 1 && n.max < 0:
@@ -552,7 +737,7 @@ func nullable(n *reNode) bool {
 	case reLit, reSet:
 		return false
 	case reRepeat:
-		return n.min == 0 || nullable(n.subs[0])
+		return n.min == 0 || n.max == 0 || nullable(n.subs[0])
 	case reAlt:
 		for _, s := range n.subs {
 			if nullable(s) {
@@ -567,49 +752,6 @@ func nullable(n *reNode) bool {
 		}
 	}
 	return true
-}
-
-// nonEmpty is a node matching the texts n matches but the empty one (nil: there are none).
-func nonEmpty(n *reNode) *reNode {
-	switch n.kind {
-	case reLit, reSet:
-		return n
-	case reRepeat:
-		x := n.subs[0]
-		if !nullable(x) {
-			return &reNode{kind: reRepeat, subs: n.subs, min: max(n.min, 1), max: n.max}
-		}
-		if x = nonEmpty(x); x == nil {
-			return nil
-		}
-		return &reNode{kind: reRepeat, subs: []*reNode{x}, min: 1, max: n.max} // x{0,M} = x'{0,M}
-	case reAlt:
-		alt := &reNode{kind: reAlt}
-		for _, s := range n.subs {
-			if s = nonEmpty(s); s != nil {
-				alt.subs = append(alt.subs, s)
-			}
-		}
-		if len(alt.subs) == 0 {
-			return nil
-		}
-		return alt
-	}
-	// reConcat a1…an: for the first part i that is not empty, a1…a(i-1) are empty (each
-	// nullable), ai is a non-empty text and the rest anything.
-	alt := &reNode{kind: reAlt}
-	for i, s := range n.subs {
-		if ne := nonEmpty(s); ne != nil {
-			alt.subs = append(alt.subs, &reNode{kind: reConcat, subs: append([]*reNode{ne}, n.subs[i+1:]...)})
-		}
-		if !nullable(s) {
-			break
-		}
-	}
-	if len(alt.subs) == 0 {
-		return nil
-	}
-	return alt
 }
 
 // literal writes code points in a row as one GBNF string (escaped for JSON in json mode).
@@ -677,7 +819,10 @@ func (w *regexWriter) chars(set []span) string {
 	parts = append(parts, escaped...)
 	switch len(parts) {
 	case 0:
-		return "[^\\x00-\\U0010FFFF]" // nothing: only control characters JSON would escape
+		if w.err == nil {
+			w.err = fmt.Errorf("%w: the pattern needs a control character other than \\n, \\r and \\t at some place, which the grammar does not write in a JSON string", ErrGrammar)
+		}
+		return `""`
 	case 1:
 		return parts[0]
 	}

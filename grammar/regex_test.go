@@ -21,6 +21,7 @@ var regexPatterns = []string{
 	`}`, `a}b`, `x*?y+?z??`, `(a|ab)(c|bcd)(d*)`, `(a*)*b`, `((a|b)*c)+`, `안녕(하세요)?`,
 	`[가-힣]+`, `[^\x00-\x7F]`, `\x41\x42`, `[\x20-\x2F]+`, `(|a)b`, `()`, `(((a)))`, `[a-z]+( [a-z]+)*\.`,
 	`(true|false|null)`, `-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?`, `\t\n\r\f`, `[\t ]+`,
+	`(a{0})*b`, `(a{0}|b)*`, `(x{0}){2}y`, `(a?(b?c)*)*d`, `((a|)(b|))*c`, `(a*b*)*`, `(a?a?a?)+b`,
 }
 
 func TestRegexMatchesGoRegexp(t *testing.T) {
@@ -224,4 +225,60 @@ func TestSchemaPatternMatchesGoRegexp(t *testing.T) {
 		}
 		require.Positive(t, matched, "pattern %q", pat)
 	}
+}
+
+// Nested repetitions of what may match nothing are rewritten without copying: the grammar
+// grows with the pattern, not with its nesting (each level used to double it), and a pattern
+// whose grammar would still be too large is an error, not an allocation.
+func TestRegexGrammarSize(t *testing.T) {
+	nested := "b"
+	for k := range 20 {
+		nested = "(" + string(rune('c'+k)) + "?" + nested + ")*" // (w?(v?(…(c?b)*…)*)*)*
+	}
+	flat := "(" + strings.Repeat("a?", 1000) + ")*"
+	for _, pat := range []string{nested, flat} {
+		src, err := RegexGBNF(pat)
+		require.NoError(t, err)
+		require.Less(t, len(src), 40*len(pat), "%.40s…: %d bytes of GBNF for %d of pattern", pat, len(src), len(pat))
+		_, err = Parse(src)
+		require.NoError(t, err)
+	}
+	// Such patterns still mean what they say, as far as they stay unambiguous enough to match
+	// (MaxStacks parses: at 20 levels a lone b has more; a run of a's in the flat one has a
+	// thousand, ErrAmbiguous either way).
+	nested = "b"
+	for k := range 4 {
+		nested = "(" + string(rune('c'+k)) + "?" + nested + ")*"
+	}
+	g, err := FromRegex(nested)
+	require.NoError(t, err)
+	re := regexp.MustCompile(`^(?:` + nested + `)$`)
+	tree, err := parseRegex(nested)
+	require.NoError(t, err)
+	rng := rand.New(rand.NewPCG(11, 12))
+	alphabet := []rune("bcdefghijx")
+	matched, ambiguous, texts := 0, 0, 0
+	for range 300 {
+		for _, s := range []string{genRegex(rng, tree), mutate(rng, genRegex(rng, tree), alphabet)} {
+			texts++
+			m := g.NewMatcher(byteVocab())
+			var err error
+			for i := 0; i < len(s) && err == nil; i++ {
+				err = m.Accept(int32(s[i]))
+			}
+			if errors.Is(err, ErrAmbiguous) {
+				ambiguous++
+				continue
+			}
+			want := re.MatchString(s)
+			if want {
+				matched++
+			}
+			require.Equal(t, want, err == nil && m.Accepting(), "%q", s)
+		}
+	}
+	require.Positive(t, matched)
+	require.Less(t, ambiguous, texts/3, "too ambiguous to tell")
+	_, err = RegexGBNF(strings.Repeat("(ab|cd|ef)*", 60000))
+	require.ErrorContains(t, err, "would exceed")
 }

@@ -270,9 +270,9 @@ func (c *compiler) numeric(n *node, ptr, t string) (string, error) {
 	switch {
 	case err != nil:
 		return "", err
-	case !b.hasLo && !b.hasHi && t == "integer":
+	case b.lo == nil && b.hi == nil && t == "integer":
 		return c.use("integer") + " ws", nil
-	case !b.hasLo && !b.hasHi:
+	case b.lo == nil && b.hi == nil:
 		return c.use("number"), nil
 	case t == "integer":
 		expr, err := c.integerRange(b, ptr)
@@ -516,8 +516,13 @@ func (c *compiler) str(n *node, ptr string) (string, error) {
 		if err != nil {
 			return "", c.errorf(ptr, "pattern: %v", strings.TrimPrefix(err.Error(), ErrGrammar.Error()+": "))
 		}
-		w := &regexWriter{json: true, any: c.use("char")}
-		return spaced(`"\""`, w.expr(re), `"\"" ws`), nil
+		w := newRegexWriter(re, true, c.use("char"), func(body string) string { return c.define("pattern", body) })
+		expr := w.write()
+		if w.err != nil {
+			return "", c.errorf(ptr, "pattern: %v", strings.TrimPrefix(w.err.Error(), ErrGrammar.Error()+": "))
+		}
+		c.size += len(expr)
+		return spaced(`"\""`, expr, `"\"" ws`), nil
 	case f != nil && formats[f.text] && (n.get("minLength") != nil || n.get("maxLength") != nil):
 		return "", c.errorf(ptr, "minLength or maxLength next to format %q is not supported", f.text)
 	case f != nil && formats[f.text]:

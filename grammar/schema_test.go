@@ -216,6 +216,7 @@ func TestSchemaErrors(t *testing.T) {
 		{`{"properties": {"id": {"pattern": "^a\\1$"}}}`, `#/properties/id: pattern: regex at offset 4: backreferences are not supported`},
 		{`{"type": "string", "pattern": "^a+$", "maxLength": 3}`, `#: pattern next to minLength, maxLength or format is not supported`},
 		{`{"type": "string", "pattern": 5}`, `#: pattern must be a string, not 5`},
+		{`{"type": "string", "pattern": "^\\x01$"}`, `#: pattern: the pattern needs a control character other than`},
 		{`{"patternProperties": {}}`, `patternProperties is not supported`},
 		{`{"if": {}, "then": {}}`, `if is not supported`},
 		{`{"not": {}}`, `not is not supported`},
