@@ -72,10 +72,7 @@ func (q QuantType) TensorType(cfg model.Config, name string, shape []int) tensor
 		if t != tensor.Q8_0 {
 			t = tensor.Q6_K
 		}
-		if cols%tensor.QKK != 0 {
-			t = tensor.Q8_0
-		}
-		return t
+		return fallback(t, cols) // Q6_K → Q8_0 → F16 as the rows allow
 	case base == model.NameWv:
 		switch {
 		case (q.Name == "Q4_K_M" || q.Name == "Q5_K_M") && moreBits(layer, cfg.Layers):

@@ -134,6 +134,8 @@ func TestQuantTypeRules(t *testing.T) {
 		{"Q4_K_M", l70, model.LayerName(1, model.NameWq), []int{8192, 8192}, tensor.Q4_K},
 		{"Q4_0", l70, model.NameOutput, []int{32000, 8192}, tensor.Q6_K},
 		{"Q8_0", l70, model.NameOutput, []int{32000, 8192}, tensor.Q8_0},
+		{"Q4_K_M", tied, model.NameOutput, []int{513, 40}, tensor.F16}, // rows of 40: not even Q8_0's blocks
+		{"Q8_0", tied, model.NameOutput, []int{513, 40}, tensor.F16},
 	} {
 		require.Equal(t, tc.want, q(tc.qt).TensorType(tc.cfg, tc.name, tc.shape), "%s %s %v", tc.qt, tc.name, tc.shape)
 	}

@@ -72,13 +72,22 @@ func cmdQuantize(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("the tokenizer has %d pieces but the model's vocabulary is %d", len(vocab.Tokens), f.Config.Vocab)
 	}
 	src := model.TensorSource(f.Tensor)
-	for _, o := range lora {
-		a, err := loader.OpenLoRA(o.Path, f.Config)
-		if err != nil {
-			return err
+	if len(lora) > 0 { // all adapters in one merge: each weight rounded to its type once
+		var adapters []*loader.LoRA
+		var scales []float64
+		defer func() {
+			for _, a := range adapters {
+				a.Close()
+			}
+		}()
+		for _, o := range lora {
+			a, err := loader.OpenLoRA(o.Path, f.Config)
+			if err != nil {
+				return err
+			}
+			adapters, scales = append(adapters, a), append(scales, o.Scale)
 		}
-		defer a.Close()
-		src = loader.MergeLoRA(src, []*loader.LoRA{a}, []float64{o.Scale})
+		src = loader.MergeLoRA(src, adapters, scales)
 	}
 
 	tmp := *out + ".tmp"

@@ -116,17 +116,20 @@ func runDrafted(ctx context.Context, e *engine.Engine, req engine.Request, draft
 		return last.Err
 	}
 	stats := sched.Stats()
+	if n == 0 {
+		first = last // nothing generated: the prompt took until the end
+	}
 	prompt := first.Time.Sub(st.Submitted())
 	decode := last.Time.Sub(first.Time)
 	rate := 0.0
 	if n > 1 && decode > 0 {
 		rate = float64(n-1) / decode.Seconds()
 	}
-	reason := "eos" // Generate's names
+	reason := "eos" // Generate's names, decided as it decides them
 	if last.FinishReason == engine.FinishLength {
-		reason = "context"
-		if req.MaxTokens > 0 && n == req.MaxTokens {
-			reason = "max_tokens"
+		reason = "max_tokens"
+		if st.PromptTokens()+n >= e.Context {
+			reason = "context"
 		}
 	}
 	fmt.Fprintf(stderr, "\nprompt: %d tokens in %v; generated %d tokens in %v (%.1f tok/s decode) in %d steps, %d of %d proposals kept; stop: %s\n",
