@@ -126,8 +126,9 @@ func Load(opts Options) (*Engine, error) {
 		}
 	}()
 	var (
-		cfg model.Config
-		src model.TensorSource
+		cfg      model.Config
+		src      model.TensorSource
+		unmerged []lowRankPair // LoRA pairs on quantized weights, added after the weights load
 	)
 	if opts.ModelPath == "" {
 		cfg = model.Tiny
@@ -188,7 +189,20 @@ func Load(opts Options) (*Engine, error) {
 			adapters, scales = append(adapters, a), append(scales, o.Scale)
 			e.Source += fmt.Sprintf(" + LoRA %s (%d weights, rank %d, scale %g)", o.Path, len(a.Pairs), anyPair(a).Rank(), o.Scale)
 		}
-		src = loader.MergeLoRA(src, adapters, scales)
+		var merge []*loader.LoRA
+		var err error
+		if merge, unmerged, err = splitLoRA(src, adapters, scales); err != nil {
+			e.closeFile()
+			return nil, err
+		}
+		if len(unmerged) > 0 && (len(bes) > 1 || opts.Link != nil) {
+			e.closeFile()
+			return nil, fmt.Errorf("%w: an adapter on quantized weights is applied unmerged, which tensor parallelism does not do: merge it into the F16 model first (llamacu quantize --lora)", loader.ErrLoRA)
+		}
+		src = loader.MergeLoRA(src, merge, scales)
+		if len(unmerged) > 0 {
+			e.Source += fmt.Sprintf(" (%d pairs on quantized weights applied unmerged)", len(unmerged))
+		}
 	}
 	e.Context = cfg.MaxSeq
 	if opts.Context > 0 && opts.Context < e.Context {
@@ -222,6 +236,14 @@ func Load(opts Options) (*Engine, error) {
 			m, err = model.NewParallel(bes, cfg, src, comms, opts.Progress)
 		}
 	}
+	if err == nil {
+		for _, p := range unmerged {
+			if err = m.AddLowRank(p.name, p.a, p.b); err != nil {
+				m.Close()
+				break
+			}
+		}
+	}
 	if err != nil {
 		e.closeFile()
 		return nil, err
@@ -230,6 +252,47 @@ func Load(opts Options) (*Engine, error) {
 	e.Model = m
 	e.LoadTime = time.Since(start)
 	return e, nil
+}
+
+// lowRankPair is a LoRA pair left unmerged: A (r, in) and B (out, r) with the scale folded in.
+type lowRankPair struct {
+	name string
+	a, b *tensor.Tensor
+}
+
+// splitLoRA sorts the adapters' pairs by the weights they adapt: those of F32, F16 or BF16
+// weights are merged as the weights load (the adapters returned hold only those); those of
+// quantized weights, where a merge would need a re-quantization, are applied at run time
+// (model.AddLowRank), as llama.cpp applies every adapter.
+func splitLoRA(src model.TensorSource, adapters []*loader.LoRA, scales []float64) ([]*loader.LoRA, []lowRankPair, error) {
+	merge := make([]*loader.LoRA, len(adapters))
+	var unmerged []lowRankPair
+	for i, a := range adapters {
+		merge[i] = &loader.LoRA{Path: a.Path, Pairs: map[string]loader.LoRAPair{}}
+		for _, name := range slices.Sorted(maps.Keys(a.Pairs)) {
+			p := a.Pairs[name]
+			w, err := src(name)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !w.DType.Quantized() {
+				merge[i].Pairs[name] = p
+				continue
+			}
+			if scales[i] == 0 {
+				continue
+			}
+			s := float32(scales[i] * p.Scale)
+			b := p.B.Float32s()
+			for j := range b {
+				b[j] *= s
+			}
+			unmerged = append(unmerged, lowRankPair{name: name,
+				a: &tensor.Tensor{Name: p.A.Name, DType: tensor.F32, Shape: p.A.Shape, Data: tensor.Encode(tensor.F32, p.A.Float32s())},
+				b: &tensor.Tensor{Name: p.B.Name, DType: tensor.F32, Shape: p.B.Shape, Data: tensor.Encode(tensor.F32, b)}})
+		}
+	}
+	return merge, unmerged, nil
 }
 
 // anyPair is one of an adapter's pairs (the first by name), to describe it.

@@ -26,6 +26,8 @@ type Model struct {
 
 	comm  tp.Comm  // nil without tensor parallelism
 	group *tpGroup // on rank 0 of a TP group: the other ranks' workers
+
+	lowRankDims map[int]bool // AddLowRank's ranks (as −r) and output widths: a State's scratch
 }
 
 // layer holds one transformer block's weights.
@@ -37,6 +39,8 @@ type layer struct {
 	ffnNorm  Weight // (dim)
 	w1, w3   Weight // (ffn, dim) gate, up
 	w2       Weight // (dim, ffn) down
+
+	lowRank map[string][]lowRank // by projection (NameWq …): pairs added at run time (lowrank.go)
 }
 
 // TensorSource yields canonical weights by name (loader.Model.Tensor, or a synthetic generator).
@@ -120,6 +124,7 @@ type State struct {
 	gathered  []float32 // (TP, R, outRows)
 	top       topBufs   // ForwardTopK's host buffers, allocated at its first call
 	ranks     []*State
+	lowRank   map[int]Buffer // AddLowRank's scratch: (B, r) at −r, (B, out) at out
 
 	id uint64 // multi-node, on node 0: names this State in the steps sent to the other nodes
 }
@@ -171,6 +176,9 @@ func (m *Model) newRankState(maxBatch, maxLogits, blockSize, numBlocks int) (*St
 	s.xl, s.logits = buf(maxLogits, c.Dim), buf(maxLogits, m.outRows)
 	if err != nil {
 		return nil, fmt.Errorf("model: allocate activations: %w", err)
+	}
+	if err := m.lowRankBuffers(s, be); err != nil {
+		return nil, err
 	}
 	s.KV, err = be.NewKVCache(KVLayout{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim(), BlockSize: blockSize, NumBlocks: numBlocks})
 	if err != nil {
@@ -303,6 +311,16 @@ func (m *Model) forwardRank(s *State, b *Batch, req stepReq) (stepOut, error) {
 		w := &m.layers[l]
 		// Attention block.
 		m.qkv(s.q, s.k, s.v, s.xb, w, n) // q (B, heads·hd), k, v (B, kv_heads·hd)
+		if len(w.lowRank) > 0 {
+			for _, p := range []struct {
+				name string
+				out  Buffer
+			}{{NameWq, s.q}, {NameWk, s.k}, {NameWv, s.v}} {
+				if err := m.addLowRank(s, w, p.name, p.out, s.xb, n); err != nil {
+					return stepOut{}, err
+				}
+			}
+		}
 		if rs, ok := be.(RoPEStorer); ok {
 			rs.RoPEStoreKV(s.q, s.k, s.v, s.KV, l, b, c.HeadDim(), c.RopeTheta)
 		} else {
@@ -312,13 +330,21 @@ func (m *Model) forwardRank(s *State, b *Batch, req stepReq) (stepOut, error) {
 		}
 		be.Attention(s.att, s.q, s.KV, l, b) // att (B, heads·hd)
 		be.MatMul(s.xb, s.att, w.wo, n)      // xb (B, dim), a partial sum under TP
+		if err := m.addLowRank(s, w, NameWo, s.xb, s.att, n); err != nil {
+			return stepOut{}, err
+		}
 		if err := m.allReduce(s.xb, n); err != nil {
 			return stepOut{}, err
 		}
 		m.addNorm(s.xb, s.x, s.xb, w.ffnNorm, n) // x += xb (residual); xb = rmsnorm(x)·ffn_norm
 		// Feed-forward block (SwiGLU).
-		m.gateUp(s.hb, s.hb2, s.xb, w, n) // hb (B, ffn) = silu(xb·W1ᵀ)·(xb·W3ᵀ)
-		be.MatMul(s.xb, s.hb, w.w2, n)    // down (B, dim), a partial sum under TP
+		if err := m.gateUp(s, s.hb, s.hb2, s.xb, w, n); err != nil { // hb (B, ffn) = silu(xb·W1ᵀ)·(xb·W3ᵀ)
+			return stepOut{}, err
+		}
+		be.MatMul(s.xb, s.hb, w.w2, n) // down (B, dim), a partial sum under TP
+		if err := m.addLowRank(s, w, NameW2, s.xb, s.hb, n); err != nil {
+			return stepOut{}, err
+		}
 		if err := m.allReduce(s.xb, n); err != nil {
 			return stepOut{}, err
 		}
@@ -390,15 +416,25 @@ func (m *Model) qkv(q, k, v, x Buffer, w *layer, n int) {
 }
 
 // gateUp is out = silu(x·W1ᵀ)·(x·W3ᵀ), using tmp for the up projection unless the backend fuses
-// it (GateUpMatMuler).
-func (m *Model) gateUp(out, tmp, x Buffer, w *layer, n int) {
-	if f, ok := m.Backend.(GateUpMatMuler); ok {
+// it (GateUpMatMuler) — and the layer has no low-rank pair on W1 or W3, which joins before SwiGLU.
+func (m *Model) gateUp(s *State, out, tmp, x Buffer, w *layer, n int) error {
+	lr := len(w.lowRank[NameW1])+len(w.lowRank[NameW3]) > 0
+	if f, ok := m.Backend.(GateUpMatMuler); ok && !lr {
 		f.MatMulSwiGLU(out, tmp, x, w.w1, w.w3, n)
-		return
+		return nil
 	}
 	m.Backend.MatMul(out, x, w.w1, n) // gate (B, ffn)
 	m.Backend.MatMul(tmp, x, w.w3, n) // up (B, ffn)
+	if lr {
+		if err := m.addLowRank(s, w, NameW1, out, x, n); err != nil {
+			return err
+		}
+		if err := m.addLowRank(s, w, NameW3, tmp, x, n); err != nil {
+			return err
+		}
+	}
 	m.Backend.SwiGLU(out, out, tmp, n)
+	return nil
 }
 
 // addNorm is x += y, then out = rmsnorm(x)·w: one fused op where the backend has it
