@@ -195,10 +195,6 @@ func Load(opts Options) (*Engine, error) {
 			e.closeFile()
 			return nil, err
 		}
-		if len(unmerged) > 0 && (len(bes) > 1 || opts.Link != nil) {
-			e.closeFile()
-			return nil, fmt.Errorf("%w: an adapter on quantized weights is applied unmerged, which tensor parallelism does not do: merge it into the F16 model first (llamacu quantize --lora)", loader.ErrLoRA)
-		}
 		src = loader.MergeLoRA(src, merge, scales)
 		if len(unmerged) > 0 {
 			e.Source += fmt.Sprintf(" (%d pairs on quantized weights applied unmerged)", len(unmerged))

@@ -30,11 +30,14 @@ var lowRankNames = []string{NameWq, NameWk, NameWv, NameWo, NameW1, NameW2, Name
 // AddLowRank attaches y += B·(A·x) to the projection named (a per-layer canonical name, e.g.
 // LayerName(3, NameWv)); a second pair for the same projection is summed with the first. a is
 // (r, in) and b (out, r), any dtype the backend takes (F32 is exact). Call it before NewState:
-// states made earlier have no room for the pairs. Not under tensor parallelism.
+// states made earlier have no room for the pairs.
+//
+// Under tensor parallelism each of this process's ranks takes its shard, cut as the projection
+// is: for one split by rows (Wq, Wk, Wv, W1, W3) the rows of B, A whole; for one split by
+// columns (Wo, W2) the columns of A, B whole — its B·(A·x) is then a partial sum, which the
+// all-reduce after the projection adds up with W's. (On a multi-node group every node adds the
+// same pairs: each takes its own ranks' shards.)
 func (m *Model) AddLowRank(name string, a, b *tensor.Tensor) error {
-	if m.comm != nil {
-		return fmt.Errorf("%w: low-rank additions (an unmerged LoRA) under tensor parallelism are not supported", ErrBadConfig)
-	}
 	l, base, ok := splitLayerName(name)
 	if !ok || l >= len(m.layers) || !slices.Contains(lowRankNames, base) {
 		return fmt.Errorf("%w: %q is not a layer projection a low-rank pair may join", ErrBadConfig, name)
@@ -48,6 +51,37 @@ func (m *Model) AddLowRank(name string, a, b *tensor.Tensor) error {
 	if len(a.Shape) != 2 || len(b.Shape) != 2 || a.Shape[0] != b.Shape[1] || a.Shape[0] < 1 || a.Shape[1] != want[1] || b.Shape[0] != want[0] {
 		return fmt.Errorf("%w: %s: A %v and B %v do not make a %v addition", ErrBadConfig, name, a.Shape, b.Shape, want)
 	}
+	ranks := []*Model{m}
+	if m.group != nil {
+		ranks = append(ranks, m.group.workers...)
+	}
+	n := m.TP()
+	_, kind := shardKind(m.Config, name, n)
+	for _, rm := range ranks {
+		r := 0
+		if rm.comm != nil {
+			r = rm.comm.Rank()
+		}
+		ra, rb := a, b
+		var err error
+		switch kind {
+		case shardRows:
+			rb, err = sliceRows(b, b.Name, r, n)
+		case shardCols:
+			ra, err = sliceCols(a, a.Name, r, n)
+		}
+		if err != nil {
+			return err
+		}
+		if err := rm.addLowRankShard(l, base, ra, rb); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addLowRankShard uploads one rank's pair and records it.
+func (m *Model) addLowRankShard(l int, base string, a, b *tensor.Tensor) error {
 	wa, err := m.Backend.Upload(a)
 	if err != nil {
 		return fmt.Errorf("model: upload %s: %w", a.Name, err)

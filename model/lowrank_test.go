@@ -160,8 +160,34 @@ func TestLowRankErrors(t *testing.T) {
 	if _, err := m.Forward(s, b, []int32{0}); !errors.Is(err, model.ErrBatch) {
 		t.Errorf("a State made before AddLowRank: got %v, want ErrBatch", err)
 	}
-	tp := newTP(t, cfg, model.Synthetic(cfg, 1, tensor.F32), 2)
-	if err := tp.AddLowRank(wq, pairs[wq][0], pairs[wq][1]); !errors.Is(err, model.ErrBadConfig) {
-		t.Errorf("under TP: got %v, want ErrBadConfig", err)
+}
+
+// Under tensor parallelism each rank takes its shard of each pair — rows of B beside a
+// row-split projection, columns of A beside a column-split one, whose partial B·(A·x) the
+// all-reduce adds up: TP 2 and 4 give TP 1's logits (within the all-reduce's reordering).
+func TestLowRankTensorParallel(t *testing.T) {
+	cfg := model.Tiny
+	pairs := lowRankPairs(cfg, 3)
+	for _, dt := range []tensor.DType{tensor.F32, tensor.Q8_0} {
+		src := model.Synthetic(cfg, 1, dt)
+		var want [][]float32
+		for _, n := range []int{1, 2, 4} {
+			m := newTP(t, cfg, src, n)
+			for name, p := range pairs {
+				if err := m.AddLowRank(name, p[0], p[1]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, logits := greedy(t, m, 12)
+			if n == 1 {
+				want = logits
+				continue
+			}
+			for i := range logits {
+				if d := maxDiff(logits[i], want[i]); d > 1e-4 {
+					t.Errorf("%v, TP %d, step %d: logits differ from TP 1 by %g", dt, n, i, d)
+				}
+			}
+		}
 	}
 }
