@@ -282,3 +282,35 @@ func TestRegexGrammarSize(t *testing.T) {
 	_, err = RegexGBNF(strings.Repeat("(ab|cd|ef)*", 60000))
 	require.ErrorContains(t, err, "would exceed")
 }
+
+// FuzzRegex: any pattern compiles or is refused with ErrGrammar — no panic, a grammar that
+// grows with the pattern — and what compiles matches texts without panicking, as a full match
+// and as a JSON Schema pattern.
+func FuzzRegex(f *testing.F) {
+	for _, p := range regexPatterns {
+		f.Add(p, "ab0-")
+	}
+	f.Add(`(a?(b?c)*)*`, "abc")
+	f.Fuzz(func(t *testing.T, pat, text string) {
+		src, err := RegexGBNF(pat)
+		if err != nil {
+			if !errors.Is(err, ErrGrammar) {
+				t.Fatalf("%q: error wraps no ErrGrammar: %v", pat, err)
+			}
+			return
+		}
+		if len(src) > 64*len(pat)+64 {
+			t.Fatalf("%q: %d bytes of grammar", pat, len(src))
+		}
+		g, err := Parse(src)
+		if err != nil {
+			t.Fatalf("%q: the grammar does not parse: %v\n%s", pat, err, src)
+		}
+		matches(t, g, text)
+		if sg, err := FromJSONSchema([]byte(`{"type": "string", "pattern": ` + jsonString(pat) + `}`)); err == nil {
+			matches(t, sg, jsonString(text))
+		} else if !errors.Is(err, ErrGrammar) {
+			t.Fatalf("%q as a pattern: error wraps no ErrGrammar: %v", pat, err)
+		}
+	})
+}

@@ -127,3 +127,36 @@ func FuzzLlama2C(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLoRAGGUF: arbitrary bytes as a GGUF adapter never panic the reader, the shape check or a
+// merge, and every error wraps a loader sentinel or ErrLoRA.
+func FuzzLoRAGGUF(f *testing.F) {
+	cfg := model.Tiny
+	var buf bytes.Buffer
+	if err := WriteLoRAGGUF(&buf, randomPairs(cfg, 2, model.LayerName(0, model.NameWq), model.LayerName(1, model.NameW2)), 4); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(buf.Bytes())
+	if b, err := os.ReadFile(filepath.Join("..", "engine", "testdata", "stories260K-lora.gguf")); err == nil {
+		f.Add(b[:min(len(b), 4<<10)])
+	}
+	base := model.Synthetic(cfg, 1, tensor.F16)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := loraGGUF(data, "fuzz.gguf")
+		if err == nil {
+			err = l.check(cfg)
+		}
+		if err != nil {
+			if !wrapsSentinel(err) && !errors.Is(err, ErrLoRA) {
+				t.Fatalf("error wraps no sentinel: %v", err)
+			}
+			return
+		}
+		merged := MergeLoRA(base, []*LoRA{l}, []float64{1})
+		for name := range l.Pairs {
+			if _, err := merged(name); err != nil {
+				t.Fatalf("merging a checked adapter: %v", err)
+			}
+		}
+	})
+}
