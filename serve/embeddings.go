@@ -115,7 +115,7 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 			return // the client is gone
 		}
 		status, typ, code := errorFor(err)
-		writeError(w, status, typ, code, strings.TrimPrefix(err.Error(), "engine: "))
+		writeError(w, status, typ, code, strings.Replace(err.Error(), "engine: ", "", 1))
 		return
 	}
 	resp := embeddingsResponse{Object: "list", Model: s.opts.ModelName, Data: make([]embeddingJSON, len(vecs))}
@@ -151,10 +151,10 @@ func (s *Server) embed(ctx context.Context, b *backend, reqs []engine.EmbedReque
 	tokens := 0
 	for start := 0; start < len(reqs); start += window {
 		streams = streams[:0]
-		for _, req := range reqs[start:min(start+window, len(reqs))] {
+		for i, req := range reqs[start:min(start+window, len(reqs))] {
 			st, err := b.sched.SubmitEmbed(ctx, req)
 			if err != nil {
-				return nil, 0, err
+				return nil, 0, fmt.Errorf("input %d: %w", start+i, err)
 			}
 			s.metrics.promptTokens.Add(int64(st.PromptTokens()))
 			streams = append(streams, st)
@@ -162,7 +162,7 @@ func (s *Server) embed(ctx context.Context, b *backend, reqs []engine.EmbedReque
 		for i, st := range streams {
 			_, ev := st.Collect()
 			if ev.Err != nil {
-				return nil, 0, ev.Err
+				return nil, 0, fmt.Errorf("input %d: %w", start+i, ev.Err)
 			}
 			out[start+i] = ev.Embedding
 			tokens += ev.Usage.PromptTokens
@@ -260,7 +260,7 @@ func (s *Server) handleOllamaEmbed(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		status, _, _ := errorFor(err)
-		ollamaError(w, status, "%s", strings.TrimPrefix(err.Error(), "engine: "))
+		ollamaError(w, status, "%s", strings.Replace(err.Error(), "engine: ", "", 1))
 		return
 	}
 	if legacy {

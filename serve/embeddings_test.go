@@ -183,7 +183,7 @@ func TestEmbeddingsErrors(t *testing.T) {
 		{"/v1/embeddings", `{"input": [1, 99999]}`, 400, "outside the vocabulary"},
 		{"/v1/embeddings", `{"input": "hi", "encoding_format": "int8"}`, 400, "encoding_format"},
 		{"/v1/embeddings", `{"input": "hi", "dimensions": 32}`, 400, "64 dimensions"},
-		{"/v1/embeddings", `{"input": "` + long + `"}`, 400, "context"},
+		{"/v1/embeddings", `{"input": ["hi", "` + long + `"]}`, 400, "input 1: prompt is longer than the context"},
 		{"/v1/embeddings", `{"input": "hi"`, 400, ""},
 		{"/api/embed", `{"input": 7}`, 400, "input must be a string or an array of strings"},
 		{"/api/embed", `{"input": "hi", "dimensions": 3}`, 400, "64 dimensions"},
