@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/tensor"
@@ -140,7 +142,7 @@ func Quantize(w io.Writer, cfg model.Config, vocab *Vocab, src model.TensorSourc
 			if t.DType.Quantized() && !opts.AllowRequantize {
 				return fmt.Errorf("loader: quantize: tensor %q is %v already: quantizing it again adds its errors to the new ones (allow it explicitly, or start from the F16/F32 model)", ws.Name, t.DType)
 			}
-			t = &tensor.Tensor{Name: t.Name, DType: to, Shape: t.Shape, Data: tensor.Encode(to, t.Float32s())}
+			t = &tensor.Tensor{Name: t.Name, DType: to, Shape: t.Shape, Data: encodeRows(to, t.Float32s(), t.Rows(), t.Cols())}
 		}
 		if opts.Progress != nil {
 			opts.Progress(ws.Name, from, to)
@@ -148,4 +150,26 @@ func Quantize(w io.Writer, cfg model.Config, vocab *Vocab, src model.TensorSourc
 		out[ws.Name] = t
 	}
 	return WriteGGUFModel(w, cfg, vocab, out)
+}
+
+// encodeRows is tensor.Encode of a (rows, cols) matrix, its rows shared out among the cores
+// (a k-quant's scale search costs ~130 ns a value on one core).
+func encodeRows(d tensor.DType, x []float32, rows, cols int) []byte {
+	rb, err := d.Bytes(int64(cols))
+	if err != nil {
+		return tensor.Encode(d, x) // not whole blocks per row: Encode says so
+	}
+	out := make([]byte, int64(rows)*rb)
+	workers := min(runtime.GOMAXPROCS(0), rows)
+	var wg sync.WaitGroup
+	for g := range workers {
+		lo, hi := rows*g/workers, rows*(g+1)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tensor.EncodeTo(out[int64(lo)*rb:int64(hi)*rb], d, x[lo*cols:hi*cols])
+		}()
+	}
+	wg.Wait()
+	return out
 }

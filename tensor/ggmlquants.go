@@ -343,45 +343,49 @@ func encodeQ45_K(blk []byte, x []float32, bits int) {
 // [0, top]) for a small weighted squared error Σ w·(s·q − m − x)², w = rms(x) + |x| so that
 // large values count more. It starts from the range's s = (max − min)/top and tries 20 slightly
 // larger steps, refitting s and m by weighted least squares for the q each gives, and keeps the
-// best: the search ggml's k-quant quantiser runs (make_qkx2_quants, −1 + 0.1·k).
+// one whose q, rounded afresh for its s and m (as the block will be), err least: the search
+// ggml's k-quant quantiser runs (make_qkx2_quants, −1 + 0.1·k).
 func fitScaleMin(x []float32, top float32) (scale, minus float32) {
 	lo, hi := x[0], x[0]
-	var sumX2 float64
+	var sumX2 float32
 	for _, v := range x {
 		lo, hi = min(lo, v), max(hi, v)
-		sumX2 += float64(v) * float64(v)
+		sumX2 += v * v
 	}
 	lo = min(lo, 0)
 	if hi == lo {
 		return 0, -lo
 	}
-	av := math.Sqrt(sumX2 / float64(len(x)))
-	var w [32]float64
+	av := float32(math.Sqrt(float64(sumX2 / float32(len(x)))))
+	var w [32]float32
+	var sw, sx float64 // the least-squares sums in float64: det = sw·sl2 − sl² cancels
 	for i, v := range x {
-		w[i] = av + math.Abs(float64(v))
+		w[i] = av + float32(math.Abs(float64(v)))
+		sw += float64(w[i])
+		sx += float64(w[i] * v)
 	}
-	span := float64(hi - lo)
-	errOf := func(s, m float64) float64 { // m ≤ 0 here: x ≈ s·q + m
-		e := 0.0
+	errOf := func(s, m float32) float32 { // m ≤ 0 here: x ≈ s·q + m
+		is := 1 / s
+		var e float32
 		for i, v := range x {
-			q := math.Max(0, math.Min(float64(top), math.Round((float64(v)-m)/s)))
-			d := s*q + m - float64(v)
+			q := min(top, max(0, float32(int32((v-m)*is+0.5)))) // (v−m)/s + 0.5 > −1: truncation rounds
+			d := s*q + m - v
 			e += w[i] * d * d
 		}
 		return e
 	}
-	bestS, bestM := span/float64(top), float64(lo)
+	span := hi - lo
+	bestS, bestM := span/top, lo
 	best := errOf(bestS, bestM)
 	for k := range 21 {
-		is := (float64(top) - 1 + 0.1*float64(k)) / span
-		var sw, sx, sl, sl2, sxl float64
+		is := (top - 1 + 0.1*float32(k)) / span
+		var sl, sl2, sxl float64
 		for i, v := range x {
-			q := math.Max(0, math.Min(float64(top), math.Round(is*(float64(v)-float64(lo)))))
-			sw += w[i]
-			sx += w[i] * float64(v)
-			sl += w[i] * q
-			sl2 += w[i] * q * q
-			sxl += w[i] * q * float64(v)
+			q := min(top, float32(int32(is*(v-lo)+0.5)))
+			wq := w[i] * q
+			sl += float64(wq)
+			sl2 += float64(wq * q)
+			sxl += float64(wq * v)
 		}
 		det := sw*sl2 - sl*sl
 		if det <= 0 {
@@ -394,52 +398,51 @@ func fitScaleMin(x []float32, top float32) (scale, minus float32) {
 		if s <= 0 {
 			continue
 		}
-		if e := errOf(s, m); e < best {
-			best, bestS, bestM = e, s, m
+		if e := errOf(float32(s), float32(m)); e < best {
+			best, bestS, bestM = e, float32(s), float32(m)
 		}
 	}
-	return float32(bestS), float32(-bestM)
+	return bestS, -bestM
 }
 
 // fitSymmetric picks a 16-value sub-block's scale s for x ≈ s·q, q an integer in [−32, 31], with
 // a small squared error weighted by x² (the large values): the value m of largest magnitude
 // goes to −32 (s = m/−32), then 18 nearby steps −(32 ± 0.1·k)/m are tried, each with s refitted
-// by least squares for the q it gives (the search of ggml's make_qx_quants).
+// by least squares for the q it gives and scored with those q (Σwx² − (Σwxq)²/Σwq²) — the
+// search of ggml's make_qx_quants.
 func fitSymmetric(x []float32) float32 {
-	var m float64
+	var m float32
 	for _, v := range x {
-		if math.Abs(float64(v)) > math.Abs(m) {
-			m = float64(v)
+		if math.Abs(float64(v)) > math.Abs(float64(m)) {
+			m = v
 		}
 	}
 	if m == 0 {
 		return 0
 	}
-	errOf := func(s float64) float64 {
-		e := 0.0
-		for _, v := range x {
-			q := math.Max(-32, math.Min(31, math.Round(float64(v)/s)))
-			d := s*q - float64(v)
-			e += float64(v) * float64(v) * d * d
-		}
-		return e
+	var sx2 float64
+	for _, v := range x {
+		sx2 += float64(v * v * v * v)
 	}
-	bestS := m / -32
-	best := errOf(bestS)
-	for k := -9; k <= 9; k++ {
-		is := -(32 + 0.1*float64(k)) / m
-		var sxl, sl2 float64
+	sums := func(is float32) (sxl, sl2 float64) {
 		for _, v := range x {
-			w := float64(v) * float64(v)
-			q := math.Max(-32, math.Min(31, math.Round(is*float64(v))))
-			sxl += w * float64(v) * q
-			sl2 += w * q * q
+			q := max(-32, min(31, float32(math.Round(float64(is*v)))))
+			wq := v * v * q
+			sxl += float64(wq * v)
+			sl2 += float64(wq * q)
 		}
+		return sxl, sl2
+	}
+	bestS := float64(m) / -32
+	sxl, sl2 := sums(-32 / m)
+	best := sx2 - 2*bestS*sxl + bestS*bestS*sl2
+	for k := -9; k <= 9; k++ {
+		sxl, sl2 := sums(-(32 + 0.1*float32(k)) / m)
 		if sl2 == 0 {
 			continue
 		}
-		if s := sxl / sl2; errOf(s) < best { // strictly better: ties keep m ↦ −32
-			best, bestS = errOf(s), s
+		if e := sx2 - sxl*sxl/sl2; e < best { // strictly better: ties keep m ↦ −32
+			best, bestS = e, sxl/sl2
 		}
 	}
 	return float32(bestS)

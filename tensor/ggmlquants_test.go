@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -174,5 +175,23 @@ func TestEncodeEqualsGGML(t *testing.T) {
 				t.Errorf("%v block %d (row %d): % x, ggml's % x", d, b, b*d.BlockSize()/512, got[b*bb:(b+1)*bb], want[b*bb:(b+1)*bb])
 			}
 		}
+	}
+}
+
+// BenchmarkEncode times quantizing a 7B-shaped 4096×4096 weight on one core, each type beside
+// Q8_0 (one pass, no search): what `llamacu quantize` spends per such weight and core.
+func BenchmarkEncode(b *testing.B) {
+	x := make([]float32, 4096*4096)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range x {
+		x[i] = float32(r.NormFloat64() * 0.02)
+	}
+	for _, d := range []DType{Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K} {
+		b.Run(d.String(), func(b *testing.B) {
+			b.SetBytes(int64(4 * len(x)))
+			for range b.N {
+				Encode(d, x)
+			}
+		})
 	}
 }
