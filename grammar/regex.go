@@ -585,13 +585,7 @@ func (w *regexWriter) nonEmpty(n *reNode) *reNode {
 				alt.subs = append(alt.subs, s)
 			}
 		}
-		switch len(alt.subs) {
-		case 0:
-		case 1:
-			out = alt.subs[0]
-		default:
-			out = alt
-		}
+		out = oneOrAlt(alt)
 	case reConcat:
 		// a1…an: for the first part i that is not empty, a1…a(i−1) are empty (each nullable),
 		// ai is a non-empty text and the rest, rest(i+1) = a(i+1) rest(i+2), anything: the
@@ -620,16 +614,21 @@ func (w *regexWriter) nonEmpty(n *reNode) *reNode {
 				alt.subs = append(alt.subs, c)
 			}
 		}
-		switch len(alt.subs) {
-		case 0:
-		case 1:
-			out = alt.subs[0]
-		default:
-			out = alt
-		}
+		out = oneOrAlt(alt)
 	}
 	w.ne[n] = out
 	return out
+}
+
+// oneOrAlt is alt, its only alternative, or nil when it has none.
+func oneOrAlt(alt *reNode) *reNode {
+	switch len(alt.subs) {
+	case 0:
+		return nil
+	case 1:
+		return alt.subs[0]
+	}
+	return alt
 }
 
 // count counts the references to each node of the graph.

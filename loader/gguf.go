@@ -542,19 +542,7 @@ func ReadGGUFVocab(path string) (*Vocab, error) {
 
 // openGGUF memory-maps a GGUF LLaMA model; its tensors alias the mapping. A vocabulary-only file
 // (no tensors) is an error wrapping ErrMissing that points to ReadGGUFVocab.
-func openGGUF(path string) (*Model, error) {
-	data, unmap, err := mapFile(path)
-	if err != nil {
-		return nil, err
-	}
-	m, err := ggufModel(data, path)
-	if err != nil {
-		unmap()
-		return nil, err
-	}
-	m.closers = append(m.closers, unmap)
-	return m, nil
-}
+func openGGUF(path string) (*Model, error) { return openMapped(path, ggufModel) }
 
 // ggufModel builds a checked Model from a GGUF file held in data; the tensors alias data.
 func ggufModel(data []byte, path string) (*Model, error) {

@@ -41,16 +41,10 @@ const (
 
 // openLlama2C memory-maps a llama2.c legacy checkpoint; its tensors alias the mapping.
 func openLlama2C(path string) (*Model, error) {
-	data, unmap, err := mapFile(path)
+	m, err := openMapped(path, llama2cModel)
 	if err != nil {
 		return nil, err
 	}
-	m, err := llama2cModel(data, path)
-	if err != nil {
-		unmap()
-		return nil, err
-	}
-	m.closers = append(m.closers, unmap)
 	dir := filepath.Dir(path)
 	for _, name := range []string{"tokenizer.model", "tokenizer.bin"} {
 		p := filepath.Join(dir, name)

@@ -69,6 +69,8 @@ type Model struct {
 	closers []func() error
 }
 
+func (m *Model) addCloser(c func() error) { m.closers = append(m.closers, c) }
+
 // Close unmaps the file(s). Tensors must not be used afterwards.
 func (m *Model) Close() error {
 	var errs []error

@@ -245,19 +245,9 @@ func roPEHeads(cfg model.Config, canon string) int {
 	return 0
 }
 
-func openLoRAGGUF(path string) (*LoRA, error) {
-	data, unmap, err := mapFile(path)
-	if err != nil {
-		return nil, err
-	}
-	l, err := loraGGUF(data, path)
-	if err != nil {
-		unmap()
-		return nil, err
-	}
-	l.closers = append(l.closers, unmap)
-	return l, nil
-}
+func openLoRAGGUF(path string) (*LoRA, error) { return openMapped(path, loraGGUF) }
+
+func (l *LoRA) addCloser(c func() error) { l.closers = append(l.closers, c) }
 
 func loraGGUF(data []byte, path string) (*LoRA, error) {
 	info, err := parseGGUF(data, path)

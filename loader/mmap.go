@@ -6,6 +6,23 @@ import (
 	"syscall"
 )
 
+// openMapped memory-maps path and parses it with parse; what parse returns aliases the mapping
+// and unmaps it when closed (the mapping is undone at once when parse fails).
+func openMapped[T interface{ addCloser(func() error) }](path string, parse func(data []byte, path string) (T, error)) (T, error) {
+	var zero T
+	data, unmap, err := mapFile(path)
+	if err != nil {
+		return zero, err
+	}
+	v, err := parse(data, path)
+	if err != nil {
+		unmap()
+		return zero, err
+	}
+	v.addCloser(unmap)
+	return v, nil
+}
+
 // mapFile memory-maps path read-only. An empty file maps to an empty slice.
 func mapFile(path string) (data []byte, unmap func() error, err error) {
 	if st, err := os.Stat(path); err == nil && !st.IsDir() && !st.Mode().IsRegular() {

@@ -418,7 +418,7 @@ func (m *Model) qkv(q, k, v, x Buffer, w *layer, n int) {
 // gateUp is out = silu(x·W1ᵀ)·(x·W3ᵀ), using tmp for the up projection unless the backend fuses
 // it (GateUpMatMuler) — and the layer has no low-rank pair on W1 or W3, which joins before SwiGLU.
 func (m *Model) gateUp(s *State, out, tmp, x Buffer, w *layer, n int) error {
-	lr := len(w.lowRank[NameW1])+len(w.lowRank[NameW3]) > 0
+	lr := len(w.lowRank) > 0 && len(w.lowRank[NameW1])+len(w.lowRank[NameW3]) > 0
 	if f, ok := m.Backend.(GateUpMatMuler); ok && !lr {
 		f.MatMulSwiGLU(out, tmp, x, w.w1, w.w3, n)
 		return nil

@@ -89,16 +89,22 @@ func decodeQ5_0(y []float32, blk []byte) {
 	}
 }
 
-// encodeQ5_0 is ggml's reference Q5_0 quantiser: d = m/−16 for the value m of largest
-// magnitude, q = ⌊x/d + 16.5⌋ capped at 31 (the cast truncates; x/d + 16.5 ≥ 0.5 here).
-func encodeQ5_0(blk []byte, x []float32) {
+// largestMagnitude is the value of x farthest from 0, with its sign (the first of equals): ggml's
+// symmetric quantisers map it to the wide end of their range.
+func largestMagnitude(x []float32) float32 {
 	var amax, m float32
 	for _, v := range x {
 		if a := float32(math.Abs(float64(v))); a > amax {
 			amax, m = a, v
 		}
 	}
-	d := m / -16
+	return m
+}
+
+// encodeQ5_0 is ggml's reference Q5_0 quantiser: d = m/−16 for the value m of largest
+// magnitude, q = ⌊x/d + 16.5⌋ capped at 31 (the cast truncates; x/d + 16.5 ≥ 0.5 here).
+func encodeQ5_0(blk []byte, x []float32) {
+	d := largestMagnitude(x) / -16
 	id := float32(0)
 	if d != 0 {
 		id = 1 / d
@@ -411,12 +417,7 @@ func fitScaleMin(x []float32, top float32) (scale, minus float32) {
 // by least squares for the q it gives and scored with those q (Σwx² − (Σwxq)²/Σwq²) — the
 // search of ggml's make_qx_quants.
 func fitSymmetric(x []float32) float32 {
-	var m float32
-	for _, v := range x {
-		if math.Abs(float64(v)) > math.Abs(float64(m)) {
-			m = v
-		}
-	}
+	m := largestMagnitude(x)
 	if m == 0 {
 		return 0
 	}

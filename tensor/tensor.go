@@ -319,13 +319,7 @@ func EncodeTo(out []byte, d DType, src []float32) {
 	case Q4_0:
 		for b := 0; b < len(src)/QK; b++ {
 			x := src[b*QK : (b+1)*QK]
-			var amax, m float32
-			for _, v := range x {
-				if a := float32(math.Abs(float64(v))); a > amax {
-					amax, m = a, v
-				}
-			}
-			d := m / -8
+			d := largestMagnitude(x) / -8
 			id := float32(0)
 			if d != 0 {
 				id = 1 / d

@@ -42,11 +42,18 @@ func addLoadFlags(fs *flag.FlagSet) *loadFlags {
 	fs.IntVar(&lf.nodes, "nodes", 1, "processes (one per node) the --tp ranks span, --tp/--nodes each (TCP between them; --backend cuda: NCCL)")
 	fs.IntVar(&lf.nodeRank, "node-rank", 0, "this node, 0..--nodes−1 (node 0 runs the command; the others run its forward steps and print nothing)")
 	fs.StringVar(&lf.rendezvous, "rendezvous", "", "HOST:PORT where node 0 listens and the other nodes dial (needed with --nodes > 1)")
-	fs.Func("lora", "merge a LoRA adapter (PEFT folder or llama.cpp GGUF adapter) into the F32/F16/BF16 weights, repeatable", func(v string) error {
-		lf.lora = append(lf.lora, engine.LoRAOption{Path: v, Scale: 1})
+	addLoRAFlags(fs, &lf.lora)
+	return lf
+}
+
+// addLoRAFlags defines --lora PATH and --lora-scaled PATH:SCALE, each repeatable, appending to
+// list.
+func addLoRAFlags(fs *flag.FlagSet, list *[]engine.LoRAOption) {
+	fs.Func("lora", "apply a LoRA adapter (PEFT folder or llama.cpp GGUF adapter): merged into F32/F16/BF16 weights, beside quantized ones; repeatable", func(v string) error {
+		*list = append(*list, engine.LoRAOption{Path: v, Scale: 1})
 		return nil
 	})
-	fs.Func("lora-scaled", "merge a LoRA adapter at a strength: PATH:SCALE (llama.cpp's --lora-scaled), repeatable", func(v string) error {
+	fs.Func("lora-scaled", "apply a LoRA adapter at a strength: PATH:SCALE (llama.cpp's --lora-scaled), repeatable", func(v string) error {
 		i := strings.LastIndexByte(v, ':')
 		if i <= 0 {
 			return fmt.Errorf("want PATH:SCALE, got %q", v)
@@ -55,10 +62,9 @@ func addLoadFlags(fs *flag.FlagSet) *loadFlags {
 		if err != nil || math.IsNaN(scale) || math.IsInf(scale, 0) {
 			return fmt.Errorf("want PATH:SCALE with a finite number, got %q", v)
 		}
-		lf.lora = append(lf.lora, engine.LoRAOption{Path: v[:i], Scale: scale})
+		*list = append(*list, engine.LoRAOption{Path: v[:i], Scale: scale})
 		return nil
 	})
-	return lf
 }
 
 // load opens the model, showing a progress bar on a terminal. With several nodes it first meets

@@ -31,10 +31,7 @@ func cmdQuantize(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "output .gguf (required)")
 	requant := fs.Bool("allow-requantize", false, "allow quantizing tensors that are quantized already (their errors add up)")
 	var lora []engine.LoRAOption
-	fs.Func("lora", "merge this LoRA adapter first (llama.cpp's export-lora), repeatable", func(v string) error {
-		lora = append(lora, engine.LoRAOption{Path: v, Scale: 1})
-		return nil
-	})
+	addLoRAFlags(fs, &lora) // merged first, as llama.cpp's export-lora
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llamacu quantize --model IN --type TYPE --out OUT.gguf [--lora ADAPTER]...\n\n"+
 			"Writes the model as a GGUF file of TYPE: norms F32, the LM head Q6_K, and in the _M types\n"+

@@ -55,8 +55,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llamacu serve --model PATH [--addr HOST:PORT] [--api-key KEY] [--max-queue N] [--max-seqs N] [--grace 30s]\n\n"+
 			"Serves POST /v1/completions, POST /v1/chat/completions (Llama 2 chat format), GET /v1/models,\n"+
-			"POST /tokenize and /detokenize, GET /health and GET /metrics, and ollama's /api/generate, /api/chat,\n"+
-			"/api/tags, /api/show, /api/ps, /api/version. Listens before the model is loaded\n"+
+			"POST /v1/embeddings, POST /tokenize and /detokenize, GET /health and GET /metrics, and ollama's\n"+
+			"/api/generate, /api/chat, /api/embed, /api/embeddings, /api/tags, /api/show, /api/ps, /api/version.\n"+
+			"Listens before the model is loaded\n"+
 			"(/health answers 503 until then). Finished requests' full KV blocks stay cached for prompts that\n"+
 			"start the same way (--no-prefix-cache turns that off).\n\nflags:")
 		fs.PrintDefaults()
