@@ -28,6 +28,22 @@ func benchModel(b *testing.B, dtype tensor.DType) *model.Model {
 	return m
 }
 
+// decodeState is a one-sequence State of ctx positions (blocks of 16) and a one-token batch
+// over its whole block table, for decode benchmarks.
+func decodeState(b *testing.B, m *model.Model, ctx int) (*model.State, *model.Batch) {
+	b.Helper()
+	const bs = 16
+	s, err := m.NewState(1, 1, bs, ctx/bs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	table := make([]int32, ctx/bs)
+	for i := range table {
+		table[i] = int32(i)
+	}
+	return s, &model.Batch{Tokens: []int32{1}, Pos: []int32{0}, Seq: []int32{0}, BlockTables: [][]int32{table}}
+}
+
 // BenchmarkDecode110M times one decode step (batch 1) at growing KV depth, as `run` does after the
 // prompt. tok/s is the headline; bytes are the weights streamed per token, so MB/s shows how close
 // the step is to memory bandwidth.
@@ -35,17 +51,8 @@ func BenchmarkDecode110M(b *testing.B) {
 	for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.Q8_0, tensor.Q4_0} {
 		b.Run(d.String(), func(b *testing.B) {
 			m := benchModel(b, d)
-			const bs = 16
-			ctx := 256
-			s, err := m.NewState(1, 1, bs, ctx/bs)
-			if err != nil {
-				b.Fatal(err)
-			}
-			table := make([]int32, ctx/bs)
-			for i := range table {
-				table[i] = int32(i)
-			}
-			batch := &model.Batch{Tokens: []int32{1}, Pos: []int32{0}, Seq: []int32{0}, BlockTables: [][]int32{table}}
+			const ctx = 256
+			s, batch := decodeState(b, m, ctx)
 			rows := []int32{0}
 			b.SetBytes(m.Config.WeightBytes(d))
 			b.ResetTimer()
@@ -371,16 +378,7 @@ func BenchmarkLowRankDecode110M(b *testing.B) {
 					}
 				}
 			}
-			const bs, ctx = 16, 256
-			s, err := m.NewState(1, 1, bs, ctx/bs)
-			if err != nil {
-				b.Fatal(err)
-			}
-			table := make([]int32, ctx/bs)
-			for i := range table {
-				table[i] = int32(i)
-			}
-			batch := &model.Batch{Tokens: []int32{1}, Pos: []int32{0}, Seq: []int32{0}, BlockTables: [][]int32{table}}
+			s, batch := decodeState(b, m, 256)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				batch.Pos[0] = int32(i % 64)

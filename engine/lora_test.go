@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -23,16 +24,7 @@ const loraFile = "testdata/stories260K-lora.gguf" // bench/peer/mklora's, seed 1
 // greedyIDs is Engine.Generate's greedy token ids.
 func greedyIDs(t *testing.T, e *engine.Engine, prompt string, n int) []int32 {
 	t.Helper()
-	var ids []int32
-	_, err := e.Generate(context.Background(), engine.Request{Prompt: prompt, MaxTokens: n, Sampling: sample.Params{Temperature: 0}},
-		func(id int32, _ string) error {
-			if id >= 0 {
-				ids = append(ids, id)
-			}
-			return nil
-		})
-	require.NoError(t, err)
-	return ids
+	return generateSolo(t, e, engine.Request{Prompt: prompt, MaxTokens: n, Sampling: sample.Params{Temperature: 0}}).ids
 }
 
 // The same adapter as a PEFT folder on the Hugging Face export of the model gives the GGUF
@@ -72,7 +64,7 @@ func TestLoRAFormatsAgree(t *testing.T) {
 		require.Equal(t, want, greedyIDs(t, tp2, p, 60), "TP 2, prompt %q", p)
 		b := greedyIDs(t, base, p, 60)
 		require.Equal(t, b, greedyIDs(t, zero, p, 60), "strength 0, prompt %q", p)
-		if !equalIDs(b, want) {
+		if !slices.Equal(b, want) {
 			differ++
 		}
 		hg, err := withGGUF.Embed(context.Background(), engine.EmbedRequest{Prompt: p})
@@ -93,18 +85,6 @@ func anyRank(l *loader.LoRA) int {
 	return 0
 }
 
-func equalIDs(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // An adapter made for another model is refused, naming the tensor (the shared tiny-random
 // model and the built-in one have other shapes); so is a strength that is not a number. (A
 // quantized weight's refusal: loader's TestLoRAErrors.)
@@ -123,13 +103,8 @@ func TestLoRAErrorsAtLoad(t *testing.T) {
 // it unmerged, W·x + s·B·(A·x); we merge it into W as the weights load.
 type llamaCppLoRARefs struct {
 	Runs []struct {
-		Scale float64 `json:"scale"`
-		Cases []struct {
-			Prompt       string  `json:"prompt"`
-			PromptIDs    []int32 `json:"prompt_ids"`
-			GeneratedIDs []int32 `json:"generated_ids"`
-			Text         string  `json:"text"`
-		} `json:"cases"`
+		Scale float64        `json:"scale"`
+		Cases []llamaCppCase `json:"cases"`
 	} `json:"runs"`
 }
 
@@ -148,20 +123,7 @@ func TestLoRAMatchesLlamaCpp(t *testing.T) {
 		e, err := engine.Load(engine.Options{ModelPath: gguf, Threads: 1, LoRA: []engine.LoRAOption{{Path: loraFile, Scale: run.Scale}}})
 		require.NoError(t, err)
 		for _, c := range run.Cases {
-			require.Equal(t, c.PromptIDs, e.Tokenizer.Encode(c.Prompt, true), "tokenization of %q", c.Prompt)
-			var ids []int32
-			var text strings.Builder
-			_, err := e.Generate(context.Background(), engine.Request{PromptIDs: c.PromptIDs, MaxTokens: len(c.GeneratedIDs),
-				Sampling: sample.Params{Temperature: 0}}, func(id int32, s string) error {
-				if id >= 0 {
-					ids = append(ids, id)
-				}
-				text.WriteString(s)
-				return nil
-			})
-			require.NoError(t, err)
-			require.Equal(t, c.GeneratedIDs, ids, "strength %g, prompt %q", run.Scale, c.Prompt)
-			require.Equal(t, c.Text, text.String(), "strength %g, prompt %q", run.Scale, c.Prompt)
+			requireLlamaCpp(t, e, c, fmt.Sprintf("strength %g", run.Scale))
 		}
 		e.Close()
 	}
@@ -207,7 +169,7 @@ func TestLoRAOnQuantizedWeights(t *testing.T) {
 	for _, p := range []string{"Once upon a time", "Lily and Ben", "The cat sat on the mat", "One day, a little girl"} {
 		want := greedyIDs(t, ref, p, 60)
 		require.Equal(t, want, greedyIDs(t, quant, p, 60), "prompt %q", p)
-		if !equalIDs(want, greedyIDs(t, base, p, 60)) {
+		if !slices.Equal(want, greedyIDs(t, base, p, 60)) {
 			differ++
 		}
 		hq, err := quant.Embed(context.Background(), engine.EmbedRequest{Prompt: p, Pooling: engine.PoolMean})
