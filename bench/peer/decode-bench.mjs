@@ -11,16 +11,10 @@
 // --warmup runs that many untimed repetitions of 8 tokens first (page cache, CPU backend set-up).
 // Output: one line per repetition and a summary (mean ± sample stddev); --json prints one JSON
 // object per repetition instead (for compare.sh).
-import {createRequire} from "node:module";
-import {readFileSync} from "node:fs";
-import path from "node:path";
+import {nlc, nlcVersion, llamaInfo} from "./peer.mjs";
 
-const peerDir = process.env.PEER_DIR ?? "/tmp/peer";
-const require = createRequire(path.join(peerDir, "package.json"));
-const {getLlama, LlamaLogLevel} = await import(require.resolve("node-llama-cpp"));
-const nlcDir = path.join(peerDir, "node_modules", "node-llama-cpp");
-const nlcVersion = JSON.parse(readFileSync(path.join(nlcDir, "package.json"), "utf8")).version;
-const llamaTag = JSON.parse(readFileSync(path.join(nlcDir, "llama", "llama.cpp.info.json"), "utf8")).tag;
+const {getLlama, LlamaLogLevel} = nlc;
+const llamaTag = llamaInfo.tag;
 
 const opts = {model: "/tmp/peer/synth110m-f32.gguf", threads: 2, prompt: "Once upon a time, there was a little girl named Lily who loved", "max-tokens": 128, reps: 3, warmup: 1, ctx: 1024, json: false};
 const argv = process.argv.slice(2);

@@ -35,32 +35,11 @@
 // call; the text given as a string evaluates the same ids and gives the same vector; a second
 // evaluation of the full ids equals the last prefix's embedding bit for bit; vector lengths are
 // n_embd, all values finite, ids start with BOS = 1.
-import {createRequire} from "node:module";
-import {createHash} from "node:crypto";
-import {readFileSync, writeFileSync, createReadStream} from "node:fs";
+import {readFileSync, writeFileSync} from "node:fs";
 import path from "node:path";
-import {execFileSync} from "node:child_process";
+import {nlc, nlcVersion, llamaCpp, toJSON, sha256} from "./peer.mjs";
 
-const peerDir = process.env.PEER_DIR ?? "/tmp/peer";
-const require = createRequire(path.join(peerDir, "package.json"));
-const nlcEntry = require.resolve("node-llama-cpp");
-const {getLlama, LlamaLogLevel} = await import(nlcEntry);
-const nlcDir = path.join(peerDir, "node_modules", "node-llama-cpp");
-const nlcVersion = JSON.parse(readFileSync(path.join(nlcDir, "package.json"), "utf8")).version;
-const llamaInfo = JSON.parse(readFileSync(path.join(nlcDir, "llama", "llama.cpp.info.json"), "utf8"));
-
-// The llama.cpp sources node-llama-cpp bundles are a git bundle with one squashed commit.
-let llamaCommit = "unknown";
-try {
-    llamaCommit = execFileSync("git", ["bundle", "list-heads", path.join(nlcDir, "llama", "gitRelease.bundle")], {encoding: "utf8"}).split(/\s/)[0];
-} catch { /* git missing: leave unknown */ }
-
-// JSON with arrays of numbers kept on one line.
-const num = String.raw`-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?`;
-function toJSON(v) {
-    const re = new RegExp(String.raw`\[\s*(${num}(?:,\s*${num})*)\s*\]`, "g");
-    return JSON.stringify(v, null, 2).replace(re, (_, body) => "[" + body.split(/,\s*/).join(", ") + "]");
-}
+const {getLlama, LlamaLogLevel} = nlc;
 
 const outPath = process.argv[2] ?? "engine/testdata/llama-cpp-embeddings.json";
 const modelPaths = process.argv.length > 3 ? process.argv.slice(3) : [
@@ -79,12 +58,6 @@ const texts = [
         "together after lunch under the big tree.",
 ];
 
-function sha256(file) {
-    return new Promise((resolve, reject) => {
-        const h = createHash("sha256");
-        createReadStream(file).on("data", (d) => h.update(d)).on("end", () => resolve(h.digest("hex"))).on("error", reject);
-    });
-}
 
 const failures = [];
 function check(ok, what) {
@@ -173,7 +146,7 @@ if (failures.length > 0) {
 const out = {
     generator: "bench/peer/embed-refs.mjs: llama.cpp via node-llama-cpp (prebuilt CPU binaries, gpu: false), LlamaEmbeddingContext.getEmbeddingFor",
     node_llama_cpp: nlcVersion,
-    llama_cpp: `${llamaInfo.llamaCppGithubRepo} ${llamaInfo.tag} (release tag as node-llama-cpp records it; bundled source commit ${llamaCommit})`,
+    llama_cpp: llamaCpp,
     node: process.version,
     command: `node bench/peer/embed-refs.mjs ${process.argv.slice(2).join(" ")}`.trim(),
     definitions: {

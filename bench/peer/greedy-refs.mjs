@@ -12,30 +12,11 @@
 // Sampling is pure argmax: temperature 0 makes node-llama-cpp build a sampler chain of
 // just llama_sampler_init_greedy (no repeat penalty, no top-k/top-p/min-p).
 // Generation stops early only at an end-of-generation token or BOS.
-import {createRequire} from "node:module";
-import {createHash} from "node:crypto";
-import {readFileSync, writeFileSync, createReadStream, existsSync} from "node:fs";
+import {readFileSync, writeFileSync, existsSync} from "node:fs";
 import path from "node:path";
-import {execFileSync} from "node:child_process";
+import {nlc, nlcVersion, llamaCpp, toJSON, sha256} from "./peer.mjs";
 
-const peerDir = process.env.PEER_DIR ?? "/tmp/peer";
-const require = createRequire(path.join(peerDir, "package.json"));
-const nlcEntry = require.resolve("node-llama-cpp");
-const {getLlama, LlamaLogLevel} = await import(nlcEntry);
-const nlcDir = path.join(peerDir, "node_modules", "node-llama-cpp");
-const nlcVersion = JSON.parse(readFileSync(path.join(nlcDir, "package.json"), "utf8")).version;
-const llamaInfo = JSON.parse(readFileSync(path.join(nlcDir, "llama", "llama.cpp.info.json"), "utf8"));
-
-// The llama.cpp sources node-llama-cpp bundles are a git bundle with one squashed commit.
-let llamaCommit = "unknown";
-try {
-    llamaCommit = execFileSync("git", ["bundle", "list-heads", path.join(nlcDir, "llama", "gitRelease.bundle")], {encoding: "utf8"}).split(/\s/)[0];
-} catch { /* git missing: leave unknown */ }
-
-// JSON with arrays of numbers kept on one line.
-function toJSON(v) {
-    return JSON.stringify(v, null, 2).replace(/\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]/g, (_, body) => "[" + body.split(/,\s*/).join(", ") + "]");
-}
+const {getLlama, LlamaLogLevel} = nlc;
 
 const modelPath = process.argv[2] ?? "../shared/testdata/stories260K/stories260K.gguf";
 const outPath = process.argv[3] ?? "engine/testdata/llama-cpp-greedy-stories260K.json";
@@ -52,12 +33,6 @@ const prompts = [
     "Max was sad because",
 ];
 
-function sha256(file) {
-    return new Promise((resolve, reject) => {
-        const h = createHash("sha256");
-        createReadStream(file).on("data", (d) => h.update(d)).on("end", () => resolve(h.digest("hex"))).on("error", reject);
-    });
-}
 
 const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.warn});
 const model = await llama.loadModel({modelPath, gpuLayers: 0});
@@ -123,7 +98,7 @@ const out = {
     source: {
         tool: "llama.cpp via node-llama-cpp (prebuilt CPU binaries, gpu: false)",
         node_llama_cpp: nlcVersion,
-        llama_cpp: `${llamaInfo.llamaCppGithubRepo} ${llamaInfo.tag} (release tag as node-llama-cpp records it; bundled source commit ${llamaCommit})`,
+        llama_cpp: llamaCpp,
         node: process.version,
         command: `node bench/peer/greedy-refs.mjs ${process.argv.slice(2).join(" ")}`.trim(),
         sampler: "temperature 0 => llama_sampler_init_greedy only (argmax); no repeat penalty, no top-k/top-p/min-p; stop at EOG or BOS",

@@ -41,32 +41,11 @@
 //   (generated_ids != greedy-refs.mjs's), first_diff (first differing index or null),
 //   min_top2_gap (smallest ln(p1/p2) = logit gap between the chosen and the runner-up token
 //   over the generated steps: how close greedy came to a tie, a hint for tolerance).
-import {createRequire} from "node:module";
-import {createHash} from "node:crypto";
-import {readFileSync, writeFileSync, createReadStream} from "node:fs";
+import {readFileSync, writeFileSync} from "node:fs";
 import path from "node:path";
-import {execFileSync} from "node:child_process";
+import {nlc, nlcVersion, llamaCpp, toJSON, sha256} from "./peer.mjs";
 
-const peerDir = process.env.PEER_DIR ?? "/tmp/peer";
-const require = createRequire(path.join(peerDir, "package.json"));
-const nlcEntry = require.resolve("node-llama-cpp");
-const {getLlama, LlamaLogLevel, readGgufFileInfo} = await import(nlcEntry);
-const nlcDir = path.join(peerDir, "node_modules", "node-llama-cpp");
-const nlcVersion = JSON.parse(readFileSync(path.join(nlcDir, "package.json"), "utf8")).version;
-const llamaInfo = JSON.parse(readFileSync(path.join(nlcDir, "llama", "llama.cpp.info.json"), "utf8"));
-
-// The llama.cpp sources node-llama-cpp bundles are a git bundle with one squashed commit.
-let llamaCommit = "unknown";
-try {
-    llamaCommit = execFileSync("git", ["bundle", "list-heads", path.join(nlcDir, "llama", "gitRelease.bundle")], {encoding: "utf8"}).split(/\s/)[0];
-} catch { /* git missing: leave unknown */ }
-
-// JSON with arrays of numbers kept on one line.
-const num = String.raw`-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?`;
-function toJSON(v) {
-    const re = new RegExp(String.raw`\[\s*(${num}(?:,\s*${num})*)\s*\]`, "g");
-    return JSON.stringify(v, null, 2).replace(re, (_, body) => "[" + body.split(/,\s*/).join(", ") + "]");
-}
+const {getLlama, LlamaLogLevel, readGgufFileInfo} = nlc;
 
 const outPath = process.argv[2] ?? "engine/testdata/llama-cpp-lora-stories260K.json";
 const modelPath = process.argv[3] ?? "../shared/testdata/stories260K/stories260K.gguf";
@@ -78,12 +57,6 @@ const baseRef = JSON.parse(readFileSync(baseRefPath, "utf8"));
 const nTokens = baseRef.source.n_tokens;
 const prompts = baseRef.cases.map((c) => c.prompt);
 
-function sha256(file) {
-    return new Promise((resolve, reject) => {
-        const h = createHash("sha256");
-        createReadStream(file).on("data", (d) => h.update(d)).on("end", () => resolve(h.digest("hex"))).on("error", reject);
-    });
-}
 
 const modelSha = await sha256(modelPath);
 if (modelSha !== baseRef.model.sha256) {
@@ -212,7 +185,7 @@ const out = {
     source: {
         tool: "llama.cpp via node-llama-cpp (prebuilt CPU binaries, gpu: false)",
         node_llama_cpp: nlcVersion,
-        llama_cpp: `${llamaInfo.llamaCppGithubRepo} ${llamaInfo.tag} (release tag as node-llama-cpp records it; bundled source commit ${llamaCommit})`,
+        llama_cpp: llamaCpp,
         node: process.version,
         command: `node bench/peer/lora-refs.mjs ${process.argv.slice(2).join(" ")}`.trim(),
         sampler: "temperature 0 => llama_sampler_init_greedy only (argmax); no repeat penalty, no top-k/top-p/min-p; stop at EOG or BOS",
