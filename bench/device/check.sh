@@ -4,7 +4,9 @@
 #
 #   run(command="bash dist/device/check.sh", carry=["dist/device"], timeout_s=540)
 #
-# Everything it prints goes to stdout and to $OUT/check.log; per-step JSON lands in $OUT/.
+# Everything it prints goes to stdout and to $OUT/check.log. The device tool brings back at most 8
+# files, so the steps write their JSON, CSV, Markdown and SVG into a work folder, which is packed
+# into $OUT/results.tgz after every step (a step cut off by the time limit loses only itself).
 # Back here, `llamacu bench summarize <files_at>` turns the folder into one table of figures
 # against the targets, for bench/results/. Each
 # step has its own time limit so one hang cannot eat the whole budget, and every limit is also cut
@@ -47,13 +49,16 @@ B=$(pwd)
 OUT=${OUT:-/tmp/llamacu-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/check.log") 2>&1
+R=${TMPDIR:-/tmp}/llamacu-results # the steps' files; packed into $OUT/results.tgz
+rm -rf "$R" && mkdir -p "$R"
+pack() { tar czf "$OUT/results.tgz.tmp" -C "$R" . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
 export LLAMACU_COMMIT=$(cat COMMIT 2>/dev/null || echo unknown)
 # The binaries are built with -tags nofatbin: they load the bundle's one fatbin from here.
 [ -f "$B/llamacu.fatbin" ] && export LLAMACU_FATBIN="$B/llamacu.fatbin"
 
 BUDGET=${CHECK_BUDGET:-450}
 
-step() { printf '\n===== %s (%s, %d s of %d s used) =====\n' "$1" "$(date -u +%H:%M:%S)" "$SECONDS" "$BUDGET"; }
+step() { pack; printf '\n===== %s (%s, %d s of %d s used) =====\n' "$1" "$(date -u +%H:%M:%S)" "$SECONDS" "$BUDGET"; }
 run() { # run LIMIT_SECONDS CMD...: never fails the script, reports the status
   local lim=$1; shift
   local left=$((BUDGET - SECONDS - 15)) # 15 s: --kill-after and the final listing
@@ -86,7 +91,7 @@ rm -rf "$HFREF"
 if python3 -c 'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ("torch", "transformers", "safetensors")))' 2>/dev/null; then
   run 60 env PYTHONUNBUFFERED=1 python3 hf_logits.py --out "$HFREF"
   if [ -f "$HFREF/reference.json" ]; then
-    cp "$HFREF/reference.json" "$OUT/hf-logits-reference.json"
+    cp "$HFREF/reference.json" "$R/hf-logits-reference.json"
     (cd pkg/gpu && export LLAMACU_HF_REF="$HFREF" && run 45 ../../gpu.test -test.run Transformers -test.v -test.count=1)
   else
     echo "hf_logits.py wrote no reference: transformers comparison skipped"
@@ -100,42 +105,42 @@ step "kernel benchmarks: GEMV, attention, copy bandwidth (GB/s)"
 
 step "llamacu bench: synthetic $SHAPE fp16 on cuda (decode and prefill)"
 run 150 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n "$GEN" --batch 1,8 --depth 0,"$PREFILL" \
-  --reps 3 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda"
+  --reps 3 --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda"
 
 step "PyTorch/transformers peer on the same shape (eager)"
 if python3 -c 'import torch, transformers' 2>/dev/null; then
   run 120 python3 hf_peer.py --shape "$SHAPE" -p "$PREFILL" -n "$GEN" --batch 1,8 --depth 0,"$PREFILL" --reps 3 --mode eager \
-    > "$OUT/hf-$SHAPE-eager.jsonl"
-  head -c 4000 "$OUT/hf-$SHAPE-eager.jsonl"
+    > "$R/hf-$SHAPE-eager.jsonl"
+  head -c 4000 "$R/hf-$SHAPE-eager.jsonl"
 else
   echo "torch/transformers not importable: peer skipped"
 fi
 
 step "$RANK_SHAPE at TP $RANKS: one rank's share of every step timed alone on this GPU (what the budget leaves)"
 run 90 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
-  --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$OUT" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda"
+  --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$R" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda"
 
 step "prefill attention A/B: the fp32 SIMT kernel instead of tensor cores (what the budget leaves)"
 run 60 env LLAMACU_PREFILL=simt ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 16 \
-  --batch 1 --depth 0 --reps 2 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda-simt-prefill"
+  --batch 1 --depth 0 --reps 2 --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-simt-prefill"
 
 step "decode A/B: launch by launch instead of CUDA graphs (what the budget leaves)"
 run 60 env LLAMACU_GRAPHS=0 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
-  --batch 1 --depth 0 --reps 2 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda-no-graphs"
+  --batch 1 --depth 0 --reps 2 --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-no-graphs"
 
 step "decode A/B: each row's 40 best logits selected on the device instead of whole rows (what the budget leaves)"
 run 45 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" --topk 40 \
-  --batch 1,8 --depth 0 --reps 2 --format md --out "$OUT" --name "llamacu-$SHAPE-f16-cuda-topk40"
+  --batch 1,8 --depth 0 --reps 2 --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-topk40"
 
 for q in q4_k q8_0 q4_0; do
   step "$q A/B: the same shape with $q weights, kept quantised on the device (what the budget leaves)"
   run 75 ./llamacu bench --synthetic "$QSHAPE" --dtype "$q" --backend cuda -p "$PREFILL" -n "$GEN" \
-    --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$OUT" --name "llamacu-$QSHAPE-$q-cuda"
+    --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$R" --name "llamacu-$QSHAPE-$q-cuda"
 done
 
 step "70B with Q4_K weights on this one GPU, as a Q4_K_M download would run (what the budget leaves)"
 run 120 ./llamacu bench --synthetic "$KQ_SHAPE" --dtype q4_k --backend cuda -p 512 -n 64 \
-  --batch 1 --depth 0 --reps 1 --no-profile --format md --out "$OUT" --name "llamacu-$KQ_SHAPE-q4k-1gpu"
+  --batch 1 --depth 0 --reps 1 --no-profile --format md --out "$R" --name "llamacu-$KQ_SHAPE-q4k-1gpu"
 
 step "done"
-ls -la "$OUT"
+ls -la "$R" "$OUT"
