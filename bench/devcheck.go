@@ -105,7 +105,10 @@ func SummarizeDeviceCheck(dir string) (*DeviceCheck, error) {
 	sort.Strings(names)
 	for _, name := range names {
 		base := filepath.Base(name)
-		if !strings.HasPrefix(base, "llamacu-") && !strings.HasPrefix(base, "hf-") {
+		// llamacu bench's reports (llamacu-*.json) and the PyTorch peer's (hf-*.jsonl); other
+		// JSON beside them, such as hf_logits.py's hf-logits-reference.json, is not a report.
+		if !(strings.HasPrefix(base, "llamacu-") && strings.HasSuffix(base, ".json")) &&
+			!(strings.HasPrefix(base, "hf-") && strings.HasSuffix(base, ".jsonl")) {
 			continue
 		}
 		f, err := os.Open(name)

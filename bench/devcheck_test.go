@@ -60,6 +60,8 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda.json"), "llamacu",
 		res("pp", 2048, 1, 0, 31000), res("tg", 128, 1, 0, 190), res("tg", 1024, 8, 0, 1400))
 	writeReport(t, filepath.Join(dir, "hf-7b-eager.jsonl"), "transformers-eager", res("pp", 2048, 1, 0, 15500), res("tg", 128, 1, 0, 38))
+	// hf_logits.py's reference lies beside the reports and is not one.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "hf-logits-reference.json"), []byte(`{"transformers": "5.17.0"}`), 0o644))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-simt-prefill.json"), "llamacu", res("pp", 2048, 1, 0, 20000))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-no-graphs.json"), "llamacu", res("tg", 128, 1, 0, 170))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-topk40.json"), "llamacu", res("tg", 1024, 8, 0, 1540))
