@@ -82,7 +82,7 @@ device-bundle:
 	$(GO) build -tags '$(DEVTAGS) nofatbin' -ldflags '-s -w' -o $(DEV)/llamacu ./cmd/llamacu
 	$(GO) test -tags '$(DEVTAGS) nofatbin' -c -ldflags '-s -w' -o $(DEV)/gpu.test ./gpu
 	$(GO) test -tags '$(DEVTAGS) nofatbin' -c -ldflags '-s -w' -o $(DEV)/cuda.test ./cuda
-	cp bench/device/check.sh bench/reference/hf_peer.py bench/reference/hf_logits.py $(DEV)/
+	cp bench/device/check.sh bench/device/followup.sh bench/device/lib.sh bench/reference/hf_peer.py bench/reference/hf_logits.py $(DEV)/
 	cp -r $(SHARED)/stories260K $(DEV)/shared/testdata/
 	mkdir -p $(DEV)/pkg/loader/testdata/kquant
 	cp loader/testdata/kquant/kq256-Q4_K_M.gguf loader/testdata/kquant/kq256-Q3_K_M.gguf loader/testdata/kquant/kq256-Q5_K_M.gguf \
@@ -94,12 +94,13 @@ device-bundle:
 # The GPU check rehearsed here: the same bundle and script on the emulated driver (the kernels
 # on the CPU, see cuda/emu.go), with a tiny model and no kernel benchmarks, so that a broken step
 # shows before it costs GPU time. Minutes; the output lands in dist/dryrun-out/.
+DRYRUN_SCRIPT ?= check.sh
 device-dryrun:
 	$(MAKE) device-bundle DEV=dist/device-emu DEVTAGS=cudaemu
 	rm -rf dist/dryrun-out
-	OUT=$(CURDIR)/dist/dryrun-out CHECK_SHAPE=tiny CHECK_PREFILL=64 CHECK_GEN=8 CHECK_BENCH='^$$' CHECK_BUDGET=900 \
-		CHECK_RANK_SHAPE=tiny CHECK_RANKS=4 CHECK_QSHAPE=tiny256 CHECK_KQ_SHAPE=tiny256 CHECK_GPU_TEST_LIMIT=420 \
-		bash dist/device-emu/check.sh
+	OUT=$(CURDIR)/dist/dryrun-out CHECK_SHAPE=tiny CHECK_PREFILL=64 CHECK_GEN=8 CHECK_BENCH='^$$' CHECK_BUDGET=1500 \
+		CHECK_RANK_SHAPE=tiny CHECK_RANKS=4 CHECK_QSHAPE=tiny256 CHECK_KQ_SHAPE=tiny256 CHECK_GPU_TEST_LIMIT=900 \
+		bash dist/device-emu/$(DRYRUN_SCRIPT)
 
 clean:
 	rm -rf $(BIN) dist kernels/llamacu.fatbin

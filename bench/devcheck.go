@@ -281,7 +281,7 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 	}
 	var names []string
 	for name := range reports {
-		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") && !strings.Contains(name, "-topk") && !quantAB(name) && reports[name].Settings.RankOf == 0 {
+		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") && !strings.Contains(name, "-v2-kernels") && !strings.Contains(name, "-ubatch") && !strings.Contains(name, "-topk") && !quantAB(name) && reports[name].Settings.RankOf == 0 {
 			names = append(names, name)
 		}
 	}
@@ -325,6 +325,8 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 		}{
 			{"-simt-prefill", "prefill with tensor-core attention ÷ SIMT", false},
 			{"-no-graphs", "decode with CUDA graphs ÷ without", false},
+			{"-v2-kernels", "decode with GEMV v3 and decode attention v3 ÷ their v2 (LLAMACU_GEMV=v2 LLAMACU_DECODE=v2)", false},
+			{"-ubatch2048", "prefill in one 2048-token step ÷ in steps of 512 (--ubatch 2048)", true},
 			{"-topk40", "decode reading each row's 40 best logits (device top-k) ÷ whole rows", true},
 			{"-q4_k", "Q4_K weights kept quantised ÷ fp16", true},
 			{"-q8_0", "Q8_0 weights kept quantised ÷ fp16", true},

@@ -64,6 +64,8 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "hf-logits-reference.json"), []byte(`{"transformers": "5.17.0"}`), 0o644))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-simt-prefill.json"), "llamacu", res("pp", 2048, 1, 0, 20000))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-no-graphs.json"), "llamacu", res("tg", 128, 1, 0, 170))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-v2-kernels.json"), "llamacu", res("tg", 128, 1, 0, 152))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-ubatch2048.json"), "llamacu", res("pp", 2048, 1, 0, 34100))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-topk40.json"), "llamacu", res("tg", 1024, 8, 0, 1540))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q8_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 342), res("pp", 2048, 1, 0, 24800))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q4_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 570))
@@ -113,6 +115,8 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"llama-2-7b tg128 b8 d0", 1400, true},
 		{"prefill with tensor-core attention ÷ SIMT, pp2048", 31000.0 / 20000, true},
 		{"decode with CUDA graphs ÷ without, tg128 b1 d0", 190.0 / 170, true},
+		{"prefill in one 2048-token step ÷ in steps of 512 (--ubatch 2048), pp2048", 34100.0 / 31000, true},
+		{"decode with GEMV v3 and decode attention v3 ÷ their v2 (LLAMACU_GEMV=v2 LLAMACU_DECODE=v2), tg128 b1 d0", 190.0 / 152, true},
 		{"decode reading each row's 40 best logits (device top-k) ÷ whole rows, tg128 b8 d0", 1540.0 / 1400, true},
 		{"Q8_0 weights kept quantised ÷ fp16, tg128 b1 d0", 342.0 / 190, true},
 		{"Q8_0 weights kept quantised ÷ fp16, pp2048", 24800.0 / 31000, true},

@@ -28,6 +28,9 @@ const (
 	prefillMinRun = 4
 	// decMinChunk is the fewest tokens a decode split is given.
 	decMinChunk = 64
+	// decSplitsMax is the most splits attention_reduce_f32_v2 merges (DEC_SPLITS_MAX); more
+	// (contexts over 512 Ki tokens) go to v2's kernels.
+	decSplitsMax = 1024
 )
 
 // attnPlan assigns the rows of a batch to attention kernels (see kernels/attention.cu), for one
@@ -195,9 +198,16 @@ func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt 
 	}
 	if p.nDec > 0 {
 		gi := bits.Len(uint(g - 1)) // 1→0, 2→1, 3,4→2, 5…8→3
-		f := b.k.attnDecF16[gi]
+		f := b.k.attnDecV3F16[gi]
 		if cc.f32 {
-			f = b.k.attnDecF32[gi]
+			f = b.k.attnDecV3F32[gi]
+		}
+		reduce := b.k.attnReduceV2
+		if b.opts.DecodeV2 || p.splits > decSplitsMax {
+			f, reduce = b.k.attnDecF16[gi], b.k.attnReduce
+			if cc.f32 {
+				f = b.k.attnDecF32[gi]
+			}
 		}
 		direct := 0
 		var po, pml cuda.DevicePtr
@@ -216,7 +226,7 @@ func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt 
 			cuda.Ptr(decRows), common[0], common[1], common[2], common[3], common[4], common[5],
 			common[6], common[7], common[8], i32(p.chunk), i32(p.splits), i32(direct))
 		if direct == 0 {
-			b.launch(b.k.attnReduce, cuda.Dim3{X: heads, Y: p.nDec}, cuda.Dim3{X: 128},
+			b.launch(reduce, cuda.Dim3{X: heads, Y: p.nDec}, cuda.Dim3{X: 128},
 				cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml), cuda.Ptr(decRows), common[0],
 				i32(heads), i32(hd), i32(p.chunk), i32(p.splits))
 		}

@@ -62,24 +62,44 @@ func run(b *testing.B, be *gpu.Backend, f func()) {
 	}
 }
 
-// BenchmarkGEMV: decode matmuls of LLaMA 2 7B's shapes (N×K weights), n activation rows.
+// BenchmarkGEMV: decode matmuls of LLaMA 2 7B's shapes (N×K weights), n activation rows, by
+// kernel version: v3 (the default: K split over ks warps per 4-row group, ks chosen from N), v2
+// (one warp per row group), and for F16 at n = 1 v3 with each ks forced.
 func BenchmarkGEMV(b *testing.B) {
-	be := open(b, gpu.Options{})
+	type variant struct {
+		name string
+		be   *gpu.Backend
+		f16  bool // F16 n = 1 only
+	}
+	variants := []variant{{"v3", open(b, gpu.Options{}), false}, {"v2", open(b, gpu.Options{GEMVv2: true}), false}}
+	for _, ks := range []int{1, 2, 4} {
+		variants = append(variants, variant{fmt.Sprintf("v3-ks%d", ks), open(b, gpu.Options{GEMVSplit: ks}), true})
+	}
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, d := range []tensor.DType{tensor.F16, tensor.BF16} {
 		for _, s := range [][2]int{{4096, 4096}, {11008, 4096}, {4096, 11008}, {32000, 4096}} {
 			N, K := s[0], s[1]
-			w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{N, K}, Data: tensor.Encode(d, normal(r, N*K))})
-			if err != nil {
-				b.Fatal(err)
-			}
-			for _, n := range []int{1, 8} {
-				b.Run(fmt.Sprintf("%v/%dx%d/n=%d", d, N, K, n), func(b *testing.B) {
-					x := newBuf(b, be, n, K, normal(r, n*K))
-					out := newBuf(b, be, n, N, nil)
-					b.SetBytes(int64(N) * int64(K) * 2)
-					run(b, be, func() { be.MatMul(out, x, w, n) })
-				})
+			data := tensor.Encode(d, normal(r, N*K))
+			for _, v := range variants {
+				if v.f16 && d != tensor.F16 {
+					continue
+				}
+				be := v.be
+				w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{N, K}, Data: data})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, n := range []int{1, 8} {
+					if v.f16 && n != 1 {
+						continue
+					}
+					b.Run(fmt.Sprintf("%s/%v/%dx%d/n=%d", v.name, d, N, K, n), func(b *testing.B) {
+						x := newBuf(b, be, n, K, normal(r, n*K))
+						out := newBuf(b, be, n, N, nil)
+						b.SetBytes(int64(N) * int64(K) * 2)
+						run(b, be, func() { be.MatMul(out, x, w, n) })
+					})
+				}
 			}
 		}
 	}
@@ -138,37 +158,44 @@ func BenchmarkGEMVQuant(b *testing.B) {
 }
 
 // BenchmarkAttentionDecode: one decode token per sequence at a 4096-token context, fp16 cache;
-// bytes are the K and V rows read.
+// bytes are the K and V rows read. The default kernels (v3), then v2's ("v2/…").
 func BenchmarkAttentionDecode(b *testing.B) {
-	be := open(b, gpu.Options{})
+	v3 := open(b, gpu.Options{})
+	v2 := open(b, gpu.Options{DecodeV2: true})
 	for _, c := range []struct {
 		name           string
 		heads, kvHeads int
 		seqs           int
 	}{{"7B", 32, 32, 1}, {"70B", 64, 8, 1}, {"7B/8seqs", 32, 32, 8}} {
-		b.Run(c.name, func(b *testing.B) {
-			const hd, bs, ctxLen = 128, 16, 4096
-			perSeq := ctxLen / bs
-			l := model.KVLayout{Layers: 1, KVHeads: c.kvHeads, HeadDim: hd, BlockSize: bs, NumBlocks: perSeq * c.seqs}
-			cache, err := be.NewKVCache(l)
-			if err != nil {
-				b.Fatal(err)
-			}
-			bt := &model.Batch{Tokens: make([]int32, c.seqs), Pos: make([]int32, c.seqs), Seq: make([]int32, c.seqs)}
-			for s := 0; s < c.seqs; s++ {
-				tab := make([]int32, perSeq)
-				for i := range tab {
-					tab[i] = int32(s*perSeq + i)
+		for _, v := range []struct {
+			name string
+			be   *gpu.Backend
+		}{{"", v3}, {"v2/", v2}} {
+			be := v.be
+			b.Run(v.name+c.name, func(b *testing.B) {
+				const hd, bs, ctxLen = 128, 16, 4096
+				perSeq := ctxLen / bs
+				l := model.KVLayout{Layers: 1, KVHeads: c.kvHeads, HeadDim: hd, BlockSize: bs, NumBlocks: perSeq * c.seqs}
+				cache, err := be.NewKVCache(l)
+				if err != nil {
+					b.Fatal(err)
 				}
-				bt.BlockTables = append(bt.BlockTables, tab)
-				bt.Pos[s], bt.Seq[s] = ctxLen-1, int32(s)
-			}
-			r := rand.New(rand.NewPCG(2, 2))
-			q := newBuf(b, be, c.seqs, c.heads*hd, normal(r, c.seqs*c.heads*hd))
-			out := newBuf(b, be, c.seqs, c.heads*hd, nil)
-			b.SetBytes(int64(c.seqs) * 2 * ctxLen * int64(c.kvHeads) * hd * 2)
-			run(b, be, func() { be.Attention(out, q, cache, 0, bt) })
-		})
+				bt := &model.Batch{Tokens: make([]int32, c.seqs), Pos: make([]int32, c.seqs), Seq: make([]int32, c.seqs)}
+				for s := 0; s < c.seqs; s++ {
+					tab := make([]int32, perSeq)
+					for i := range tab {
+						tab[i] = int32(s*perSeq + i)
+					}
+					bt.BlockTables = append(bt.BlockTables, tab)
+					bt.Pos[s], bt.Seq[s] = ctxLen-1, int32(s)
+				}
+				r := rand.New(rand.NewPCG(2, 2))
+				q := newBuf(b, be, c.seqs, c.heads*hd, normal(r, c.seqs*c.heads*hd))
+				out := newBuf(b, be, c.seqs, c.heads*hd, nil)
+				b.SetBytes(int64(c.seqs) * 2 * ctxLen * int64(c.kvHeads) * hd * 2)
+				run(b, be, func() { be.Attention(out, q, cache, 0, bt) })
+			})
+		}
 	}
 }
 
@@ -246,8 +273,9 @@ func BenchmarkTopK(b *testing.B) {
 }
 
 // BenchmarkGateUp: LLaMA 7B's FFN gate and up projections and SwiGLU (2 × 11008×4096 fp16),
-// fused (gemv_f16_v2_glu: one launch) and unfused (two GEMVs and swiglu_f32); bytes are the two
-// matrices. The ratio is what the fusion buys per layer, launch gaps included.
+// fused (gemv_f16_v3_glu: one launch) and unfused (two GEMVs and swiglu_f32); bytes are the two
+// matrices. The ratio is what the fusion buys per layer, launch gaps included. Then the fused
+// kernel at n = 1 as v2 and as v3 with each split (fused-v2, fused-ks1, -ks2, -ks4).
 func BenchmarkGateUp(b *testing.B) {
 	be := open(b, gpu.Options{})
 	r := rand.New(rand.NewPCG(4, 4))
@@ -263,6 +291,28 @@ func BenchmarkGateUp(b *testing.B) {
 		return w
 	}
 	w1, w3 := up(), up()
+	w1data, w3data := normal(r, N*K), normal(r, N*K)
+	// The fused kernel at n = 1 by version and split: v2, and v3 with each ks forced.
+	for _, v := range []struct {
+		name string
+		opts gpu.Options
+	}{{"v2", gpu.Options{GEMVv2: true}}, {"ks1", gpu.Options{GEMVSplit: 1}}, {"ks2", gpu.Options{GEMVSplit: 2}}, {"ks4", gpu.Options{GEMVSplit: 4}}} {
+		vb := open(b, v.opts)
+		var ws [2]model.Weight
+		for i, d := range [][]float32{w1data, w3data} {
+			w, err := vb.Upload(&tensor.Tensor{Name: "w", DType: tensor.F16, Shape: []int{N, K}, Data: tensor.Encode(tensor.F16, d)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ws[i] = w
+		}
+		x := newBuf(b, vb, 1, K, normal(r, K))
+		out, tmp := newBuf(b, vb, 1, N, nil), newBuf(b, vb, 1, N, nil)
+		b.Run("fused-"+v.name+"/n=1", func(b *testing.B) {
+			b.SetBytes(2 * int64(N) * int64(K) * 2)
+			run(b, vb, func() { vb.MatMulSwiGLU(out, tmp, x, ws[0], ws[1], 1) })
+		})
+	}
 	for _, n := range []int{1, 8} {
 		x := newBuf(b, be, n, K, normal(r, n*K))
 		out, tmp := newBuf(b, be, n, N, nil), newBuf(b, be, n, N, nil)

@@ -67,6 +67,8 @@ func TestConformance(t *testing.T) {
 		{"fast/kv-f16", gpu.Options{}, large},
 		// Fast kernels checked tightly: fp32 KV, GEMV slices instead of cuBLAS.
 		{"fast/kv-f32/no-cublas", gpu.Options{KVF32: true, NoCublas: true}, tight},
+		// The previous fast versions, still selectable for comparisons: GEMV v2, decode attention v2.
+		{"v2/kv-f32/no-cublas", gpu.Options{KVF32: true, NoCublas: true, GEMVv2: true, DecodeV2: true}, tight},
 		// The v1 kernels, the GPU-side spec.
 		{"v1/kv-f32", gpu.Options{Naive: true, KVF32: true, NoCublas: true}, tight},
 		{"v1/kv-f16", gpu.Options{Naive: true}, half},

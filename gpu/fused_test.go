@@ -96,3 +96,69 @@ func TestFusedOps(t *testing.T) {
 		}
 	}
 }
+
+// TestGEMVSplit: gemv v3 gives the same bits whatever its K split (ks = 1, 2, 4 warps per row
+// group: chosen on the host from the rows and the SM count, so it differs between GPUs and between
+// a fused grid and its unfused matrices), plain, fused q/k/v and fused gate/up alike; and agrees
+// with v2 and the naive v1 to fp32 rounding.
+func TestGEMVSplit(t *testing.T) {
+	bes := map[string]*gpu.Backend{"v2": open(t, gpu.Options{NoCublas: true, GEMVv2: true}), "v1": open(t, gpu.Options{NoCublas: true, Naive: true})}
+	for _, ks := range []int{1, 2, 4} {
+		bes[fmt.Sprint("ks=", ks)] = open(t, gpu.Options{NoCublas: true, GEMVSplit: ks})
+	}
+	order := []string{"ks=1", "ks=2", "ks=4", "v2", "v1"}
+	r := rand.New(rand.NewPCG(31, 32))
+	K, N, kvN := 512, 260, 66 // N, kvN: tails of 4-row groups; K: 1 vector per lane per K group and more
+	if !cuda.Emulated {
+		K, N, kvN = 4096, 4100, 1026
+	}
+	for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16} {
+		wdata := [4][]float32{normal(r, N*K), normal(r, kvN*K), normal(r, kvN*K), normal(r, N*K)}
+		for _, n := range []int{1, 3, 8} {
+			t.Run(fmt.Sprintf("%v/n=%d", d, n), func(t *testing.T) {
+				xdata := normal(r, n*K)
+				got := map[string][][]float32{} // backend → [matmul, q, k, v, glu]
+				for _, name := range order {
+					be := bes[name]
+					var ws [4]model.Weight
+					for i, rows := range []int{N, kvN, kvN, N} {
+						w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{rows, K}, Data: tensor.Encode(d, wdata[i])})
+						if err != nil {
+							t.Fatal(err)
+						}
+						ws[i] = w
+					}
+					x := newBuf(t, be, n, K, xdata)
+					mm, q, k, v := newBuf(t, be, n, N, nil), newBuf(t, be, n, N, nil), newBuf(t, be, n, kvN, nil), newBuf(t, be, n, kvN, nil)
+					glu, tmp := newBuf(t, be, n, N, nil), newBuf(t, be, n, N, nil)
+					be.MatMul(mm, x, ws[0], n)
+					be.MatMulQKV(q, k, v, x, ws[0], ws[1], ws[2], n)
+					be.MatMulSwiGLU(glu, tmp, x, ws[0], ws[3], n)
+					got[name] = [][]float32{read(t, be, mm, n), read(t, be, q, n), read(t, be, k, n), read(t, be, v, n), read(t, be, glu, n)}
+				}
+				what := []string{"MatMul", "MatMulQKV q", "MatMulQKV k", "MatMulQKV v", "MatMulSwiGLU"}
+				ref := got["ks=1"]
+				// Within ks=1: the fused q equals the plain MatMul of the same matrix.
+				for i := range ref[0] {
+					if math.Float32bits(ref[0][i]) != math.Float32bits(ref[1][i]) {
+						t.Fatalf("ks=1: MatMulQKV q[%d] = %v, MatMul %v", i, ref[1][i], ref[0][i])
+					}
+				}
+				for _, name := range order[1:] {
+					for j := range ref {
+						for i := range ref[j] {
+							g, w := got[name][j][i], ref[j][i]
+							if name[0] == 'k' {
+								if math.Float32bits(g) != math.Float32bits(w) {
+									t.Fatalf("%s: %s[%d] = %v, ks=1 gives %v", name, what[j], i, g, w)
+								}
+							} else if diff := math.Abs(float64(g - w)); diff > 1e-4*math.Sqrt(float64(K))*(1+math.Abs(float64(w))) {
+								t.Fatalf("%s: %s[%d] = %v, v3 gives %v (|Δ| %.3g)", name, what[j], i, g, w, diff)
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}

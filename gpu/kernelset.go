@@ -19,13 +19,18 @@ type kernelFuncs[F any] struct {
 	attnV1F32, attnV1F16           F    // attention.cu
 	attnDecF32, attnDecF16         [4]F // by group width 1, 2, 4, 8
 	attnReduce                     F
+	attnDecV3F32, attnDecV3F16     [4]F // v3 decode, by group width
+	attnReduceV2                   F
 	attnPrefillF32, attnPrefillF16 F
 	attnPrefillMMA                 [2]F // fp16 cache, tensor cores: head_dim 64, 128
 
-	gemvV1        [3]F    // gemv.cu, by wdt (F32, F16, BF16)
-	gemvV2        [3][4]F // by wdt, batch width 1, 2, 4, 8
-	gemvQKV       [3][4]F // fused q, k, v projections, by wdt and batch width
-	gemvGLU       [3][4]F // fused gate/up projections and SwiGLU, by wdt and batch width
+	gemvV1        [3]F       // gemv.cu, by wdt (F32, F16, BF16)
+	gemvV2        [3][4]F    // by wdt, batch width 1, 2, 4, 8
+	gemvQKV       [3][4]F    // fused q, k, v projections, by wdt and batch width
+	gemvGLU       [3][4]F    // fused gate/up projections and SwiGLU, by wdt and batch width
+	gemvV3        [3][4][3]F // v3 (split K), by wdt, batch width and ks (1, 2, 4)
+	gemvQKV3      [3][4][3]F
+	gemvGLU3      [3][4][3]F
 	gemvQV1       [5]F    // gemv.cu, kquant.cu, by quantised type: Q8_0, Q4_0, Q4_K, Q6_K, Q5_K
 	gemvQV2       [5][4]F // by quantised type, batch width 1, 2, 4, 8
 	gemvQQKV      [2][4]F // fused q, k, v projections, by quantised type (Q8_0, Q4_0) and batch width
@@ -56,7 +61,7 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		"rope_f32": &k.rope, "rope_qk_store_kv_f32": &k.ropeStoreF32, "rope_qk_store_kv_f16": &k.ropeStoreF16,
 		"store_kv_f32": &k.storeKVF32, "store_kv_f16": &k.storeKVF16,
 		"attention_f32_v1": &k.attnV1F32, "attention_f16_v1": &k.attnV1F16,
-		"attention_reduce_f32":  &k.attnReduce,
+		"attention_reduce_f32": &k.attnReduce, "attention_reduce_f32_v2": &k.attnReduceV2,
 		"attention_prefill_f32": &k.attnPrefillF32, "attention_prefill_f16": &k.attnPrefillF16,
 		"attention_prefill_f16_v3_hd64": &k.attnPrefillMMA[0], "attention_prefill_f16_v3_hd128": &k.attnPrefillMMA[1],
 		"convert_f32_to_f16": &k.toF16, "convert_f32_to_bf16": &k.toBF16,
@@ -68,6 +73,8 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 	for g, w := range widths {
 		table[fmt.Sprintf("attention_decode_f32_g%d", w)] = &k.attnDecF32[g]
 		table[fmt.Sprintf("attention_decode_f16_g%d", w)] = &k.attnDecF16[g]
+		table[fmt.Sprintf("attention_decode_v3_f32_g%d", w)] = &k.attnDecV3F32[g]
+		table[fmt.Sprintf("attention_decode_v3_f16_g%d", w)] = &k.attnDecV3F16[g]
 		table[fmt.Sprintf("gemv_q8_0_v2_n%d", w)] = &k.gemvQV2[0][g]
 		table[fmt.Sprintf("gemv_q4_0_v2_n%d", w)] = &k.gemvQV2[1][g]
 		table[fmt.Sprintf("gemv_q4_K_v2_n%d", w)] = &k.gemvQV2[2][g]
@@ -87,6 +94,11 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 			table[fmt.Sprintf("gemv_%s_v2_n%d", dt, w)] = &k.gemvV2[d][j]
 			table[fmt.Sprintf("gemv_%s_v2_qkv_n%d", dt, w)] = &k.gemvQKV[d][j]
 			table[fmt.Sprintf("gemv_%s_v2_glu_n%d", dt, w)] = &k.gemvGLU[d][j]
+			for i, ks := range [3]int{1, 2, 4} {
+				table[fmt.Sprintf("gemv_%s_v3_n%d_k%d", dt, w, ks)] = &k.gemvV3[d][j][i]
+				table[fmt.Sprintf("gemv_%s_v3_qkv_n%d_k%d", dt, w, ks)] = &k.gemvQKV3[d][j][i]
+				table[fmt.Sprintf("gemv_%s_v3_glu_n%d_k%d", dt, w, ks)] = &k.gemvGLU3[d][j][i]
+			}
 		}
 	}
 	return table

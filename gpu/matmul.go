@@ -4,6 +4,7 @@ package gpu
 
 import (
 	"fmt"
+	"math/bits"
 
 	"github.com/llamacu/llamacu/cuda"
 	"github.com/llamacu/llamacu/model"
@@ -16,15 +17,39 @@ const (
 	gemvRows         = 4  // GEMV_ROWS: weight rows per warp
 	gemvRowsPerBlock = 16 // GEMV_ROWS_PER_BLOCK
 	gemvMaxBatch     = 8  // widest compiled batch (gemv_<dt>_v2_n8)
+	// gemvWaveWarps is how many GEMV warps an SM is counted to hold at once when v3 picks its
+	// split: the v3 kernels use 42–64 registers at batch width 1 (32–48 warps of an SM's 64K).
+	gemvWaveWarps = 32
 )
+
+// gemvSplit is v3's ks for a matrix of N rows: the most warps per 4-row group (1, 2 or 4) that
+// keep N/4·ks warps within one wave of gemvWaveWarps per SM. 7B's 4096-row matrices get 4 (4096
+// warps on an H100's 132 SMs), 11008 and 32000 rows 1.
+func (b *Backend) gemvSplit(N int) int {
+	if k := b.opts.GEMVSplit; k == 1 || k == 2 || k == 4 {
+		return k
+	}
+	ks := 1
+	for ks < 4 && ceilDiv(N, gemvRows)*ks*2 <= b.sms*gemvWaveWarps {
+		ks *= 2
+	}
+	return ks
+}
+
+// gemvV3Grid is v3's grid for N rows split over ks warps per row group, and ks's index in the
+// kernel tables (1, 2, 4 → 0, 1, 2).
+func gemvV3Grid(N, ks int) (cuda.Dim3, int) {
+	return cuda.Dim3{X: ceilDiv(N*ks, gemvRowsPerBlock)}, bits.Len(uint(ks)) - 1
+}
 
 // MatMul: out[i,r] = Σ_k x[i,k]·w[r,k]. out (n, N), x (n, K), w (N, K). out is not x.
 //
 // Path (kernels/gemv.cu, kernels/gemm.cu):
-//   - n ≤ 8: gemv_<dt>_v2_n{1,2,4,8} (weights streamed once, 16-byte loads);
+//   - n ≤ 8: gemv_<dt>_v3_n{1,2,4,8} (weights streamed once, 16-byte loads, K split over
+//     1–4 warps per row group; v2 under Options.GEMVv2);
 //   - n > 8 with cuBLAS: x rounded to the weight dtype (convert_f32_to_<dt>; F32 weights use x
 //     as is), then cublasGemmEx with fp32 accumulation and fp32 output;
-//   - n > 8 without cuBLAS: gemv_<dt>_v2_n8 over 8-row slices;
+//   - n > 8 without cuBLAS: the n ≤ 8 kernel over 8-row slices;
 //   - K not a multiple of the 16-byte vector, or Options.Naive: gemv_<dt>_v1;
 //   - quantised weights (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K): the same choices with their kernels
 //     (matMulQuant).
@@ -61,13 +86,17 @@ func (b *Backend) MatMul(out, x model.Buffer, w model.Weight, n int) {
 	}
 }
 
-// gemv launches gemv_<dt>_v2_n<B> for m ≤ 8 rows: out (m, N), x (m, K).
+// gemv launches gemv_<dt>_v3_n<B> (gemv_<dt>_v2_n<B> under Options.GEMVv2) for m ≤ 8 rows:
+// out (m, N), x (m, K).
 func (b *Backend) gemv(out, x cuda.DevicePtr, w *Weight, m int) {
-	j := 0 // batch width index: 1, 2, 4, 8
-	for 1<<j < m {
-		j++
+	j := batchWidth(m)
+	if b.opts.GEMVv2 {
+		b.launch(b.k.gemvV2[w.wdt()][j], cuda.Dim3{X: ceilDiv(w.rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
+			cuda.Ptr(out), cuda.Ptr(x), cuda.Ptr(w.ptr), i32(m), i32(w.rows), i32(w.cols))
+		return
 	}
-	b.launch(b.k.gemvV2[w.wdt()][j], cuda.Dim3{X: ceilDiv(w.rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},
+	grid, ki := gemvV3Grid(w.rows, b.gemvSplit(w.rows))
+	b.launch(b.k.gemvV3[w.wdt()][j][ki], grid, cuda.Dim3{X: gemvThreads},
 		cuda.Ptr(out), cuda.Ptr(x), cuda.Ptr(w.ptr), i32(m), i32(w.rows), i32(w.cols))
 }
 

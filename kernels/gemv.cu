@@ -16,6 +16,9 @@
 //                       Needs K a multiple of the vector (8 for f16/bf16, 4 for f32); else v1.
 //   gemv_<dt>_v2_qkv_n<B>, gemv_<dt>_v2_glu_n<B>: v2 fused — q/k/v in one grid, and the FFN's
 //                       gate/up with SwiGLU in the epilogue (section "v2, fused").
+//   gemv_<dt>_v3[_qkv|_glu]_n<B>_k<ks>: v2 with K split over ks = 1, 2 or 4 warps per 4-row group, so
+//                       that matrices of few rows (N = 4096) still fill the GPU; the bits do not
+//                       depend on ks (section "v3: split K"). The default for f32/f16/bf16.
 //   gemv_q8_0_*, gemv_q4_0_*: the same versions for weights kept quantised (sections "Q8_0",
 //                       "Q4_0" and the shared quantised loop at the end), and dequant_<q>_f16
 //                       for the cuBLAS path of prefill. The k-quants' are in kquant.cu.
@@ -71,18 +74,21 @@ extern "C" __global__ void gemv_bf16_v1(float* out, const float* x, const __nv_b
 // first n ≤ NB rows of x, to acc[r][b] (the warp_sum comes after). The sequence of additions into
 // one acc[r][b] does not depend on R, so the fused kernels below give bit for bit the sums that
 // separate gemv_<dt>_v2 launches give.
+//
+// The lane takes the 16-byte vectors v0, v0 + vstep, v0 + 2·vstep, … of each row: v2 passes
+// (lane, 32), v3 one K group's (g·32 + lane, 128).
 template <typename W, int NB, int R>
 __device__ __forceinline__ void gemv_v2_acc(float (&acc)[R][NB], const W* const (&wr)[R],
-                                            const float* __restrict__ x, int n, int K) {
+                                            const float* __restrict__ x, int n, int K, int v0,
+                                            int vstep) {
     constexpr int VEC = Vec16<W>::N;
-    const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int r = 0; r < R; r++)
 #pragma unroll
         for (int b = 0; b < NB; b++) acc[r][b] = 0.f;
     const int nvec = K / VEC;
 #pragma unroll 2
-    for (int v = lane; v < nvec; v += 32) {
+    for (int v = v0; v < nvec; v += vstep) {
         uint4 raw[R];
 #pragma unroll
         for (int r = 0; r < R; r++) raw[r] = load16_stream(wr[r] + (int64_t)v * VEC);
@@ -141,7 +147,7 @@ __device__ __forceinline__ void gemv_v2_rows(float* __restrict__ out, const floa
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++) wr[r] = w + (int64_t)min(r0 + r, N - 1) * K;  // tail: reread
     float acc[GEMV_ROWS][NB];
-    gemv_v2_acc<W, NB, GEMV_ROWS>(acc, wr, x, n, K);
+    gemv_v2_acc<W, NB, GEMV_ROWS>(acc, wr, x, n, K, threadIdx.x & 31, 32);
     gemv_store<NB>(out, acc, n, N, r0);
 }
 
@@ -218,7 +224,7 @@ __device__ void gemv_v2_glu(float* __restrict__ out, const float* __restrict__ x
         wr[GEMV_ROWS + r] = w3 + row * K;
     }
     float acc[2 * GEMV_ROWS][NB];
-    gemv_v2_acc<W, NB, 2 * GEMV_ROWS>(acc, wr, x, n, K);
+    gemv_v2_acc<W, NB, 2 * GEMV_ROWS>(acc, wr, x, n, K, threadIdx.x & 31, 32);
     gemv_store_glu<NB>(out, acc, n, N, r0);
 }
 
@@ -247,6 +253,243 @@ GEMV_FUSED_ENTRY(bf16, __nv_bfloat16, 1)
 GEMV_FUSED_ENTRY(bf16, __nv_bfloat16, 2)
 GEMV_FUSED_ENTRY(bf16, __nv_bfloat16, 4)
 GEMV_FUSED_ENTRY(bf16, __nv_bfloat16, 8)
+
+// ---------------------------------------------------------------- v3: split K
+//
+// v2 gives each 4-row group one warp. At N = 4096 (7B's q, k, v, o and down projections) that is
+// 1024 warps, ~8 per SM of an H100, whose loads in flight fall short of what HBM needs: the first
+// GPU check measured 62% of the copy bandwidth for 4096×4096 and 69% for 4096×11008, against 84–96%
+// for 11008 and 32000 rows (bench/results/gpu-h100-2026-11-28-run1). v3 lets ks = 1, 2 or 4 warps
+// share a row group, each taking part of K, so that N/4·ks warps fill the SMs.
+//
+// Determinism: K is cut into GEMV_KG = 4 interleaved groups (group g holds the vectors
+// g·32 + lane + 128·i); each group's sums are reduced by one warp (warp_sum), and a row group's
+// total is ((s0 + s1) + s2) + s3, through shared memory, whatever ks is. So the bits do not depend
+// on ks (chosen on the host from N and the SM count), and the fused q/k/v and gate/up kernels give
+// bit for bit what separate v3 launches give, as v2's do.
+//   gemv_<dt>_v3_n<B>_k<ks>, gemv_<dt>_v3_qkv_n<B>_k<ks>, gemv_<dt>_v3_glu_n<B>_k<ks>:
+//   grid (ceil(rows·ks / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); ks ∈ {1, 2, 4}.
+#define GEMV_KG 4
+#define GEMV_WARPS (GEMV_THREADS / 32)
+
+// gemv_v3_part sums the GPW K groups part, part + ks, … of one warp into red (K group, row,
+// batch). Where the registers allow (GPW·R ≤ 16 loads and GPW·R·NB ≤ 32 sums per lane), the
+// groups are streamed together, GPW·R 16-byte loads in flight per lane per trip, as one stream;
+// else one after the other (gemv_v2_acc each), which drains the warp's loads between groups. Each
+// group's sums are the same additions in the same order either way.
+template <typename W, int NB, int R, int GPW>
+__device__ __forceinline__ void gemv_v3_part(float (&red)[GEMV_KG][R][NB], const W* const (&wr)[R],
+                                             const float* __restrict__ x, int n, int K, int part) {
+    constexpr int VEC = Vec16<W>::N, ks = GEMV_KG / GPW;
+    const int lane = threadIdx.x & 31;
+    if constexpr (GPW * R <= 16 && GPW * R * NB <= 32) {
+        float acc[GPW][R][NB];
+#pragma unroll
+        for (int j = 0; j < GPW; j++)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int b = 0; b < NB; b++) acc[j][r][b] = 0.f;
+        const int nvec = K / VEC;
+        for (int base = lane; base < nvec; base += 32 * GEMV_KG) {
+            uint4 raw[GPW][R];
+#pragma unroll
+            for (int j = 0; j < GPW; j++) {
+                const int v = base + (part + ks * j) * 32;
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    if (v < nvec) raw[j][r] = load16_stream(wr[r] + (int64_t)v * VEC);
+            }
+#pragma unroll
+            for (int j = 0; j < GPW; j++) {
+                const int v = base + (part + ks * j) * 32;
+                if (v < nvec) {
+                    float wf[R][VEC];
+#pragma unroll
+                    for (int r = 0; r < R; r++) unpack16<W>(raw[j][r], wf[r]);
+#pragma unroll
+                    for (int b = 0; b < NB; b++) {
+                        if (b < n) {
+                            float xf[VEC];
+                            load_f32x<VEC>(x + (int64_t)b * K + (int64_t)v * VEC, xf);
+#pragma unroll
+                            for (int r = 0; r < R; r++)
+#pragma unroll
+                                for (int e = 0; e < VEC; e++) acc[j][r][b] += wf[r][e] * xf[e];
+                        }
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < GPW; j++)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int b = 0; b < NB; b++) {
+                    const float sum = warp_sum(acc[j][r][b]);
+                    if (lane == 0) red[part + ks * j][r][b] = sum;
+                }
+    } else {
+        for (int j = 0; j < GPW; j++) {
+            const int g = part + ks * j;
+            float acc[R][NB];
+            gemv_v2_acc<W, NB, R>(acc, wr, x, n, K, g * 32 + lane, 32 * GEMV_KG);
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int b = 0; b < NB; b++) {
+                    const float sum = warp_sum(acc[r][b]);
+                    if (lane == 0) red[g][r][b] = sum;
+                }
+        }
+    }
+}
+
+// gemv_v3_sums computes, for the block's warps, KS per row group, the R×NB sums of their row
+// group's weight rows wr[0, R) with x's first n rows. Every lane of the row group's first warp
+// (part 0) returns true with tot[r][b] the total; all threads of the block must call it (one
+// barrier), active or not.
+template <typename W, int NB, int R, int KS>
+__device__ __forceinline__ bool gemv_v3_sums(float (&tot)[R][NB], const W* const (&wr)[R],
+                                             bool active, const float* __restrict__ x, int n,
+                                             int K) {
+    __shared__ float red[GEMV_WARPS][GEMV_KG][R][NB];  // (row group in block, K group, row, batch)
+    const int warp = threadIdx.x >> 5;
+    const int rgl = warp / KS, part = warp % KS;
+    if (active) gemv_v3_part<W, NB, R, GEMV_KG / KS>(red[rgl], wr, x, n, K, part);
+    __syncthreads();
+    if (!active || part != 0) return false;
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+            tot[r][b] = ((red[rgl][0][r][b] + red[rgl][1][r][b]) + red[rgl][2][r][b]) + red[rgl][3][r][b];
+    return true;
+}
+
+// gemv_v3_group is the row group (index in the grid) of the calling warp.
+template <int KS> __device__ __forceinline__ int gemv_v3_group() {
+    return blockIdx.x * (GEMV_WARPS / KS) + (threadIdx.x >> 5) / KS;
+}
+
+// gemv_v3_rows: rows r0 … r0+3 of out (n, N) = x · wᵀ for the calling warp's row group.
+template <typename W, int NB, int KS>
+__device__ __forceinline__ void gemv_v3_rows(float* __restrict__ out, const float* __restrict__ x,
+                                             const W* __restrict__ w, bool active, int n, int N,
+                                             int K, int r0) {
+    const W* wr[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) wr[r] = w + (int64_t)max(0, min(r0 + r, N - 1)) * K;
+    float tot[GEMV_ROWS][NB];
+    if (!gemv_v3_sums<W, NB, GEMV_ROWS, KS>(tot, wr, active, x, n, K)) return;
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+            if (lane == r * NB + b && b < n && r0 + r < N) out[(int64_t)b * N + r0 + r] = tot[r][b];
+}
+
+template <typename W, int NB, int KS>
+__device__ void gemv_v3(float* __restrict__ out, const float* __restrict__ x,
+                        const W* __restrict__ w, int n, int N, int K) {
+    const int r0 = gemv_v3_group<KS>() * GEMV_ROWS;
+    gemv_v3_rows<W, NB, KS>(out, x, w, r0 < N, n, N, K, r0);
+}
+
+// q, k, v rows in one grid, as gemv_v2_qkv: each row group lies in one matrix (N0, N1 % 4 == 0).
+template <typename W, int NB, int KS>
+__device__ void gemv_v3_qkv(float* out0, float* out1, float* out2, const float* x, const W* w0,
+                            const W* w1, const W* w2, int n, int N0, int N1, int N2, int K) {
+    int r0 = gemv_v3_group<KS>() * GEMV_ROWS;
+    float* out = out0;
+    const W* w = w0;
+    int N = N0;
+    if (r0 >= N0) {
+        r0 -= N0, out = out1, w = w1, N = N1;
+        if (r0 >= N1) r0 -= N1, out = out2, w = w2, N = N2;
+    }
+    gemv_v3_rows<W, NB, KS>(out, x, w, r0 < N, n, N, K, r0);
+}
+
+// out = silu(x·W1ᵀ)·(x·W3ᵀ), as gemv_v2_glu: 4 rows of W1 and the same 4 of W3 per row group.
+template <typename W, int NB, int KS>
+__device__ void gemv_v3_glu(float* __restrict__ out, const float* __restrict__ x,
+                            const W* __restrict__ w1, const W* __restrict__ w3, int n, int N, int K) {
+    const int r0 = gemv_v3_group<KS>() * GEMV_ROWS;
+    const W* wr[2 * GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) {
+        const int64_t row = max(0, min(r0 + r, N - 1));
+        wr[r] = w1 + row * K;
+        wr[GEMV_ROWS + r] = w3 + row * K;
+    }
+    float tot[2 * GEMV_ROWS][NB];
+    if (!gemv_v3_sums<W, NB, 2 * GEMV_ROWS, KS>(tot, wr, r0 < N, x, n, K)) return;
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+            if (lane == r * NB + b && b < n && r0 + r < N)
+                out[(int64_t)b * N + r0 + r] = silu_mul(tot[r][b], tot[GEMV_ROWS + r][b]);
+}
+
+#define GEMV_V3_ENTRY(DT, WT, NB, KS)                                                            \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v3_n##NB##_k##KS(      \
+        float* out, const float* x, const WT* w, int n, int N, int K) {                           \
+        gemv_v3<WT, NB, KS>(out, x, w, n, N, K);                                                  \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v3_qkv_n##NB##_k##KS(  \
+        float* out0, float* out1, float* out2, const float* x, const WT* w0, const WT* w1,        \
+        const WT* w2, int n, int N0, int N1, int N2, int K) {                                     \
+        gemv_v3_qkv<WT, NB, KS>(out0, out1, out2, x, w0, w1, w2, n, N0, N1, N2, K);               \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v3_glu_n##NB##_k##KS(  \
+        float* out, const float* x, const WT* w1, const WT* w3, int n, int N, int K) {            \
+        gemv_v3_glu<WT, NB, KS>(out, x, w1, w3, n, N, K);                                         \
+    }
+
+// K % (16/sizeof(dt)) == 0, n ≤ B; each KS (1, 2, 4) its own kernel, so that each has the
+// registers it needs (ks = 1 streams its warp's 4 K groups together: ~120 registers at B = 1;
+// ks = 4 one group: ~40, for 48 warps an SM).
+GEMV_V3_ENTRY(f32, float, 1, 1)
+GEMV_V3_ENTRY(f32, float, 1, 2)
+GEMV_V3_ENTRY(f32, float, 1, 4)
+GEMV_V3_ENTRY(f32, float, 2, 1)
+GEMV_V3_ENTRY(f32, float, 2, 2)
+GEMV_V3_ENTRY(f32, float, 2, 4)
+GEMV_V3_ENTRY(f32, float, 4, 1)
+GEMV_V3_ENTRY(f32, float, 4, 2)
+GEMV_V3_ENTRY(f32, float, 4, 4)
+GEMV_V3_ENTRY(f32, float, 8, 1)
+GEMV_V3_ENTRY(f32, float, 8, 2)
+GEMV_V3_ENTRY(f32, float, 8, 4)
+GEMV_V3_ENTRY(f16, __half, 1, 1)
+GEMV_V3_ENTRY(f16, __half, 1, 2)
+GEMV_V3_ENTRY(f16, __half, 1, 4)
+GEMV_V3_ENTRY(f16, __half, 2, 1)
+GEMV_V3_ENTRY(f16, __half, 2, 2)
+GEMV_V3_ENTRY(f16, __half, 2, 4)
+GEMV_V3_ENTRY(f16, __half, 4, 1)
+GEMV_V3_ENTRY(f16, __half, 4, 2)
+GEMV_V3_ENTRY(f16, __half, 4, 4)
+GEMV_V3_ENTRY(f16, __half, 8, 1)
+GEMV_V3_ENTRY(f16, __half, 8, 2)
+GEMV_V3_ENTRY(f16, __half, 8, 4)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 1, 1)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 1, 2)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 1, 4)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 2, 1)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 2, 2)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 2, 4)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 4, 1)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 4, 2)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 4, 4)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 8, 1)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 8, 2)
+GEMV_V3_ENTRY(bf16, __nv_bfloat16, 8, 4)
 
 // ---------------------------------------------------------------- Q8_0
 //

@@ -45,37 +45,8 @@ RANKS=${CHECK_RANKS:-8}
 PREFILL=${CHECK_PREFILL:-2048}
 KBENCH=${CHECK_BENCH:-.}
 GEN=${CHECK_GEN:-128}
-B=$(pwd)
-OUT=${OUT:-/tmp/llamacu-out}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/check.log") 2>&1
-R=${TMPDIR:-/tmp}/llamacu-results # the steps' files; packed into $OUT/results.tgz
-rm -rf "$R" && mkdir -p "$R"
-pack() { tar czf "$OUT/results.tgz.tmp" -C "$R" . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
-export LLAMACU_COMMIT=$(cat COMMIT 2>/dev/null || echo unknown)
-# The binaries are built with -tags nofatbin: they load the bundle's one fatbin from here.
-[ -f "$B/llamacu.fatbin" ] && export LLAMACU_FATBIN="$B/llamacu.fatbin"
-
 BUDGET=${CHECK_BUDGET:-450}
-
-step() { pack; printf '\n===== %s (%s, %d s of %d s used) =====\n' "$1" "$(date -u +%H:%M:%S)" "$SECONDS" "$BUDGET"; }
-run() { # run LIMIT_SECONDS CMD...: never fails the script, reports the status
-  local lim=$1; shift
-  local left=$((BUDGET - SECONDS - 15)) # 15 s: --kill-after and the final listing
-  if [ "$left" -lt "$lim" ]; then lim=$left; fi
-  if [ "$lim" -lt 5 ]; then echo "[skipped, the ${BUDGET} s budget is spent: $*]"; return 0; fi
-  timeout --kill-after=10 "$lim" "$@"; local rc=$?
-  echo "[exit $rc: $*]"
-}
-
-step "device"
-if command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv
-  nvidia-smi -L
-else
-  echo "no nvidia-smi: $(cat BUILD 2>/dev/null || echo 'unknown build')"
-fi
-echo "commit $LLAMACU_COMMIT"
+. ./lib.sh # $OUT, $R, step, run, pack; the device step
 
 step "cuda package tests"
 (cd pkg/cuda && run 60 ../../cuda.test -test.v -test.count=1)

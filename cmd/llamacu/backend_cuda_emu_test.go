@@ -89,6 +89,8 @@ func TestCUDABackendSettings(t *testing.T) {
 	for _, tc := range []struct{ env, val, want string }{
 		{"LLAMACU_PREFILL", "fast", "want mma or simt"},
 		{"LLAMACU_GRAPHS", "yes", "want 1"},
+		{"LLAMACU_GEMV", "v4", "want v3"},
+		{"LLAMACU_DECODE", "v1", "want v3"},
 		{"LLAMACU_WEIGHTS", "q4", "want f16, bf16 or stored"},
 		{"LLAMACU_DEVICE", "gpu0", "is not a device number"},
 	} {

@@ -367,17 +367,22 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
 
 #define GEMV(dt) X(gemv_##dt##_v1) X(gemv_##dt##_v2_n1) X(gemv_##dt##_v2_n2) X(gemv_##dt##_v2_n4) X(gemv_##dt##_v2_n8) X(gemm_##dt##_v1) \
     X(gemv_##dt##_v2_qkv_n1) X(gemv_##dt##_v2_qkv_n2) X(gemv_##dt##_v2_qkv_n4) X(gemv_##dt##_v2_qkv_n8)                        \
-    X(gemv_##dt##_v2_glu_n1) X(gemv_##dt##_v2_glu_n2) X(gemv_##dt##_v2_glu_n4) X(gemv_##dt##_v2_glu_n8)
+    X(gemv_##dt##_v2_glu_n1) X(gemv_##dt##_v2_glu_n2) X(gemv_##dt##_v2_glu_n4) X(gemv_##dt##_v2_glu_n8)                        \
+    GEMV3(dt, 1) GEMV3(dt, 2) GEMV3(dt, 4) GEMV3(dt, 8)
+#define GEMV3(dt, nb) X(gemv_##dt##_v3_n##nb##_k1) X(gemv_##dt##_v3_n##nb##_k2) X(gemv_##dt##_v3_n##nb##_k4) \
+    X(gemv_##dt##_v3_qkv_n##nb##_k1) X(gemv_##dt##_v3_qkv_n##nb##_k2) X(gemv_##dt##_v3_qkv_n##nb##_k4)          \
+    X(gemv_##dt##_v3_glu_n##nb##_k1) X(gemv_##dt##_v3_glu_n##nb##_k2) X(gemv_##dt##_v3_glu_n##nb##_k4)
 #define FUSEDQ(q) X(gemv_##q##_v2_qkv_n1) X(gemv_##q##_v2_qkv_n2) X(gemv_##q##_v2_qkv_n4) X(gemv_##q##_v2_qkv_n8) \
     X(gemv_##q##_v2_glu_n1) X(gemv_##q##_v2_glu_n2) X(gemv_##q##_v2_glu_n4) X(gemv_##q##_v2_glu_n8)
 #define KQUANT(q) X(gemv_##q##_v1) X(gemv_##q##_v2_n1) X(gemv_##q##_v2_n2) X(gemv_##q##_v2_n4) X(gemv_##q##_v2_n8) \
     X(dequant_##q##_f16) X(embed_##q)
 #define KGLU(q) X(gemv_##q##_v2_glu_n1) X(gemv_##q##_v2_glu_n2) X(gemv_##q##_v2_glu_n4) X(gemv_##q##_v2_glu_n8)
-#define DECODE(kv) X(attention_decode_##kv##_g1) X(attention_decode_##kv##_g2) X(attention_decode_##kv##_g4) X(attention_decode_##kv##_g8)
+#define DECODE(kv) X(attention_decode_##kv##_g1) X(attention_decode_##kv##_g2) X(attention_decode_##kv##_g4) X(attention_decode_##kv##_g8) \
+    X(attention_decode_v3_##kv##_g1) X(attention_decode_v3_##kv##_g2) X(attention_decode_v3_##kv##_g4) X(attention_decode_v3_##kv##_g8)
 #define KERNELS                                                                            \
     X(embed_f32) X(embed_f16) X(embed_bf16) X(rmsnorm_f32_v1) X(rmsnorm_f32) X(add_rmsnorm_f32) X(rope_f32)    \
     X(rope_qk_store_kv_f32) X(rope_qk_store_kv_f16) X(store_kv_f32) X(store_kv_f16)         \
-    X(attention_f32_v1) X(attention_f16_v1) DECODE(f32) DECODE(f16) X(attention_reduce_f32) \
+    X(attention_f32_v1) X(attention_f16_v1) DECODE(f32) DECODE(f16) X(attention_reduce_f32) X(attention_reduce_f32_v2) \
     X(attention_prefill_f32) X(attention_prefill_f16) X(attention_prefill_f16_v3_hd64) X(attention_prefill_f16_v3_hd128) GEMV(f32) GEMV(f16) GEMV(bf16)        \
     X(convert_f32_to_f16) X(convert_f32_to_bf16) X(swiglu_f32_v1) X(swiglu_f32)             \
     X(add_f32_v1) X(add_f32) X(gather_rows_f32) X(argmax_f32)   \

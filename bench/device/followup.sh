@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The GPU check after a kernel change, for a lease too short for check.sh: the GPU tests (the
+# default kernels against the CPU and v1, at real shapes), the kernel benchmarks that compare the
+# new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v3 ÷ v2; fused gate/up),
+# the synthetic 7B decode and prefill with the new kernels and, in the same run, with the old
+# (LLAMACU_GEMV=v2 LLAMACU_DECODE=v2), prefill in one step (--ubatch 2048) against steps of 512,
+# 70B's one-rank-of-TP-8 step, the conformance suite at LLaMA sizes (not -short), and an ncu
+# look at two kernels, with what is left. Built by `make device-bundle`, run from the bundle:
+#
+#   run(command="bash dist/device/followup.sh", carry=["dist/device"], timeout_s=370)
+#
+# Output as check.sh's ($OUT/check.log, $OUT/results.tgz); `llamacu bench summarize` reads it.
+# CHECK_BUDGET (default 330 s), CHECK_SHAPE, CHECK_PREFILL, CHECK_GEN, CHECK_BENCH,
+# CHECK_RANK_SHAPE, CHECK_RANKS and CHECK_GPU_TEST_LIMIT as in check.sh (`make device-dryrun
+# DRYRUN_SCRIPT=followup.sh` rehearses it on the emulated driver).
+set -uo pipefail
+cd "$(dirname "$0")"
+SHAPE=${CHECK_SHAPE:-7b}
+RANK_SHAPE=${CHECK_RANK_SHAPE:-70b}
+RANKS=${CHECK_RANKS:-8}
+PREFILL=${CHECK_PREFILL:-2048}
+KBENCH=${CHECK_BENCH:-'^Benchmark(Copy|GEMV|AttentionDecode|GateUp)$'}
+GEN=${CHECK_GEN:-128}
+BUDGET=${CHECK_BUDGET:-330}
+. ./lib.sh # $OUT, $R, step, run, pack; the device step
+
+step "GPU tests (-short): conformance, matmul paths at 7B shapes, GEMV splits, fused ops, end to end"
+(cd pkg/gpu && run "${CHECK_GPU_TEST_LIMIT:-100}" ../../gpu.test -test.count=1 -test.short)
+
+step "kernel benchmarks: copy, GEMV v3/v2/splits, decode attention v3/v2, gate/up (GB/s)"
+(cd pkg/gpu && run 60 ../../gpu.test -test.run '^$' -test.bench "$KBENCH" -test.benchtime 200x)
+
+step "llamacu bench: synthetic $SHAPE fp16 on cuda, the default kernels"
+run 60 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n "$GEN" --batch 1,8 --depth 0,"$PREFILL" \
+  --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda"
+
+step "decode A/B: the v2 GEMV and decode attention kernels, same shape (LLAMACU_GEMV=v2 LLAMACU_DECODE=v2)"
+run 45 env LLAMACU_GEMV=v2 LLAMACU_DECODE=v2 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
+  --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-v2-kernels"
+
+step "prefill A/B: the whole prompt in one forward step (--ubatch $PREFILL instead of 512)"
+run 40 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 --ubatch "$PREFILL" \
+  --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-ubatch$PREFILL"
+
+step "$RANK_SHAPE at TP $RANKS: one rank's share of every step timed alone on this GPU"
+run 50 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
+  --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$R" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda"
+
+step "conformance at LLaMA sizes (7B/70B attention at 4096 tokens, real op shapes; what the budget leaves)"
+(cd pkg/gpu && run 60 ../../gpu.test -test.run 'TestConformance/fast' -test.count=1 -test.v)
+
+step "ncu: what limits GEMV v3 at 4096×4096 and decode attention v3 at the 70B shape (what the budget leaves)"
+if command -v ncu >/dev/null; then
+  for k in 'gemv_f16_v3_n1_k4 ^BenchmarkGEMV$/^v3$/^F16$/^4096x4096$/^n=1$' 'attention_decode_v3_f16_g8 ^BenchmarkAttentionDecode$/^70B$'; do
+    set -- $k
+    (cd pkg/gpu && run 30 ncu --clock-control none --kernel-name "$1" --launch-count 1 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats \
+      ../../gpu.test -test.run '^$' -test.bench "$2" -test.benchtime 1x)
+  done
+else
+  echo "no ncu on the PATH"
+fi
+
+step "done"
+ls -la "$R" "$OUT"
