@@ -118,10 +118,15 @@ func HostCopyBandwidth(size, threads, reps int) float64 {
 	return best
 }
 
-// Commit returns the source revision: `git rev-parse --short HEAD` in the working directory (with
-// "-dirty" when there are uncommitted changes), else the vcs.revision the binary was built from,
-// else "unknown".
+// Commit returns the source revision: $LLAMACU_COMMIT when set (bench/device/lib.sh sets it to
+// the commit the device bundle was built from: on the GPU machine the working directory's git
+// state is the device tool's copy, not the build's), else `git rev-parse --short HEAD` in the
+// working directory (with "-dirty" when there are uncommitted changes), else the vcs.revision
+// the binary was built from, else "unknown".
 func Commit() string {
+	if c := strings.TrimSpace(os.Getenv("LLAMACU_COMMIT")); c != "" {
+		return c
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output(); err == nil {

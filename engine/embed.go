@@ -141,7 +141,7 @@ func (e *Engine) Embed(ctx context.Context, req EmbedRequest) ([]float32, error)
 		return nil, err
 	}
 	n, bs := len(ids), 16
-	maxBatch := min(PrefillChunk, n)
+	maxBatch := min(e.prefillChunk(), n)
 	maxRows := 1
 	if how == PoolMean {
 		maxRows = maxBatch

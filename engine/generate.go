@@ -84,8 +84,22 @@ func perSec(n int, d time.Duration) float64 {
 // ErrPromptTooLong is returned when the prompt does not fit the context.
 var ErrPromptTooLong = errors.New("prompt is longer than the context")
 
-// PrefillChunk is the most prompt tokens one forward step takes.
+// PrefillChunk is the most prompt tokens one forward step takes by default (Engine.PrefillChunk).
 const PrefillChunk = 256
+
+// GPUPrefillChunk is the CLI's Engine.PrefillChunk for the cuda backend: a whole 2048-token
+// prompt in one step. The second GPU check (H100, synthetic 7B fp16) measured 2048 tokens in one
+// step at 1.16× the rate of four steps of 512 (28136 vs 24344 tok/s,
+// bench/results/gpu-h100-2026-11-28-run2): larger GEMMs, one attention launch instead of four.
+const GPUPrefillChunk = 2048
+
+// prefillChunk is e.PrefillChunk, or PrefillChunk if unset.
+func (e *Engine) prefillChunk() int {
+	if e.PrefillChunk > 0 {
+		return e.PrefillChunk
+	}
+	return PrefillChunk
+}
 
 // Generate runs one request to completion on a sequence of its own, calling emit with each
 // generated token id and the text it completes (after the last token, a final call with id −1
@@ -117,7 +131,7 @@ func (e *Engine) Generate(ctx context.Context, req Request, emit func(id int32, 
 	}
 
 	bs := 16
-	s, err := e.Model.NewState(min(PrefillChunk, len(ids)), 1, bs, (len(ids)+maxTokens+bs-1)/bs)
+	s, err := e.Model.NewState(min(e.prefillChunk(), len(ids)), 1, bs, (len(ids)+maxTokens+bs-1)/bs)
 	if err != nil {
 		return st, err
 	}

@@ -63,6 +63,9 @@ type Options struct {
 	// (zero value: model.Tiny, seed 1).
 	SyntheticConfig *model.Config
 	SyntheticSeed   uint64
+	// PrefillChunk is the most prompt tokens one forward step takes (0: PrefillChunk, 256, sized
+	// for the CPU). On a GPU larger steps pay: the CLI gives the cuda backend GPUPrefillChunk.
+	PrefillChunk int
 }
 
 // LoRAOption is one adapter to merge: its path and strength (1 is the adapter as trained; 0
@@ -87,6 +90,9 @@ type Engine struct {
 	// and the samplers need no more (sample.Sampler.TopKNeeded). The tokens are the same either
 	// way; it is for A/B benchmarks and tests. Set it before generating.
 	HostSampling bool
+	// PrefillChunk is the most prompt tokens one forward step of Generate and Embed takes, and
+	// the default of SchedulerOptions.MaxBatchTokens (Options.PrefillChunk; PrefillChunk if 0).
+	PrefillChunk int
 
 	ownBackend bool
 	backends   []model.Backend
@@ -100,7 +106,10 @@ var ErrTokenizer = errors.New("tokenizer")
 // Load opens the model and its tokenizer and uploads the weights.
 func Load(opts Options) (*Engine, error) {
 	start := time.Now()
-	e := &Engine{ownBackend: opts.CloseBackend}
+	if opts.PrefillChunk < 0 {
+		return nil, fmt.Errorf("engine: PrefillChunk %d: want ≥ 0 (0: %d)", opts.PrefillChunk, PrefillChunk)
+	}
+	e := &Engine{ownBackend: opts.CloseBackend, PrefillChunk: opts.PrefillChunk}
 	bes := opts.Backends
 	if len(bes) == 0 && opts.Backend != nil {
 		bes = []model.Backend{opts.Backend}

@@ -44,7 +44,7 @@ type SchedulerOptions struct {
 	// MaxSeqs is the most sequences decoding together in the running batch (default 8).
 	MaxSeqs int
 	// MaxBatchTokens is the most tokens one forward step takes: one decode token of each running
-	// sequence plus prefill chunks of new ones (default max(PrefillChunk, MaxSeqs); at least
+	// sequence plus prefill chunks of new ones (default max(Engine.PrefillChunk, MaxSeqs); at least
 	// MaxSeqs, so that every running sequence can decode in every step).
 	MaxBatchTokens int
 	// BlockSize is the tokens per KV-cache block (default 16).
@@ -321,7 +321,7 @@ func NewScheduler(e *Engine, opts SchedulerOptions) (*Scheduler, error) {
 		opts.MaxSeqs = 8
 	}
 	if opts.MaxBatchTokens <= 0 {
-		opts.MaxBatchTokens = max(PrefillChunk, opts.MaxSeqs)
+		opts.MaxBatchTokens = max(e.prefillChunk(), opts.MaxSeqs)
 	}
 	if opts.DraftTokens < 0 || opts.DraftTokens > MaxDraftTokens {
 		return nil, fmt.Errorf("engine: DraftTokens %d: want 0 (off) to %d", opts.DraftTokens, MaxDraftTokens)

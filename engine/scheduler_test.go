@@ -556,6 +556,38 @@ func TestNewSchedulerOptions(t *testing.T) {
 	require.Equal(t, 16, o.BlockSize)
 	require.Equal(t, 256, o.MaxQueue)
 	require.Equal(t, 8*e.Context/16, o.KVBlocks, fmt.Sprintf("context %d", e.Context))
+
+	// Engine.PrefillChunk (the CLI's 2048 on a GPU) is the default step size.
+	e.PrefillChunk = 2048
+	s2, err := engine.NewScheduler(e, engine.SchedulerOptions{})
+	require.NoError(t, err)
+	defer s2.Close(context.Background())
+	require.Equal(t, 2048, s2.Options().MaxBatchTokens)
+}
+
+// TestPrefillChunk: a prompt taken in steps of any size gives the same greedy text (Generate
+// and Embed read Engine.PrefillChunk), and Load refuses a negative one.
+func TestPrefillChunk(t *testing.T) {
+	e, _ := loadStories(t, 0)
+	prompt := "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her friends."
+	var want string
+	for _, chunk := range []int{0, 5, 64, 2048} {
+		e.PrefillChunk = chunk
+		var b strings.Builder
+		_, err := e.Generate(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 24, Sampling: sample.Params{Temperature: 0}}, func(_ int32, text string) error {
+			b.WriteString(text)
+			return nil
+		})
+		require.NoError(t, err)
+		if chunk == 0 {
+			want = b.String()
+			require.NotEmpty(t, want)
+			continue
+		}
+		require.Equal(t, want, b.String(), "PrefillChunk %d", chunk)
+	}
+	_, err := engine.Load(engine.Options{PrefillChunk: -1})
+	require.ErrorContains(t, err, "PrefillChunk")
 }
 
 // BenchmarkSchedulerThroughput: 32 requests of 16 greedy tokens through the scheduler, one at a

@@ -31,6 +31,12 @@ const (
 	// decSplitsMax is the most splits attention_reduce_f32_v2 merges (DEC_SPLITS_MAX); more
 	// (contexts over 512 Ki tokens) go to v2's kernels.
 	decSplitsMax = 1024
+	// decV3MinRows is the fewest decode rows in a step for which v3's decode attention is the
+	// default. The second GPU check (H100, 4096-token context, bench/results/
+	// gpu-h100-2026-11-28-run2) measured v3 against v2 at 1 row: 0.81× (7B, 59.1 vs 48.1 µs) and
+	// 0.79× (70B shape, 46.6 vs 37.0 µs); at 8 rows (7B): 1.21× (242.9 vs 293.8 µs). Between them
+	// nothing is measured yet; 8 is the smallest batch measured to gain.
+	decV3MinRows = 8
 )
 
 // attnPlan assigns the rows of a batch to attention kernels (see kernels/attention.cu), for one
@@ -149,6 +155,17 @@ func (b *Backend) makePlan(p *attnPlan, bt *model.Batch, key planKey) cuda.Devic
 	return b.upload(&p.slab, p.host)
 }
 
+// decodeV3 says whether a step with nDec decode rows runs v3's decode attention (Options.Decode).
+func (b *Backend) decodeV3(nDec int) bool {
+	switch b.opts.Decode {
+	case 2:
+		return false
+	case 3:
+		return true
+	}
+	return nDec >= decV3MinRows
+}
+
 // Attention is causal grouped-query attention over the cache (see model.Backend): for token i
 // and query head h, softmax over t ≤ pos of q·K[t]/sqrt(head_dim), then Σ a[t]·V[t].
 // out, q (B, heads·head_dim). StoreKV for this step must have run first.
@@ -203,7 +220,7 @@ func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt 
 			f = b.k.attnDecV3F32[gi]
 		}
 		reduce := b.k.attnReduceV2
-		if b.opts.DecodeV2 || p.splits > decSplitsMax {
+		if !b.decodeV3(p.nDec) || p.splits > decSplitsMax {
 			f, reduce = b.k.attnDecF16[gi], b.k.attnReduce
 			if cc.f32 {
 				f = b.k.attnDecF32[gi]

@@ -43,14 +43,14 @@ type Options struct {
 	// SIMTPrefill runs the fp32 SIMT prefill attention (v2) where the tensor-core one (v3)
 	// applies: for benchmarks that compare them.
 	SIMTPrefill bool
-	// DecodeV2 runs the v2 decode attention kernels (thread-per-token scores, a barrier pair per
-	// query head) instead of v3: for benchmarks that compare them.
-	DecodeV2 bool
+	// Decode picks the decode attention kernels: 0 chooses by the step (v3 for steps of at
+	// least decV3MinRows decode rows, v2 below: see gpu/attention.go), 2 or 3 forces that version.
+	Decode int
 	// GEMVv2 runs the v2 GEMV kernels (one warp per 4 weight rows) for fp32/fp16/bf16 weights
 	// instead of v3 (K split over 1–4 warps per row group): for benchmarks that compare them.
 	GEMVv2 bool
-	// GEMVSplit forces v3's warps per row group (1, 2 or 4); 0 chooses by the matrix's rows
-	// (gemvSplit). The results are the same bits whatever it is; for benchmarks.
+	// GEMVSplit forces v3's warps per row group (1, 2 or 4); 0 chooses (gemvSplit: 4). The
+	// results are the same bits whatever it is; for benchmarks.
 	GEMVSplit int
 	// NoCublas never loads cuBLAS: matmuls of more than 8 rows run the GEMV kernel over 8-row
 	// slices. By default cuBLAS is used when it can be dlopened.

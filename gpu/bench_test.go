@@ -158,10 +158,10 @@ func BenchmarkGEMVQuant(b *testing.B) {
 }
 
 // BenchmarkAttentionDecode: one decode token per sequence at a 4096-token context, fp16 cache;
-// bytes are the K and V rows read. The default kernels (v3), then v2's ("v2/…").
+// bytes are the K and V rows read. v3's kernels, then v2's ("v2/…"), each forced.
 func BenchmarkAttentionDecode(b *testing.B) {
-	v3 := open(b, gpu.Options{})
-	v2 := open(b, gpu.Options{DecodeV2: true})
+	v3 := open(b, gpu.Options{Decode: 3})
+	v2 := open(b, gpu.Options{Decode: 2})
 	for _, c := range []struct {
 		name           string
 		heads, kvHeads int

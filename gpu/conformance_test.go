@@ -67,8 +67,11 @@ func TestConformance(t *testing.T) {
 		{"fast/kv-f16", gpu.Options{}, large},
 		// Fast kernels checked tightly: fp32 KV, GEMV slices instead of cuBLAS.
 		{"fast/kv-f32/no-cublas", gpu.Options{KVF32: true, NoCublas: true}, tight},
+		// Decode attention v3 at every batch (by default only steps of 8 or more decode rows).
+		{"fast/decode-v3/kv-f16", gpu.Options{Decode: 3}, half},
+		{"fast/decode-v3/kv-f32/no-cublas", gpu.Options{Decode: 3, KVF32: true, NoCublas: true}, tight},
 		// The previous fast versions, still selectable for comparisons: GEMV v2, decode attention v2.
-		{"v2/kv-f32/no-cublas", gpu.Options{KVF32: true, NoCublas: true, GEMVv2: true, DecodeV2: true}, tight},
+		{"v2/kv-f32/no-cublas", gpu.Options{KVF32: true, NoCublas: true, GEMVv2: true, Decode: 2}, tight},
 		// The v1 kernels, the GPU-side spec.
 		{"v1/kv-f32", gpu.Options{Naive: true, KVF32: true, NoCublas: true}, tight},
 		{"v1/kv-f16", gpu.Options{Naive: true}, half},

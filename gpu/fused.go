@@ -98,7 +98,7 @@ func (b *Backend) MatMulQKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, n 
 			i32(n), i32(ws[0].rows), i32(ws[1].rows), i32(ws[2].rows), i32(xb.cols))
 		return
 	}
-	grid, ki := gemvV3Grid(rows, b.gemvSplit(rows))
+	grid, ki := gemvV3Grid(rows, b.gemvSplit())
 	b.launch(b.k.gemvQKV3[ws[0].wdt()][batchWidth(n)][ki], grid, cuda.Dim3{X: gemvThreads},
 		cuda.Ptr(qb.ptr), cuda.Ptr(kb.ptr), cuda.Ptr(vb.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ws[0].ptr), cuda.Ptr(ws[1].ptr), cuda.Ptr(ws[2].ptr),
 		i32(n), i32(ws[0].rows), i32(ws[1].rows), i32(ws[2].rows), i32(xb.cols))
@@ -140,7 +140,7 @@ func (b *Backend) MatMulSwiGLU(out, tmp, x model.Buffer, gate, up model.Weight, 
 			cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(wg.ptr), cuda.Ptr(wu.ptr), i32(n), i32(wg.rows), i32(wg.cols))
 		return
 	}
-	grid, ki := gemvV3Grid(wg.rows, b.gemvSplit(wg.rows))
+	grid, ki := gemvV3Grid(wg.rows, b.gemvSplit())
 	b.launch(b.k.gemvGLU3[wg.wdt()][batchWidth(n)][ki], grid, cuda.Dim3{X: gemvThreads},
 		cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(wg.ptr), cuda.Ptr(wu.ptr), i32(n), i32(wg.rows), i32(wg.cols))
 }

@@ -17,23 +17,19 @@ const (
 	gemvRows         = 4  // GEMV_ROWS: weight rows per warp
 	gemvRowsPerBlock = 16 // GEMV_ROWS_PER_BLOCK
 	gemvMaxBatch     = 8  // widest compiled batch (gemv_<dt>_v2_n8)
-	// gemvWaveWarps is how many GEMV warps an SM is counted to hold at once when v3 picks its
-	// split: the v3 kernels use 42–64 registers at batch width 1 (32–48 warps of an SM's 64K).
-	gemvWaveWarps = 32
 )
 
-// gemvSplit is v3's ks for a matrix of N rows: the most warps per 4-row group (1, 2 or 4) that
-// keep N/4·ks warps within one wave of gemvWaveWarps per SM. 7B's 4096-row matrices get 4 (4096
-// warps on an H100's 132 SMs), 11008 and 32000 rows 1.
-func (b *Backend) gemvSplit(N int) int {
+// gemvSplit is v3's ks: Options.GEMVSplit when set, else 4, whatever the matrix. The second
+// GPU check (bench/results/gpu-h100-2026-11-28-run2, H100, n = 1) timed every split of 7B's
+// shapes: ks = 4 was fastest or within the run's ±4% noise of it for all of them — 4096×4096
+// 2380 GB/s (ks 1: 2109), 11008×4096 2795 (ks 1: 2619), 32000×4096 3030 (ks 1: 2949), the fused
+// gate/up 2951 (ks 1: 2684), 4096×11008 2545 against ks 2's 2666 — so it is the default for every
+// shape (an earlier rule, which gave 11008 or more rows ks = 1, measured 3–9% slower there).
+func (b *Backend) gemvSplit() int {
 	if k := b.opts.GEMVSplit; k == 1 || k == 2 || k == 4 {
 		return k
 	}
-	ks := 1
-	for ks < 4 && ceilDiv(N, gemvRows)*ks*2 <= b.sms*gemvWaveWarps {
-		ks *= 2
-	}
-	return ks
+	return 4
 }
 
 // gemvV3Grid is v3's grid for N rows split over ks warps per row group, and ks's index in the
@@ -95,7 +91,7 @@ func (b *Backend) gemv(out, x cuda.DevicePtr, w *Weight, m int) {
 			cuda.Ptr(out), cuda.Ptr(x), cuda.Ptr(w.ptr), i32(m), i32(w.rows), i32(w.cols))
 		return
 	}
-	grid, ki := gemvV3Grid(w.rows, b.gemvSplit(w.rows))
+	grid, ki := gemvV3Grid(w.rows, b.gemvSplit())
 	b.launch(b.k.gemvV3[w.wdt()][j][ki], grid, cuda.Dim3{X: gemvThreads},
 		cuda.Ptr(out), cuda.Ptr(x), cuda.Ptr(w.ptr), i32(m), i32(w.rows), i32(w.cols))
 }

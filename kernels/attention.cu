@@ -33,13 +33,17 @@
 //       The chunk length is chosen on the host so that splits·kv_heads·rows fills the GPU.
 //       Needs head_dim·sizeof(kv) a multiple of 16 with head_dim/vector a power of two ≤ 32
 //       (head_dim 8…128 in fp16, 4…128 in fp32) and G ≤ 8; otherwise v1.
-//   attention_decode_v3_<kv>_g<GM> + attention_reduce_f32_v2 (v3, the default): v2 with the
+//   attention_decode_v3_<kv>_g<GM> + attention_reduce_f32_v2 (v3; the default from 8 decode rows
+//       a step, gpu/attention.go's decV3MinRows): v2 with the
 //       scores read as the PV phase reads V — nv lanes per K row, so a warp's loads cover whole
 //       rows (v2's thread-per-token loads touch 32 rows 1–8 KB apart per instruction), 4 rows per
 //       lane in flight, the G dot products summed by shuffles; the G heads' softmax maxima and
 //       sums reduced over the block at once (v2: one barrier pair per head, 16 at G = 8); and a
 //       merge kernel that computes the splits' weights once per block. The first GPU check
-//       measured v2 at 46% (7B) and 15% (70B, G = 8) of the copy bandwidth at 4096 tokens.
+//       measured v2 at 46% (7B) and 15% (70B, G = 8) of the copy bandwidth at 4096 tokens. The
+//       second measured v3 at 0.81× v2 for one row (7B; 0.79× at the 70B shape) and 1.21× for
+//       eight (7B): with one row there are few blocks, and v3's per-token shuffles and its
+//       separate merge cost more than the coalescing saves. Not yet known why in detail (ncu).
 //   attention_prefill_<kv> (v2, flash-attention style, Dao 2022, fp32 SIMT):
 //       grid (tiles, kv_heads). A block holds 32 "query vectors" = (rows of the tile) × (the G
 //       query heads of its KV head) in shared memory, streams 32-key tiles of K and then V of the

@@ -18,7 +18,9 @@
 //                       gate/up with SwiGLU in the epilogue (section "v2, fused").
 //   gemv_<dt>_v3[_qkv|_glu]_n<B>_k<ks>: v2 with K split over ks = 1, 2 or 4 warps per 4-row group, so
 //                       that matrices of few rows (N = 4096) still fill the GPU; the bits do not
-//                       depend on ks (section "v3: split K"). The default for f32/f16/bf16.
+//                       depend on ks (section "v3: split K"). The default for f32/f16/bf16:
+//                       on an H100 (n = 1, ks = 4) 79–100% of the copy bandwidth on 7B's shapes
+//                       where v2 reached 61–96% (bench/results/gpu-h100-2026-11-28-run2).
 //   gemv_q8_0_*, gemv_q4_0_*: the same versions for weights kept quantised (sections "Q8_0",
 //                       "Q4_0" and the shared quantised loop at the end), and dequant_<q>_f16
 //                       for the cuBLAS path of prefill. The k-quants' are in kquant.cu.
@@ -264,9 +266,9 @@ GEMV_FUSED_ENTRY(bf16, __nv_bfloat16, 8)
 //
 // Determinism: K is cut into GEMV_KG = 4 interleaved groups (group g holds the vectors
 // g·32 + lane + 128·i); each group's sums are reduced by one warp (warp_sum), and a row group's
-// total is ((s0 + s1) + s2) + s3, through shared memory, whatever ks is. So the bits do not depend
-// on ks (chosen on the host from N and the SM count), and the fused q/k/v and gate/up kernels give
-// bit for bit what separate v3 launches give, as v2's do.
+// total is ((s0 + s1) + s2) + s3, through shared memory, whatever ks is. So the bits do not
+// depend on ks (the host's choice: 4 by default, any by Options.GEMVSplit), and the fused q/k/v
+// and gate/up kernels give bit for bit what separate v3 launches give, as v2's do.
 //   gemv_<dt>_v3_n<B>_k<ks>, gemv_<dt>_v3_qkv_n<B>_k<ks>, gemv_<dt>_v3_glu_n<B>_k<ks>:
 //   grid (ceil(rows·ks / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); ks ∈ {1, 2, 4}.
 #define GEMV_KG 4

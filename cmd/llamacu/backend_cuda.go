@@ -20,8 +20,9 @@ import (
 // included), except Q8_0, Q4_0, Q4_K, Q5_K and Q6_K ones, which stay quantised ($LLAMACU_QUANT=widen converts them too); the KV cache is fp16 ($LLAMACU_KV=f32 for fp32). Prefill attention runs on the
 // tensor cores where it can ($LLAMACU_PREFILL=simt: the fp32 SIMT kernel, for comparisons).
 // Repeated steps (decode) replay as CUDA graphs ($LLAMACU_GRAPHS=0: launch by launch). Decode
-// matmuls run the split-K GEMV kernels and decode attention its v3 kernels ($LLAMACU_GEMV=v2 and
-// $LLAMACU_DECODE=v2: the previous versions, for comparisons).
+// matmuls run the split-K GEMV kernels ($LLAMACU_GEMV=v2: the previous version, for comparisons);
+// decode attention runs v3 in steps of 8 or more decode rows and v2 below ($LLAMACU_DECODE=v2 or
+// =v3 forces one).
 //
 // With --tp N the N ranks go to devices $LLAMACU_DEVICE+r mod the device count, and talk over
 // NCCL when each has a GPU of its own and libnccl.so.2 loads, else over the staged in-process
@@ -81,11 +82,13 @@ func cudaOptions() (gpu.Options, error) {
 		return opts, fmt.Errorf("%w: LLAMACU_PREFILL=%q: want mma or simt", errUsage, p)
 	}
 	switch a := strings.ToLower(os.Getenv("LLAMACU_DECODE")); a {
-	case "", "v3":
+	case "", "auto":
 	case "v2":
-		opts.DecodeV2 = true
+		opts.Decode = 2
+	case "v3":
+		opts.Decode = 3
 	default:
-		return opts, fmt.Errorf("%w: LLAMACU_DECODE=%q: want v3 (the default decode attention) or v2", errUsage, a)
+		return opts, fmt.Errorf("%w: LLAMACU_DECODE=%q: want auto (decode attention v3 from 8 rows a step, v2 below), v2 or v3", errUsage, a)
 	}
 	switch g := strings.ToLower(os.Getenv("LLAMACU_GEMV")); g {
 	case "", "v3":

@@ -90,7 +90,7 @@ func TestCUDABackendSettings(t *testing.T) {
 		{"LLAMACU_PREFILL", "fast", "want mma or simt"},
 		{"LLAMACU_GRAPHS", "yes", "want 1"},
 		{"LLAMACU_GEMV", "v4", "want v3"},
-		{"LLAMACU_DECODE", "v1", "want v3"},
+		{"LLAMACU_DECODE", "v1", "want auto"},
 		{"LLAMACU_WEIGHTS", "q4", "want f16, bf16 or stored"},
 		{"LLAMACU_DEVICE", "gpu0", "is not a device number"},
 	} {

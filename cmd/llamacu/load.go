@@ -76,6 +76,9 @@ func (lf *loadFlags) load(stderr io.Writer) (*engine.Engine, error) {
 	}
 	bes, comms := rg.backends, rg.comms
 	opts := engine.Options{ModelPath: lf.model, TokenizerPath: lf.tokenizer, Backends: bes, Comms: comms, CloseBackend: true, Context: lf.ctx, LoRA: lf.lora}
+	if lf.backend == "cuda" { // prompts in steps of 2048 tokens (serve's default --max-batch-tokens too)
+		opts.PrefillChunk = engine.GPUPrefillChunk
+	}
 	if rg.node != nil {
 		opts.Link, lf.node = rg.node, rg.node
 	}

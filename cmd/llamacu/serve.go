@@ -45,7 +45,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, onListen fun
 	apiKey := fs.String("api-key", os.Getenv("LLAMACU_API_KEY"), "require \"Authorization: Bearer KEY\" on /v1/ (default $LLAMACU_API_KEY; empty: no key)")
 	maxQueue := fs.Int("max-queue", 64, "requests waiting beyond the running batch before 429 (0: none wait)")
 	maxSeqs := fs.Int("max-seqs", 8, "sequences decoding together in the running batch")
-	maxBatch := fs.Int("max-batch-tokens", 0, "tokens per forward step, prefill chunks plus decodes (0: max(256, --max-seqs))")
+	maxBatch := fs.Int("max-batch-tokens", 0, "tokens per forward step, prefill chunks plus decodes (0: max(256, --max-seqs); --backend cuda: max(2048, --max-seqs))")
 	kvBlocks := fs.Int("kv-blocks", 0, "KV-cache blocks of 16 tokens (0: --max-seqs full contexts, at most 4 GiB on the CPU, the free memory less a tenth on a GPU)")
 	noPrefix := fs.Bool("no-prefix-cache", false, "do not keep finished requests' KV blocks for later prompts that start the same way")
 	draft := fs.Int("draft", 0, fmt.Sprintf("speculative decoding by prompt lookup: propose up to N tokens per sequence and step (0: off, at most %d)", engine.MaxDraftTokens))
