@@ -72,6 +72,28 @@ extern "C" __global__ void gemv_bf16_v1(float* out, const float* x, const __nv_b
 #define GEMV_ROWS 4  // weight rows per warp
 #define GEMV_ROWS_PER_BLOCK (GEMV_ROWS * GEMV_THREADS / 32)
 
+// gemv_fma_vec adds, for the R weight vectors raw[r] (vector v of each row, 16 bytes as loaded)
+// and vector v of x's first n ≤ NB rows, every product to acc[r][b], element by element in order.
+template <typename W, int NB, int R>
+__device__ __forceinline__ void gemv_fma_vec(float (&acc)[R][NB], const uint4 (&raw)[R],
+                                             const float* __restrict__ x, int n, int K, int v) {
+    constexpr int VEC = Vec16<W>::N;
+    float wf[R][VEC];
+#pragma unroll
+    for (int r = 0; r < R; r++) unpack16<W>(raw[r], wf[r]);
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        if (b < n) {
+            float xf[VEC];
+            load_f32x<VEC>(x + (int64_t)b * K + (int64_t)v * VEC, xf);
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int e = 0; e < VEC; e++) acc[r][b] += wf[r][e] * xf[e];
+        }
+    }
+}
+
 // gemv_v2_acc adds each lane's share of Σ_k w[r, k]·x[b, k], for the R weight rows wr[r] and the
 // first n ≤ NB rows of x, to acc[r][b] (the warp_sum comes after). The sequence of additions into
 // one acc[r][b] does not depend on R, so the fused kernels below give bit for bit the sums that
@@ -94,20 +116,7 @@ __device__ __forceinline__ void gemv_v2_acc(float (&acc)[R][NB], const W* const 
         uint4 raw[R];
 #pragma unroll
         for (int r = 0; r < R; r++) raw[r] = load16_stream(wr[r] + (int64_t)v * VEC);
-        float wf[R][VEC];
-#pragma unroll
-        for (int r = 0; r < R; r++) unpack16<W>(raw[r], wf[r]);
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            if (b < n) {
-                float xf[VEC];
-                load_f32x<VEC>(x + (int64_t)b * K + (int64_t)v * VEC, xf);
-#pragma unroll
-                for (int r = 0; r < R; r++)
-#pragma unroll
-                    for (int e = 0; e < VEC; e++) acc[r][b] += wf[r][e] * xf[e];
-            }
-        }
+        gemv_fma_vec<W, NB, R>(acc, raw, x, n, K, v);
     }
 }
 
@@ -305,22 +314,7 @@ __device__ __forceinline__ void gemv_v3_part(float (&red)[GEMV_KG][R][NB], const
 #pragma unroll
             for (int j = 0; j < GPW; j++) {
                 const int v = base + (part + ks * j) * 32;
-                if (v < nvec) {
-                    float wf[R][VEC];
-#pragma unroll
-                    for (int r = 0; r < R; r++) unpack16<W>(raw[j][r], wf[r]);
-#pragma unroll
-                    for (int b = 0; b < NB; b++) {
-                        if (b < n) {
-                            float xf[VEC];
-                            load_f32x<VEC>(x + (int64_t)b * K + (int64_t)v * VEC, xf);
-#pragma unroll
-                            for (int r = 0; r < R; r++)
-#pragma unroll
-                                for (int e = 0; e < VEC; e++) acc[j][r][b] += wf[r][e] * xf[e];
-                        }
-                    }
-                }
+                if (v < nvec) gemv_fma_vec<W, NB, R>(acc[j], raw[j], x, n, K, v);
             }
         }
 #pragma unroll
