@@ -19,13 +19,15 @@ build:
 
 # The tests CI runs (README: "make test"): formatting, vet, every package's tests, then the CUDA
 # backend's own tests on the emulated driver (build tag cudaemu: kernels/*.cu compiled for the
-# CPU by g++, package gpu driving them exactly as on a GPU; see cuda/emu.go).
+# CPU by g++, package gpu driving them exactly as on a GPU; see cuda/emu.go). The emulated gpu
+# package takes about 10 minutes on 2 cores (every CUDA thread a fiber; GEMV v3's barriers and
+# per-group shuffles doubled it), past go test's default 10-minute timeout.
 test: fmt-check vet test-emu
 	$(GO) test -count=1 ./...
 
 EMU_PKGS := ./cuda ./gpu ./cmd/llamacu
 test-emu:
-	$(GO) test -count=1 -tags cudaemu $(EMU_PKGS)
+	$(GO) test -count=1 -timeout 30m -tags cudaemu $(EMU_PKGS)
 
 test-short:
 	$(GO) test -short ./...
