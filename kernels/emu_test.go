@@ -699,6 +699,7 @@ type attnPlan struct {
 	tiles         []int32 // (first row, rows) pairs
 	chunk, splits int
 	mma           bool // tiles go to attention_prefill_f16_v3_hd<hd> (tensor cores)
+	decV3         bool // decode rows go to attention_decode_v3_<kv>_g<GM> + attention_reduce_f32_v2
 }
 
 func decodeFits(g, hd int, f32 bool) bool {
@@ -821,12 +822,18 @@ func testAttention(t *testing.T, e *emulator) {
 					"1sm":     makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, 1, 0),
 					"chunk32": makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, 132, 32),
 				}
+				// Decode attention v3 (gpu/attention.go's decodeV3: by default from 8 decode rows).
+				for _, pn := range []string{"H100", "1sm", "chunk32"} {
+					p := plans[pn]
+					p.decV3 = true
+					plans[pn+"/v3"] = p
+				}
 				for _, pn := range slices.Sorted(maps.Keys(plans)) {
 					p := plans[pn]
 					s := &script{}
 					got := attentionScript(s, c, kd, bt, p, q, cache.K(), cache.V())
 					e.run(t, s)
-					what := fmt.Sprintf("plan %s (v1 %d rows, decode %d rows in %d splits of %d, prefill %d tiles, mma %v)", pn, len(p.v1), len(p.dec), p.splits, p.chunk, len(p.tiles)/2, p.mma)
+					what := fmt.Sprintf("plan %s (v1 %d rows, decode %d rows in %d splits of %d, v3 %v, prefill %d tiles, mma %v)", pn, len(p.v1), len(p.dec), p.splits, p.chunk, p.decV3, len(p.tiles)/2, p.mma)
 					tl := tol{2e-6, 2e-5}
 					if p.mma && len(p.tiles) > 0 {
 						// fp16 Q (scaled) and P on the tensor cores: 2⁻¹¹ relative on each score's
@@ -872,10 +879,14 @@ func attentionScript(s *script, c kvCase, kd tensor.DType, bt *model.Batch, p at
 		}
 		decRows := ptrAt(pd, 4*nV1)
 		args := append([]arg{ptr(out), po, pml, ptr(qd), ptr(kc), ptr(vc), decRows}, common...)
-		s.launch(fmt.Sprintf("attention_decode_%s_g%d", kv, gm), d3(p.splits, c.kvHeads, nDec), d1(128),
+		dec, reduce := fmt.Sprintf("attention_decode_%s_g%d", kv, gm), "attention_reduce_f32"
+		if p.decV3 {
+			dec, reduce = fmt.Sprintf("attention_decode_v3_%s_g%d", kv, gm), "attention_reduce_f32_v2"
+		}
+		s.launch(dec, d3(p.splits, c.kvHeads, nDec), d1(128),
 			append(args, i32(p.chunk), i32(p.splits), i32(direct))...)
 		if direct == 0 {
-			s.launch("attention_reduce_f32", d2(c.heads, nDec), d1(128), ptr(out), po, pml, decRows, common[0],
+			s.launch(reduce, d2(c.heads, nDec), d1(128), ptr(out), po, pml, decRows, common[0],
 				i32(c.heads), i32(hd), i32(p.chunk), i32(p.splits))
 		}
 	}
@@ -932,6 +943,20 @@ func testMatMul(t *testing.T, e *emulator) {
 								ptrAt(out, 4*i*c.N), ptrAt(xd, 4*i*c.K), ptr(wd), i32(m), i32(c.N), i32(c.K))
 						}
 					}})
+					// v3 (the default): grid ceil(N·ks/16) for ks warps per 4-row group.
+					for _, ks := range []int{1, 2, 4} {
+						paths = append(paths, path{fmt.Sprintf("v3 ks=%d", ks), func(s *script, out, xd, wd dev) {
+							for i := 0; i < c.n; i += 8 {
+								m := min(8, c.n-i)
+								b := 1
+								for b < m {
+									b *= 2
+								}
+								s.launch(fmt.Sprintf("gemv_%s_v3_n%d_k%d", dt, b, ks), d1(ceilDiv(c.N*ks, 16)), d1(128),
+									ptrAt(out, 4*i*c.N), ptrAt(xd, 4*i*c.K), ptr(wd), i32(m), i32(c.N), i32(c.K))
+							}
+						}})
+					}
 				}
 				for _, p := range paths {
 					s := &script{}
@@ -1193,37 +1218,46 @@ func testFused(t *testing.T, e *emulator) {
 					ob, want[i] = hostBuf(t, be, c.n, N, nil)
 					be.MatMul(ob, xb, upload(t, be, d, N, c.K, ws[i]), c.n)
 				}
-				// qkv: three matmuls in one launch.
-				s := &script{}
-				xd := s.buf(f32Bytes(x))
-				var outs, wds [3]dev
-				for i, N := range ns {
-					outs[i] = s.buf(f32Bytes(nanFill(c.n * N)))
-					wds[i] = s.buf(tensor.Encode(d, ws[i]))
-				}
-				s.launch(fmt.Sprintf("gemv_%s_v2_qkv_n%d", dt, b), d1(ceilDiv(c.N0+c.N1+c.N2, 16)), d1(128),
-					ptr(outs[0]), ptr(outs[1]), ptr(outs[2]), ptr(xd), ptr(wds[0]), ptr(wds[1]), ptr(wds[2]),
-					i32(c.n), i32(c.N0), i32(c.N1), i32(c.N2), i32(c.K))
-				var got [3]*[]byte
-				for i := range outs {
-					got[i] = s.read(outs[i])
-				}
-				// glu: silu(x·W0ᵀ)·(x·W1ᵀ) when the two have the same rows (N1 rows of each).
-				glu := s.buf(f32Bytes(nanFill(c.n * c.N1)))
-				w0top := s.buf(tensor.Encode(d, ws[0][:c.N1*c.K]))
-				s.launch(fmt.Sprintf("gemv_%s_v2_glu_n%d", dt, b), d1(ceilDiv(c.N1, 16)), d1(128),
-					ptr(glu), ptr(xd), ptr(w0top), ptr(wds[1]), i32(c.n), i32(c.N1), i32(c.K))
-				gotGLU := s.read(glu)
-				e.run(t, s)
-				for i, N := range ns {
-					compare(t, fmt.Sprintf("qkv out %d", i), bytesF32(*got[i]), want[i], absDot(x, ws[i], c.n, N, c.K), tol{1e-6, 1e-5})
-				}
 				// The CPU's SwiGLU on its gate (the first N1 rows of out 0's matmul) and up.
 				gate, gw := hostBuf(t, be, c.n, c.N1, nil)
 				be.MatMul(gate, xb, upload(t, be, d, c.N1, c.K, ws[0][:c.N1*c.K]), c.n)
 				up, _ := hostBuf(t, be, c.n, c.N1, want[1])
 				be.SwiGLU(gate, gate, up, c.n)
-				compare(t, "glu", bytesF32(*gotGLU), gw, nil, tol{1e-5, 1e-4})
+				// v2, then v3 with each split (grid ceil(rows·ks/16): fused.go's gemvV3Grid).
+				for _, ver := range []struct {
+					suffix string
+					ks     int
+				}{{"v2_%s_n%d", 1}, {"v3_%s_n%d_k1", 1}, {"v3_%s_n%d_k2", 2}, {"v3_%s_n%d_k4", 4}} {
+					kname := func(kind string) string {
+						return "gemv_" + dt + "_" + fmt.Sprintf(ver.suffix, kind, b)
+					}
+					// qkv: three matmuls in one launch.
+					s := &script{}
+					xd := s.buf(f32Bytes(x))
+					var outs, wds [3]dev
+					for i, N := range ns {
+						outs[i] = s.buf(f32Bytes(nanFill(c.n * N)))
+						wds[i] = s.buf(tensor.Encode(d, ws[i]))
+					}
+					s.launch(kname("qkv"), d1(ceilDiv((c.N0+c.N1+c.N2)*ver.ks, 16)), d1(128),
+						ptr(outs[0]), ptr(outs[1]), ptr(outs[2]), ptr(xd), ptr(wds[0]), ptr(wds[1]), ptr(wds[2]),
+						i32(c.n), i32(c.N0), i32(c.N1), i32(c.N2), i32(c.K))
+					var got [3]*[]byte
+					for i := range outs {
+						got[i] = s.read(outs[i])
+					}
+					// glu: silu(x·W0ᵀ)·(x·W1ᵀ) when the two have the same rows (N1 rows of each).
+					glu := s.buf(f32Bytes(nanFill(c.n * c.N1)))
+					w0top := s.buf(tensor.Encode(d, ws[0][:c.N1*c.K]))
+					s.launch(kname("glu"), d1(ceilDiv(c.N1*ver.ks, 16)), d1(128),
+						ptr(glu), ptr(xd), ptr(w0top), ptr(wds[1]), i32(c.n), i32(c.N1), i32(c.K))
+					gotGLU := s.read(glu)
+					e.run(t, s)
+					for i, N := range ns {
+						compare(t, fmt.Sprintf("%s out %d", kname("qkv"), i), bytesF32(*got[i]), want[i], absDot(x, ws[i], c.n, N, c.K), tol{1e-6, 1e-5})
+					}
+					compare(t, kname("glu"), bytesF32(*gotGLU), gw, nil, tol{1e-5, 1e-4})
+				}
 			})
 		}
 	}
@@ -1608,13 +1642,16 @@ var launchSites = []string{
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
+	"MatMulQKV: grid | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
+	"MatMulSwiGLU: grid | cuda.Dim3{X: gemvThreads}",
 	"AddRMSNorm: cuda.Dim3{X: n} | cuda.Dim3{X: threads}",
 	"GatherRows: cuda.Dim3{X: len(rows)} | cuda.Dim3{X: 256}",
 	"StoreKV: cuda.Dim3{X: bt.Len()} | cuda.Dim3{X: 128}",
 	"MatMul: cuda.Dim3{X: ceilDiv(N, 8), Y: n} | cuda.Dim3{X: 256}",
 	"gemv: cuda.Dim3{X: ceilDiv(w.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
+	"gemv: grid | cuda.Dim3{X: gemvThreads}",
 	"matMulQuant: cuda.Dim3{X: ceilDiv(N, 8), Y: n} | cuda.Dim3{X: 256}",
 	"matMulQuant: gridFor(total, 256) | cuda.Dim3{X: 256}",
 	"matMulQuant: cuda.Dim3{X: ceilDiv(N, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
@@ -1634,7 +1671,7 @@ var launchSites = []string{
 	"helper prefillFits: 57ab19b55cba",
 	"helper prefillMMA: afa8543c2a56",
 	"helper makePlan: c10080e190b2",
-	"helper gemv: ab9f95502183",
+	"helper gemv: 46585e2180e2",
 }
 
 func TestEmuLaunchSitesUnchanged(t *testing.T) {
