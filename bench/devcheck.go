@@ -139,8 +139,9 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 		}
 	}
 	tflops := map[string]float64{}
-	topk := map[string]float64{}   // ns/op by "v2/n=8/k=40"
-	gateUp := map[string]float64{} // ns/op by "fused/n=1"
+	topk := map[string]float64{}    // ns/op by "v2/n=8/k=40"
+	gateUp := map[string]float64{}  // ns/op by "fused/n=1"
+	qkvRoPE := map[string]float64{} // ns/op by "fused/7B/n=1"
 	for _, b := range benches {
 		switch {
 		case strings.HasPrefix(b.Name, "BenchmarkGEMV/") && s.CopyMBps > 0:
@@ -169,6 +170,8 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 			s.Checks = append(s.Checks, Check{What: "prefill attention " + strings.ReplaceAll(rest, "/", " "), Value: b.Metrics["TFLOP/s"], Unit: "TFLOP/s"})
 		case strings.HasPrefix(b.Name, "BenchmarkGateUp/"):
 			gateUp[strings.TrimPrefix(b.Name, "BenchmarkGateUp/")] = b.NsPerOp
+		case strings.HasPrefix(b.Name, "BenchmarkQKVRoPE/"):
+			qkvRoPE[strings.TrimPrefix(b.Name, "BenchmarkQKVRoPE/")] = b.NsPerOp
 		case strings.HasPrefix(b.Name, "BenchmarkTopK/"):
 			rest := strings.TrimPrefix(b.Name, "BenchmarkTopK/")
 			topk[rest] = b.NsPerOp
@@ -184,18 +187,38 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 				Note: fmt.Sprintf("%.1f vs %.1f µs", gateUp[k]/1e3, un/1e3)})
 		}
 	}
+	for _, k := range slices.Sorted(maps.Keys(qkvRoPE)) {
+		if sep := qkvRoPE["separate/"+strings.TrimPrefix(k, "fused/")]; strings.HasPrefix(k, "fused/") && sep > 0 && qkvRoPE[k] > 0 {
+			s.Checks = append(s.Checks, Check{What: "q/k/v GEMV with RoPE and the KV store fused ÷ separate (fp16), " + strings.ReplaceAll(strings.TrimPrefix(k, "fused/"), "/", " "),
+				Value: sep / qkvRoPE[k], Unit: "×", Note: fmt.Sprintf("%.1f vs %.1f µs", qkvRoPE[k]/1e3, sep/1e3)})
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(topk)) {
 		v2 := topk[k]
 		if host := topk["read+host/"+strings.TrimPrefix(k, "v2/")]; strings.HasPrefix(k, "v2/") && host > 0 && v2 > 0 {
 			s.Checks = append(s.Checks, Check{What: "top-k on the device: read+host ÷ v2, " + strings.ReplaceAll(strings.TrimPrefix(k, "v2/"), "/", " "), Value: host / v2, Unit: "×"})
 		}
 	}
-	for k, v3 := range tflops {
-		if !strings.HasPrefix(k, "v3-mma/") {
+	// Prefill attention: the newest tensor-core kernel (v4; v3 in logs from before it) ÷ SIMT,
+	// and v4 ÷ v3.
+	for _, k := range slices.Sorted(maps.Keys(tflops)) {
+		ver, shape, ok := strings.Cut(k, "/")
+		if !ok || tflops[k] <= 0 {
 			continue
 		}
-		if v2 := tflops["v2-simt/"+strings.TrimPrefix(k, "v3-mma/")]; v2 > 0 {
-			s.Checks = append(s.Checks, Check{What: "prefill attention tensor cores ÷ SIMT, " + strings.ReplaceAll(strings.TrimPrefix(k, "v3-mma/"), "/", " "), Value: v3 / v2, Unit: "×"})
+		name := strings.ReplaceAll(shape, "/", " ")
+		simt := tflops["v2-simt/"+shape]
+		switch {
+		case ver == "v4-mma":
+			if v3 := tflops["v3-mma/"+shape]; v3 > 0 {
+				s.Checks = append(s.Checks, Check{What: "prefill attention v4 (cp.async pipeline, ldmatrix) ÷ v3, " + name, Value: tflops[k] / v3, Unit: "×"})
+			}
+		case ver == "v3-mma" && tflops["v4-mma/"+shape] == 0:
+		default:
+			continue
+		}
+		if simt > 0 {
+			s.Checks = append(s.Checks, Check{What: "prefill attention tensor cores ÷ SIMT, " + name, Value: tflops[k] / simt, Unit: "×"})
 		}
 	}
 }
@@ -266,6 +289,36 @@ func (s *DeviceCheck) addRanks(reports map[string]*Report) {
 	}
 }
 
+// abRuns are the A/B runs beside a shape's main run, llamacu-<shape>-f16-cuda<suffix>: the fp32
+// SIMT prefill, launch by launch decode (the main run has the feature); decode reading 40
+// candidates per row, and the model in Q4_K, Q8_0 or Q4_0 (llamacu-<shape>-q8_0-cuda) instead of
+// fp16 (the A/B run has it).
+var abRuns = []struct {
+	suffix, what string
+	abHasIt      bool
+}{
+	{"-simt-prefill", "prefill with tensor-core attention ÷ SIMT", false},
+	{"-no-graphs", "decode with CUDA graphs ÷ without", false},
+	{"-v2-kernels", "decode with GEMV v3 and decode attention v3 ÷ their v2 (LLAMACU_GEMV=v2 LLAMACU_DECODE=v2)", false},
+	{"-ubatch2048", "prefill in one 2048-token step ÷ in steps of 512 (--ubatch 2048)", true},
+	{"-separate-rope", "decode with RoPE and the KV store in the q/k/v GEMV ÷ their own launch (LLAMACU_ROPE=separate)", false},
+	{"-prefill-v3", "prefill with attention v4 ÷ v3 (LLAMACU_PREFILL=v3)", false},
+	{"-topk40", "decode reading each row's 40 best logits (device top-k) ÷ whole rows", true},
+	{"-q4_k", "Q4_K weights kept quantised ÷ fp16", true},
+	{"-q8_0", "Q8_0 weights kept quantised ÷ fp16", true},
+	{"-q4_0", "Q4_0 weights kept quantised ÷ fp16", true},
+}
+
+// isABRun reports whether a report's name is one of abRuns' (not a main run).
+func isABRun(name string) bool {
+	for _, ab := range abRuns {
+		if strings.HasSuffix(name, ab.suffix) {
+			return true
+		}
+	}
+	return quantAB(name)
+}
+
 // addModels sets the llamacu reports against the targets and their peers.
 func (s *DeviceCheck) addModels(reports map[string]*Report) {
 	find := func(r *Report, label string) (Result, bool) {
@@ -281,7 +334,7 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 	}
 	var names []string
 	for name := range reports {
-		if strings.HasPrefix(name, "llamacu-") && !strings.Contains(name, "simt") && !strings.Contains(name, "no-graphs") && !strings.Contains(name, "-v2-kernels") && !strings.Contains(name, "-ubatch") && !strings.Contains(name, "-topk") && !quantAB(name) && reports[name].Settings.RankOf == 0 {
+		if strings.HasPrefix(name, "llamacu-") && !isABRun(name) && reports[name].Settings.RankOf == 0 {
 			names = append(names, name)
 		}
 	}
@@ -316,22 +369,8 @@ func (s *DeviceCheck) addModels(reports map[string]*Report) {
 			}
 			s.Checks = append(s.Checks, c)
 		}
-		// The A/B runs of the same shape: the fp32 SIMT prefill, launch by launch decode (the
-		// main run has the feature); decode reading 40 candidates per row, and the model in
-		// Q4_K, Q8_0 or Q4_0 (llamacu-<shape>-q8_0-cuda) instead of fp16 (the A/B run has it).
-		for _, ab := range []struct {
-			suffix, what string
-			abHasIt      bool
-		}{
-			{"-simt-prefill", "prefill with tensor-core attention ÷ SIMT", false},
-			{"-no-graphs", "decode with CUDA graphs ÷ without", false},
-			{"-v2-kernels", "decode with GEMV v3 and decode attention v3 ÷ their v2 (LLAMACU_GEMV=v2 LLAMACU_DECODE=v2)", false},
-			{"-ubatch2048", "prefill in one 2048-token step ÷ in steps of 512 (--ubatch 2048)", true},
-			{"-topk40", "decode reading each row's 40 best logits (device top-k) ÷ whole rows", true},
-			{"-q4_k", "Q4_K weights kept quantised ÷ fp16", true},
-			{"-q8_0", "Q8_0 weights kept quantised ÷ fp16", true},
-			{"-q4_0", "Q4_0 weights kept quantised ÷ fp16", true},
-		} {
+		// The A/B runs of the same shape.
+		for _, ab := range abRuns {
 			o := reports[name+ab.suffix]
 			if quantAB(ab.suffix + "-") { // llamacu-7b-q8_0-cuda beside llamacu-7b-f16-cuda
 				o = nil

@@ -26,9 +26,14 @@ BenchmarkGEMV/F16/4096x4096/n=8-16   	     200	    120000 ns/op	 280000.00 MB/s
 BenchmarkGEMVQuant/Q4_K/4096x4096/n=1-16 	     200	     40000 ns/op	 240000.00 MB/s
 BenchmarkAttentionDecode/7B-16       	     200	    400000 ns/op	 336000.00 MB/s
 BenchmarkAttentionDecode/7B/8seqs-16 	     200	   2000000 ns/op	 300000.00 MB/s
+BenchmarkAttentionPrefill/v4-mma/7B/n=2048-16  	200	 150000 ns/op	 229.0 TFLOP/s
 BenchmarkAttentionPrefill/v3-mma/7B/n=2048-16  	200	 300000 ns/op	 114.5 TFLOP/s
+BenchmarkAttentionPrefill/v3-mma/70B/n=2048-16 	200	 300000 ns/op	 100.0 TFLOP/s
+BenchmarkAttentionPrefill/v2-simt/70B/n=2048-16 	200	1500000 ns/op	  20.0 TFLOP/s
 BenchmarkAttentionPrefill/v2-simt/7B/n=2048-16 	200	1500000 ns/op	  22.9 TFLOP/s
 BenchmarkGateUp/fused/n=1-16        	     200	    110000 ns/op	 1639.68 MB/s
+BenchmarkQKVRoPE/fused/7B/n=1-16     	     200	     40000 ns/op	 2516582.40 MB/s
+BenchmarkQKVRoPE/separate/7B/n=1-16  	     200	     44000 ns/op	 2287802.18 MB/s
 BenchmarkGateUp/unfused/n=1-16      	     200	    121000 ns/op	 1490.62 MB/s
 BenchmarkTopK/v2/n=8/k=40-16         	     200	     30000 ns/op	 34133.33 MB/s
 BenchmarkTopK/read+host/n=8/k=40-16  	     200	    600000 ns/op	  1706.67 MB/s
@@ -66,6 +71,8 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-no-graphs.json"), "llamacu", res("tg", 128, 1, 0, 170))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-v2-kernels.json"), "llamacu", res("tg", 128, 1, 0, 152))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-ubatch2048.json"), "llamacu", res("pp", 2048, 1, 0, 34100))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-separate-rope.json"), "llamacu", res("tg", 128, 1, 0, 180))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-prefill-v3.json"), "llamacu", res("pp", 2048, 1, 0, 28000))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-topk40.json"), "llamacu", res("tg", 1024, 8, 0, 1540))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q8_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 342), res("pp", 2048, 1, 0, 24800))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q4_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 570))
@@ -103,13 +110,16 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"GEMV F16 4096x4096 n=8", 70, true},              // no target at n = 8
 		{"GEMV Q4_K 4096x4096 n=1 (quantised)", 60, true}, // reported only
 		{"decode attention 7B, 4096 context", 84, true},
-		{"decode attention 7B/8seqs, 4096 context", 75, true}, // reported only
-		{"prefill attention tensor cores ÷ SIMT, 7B n=2048", 114.5 / 22.9, true},
+		{"decode attention 7B/8seqs, 4096 context", 75, true},                    // reported only
+		{"prefill attention tensor cores ÷ SIMT, 7B n=2048", 229.0 / 22.9, true}, // v4's
+		{"prefill attention v4 (cp.async pipeline, ldmatrix) ÷ v3, 7B n=2048", 2, true},
+		{"prefill attention tensor cores ÷ SIMT, 70B n=2048", 5, true}, // v3's: no v4 figure
 		{"all-reduce 1x4096", 25, true},
 		{"top-k v2 n=8 k=40, 32000 vocabulary", 30, true},
 		{"llama-2-70b b1 d0 at TP 8: one rank measured alone + 160 all-reduces", 1 / (1.0/80 + 160*25e-6), false}, // 61.5 < 100
 		{"FFN gate/up + SwiGLU fused ÷ unfused (7B, fp16), n=1", 1.1, true},
 		{"top-k on the device: read+host ÷ v2, n=8 k=40", 20, true},
+		{"q/k/v GEMV with RoPE and the KV store fused ÷ separate (fp16), 7B n=1", 1.1, true},
 		{"llama-2-7b pp2048", 31000, true},
 		{"llama-2-7b tg128 b1 d0", 190, false}, // the 200 tok/s target
 		{"llama-2-7b tg128 b8 d0", 1400, true},
@@ -117,6 +127,8 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"decode with CUDA graphs ÷ without, tg128 b1 d0", 190.0 / 170, true},
 		{"prefill in one 2048-token step ÷ in steps of 512 (--ubatch 2048), pp2048", 34100.0 / 31000, true},
 		{"decode with GEMV v3 and decode attention v3 ÷ their v2 (LLAMACU_GEMV=v2 LLAMACU_DECODE=v2), tg128 b1 d0", 190.0 / 152, true},
+		{"decode with RoPE and the KV store in the q/k/v GEMV ÷ their own launch (LLAMACU_ROPE=separate), tg128 b1 d0", 190.0 / 180, true},
+		{"prefill with attention v4 ÷ v3 (LLAMACU_PREFILL=v3), pp2048", 31000.0 / 28000, true},
 		{"decode reading each row's 40 best logits (device top-k) ÷ whole rows, tg128 b8 d0", 1540.0 / 1400, true},
 		{"Q8_0 weights kept quantised ÷ fp16, tg128 b1 d0", 342.0 / 190, true},
 		{"Q8_0 weights kept quantised ÷ fp16, pp2048", 24800.0 / 31000, true},

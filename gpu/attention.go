@@ -19,8 +19,10 @@ const (
 	pfQuery     = 32  // PF_BQ: query vectors per prefill block
 	pfThreads   = 128 // PF_THREADS
 	pfHDMax     = 128 // PF_HD_MAX
-	pmQuery     = 64  // PM_BQ: query vectors per tensor-core prefill block
+	pmQuery     = 64  // PM_BQ: query vectors per tensor-core prefill block (v3)
 	pmThreads   = 128 // PM_THREADS
+	p4Query     = 64  // P4_BQ: the same for v4
+	p4Threads   = 128 // P4_THREADS
 
 	// prefillMinRun is the shortest run of consecutive positions of one sequence that goes to the
 	// prefill kernel; shorter runs (decode rows) go to the split-K decode kernel, which spreads a
@@ -77,8 +79,8 @@ func decodeFits(g, hd int, f32 bool) bool {
 // prefillFits reports whether the v2 prefill kernel handles this geometry.
 func prefillFits(g, hd int) bool { return hd%2 == 0 && hd <= pfHDMax && g <= pfQuery }
 
-// prefillMMA reports whether the tensor-core prefill kernel (v3) handles this geometry: an
-// fp16 cache and head_dim 64 or 128.
+// prefillMMA reports whether the tensor-core prefill kernels (v3, v4) handle this geometry: an
+// fp16 cache and head_dim 64 or 128. Both take tiles of pmQuery (= p4Query) query vectors.
 func prefillMMA(g, hd int, f32 bool) bool { return !f32 && (hd == 64 || hd == 128) && g <= pmQuery }
 
 // makePlan fills p for batch bt (already validated) and uploads it.
@@ -249,13 +251,18 @@ func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt 
 		}
 	}
 	if p.nTiles > 0 && p.mma {
-		f := b.k.attnPrefillMMA[0]
+		hi := 0
 		if hd == 128 {
-			f = b.k.attnPrefillMMA[1]
+			hi = 1
 		}
-		b.launch(f, cuda.Dim3{X: p.nTiles, Y: kvHeads}, cuda.Dim3{X: pmThreads},
-			cuda.Ptr(ob.ptr), cuda.Ptr(qb.ptr), cache[0], cache[1], cuda.Ptr(tiles),
-			common[0], common[1], common[2], common[3], common[4], common[6], common[7], common[8])
+		args := []cuda.Arg{cuda.Ptr(ob.ptr), cuda.Ptr(qb.ptr), cache[0], cache[1], cuda.Ptr(tiles),
+			common[0], common[1], common[2], common[3], common[4], common[6], common[7], common[8]}
+		if b.opts.PrefillV3 {
+			b.launch(b.k.attnPrefillMMA[hi], cuda.Dim3{X: p.nTiles, Y: kvHeads}, cuda.Dim3{X: pmThreads}, args...)
+			return
+		}
+		// v4 takes its tiles in reverse (heaviest first): the grid's y is the tile.
+		b.launch(b.k.attnPrefillV4[hi], cuda.Dim3{X: kvHeads, Y: p.nTiles}, cuda.Dim3{X: p4Threads}, args...)
 		return
 	}
 	if p.nTiles > 0 {

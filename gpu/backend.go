@@ -40,9 +40,12 @@ type Options struct {
 	// before (graph.go): decode steps then cost one launch. Only RunStep records; ops called
 	// outside it run directly.
 	Graphs bool
-	// SIMTPrefill runs the fp32 SIMT prefill attention (v2) where the tensor-core one (v3)
+	// SIMTPrefill runs the fp32 SIMT prefill attention (v2) where the tensor-core one (v4)
 	// applies: for benchmarks that compare them.
 	SIMTPrefill bool
+	// PrefillV3 runs the previous tensor-core prefill attention (v3: no cp.async pipeline, no
+	// ldmatrix) instead of v4: for benchmarks that compare them.
+	PrefillV3 bool
 	// Decode picks the decode attention kernels: 0 chooses by the step (v3 for steps of at
 	// least decV3MinRows decode rows, v2 below: see gpu/attention.go), 2 or 3 forces that version.
 	Decode int
@@ -52,6 +55,10 @@ type Options struct {
 	// GEMVSplit forces v3's warps per row group (1, 2 or 4); 0 chooses (gemvSplit: 4). The
 	// results are the same bits whatever it is; for benchmarks.
 	GEMVSplit int
+	// SeparateRoPE runs RoPE and the KV store as a launch of their own after the q/k/v GEMV
+	// (rope_qk_store_kv) instead of in its epilogue (gemv_<dt>_v3_qkv_rope): for benchmarks
+	// that compare them. The bits are the same.
+	SeparateRoPE bool
 	// NoCublas never loads cuBLAS: matmuls of more than 8 rows run the GEMV kernel over 8-row
 	// slices. By default cuBLAS is used when it can be dlopened.
 	NoCublas bool
@@ -60,16 +67,18 @@ type Options struct {
 // Backend is the CUDA implementation of model.Backend on one device. Like the cpu backend, its
 // methods must not be called from several goroutines at once; all work goes to one stream.
 type Backend struct {
-	opts   Options
-	ctx    *cuda.Context
-	mod    *cuda.Module
-	k      kernelSet
-	blas   *cuda.Cublas // nil without cuBLAS
-	name   string
-	sms    int
-	src    string // where the fatbin came from
-	err    error  // first device error (sticky)
-	closed bool
+	opts Options
+	ctx  *cuda.Context
+	mod  *cuda.Module
+	k    kernelSet
+	blas *cuda.Cublas // nil without cuBLAS
+	name string
+	sms  int
+	src  string // where the fatbin came from
+	err  error  // first device error (sticky)
+	// launches counts launch calls (Launches).
+	launches int64
+	closed   bool
 
 	allocs []cuda.DevicePtr // everything to free at Close
 
@@ -192,12 +201,18 @@ func (b *Backend) launch(f *cuda.Function, grid, block cuda.Dim3, args ...cuda.A
 	if b.err != nil {
 		return
 	}
+	b.launches++
 	if b.rec.on {
 		b.recordLaunch(f, grid, block, args)
 		return
 	}
 	b.fail(f.Launch(grid, block, 0, nil, args...))
 }
+
+// Launches is the number of kernels the backend has launched since it opened, those recorded
+// into a step's CUDA graph included (a replayed step counts each of its kernels): what a fusion
+// saves shows here.
+func (b *Backend) Launches() int64 { return b.launches }
 
 // alloc allocates device memory that lives until Close.
 func (b *Backend) alloc(bytes int64) (cuda.DevicePtr, error) {

@@ -200,15 +200,16 @@ func BenchmarkAttentionDecode(b *testing.B) {
 }
 
 // BenchmarkAttentionPrefill: causal attention of one 2048-token prompt over the fp16 cache, 7B
-// (32/32 heads) and 70B (64/8) shapes, head_dim 128: the tensor-core kernel (v3) against the
-// fp32 SIMT one (v2). TFLOP/s counts the causal half of QKᵀ and PV: 2·2·heads·hd·n²/2.
+// (32/32 heads) and 70B (64/8) shapes, head_dim 128: the tensor-core kernels (v4, pipelined,
+// and v3) against the fp32 SIMT one (v2). TFLOP/s counts the causal half of QKᵀ and PV:
+// 2·2·heads·hd·n²/2.
 func BenchmarkAttentionPrefill(b *testing.B) {
-	for _, simt := range []bool{false, true} {
-		kernel := "v3-mma"
-		if simt {
-			kernel = "v2-simt"
-		}
-		be := open(b, gpu.Options{SIMTPrefill: simt})
+	for _, v := range []struct {
+		kernel string
+		opts   gpu.Options
+	}{{"v4-mma", gpu.Options{}}, {"v3-mma", gpu.Options{PrefillV3: true}}, {"v2-simt", gpu.Options{SIMTPrefill: true}}} {
+		kernel := v.kernel
+		be := open(b, v.opts)
 		for _, c := range []struct {
 			name           string
 			heads, kvHeads int
@@ -328,5 +329,49 @@ func BenchmarkGateUp(b *testing.B) {
 				be.SwiGLU(out, out, tmp, n)
 			})
 		})
+	}
+}
+
+// BenchmarkQKVRoPE: the attention block's prologue of one decode row, fused (gemv_f16_v3_qkv_rope:
+// one launch) and separate (gemv_f16_v3_qkv, then rope_qk_store_kv), on 7B's shapes (4096 →
+// 4096 + 4096 + 4096, 32 KV heads) and one TP-8 rank of 70B (8192 → 1024 + 128 + 128, 1 KV head),
+// fp16 weights and cache. Bytes are the three matrices. The ratio is what the fusion buys per
+// layer, the launch gap included.
+func BenchmarkQKVRoPE(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 5))
+	for _, c := range []struct {
+		name                string
+		dim, heads, kvHeads int
+	}{{"7B", 4096, 32, 32}, {"70B-rank-of-8", 8192, 8, 1}} {
+		const hd = 128
+		dim, heads, kvHeads := c.dim, c.heads, c.kvHeads
+		if cuda.Emulated {
+			dim, heads, kvHeads = 256, 2, 1
+		}
+		for _, v := range []struct {
+			name string
+			opts gpu.Options
+		}{{"fused", gpu.Options{}}, {"separate", gpu.Options{SeparateRoPE: true}}} {
+			be := open(b, v.opts)
+			var ws [3]model.Weight
+			for i, rows := range []int{heads * hd, kvHeads * hd, kvHeads * hd} {
+				w, err := be.Upload(&tensor.Tensor{Name: "w", DType: tensor.F16, Shape: []int{rows, dim}, Data: tensor.Encode(tensor.F16, normal(r, rows*dim))})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ws[i] = w
+			}
+			cache, err := be.NewKVCache(model.KVLayout{Layers: 1, KVHeads: kvHeads, HeadDim: hd, BlockSize: 16, NumBlocks: 64})
+			if err != nil {
+				b.Fatal(err)
+			}
+			bt := &model.Batch{Tokens: []int32{0}, Pos: []int32{1000}, Seq: []int32{0}, BlockTables: [][]int32{make([]int32, 64)}}
+			x := newBuf(b, be, 1, dim, normal(r, dim))
+			q, k, vv := newBuf(b, be, 1, heads*hd, nil), newBuf(b, be, 1, kvHeads*hd, nil), newBuf(b, be, 1, kvHeads*hd, nil)
+			b.Run(fmt.Sprintf("%s/%s/n=1", v.name, c.name), func(b *testing.B) {
+				b.SetBytes(int64(heads+2*kvHeads) * hd * int64(dim) * 2)
+				run(b, be, func() { be.MatMulQKVRoPEStoreKV(q, k, vv, x, ws[0], ws[1], ws[2], cache, 0, bt, hd, 10000) })
+			})
+		}
 	}
 }

@@ -70,6 +70,8 @@ func TestConformance(t *testing.T) {
 		// Decode attention v3 at every batch (by default only steps of 8 or more decode rows).
 		{"fast/decode-v3/kv-f16", gpu.Options{Decode: 3}, half},
 		{"fast/decode-v3/kv-f32/no-cublas", gpu.Options{Decode: 3, KVF32: true, NoCublas: true}, tight},
+		// The previous tensor-core prefill attention (v3), still selectable for comparisons.
+		{"fast/prefill-v3/kv-f16", gpu.Options{PrefillV3: true}, half},
 		// The previous fast versions, still selectable for comparisons: GEMV v2, decode attention v2.
 		{"v2/kv-f32/no-cublas", gpu.Options{KVF32: true, NoCublas: true, GEMVv2: true, Decode: 2}, tight},
 		// The v1 kernels, the GPU-side spec.

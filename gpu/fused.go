@@ -104,6 +104,48 @@ func (b *Backend) MatMulQKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, n 
 		i32(n), i32(ws[0].rows), i32(ws[1].rows), i32(ws[2].rows), i32(xb.cols))
 }
 
+// The attention block's prologue in one launch (model.QKVRoPEStorer).
+var _ model.QKVRoPEStorer = (*Backend)(nil)
+
+// MatMulQKVRoPEStoreKV: MatMulQKV, then RoPEStoreKV, in one launch of
+// gemv_<dt>_v3_qkv_rope_<kv>_n<B> (kernels/gemv.cu) where MatMulQKV would launch the v3 q/k/v
+// kernel with ks = 4: float weights of one dtype, at most 8 rows, row counts multiples of 4 and
+// k, v of the cache's kv_heads·head_dim. Elsewhere (and under Options.SeparateRoPE) it runs the
+// two ops. Either way the bits are the same: q and k rotated, k and v in the cache.
+func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, c model.KVCache, layer int, bt *model.Batch, headDim int, theta float32) {
+	n := bt.Len()
+	qb, kb, vb, xb, cc := buf(q), buf(k), buf(v), buf(x), kvc(c)
+	ws := []*Weight{wt(wq), wt(wk), wt(wv)}
+	kvDim := cc.l.KVHeads * cc.l.HeadDim
+	if b.opts.SeparateRoPE || b.opts.GEMVv2 || b.gemvSplit() != 4 || !b.fusable(n, false, ws...) || ws[0].quantised() ||
+		ws[0].rows%gemvRows != 0 || ws[1].rows != kvDim || ws[2].rows != kvDim || kvDim%gemvRows != 0 ||
+		headDim != cc.l.HeadDim || headDim%2 != 0 || ws[0].rows%headDim != 0 {
+		b.MatMulQKV(q, k, v, x, wq, wk, wv, n)
+		b.RoPEStoreKV(q, k, v, c, layer, bt, headDim, theta)
+		return
+	}
+	for i, ob := range []*Buffer{qb, kb, vb} {
+		if ob.cols != ws[i].rows || xb.cols != ws[i].cols || ob == xb {
+			panic(fmt.Sprintf("gpu: MatMulQKVRoPEStoreKV: out %d (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", i, n, ob.cols, n, xb.cols, ws[i].shape))
+		}
+	}
+	d := b.prepareBatch("MatMulQKVRoPEStoreKV", cc, layer, bt, false, qb, kb, vb, xb)
+	if n == 0 || !b.ok() {
+		return
+	}
+	kvi := 1
+	if cc.f32 {
+		kvi = 0
+	}
+	l := cc.l
+	grid, _ := gemvV3Grid(ws[0].rows+2*kvDim, 4)
+	b.launch(b.k.gemvQKVRoPE[ws[0].wdt()][kvi][batchWidth(n)], grid, cuda.Dim3{X: gemvThreads},
+		cuda.Ptr(qb.ptr), cuda.Ptr(kb.ptr), cuda.Ptr(vb.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ws[0].ptr), cuda.Ptr(ws[1].ptr), cuda.Ptr(ws[2].ptr),
+		cuda.Ptr(cc.k), cuda.Ptr(cc.v), cuda.Ptr(d.pos), cuda.Ptr(d.rowTab), cuda.Ptr(d.tables),
+		i32(n), i32(ws[0].rows), i32(kvDim), i32(xb.cols), i32(headDim), cuda.F32(theta),
+		i32(layer), i32(l.NumBlocks), i32(l.BlockSize))
+}
+
 // MatMulSwiGLU: out = silu(x·gateᵀ)·(x·upᵀ) in one launch of gemv_<dt>_v2_glu; else MatMul into
 // out and tmp and SwiGLU. tmp (n, N) is scratch for the unfused path; it may be left as it was.
 func (b *Backend) MatMulSwiGLU(out, tmp, x model.Buffer, gate, up model.Weight, n int) {

@@ -3,6 +3,7 @@
 package gpu_test
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -94,6 +95,94 @@ func TestFusedOps(t *testing.T) {
 			same(fmt.Sprintf("AddRMSNorm x (n %d, dim %d)", n, cols), read(t, be, x1, n), read(t, be, x2, n))
 			same(fmt.Sprintf("AddRMSNorm out (n %d, dim %d)", n, cols), read(t, be, y1, n), read(t, be, y2, n))
 		}
+	}
+}
+
+// TestQKVRoPEStoreKV: the attention block's prologue in one op (MatMulQKVRoPEStoreKV) equals
+// MatMulQKV then RoPEStoreKV bit for bit — q, k, v and both caches, paged positions, GQA — in
+// one launch where the fused kernel applies (float weights, ≤ 8 rows) and through the two ops
+// where it does not (Q8_0 weights, 9 rows, Options.SeparateRoPE).
+func TestQKVRoPEStoreKV(t *testing.T) {
+	heads, kvHeads, hd, dim := 8, 2, 16, 128
+	if !cuda.Emulated {
+		heads, kvHeads, hd, dim = 32, 8, 128, 4096 // 70B's head geometry at 7B's width
+	}
+	const bs, numBlocks, theta = 4, 16, 10000
+	l := model.KVLayout{Layers: 2, KVHeads: kvHeads, HeadDim: hd, BlockSize: bs, NumBlocks: numBlocks}
+	// batch: n−1 rows of sequence 0 from position 5 (crossing blocks), one of sequence 1 at 2.
+	batch := func(n int) *model.Batch {
+		bt := &model.Batch{BlockTables: [][]int32{{9, 3, 14, 0, 7}, {11}}}
+		for i := 0; i < n-1; i++ {
+			bt.Tokens, bt.Pos, bt.Seq = append(bt.Tokens, 0), append(bt.Pos, int32(5+i)), append(bt.Seq, 0)
+		}
+		bt.Tokens, bt.Pos, bt.Seq = append(bt.Tokens, 0), append(bt.Pos, 2), append(bt.Seq, 1)
+		return bt
+	}
+	r := rand.New(rand.NewPCG(41, 42))
+	for _, tc := range []struct {
+		name  string
+		opts  gpu.Options
+		d     tensor.DType
+		n     int
+		fused bool
+	}{
+		{"f16/n=1", gpu.Options{}, tensor.F16, 1, true},
+		{"f16/n=3", gpu.Options{}, tensor.F16, 3, true},
+		{"bf16/n=8", gpu.Options{}, tensor.BF16, 8, true},
+		{"f32/n=2/kv-f32", gpu.Options{KVF32: true}, tensor.F32, 2, true},
+		{"f16/n=4/kv-f32", gpu.Options{KVF32: true}, tensor.F16, 4, true},
+		{"f16/n=9", gpu.Options{NoCublas: true}, tensor.F16, 9, false},
+		{"q8_0/n=2", gpu.Options{}, tensor.Q8_0, 2, false},
+		{"f16/n=2/separate", gpu.Options{SeparateRoPE: true}, tensor.F16, 2, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := open(t, tc.opts)
+			var ws [3]model.Weight
+			for i, rows := range []int{heads * hd, kvHeads * hd, kvHeads * hd} {
+				w, err := be.Upload(&tensor.Tensor{Name: "w", DType: tc.d, Shape: []int{rows, dim}, Data: tensor.Encode(tc.d, normal(r, rows*dim))})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ws[i] = w
+			}
+			bt := batch(tc.n)
+			x := normal(r, tc.n*dim)
+			var got [2][5][]byte // path → q, k, v, K cache, V cache
+			for path := range got {
+				c, err := be.NewKVCache(l)
+				if err != nil {
+					t.Fatal(err)
+				}
+				xb := newBuf(t, be, tc.n, dim, x)
+				q, k, v := newBuf(t, be, tc.n, heads*hd, nil), newBuf(t, be, tc.n, kvHeads*hd, nil), newBuf(t, be, tc.n, kvHeads*hd, nil)
+				before := be.Launches()
+				if path == 0 {
+					be.MatMulQKVRoPEStoreKV(q, k, v, xb, ws[0], ws[1], ws[2], c, 1, bt, hd, theta)
+					if launched := be.Launches() - before; (launched == 1) != tc.fused {
+						t.Errorf("%d launches (fused kernel expected: %v)", launched, tc.fused)
+					}
+				} else {
+					be.MatMulQKV(q, k, v, xb, ws[0], ws[1], ws[2], tc.n)
+					be.RoPEStoreKV(q, k, v, c, 1, bt, hd, theta)
+				}
+				for j, b := range []model.Buffer{q, k, v} {
+					got[path][j] = tensor.Encode(tensor.F32, read(t, be, b, tc.n))
+				}
+				gc := c.(*gpu.KVCache)
+				size := l.Layers * numBlocks * bs * kvHeads * hd * be.KVElementBytes()
+				for j, p := range []cuda.DevicePtr{gc.K(), gc.V()} {
+					got[path][3+j] = make([]byte, size)
+					if err := be.Context().CopyDtoH(got[path][3+j], p); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for j, what := range []string{"q", "k", "v", "K cache", "V cache"} {
+				if !bytes.Equal(got[0][j], got[1][j]) {
+					t.Errorf("%s differs between the fused op and MatMulQKV + RoPEStoreKV", what)
+				}
+			}
+		})
 	}
 }
 

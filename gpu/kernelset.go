@@ -22,7 +22,8 @@ type kernelFuncs[F any] struct {
 	attnDecV3F32, attnDecV3F16     [4]F // v3 decode, by group width
 	attnReduceV2                   F
 	attnPrefillF32, attnPrefillF16 F
-	attnPrefillMMA                 [2]F // fp16 cache, tensor cores: head_dim 64, 128
+	attnPrefillMMA                 [2]F // fp16 cache, tensor cores (v3): head_dim 64, 128
+	attnPrefillV4                  [2]F // v4: pipelined, ldmatrix; head_dim 64, 128
 
 	gemvV1        [3]F       // gemv.cu, by wdt (F32, F16, BF16)
 	gemvV2        [3][4]F    // by wdt, batch width 1, 2, 4, 8
@@ -31,13 +32,14 @@ type kernelFuncs[F any] struct {
 	gemvV3        [3][4][3]F // v3 (split K), by wdt, batch width and ks (1, 2, 4)
 	gemvQKV3      [3][4][3]F
 	gemvGLU3      [3][4][3]F
-	gemvQV1       [5]F    // gemv.cu, kquant.cu, by quantised type: Q8_0, Q4_0, Q4_K, Q6_K, Q5_K
-	gemvQV2       [5][4]F // by quantised type, batch width 1, 2, 4, 8
-	gemvQQKV      [2][4]F // fused q, k, v projections, by quantised type (Q8_0, Q4_0) and batch width
-	gemvQGLU      [2][4]F // fused gate/up projections and SwiGLU, by quantised type (Q8_0, Q4_0) and batch width
-	gemvKGLU      [2][4]F // kquant.cu: the same for Q4_K and Q5_K
-	dequantQ      [5]F    // Q8_0, Q4_0, Q4_K, Q6_K, Q5_K → fp16 for cuBLAS
-	gemmV1        [3]F    // gemm.cu
+	gemvQKVRoPE   [3][2][4]F // v3 q, k, v with RoPE and the KV store (ks = 4), by wdt, cache (f32, f16), batch width
+	gemvQV1       [5]F       // gemv.cu, kquant.cu, by quantised type: Q8_0, Q4_0, Q4_K, Q6_K, Q5_K
+	gemvQV2       [5][4]F    // by quantised type, batch width 1, 2, 4, 8
+	gemvQQKV      [2][4]F    // fused q, k, v projections, by quantised type (Q8_0, Q4_0) and batch width
+	gemvQGLU      [2][4]F    // fused gate/up projections and SwiGLU, by quantised type (Q8_0, Q4_0) and batch width
+	gemvKGLU      [2][4]F    // kquant.cu: the same for Q4_K and Q5_K
+	dequantQ      [5]F       // Q8_0, Q4_0, Q4_K, Q6_K, Q5_K → fp16 for cuBLAS
+	gemmV1        [3]F       // gemm.cu
 	toF16, toBF16 F
 
 	swigluV1, swiglu F // swiglu.cu
@@ -64,6 +66,7 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		"attention_reduce_f32": &k.attnReduce, "attention_reduce_f32_v2": &k.attnReduceV2,
 		"attention_prefill_f32": &k.attnPrefillF32, "attention_prefill_f16": &k.attnPrefillF16,
 		"attention_prefill_f16_v3_hd64": &k.attnPrefillMMA[0], "attention_prefill_f16_v3_hd128": &k.attnPrefillMMA[1],
+		"attention_prefill_f16_v4_hd64": &k.attnPrefillV4[0], "attention_prefill_f16_v4_hd128": &k.attnPrefillV4[1],
 		"convert_f32_to_f16": &k.toF16, "convert_f32_to_bf16": &k.toBF16,
 		"swiglu_f32_v1": &k.swigluV1, "swiglu_f32": &k.swiglu,
 		"add_f32_v1": &k.addV1, "add_f32": &k.add,
@@ -98,6 +101,9 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 				table[fmt.Sprintf("gemv_%s_v3_n%d_k%d", dt, w, ks)] = &k.gemvV3[d][j][i]
 				table[fmt.Sprintf("gemv_%s_v3_qkv_n%d_k%d", dt, w, ks)] = &k.gemvQKV3[d][j][i]
 				table[fmt.Sprintf("gemv_%s_v3_glu_n%d_k%d", dt, w, ks)] = &k.gemvGLU3[d][j][i]
+			}
+			for c, kv := range [2]string{"f32", "f16"} {
+				table[fmt.Sprintf("gemv_%s_v3_qkv_rope_%s_n%d", dt, kv, w)] = &k.gemvQKVRoPE[d][c][j]
 			}
 		}
 	}

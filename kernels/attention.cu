@@ -838,3 +838,218 @@ extern "C" __global__ void __launch_bounds__(PM_THREADS)
     attention_prefill_mma<128>(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, layer,
                                num_blocks, block_size);
 }
+
+// ================================================================ v4 prefill (tensor cores, pipelined)
+//
+// attention_prefill_f16_v4_hd<HD>: v3's flash-attention 2 with what the first GPU check's 63
+// TFLOP/s at 7B n = 2048 pointed at (bench/results/gpu-h100-2026-11-28-run1): v3 loads each
+// K/V tile through registers and waits for it (nothing overlaps the global loads), and it
+// gathers its mma B fragments with one shared load per 32-bit word (K) or per half (V: four
+// 16-bit loads per mma). v4:
+//   - copies tiles with cp.async into two shared-memory stages: tile t + 1 streams in while
+//     tile t is computed (32-key tiles, so that both stages of K and V fit the 48 KB of static
+//     shared memory: 34 KB at HD 128);
+//   - loads B fragments with ldmatrix.x4 — K as stored for S = Q·Kᵀ, V with .trans for O = P·V —
+//     one instruction for two mmas, where v3 spent 4 (K) or 8 (V);
+//   - works in base 2: Q is pre-scaled by log2(e)/sqrt(HD), so each probability is one exp2f;
+//   - starts the heaviest tiles first: grid (kv_heads, tiles) with tile = tiles − 1 − blockIdx.y,
+//     and a causal tile's work grows with its position, so the last wave is the light tiles.
+// Same tiles, fragments, online softmax and output as v3; the sums are the same products in the
+// same order per key tile but over 32 keys instead of 64, and the exponentials differ in the
+// last bits (exp2f of a pre-scaled score): v4 agrees with v3 to rounding, not bit for bit.
+//   grid (kv_heads, nt), block (P4_THREADS).
+#define P4_BQ 64       // query vectors per block: 16 per warp
+#define P4_BK 32       // keys per tile
+#define P4_THREADS 128
+
+template <int HD>
+__device__ void attention_prefill_v4(float* out, const float* q, const __half* kc,
+                                     const __half* vc, const int* tiles, const int* pos,
+                                     const int* row_tab, const int* tables, int heads,
+                                     int kv_heads, int layer, int num_blocks, int block_size) {
+    constexpr int S = HD + 8;    // row stride in halves: 8 rows of a matrix hit 8 × 4 banks
+    constexpr int VPR = HD / 8;  // 16-byte vectors per key row
+    constexpr int LOADS = P4_BK * VPR / P4_THREADS;  // of K and of V, per thread per tile
+    static_assert(P4_BK * VPR % P4_THREADS == 0, "a tile is whole 16-byte copies per thread");
+    __shared__ __align__(16) __half ks[2][P4_BK * S];  // (stage, 32 keys, HD)
+    __shared__ __align__(16) __half vs[2][P4_BK * S];
+
+    const int g = blockIdx.x, tile = gridDim.y - 1 - blockIdx.y, tid = threadIdx.x;
+    const int warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    const int r0 = tiles[2 * tile], nrows = tiles[2 * tile + 1];
+    const int G = heads / kv_heads, kv_dim = kv_heads * HD;
+    const int nq = nrows * G;
+    const int p0 = pos[r0], pmax = p0 + nrows - 1;
+    const int* tab = tables + row_tab[r0];
+
+    // This thread's two query vectors (rows gid and gid + 8 of its warp's 16), as in v3.
+    int qrow[2], qhead[2], qpos[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int qe = min(warp * 16 + gid + 8 * i, nq - 1);
+        qrow[i] = r0 + qe / G;
+        qhead[i] = g * G + qe % G;
+        qpos[i] = p0 + qe / G;
+    }
+
+    // The copies of one tile: thread tid takes vector tid % VPR of its keys; keys past pmax are
+    // zero-filled (their scores are masked, and a zero V row keeps 0 · V finite).
+    auto load_tile = [&](int stage, int k0) {
+#pragma unroll
+        for (int i = 0; i < LOADS; i++) {
+            const int key = tid / VPR + i * (P4_THREADS / VPR), j = tid % VPR, kp = k0 + key;
+            const bool valid = kp <= pmax;
+            int64_t off = 0;
+            if (valid)
+                off = kv_offset(layer, num_blocks, block_size, kv_dim, tab[kp / block_size],
+                                kp % block_size) +
+                      (int64_t)g * HD + 8 * j;
+            cp_async16(ks[stage] + key * S + 8 * j, kc + off, valid);
+            cp_async16(vs[stage] + key * S + 8 * j, vc + off, valid);
+        }
+        cp_async_commit();
+    };
+    load_tile(0, 0);  // in flight while Q is read
+
+    // Q as A fragments, scaled by log2(e)/sqrt(HD) and rounded to fp16.
+    const float scale = 1.4426950408889634f / sqrtf((float)HD);
+    uint32_t qf[HD / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const float* qp = q + ((int64_t)qrow[i] * heads + qhead[i]) * HD + 16 * kk + 2 * tig;
+            const float2 lo = *reinterpret_cast<const float2*>(qp);
+            const float2 hi = *reinterpret_cast<const float2*>(qp + 8);
+            qf[kk][i] = pack_half2(lo.x * scale, lo.y * scale);
+            qf[kk][2 + i] = pack_half2(hi.x * scale, hi.y * scale);
+        }
+    }
+
+    float o[HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY};  // running max of rows gid, gid + 8 (base 2)
+    float l[2] = {0.f, 0.f};
+
+    const int ntiles = pmax / P4_BK + 1;
+    for (int t = 0; t < ntiles; t++) {
+        const int st = t & 1, k0 = t * P4_BK;
+        // Stage st ^ 1 was last read in iteration t − 1, which ended with a barrier.
+        if (t + 1 < ntiles) {
+            load_tile(st ^ 1, k0 + P4_BK);
+            cp_async_wait<1>();  // tile t's copies have landed; t + 1's are in flight
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();  // … and every thread's copies of tile t are visible
+        const __half* kt = ks[st];
+        const __half* vt = vs[st];
+
+        // S = Q·Kᵀ (16 × 32 per warp). ldmatrix matrices for keys 8n … 8n+7: dims 16kk … +7,
+        // 16kk+8 … +15, 16(kk+1) …, 16(kk+1)+8 … — the B fragments of chunks kk and kk + 1.
+        float s[P4_BK / 8][4];
+#pragma unroll
+        for (int n = 0; n < P4_BK / 8; n++) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk += 2) {
+                uint32_t b[4];
+                ldmatrix_x4<false>(b, kt + (8 * n + (lane & 7)) * S + 16 * kk + 8 * (lane >> 3));
+                mma_m16n8k16(s[n], qf[kk], b);
+                mma_m16n8k16(s[n], qf[kk + 1], b + 2);
+            }
+        }
+
+        // Causal mask and the online softmax, as v3, in base 2.
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int n = 0; n < P4_BK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                if (k0 + 8 * n + 2 * tig + (e & 1) > qpos[e >> 1]) s[n][e] = -INFINITY;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+            }
+        float alpha[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+            const float mn = fmaxf(m[i], mx[i]);  // finite: key 0 is in the first tile
+            alpha[i] = exp2f(m[i] - mn);
+            m[i] = mn;
+            l[i] *= alpha[i];
+        }
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++) {
+            o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+            o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+        }
+        uint32_t pf[P4_BK / 16][4];
+#pragma unroll
+        for (int j = 0; j < P4_BK / 16; j++) {
+            float p[2][4];
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    p[h][e] = exp2f(s[2 * j + h][e] - m[e >> 1]);
+                    l[e >> 1] += p[h][e];
+                }
+            pf[j][0] = pack_half2(p[0][0], p[0][1]);
+            pf[j][1] = pack_half2(p[0][2], p[0][3]);
+            pf[j][2] = pack_half2(p[1][0], p[1][1]);
+            pf[j][3] = pack_half2(p[1][2], p[1][3]);
+        }
+
+        // O += P·V. ldmatrix.trans matrices for keys 16j …: (keys 16j … +7, dims 8n … +7),
+        // (keys 16j+8 … +15, dims 8n …), (16j …, 8(n+1) …), (16j+8 …, 8(n+1) …) — the B fragments
+        // of dims 8n and 8(n+1). Lane l gives row l % 8 of matrix l / 8.
+#pragma unroll
+        for (int n = 0; n < HD / 8; n += 2) {
+#pragma unroll
+            for (int j = 0; j < P4_BK / 16; j++) {
+                uint32_t b[4];
+                ldmatrix_x4<true>(b, vt + (16 * j + 8 * ((lane >> 3) & 1) + (lane & 7)) * S +
+                                         8 * n + 8 * (lane >> 4));
+                mma_m16n8k16(o[n], pf[j], b);
+                mma_m16n8k16(o[n + 1], pf[j], b + 2);
+            }
+        }
+        __syncthreads();  // every warp is done with stage st before iteration t + 1 refills it
+    }
+
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (warp * 16 + gid + 8 * i >= nq) continue;
+        float* orow = out + ((int64_t)qrow[i] * heads + qhead[i]) * HD + 2 * tig;
+        const float inv = 1.f / l[i];
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++)
+            *reinterpret_cast<float2*>(orow + 8 * n) =
+                make_float2(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
+    }
+}
+
+// grid (kv_heads, nt), block (P4_THREADS).
+extern "C" __global__ void __launch_bounds__(P4_THREADS)
+    attention_prefill_f16_v4_hd64(float* out, const float* q, const __half* kc, const __half* vc,
+                                  const int* tiles, const int* pos, const int* row_tab,
+                                  const int* tables, int heads, int kv_heads, int layer,
+                                  int num_blocks, int block_size) {
+    attention_prefill_v4<64>(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, layer,
+                             num_blocks, block_size);
+}
+extern "C" __global__ void __launch_bounds__(P4_THREADS)
+    attention_prefill_f16_v4_hd128(float* out, const float* q, const __half* kc, const __half* vc,
+                                   const int* tiles, const int* pos, const int* row_tab,
+                                   const int* tables, int heads, int kv_heads, int layer,
+                                   int num_blocks, int block_size) {
+    attention_prefill_v4<128>(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, layer,
+                              num_blocks, block_size);
+}

@@ -5,7 +5,9 @@
 //   read (float, __half, __nv_bfloat16), written with bit operations that compile on CUDA 11.8 for
 //   every target of the fatbin (sm_80 … sm_90, compute_90);
 // - the paged-KV-cache slot formula shared by kvcache.cu, rope.cu and attention.cu;
-// - the one tensor-core instruction the kernels use (mma.sync m16n8k16, fp16 in, fp32 out).
+// - the tensor-core instruction the kernels use (mma.sync m16n8k16, fp16 in, fp32 out), the
+//   shared-memory fragment loads that feed it (ldmatrix) and asynchronous global-to-shared copies
+//   (cp.async), each with the emulator's equivalent (emu/emu.h).
 //
 // Conventions of every kernel file:
 // - entry points are extern "C" and named <op>_<dtype>[_vN] (DESIGN.md); v1 is the naive,
@@ -197,5 +199,69 @@ LLAMACU_DEVICE void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b)
         "{%8, %9}, {%0, %1, %2, %3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// ---------------------------------------------------------------- fragment loads, async copies
+
+#ifndef LLAMACU_EMU
+// smem_addr is p's address in the shared window, as ldmatrix and cp.async take it.
+LLAMACU_DEVICE unsigned smem_addr(const void* p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+#endif
+
+// ldmatrix_x4 loads four 8 × 8 fp16 matrices from shared memory, one 32-bit fragment of each
+// per lane (ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16). Lane l passes p = the address of
+// row l % 8 of matrix l / 8 (16-byte aligned); with gid = l / 4, tig = l % 4, r[m] is
+//   TRANS false: matrix m's (row gid, cols 2tig, 2tig+1) — an mma B fragment of a matrix whose
+//                rows are B's columns (K as stored: rows are keys, S = Q·Kᵀ);
+//   TRANS true:  matrix m's (rows 2tig, 2tig+1; col gid) — the B fragment of a matrix stored
+//                with B's rows as rows (V as stored: O = P·V).
+template <bool TRANS> LLAMACU_DEVICE void ldmatrix_x4(uint32_t (&r)[4], const __half* p) {
+#ifdef LLAMACU_EMU
+    emu::ldmatrix_x4(r, p, TRANS, __FILE__, __LINE__);
+#else
+    if constexpr (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(smem_addr(p)));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(smem_addr(p)));
+#endif
+}
+
+// cp_async16 starts a copy of 16 bytes from global src to shared dst (cp.async.cg: through L2
+// only, no register round trip), or of 16 zero bytes when valid is false (src is not read). The
+// copies a thread started land when it waits for their group (cp_async_commit, cp_async_wait);
+// the block then needs __syncthreads before other threads read them.
+LLAMACU_DEVICE void cp_async16(void* dst, const void* src, bool valid) {
+#ifdef LLAMACU_EMU
+    emu::cp_async16(dst, src, valid);
+#else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+                 :
+                 : "r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+#endif
+}
+
+// cp_async_commit closes the group of the copies this thread started since the last commit.
+LLAMACU_DEVICE void cp_async_commit() {
+#ifdef LLAMACU_EMU
+    emu::cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+
+// cp_async_wait blocks until at most N of this thread's committed groups are still in flight.
+template <int N> LLAMACU_DEVICE void cp_async_wait() {
+#ifdef LLAMACU_EMU
+    emu::cp_async_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }

@@ -329,7 +329,8 @@ func TestEmulatedKernels(t *testing.T) {
 			f    func(*testing.T, *emulator)
 		}{
 			{"Embed", testEmbed}, {"RMSNorm", testRMSNorm}, {"RoPE", testRoPE},
-			{"StoreKV", testStoreKV}, {"RoPEStoreKV", testRoPEStoreKV}, {"Attention", testAttention},
+			{"StoreKV", testStoreKV}, {"RoPEStoreKV", testRoPEStoreKV}, {"QKVRoPE", testQKVRoPE},
+			{"Attention", testAttention},
 			{"MatMul", testMatMul}, {"GEMM", testGEMM}, {"Convert", testConvert},
 			{"SwiGLU", testSwiGLU}, {"Add", testAdd}, {"Gather", testGather}, {"Argmax", testArgmax},
 			{"TopK", testTopK}, {"Quant", testQuant}, {"KQuant", testKQuant}, {"Fused", testFused},
@@ -677,6 +678,85 @@ func testRoPEStoreKV(t *testing.T, e *emulator) {
 	}
 }
 
+// ---- MatMulQKVRoPEStoreKV (gpu/fused.go: grid ceil((Nq + 2·Nkv)·4 / 16), block 128) =
+// MatMul(q), MatMul(k), MatMul(v); RoPE(q); RoPE(k); StoreKV(k, v)
+
+func testQKVRoPE(t *testing.T, e *emulator) {
+	r := rand.New(rand.NewPCG(6, 6))
+	const theta, K = 10000, 72 // K: 9 f16 vectors, so the K groups are uneven
+	for _, c := range kvCases {
+		for _, d := range []tensor.DType{tensor.F16, tensor.BF16, tensor.F32} {
+			for _, kd := range []tensor.DType{tensor.F32, tensor.F16} {
+				// The case's batch and its first 1, 2 and 3 rows: every compiled batch width.
+				for _, rows := range []int{1, 2, 3, 8} {
+					t.Run(fmt.Sprintf("%s/%s/kv-%s/n=%d", c.name, kvName(d), kvName(kd), rows), func(t *testing.T) {
+						bt := c.batch(r)
+						if bt.Len() < rows {
+							t.Fatalf("batch of %d rows, want at least %d", bt.Len(), rows)
+						}
+						bt.Tokens, bt.Pos, bt.Seq = bt.Tokens[:rows], bt.Pos[:rows], bt.Seq[:rows]
+						B, kvDim, qCols := bt.Len(), c.kvHeads*c.hd, c.heads*c.hd
+						width := 1
+						for width < B {
+							width *= 2
+						}
+						x := normal(r, B*K, 1)
+						ns := []int{qCols, kvDim, kvDim}
+						var ws [3][]float32
+						be := newCPU(t)
+						xb, _ := hostBuf(t, be, B, K, x)
+						var outs [3]model.Buffer
+						var want [3][]float32
+						for i, N := range ns {
+							ws[i] = roundTo(d, normal(r, N*K, 1))
+							outs[i], want[i] = hostBuf(t, be, B, N, nil)
+							be.MatMul(outs[i], xb, upload(t, be, d, N, K, ws[i]), B)
+						}
+						cc, _ := be.NewKVCache(c.layout())
+						cache := cc.(*cpu.KVCache)
+						be.RoPE(outs[0], c.hd, bt.Pos, theta)
+						be.RoPE(outs[1], c.hd, bt.Pos, theta)
+						be.StoreKV(cc, c.layer, outs[1], outs[2], bt)
+
+						s := &script{}
+						xd := s.buf(f32Bytes(x))
+						var od, wd [3]dev
+						for i, N := range ns {
+							od[i] = s.buf(f32Bytes(nanFill(B * N)))
+							wd[i] = s.buf(tensor.Encode(d, ws[i]))
+						}
+						n := len(cache.K())
+						kc, vc := s.buf(tensor.Encode(kd, make([]float32, n))), s.buf(tensor.Encode(kd, make([]float32, n)))
+						meta := s.buf(i32Bytes(batchSlab(bt)))
+						name := fmt.Sprintf("gemv_%s_v3_qkv_rope_%s_n%d", kvName(d), kvName(kd), width)
+						s.launch(name, d1(ceilDiv((qCols+2*kvDim)*4, 16)), d1(128),
+							ptr(od[0]), ptr(od[1]), ptr(od[2]), ptr(xd), ptr(wd[0]), ptr(wd[1]), ptr(wd[2]), ptr(kc), ptr(vc),
+							ptr(meta), ptrAt(meta, 4*B), ptrAt(meta, 8*B), i32(B), i32(qCols), i32(kvDim), i32(K), i32(c.hd), f32(theta),
+							i32(c.layer), i32(c.numBlocks), i32(c.bs))
+						var got [3]*[]byte
+						for i := range od {
+							got[i] = s.read(od[i])
+						}
+						gkc, gvc := s.read(kc), s.read(vc)
+						e.run(t, s)
+						// The sums' tolerance is the matmul's (a rotation keeps each pair's norm).
+						for i, what := range []string{"q", "k", "v"} {
+							compare(t, name+" "+what, bytesF32(*got[i]), want[i], nil, tol{1e-5, 1e-5})
+						}
+						// fp16: sums a rounding apart may round to neighbouring halves.
+						ct := tol{1e-5, 2e-5}
+						if kd == tensor.F16 {
+							ct = tol{1e-5, 1e-3}
+						}
+						compare(t, "K cache", decodeAs(kd, *gkc), roundTo(kd, cache.K()), nil, ct)
+						compare(t, "V cache", decodeAs(kd, *gvc), roundTo(kd, cache.V()), nil, ct)
+					})
+				}
+			}
+		}
+	}
+}
+
 // ---- Attention (gpu/attention.go)
 
 // Constants of kernels/attention.cu, as gpu/attention.go names them.
@@ -698,7 +778,8 @@ type attnPlan struct {
 	v1, dec       []int32
 	tiles         []int32 // (first row, rows) pairs
 	chunk, splits int
-	mma           bool // tiles go to attention_prefill_f16_v3_hd<hd> (tensor cores)
+	mma           bool // tiles go to attention_prefill_f16_v4_hd<hd> (tensor cores)
+	prefillV3     bool // … or to v3's (Options.PrefillV3)
 	decV3         bool // decode rows go to attention_decode_v3_<kv>_g<GM> + attention_reduce_f32_v2
 }
 
@@ -828,6 +909,10 @@ func testAttention(t *testing.T, e *emulator) {
 					p.decV3 = true
 					plans[pn+"/v3"] = p
 				}
+				// The previous tensor-core prefill kernel (Options.PrefillV3).
+				p := plans["H100"]
+				p.prefillV3 = true
+				plans["H100/prefill-v3"] = p
 				for _, pn := range slices.Sorted(maps.Keys(plans)) {
 					p := plans[pn]
 					s := &script{}
@@ -891,9 +976,13 @@ func attentionScript(s *script, c kvCase, kd tensor.DType, bt *model.Batch, p at
 		}
 	}
 	if nTiles > 0 && p.mma {
-		s.launch(fmt.Sprintf("attention_prefill_f16_v3_hd%d", hd), d2(nTiles, c.kvHeads), d1(128),
-			append([]arg{ptr(out), ptr(qd), ptr(kc), ptr(vc), ptrAt(pd, 4*(nV1+nDec))}, common[0], common[1], common[2],
-				common[3], common[4], common[6], common[7], common[8])...)
+		args := append([]arg{ptr(out), ptr(qd), ptr(kc), ptr(vc), ptrAt(pd, 4*(nV1+nDec))}, common[0], common[1], common[2],
+			common[3], common[4], common[6], common[7], common[8])
+		if p.prefillV3 {
+			s.launch(fmt.Sprintf("attention_prefill_f16_v3_hd%d", hd), d2(nTiles, c.kvHeads), d1(128), args...)
+		} else {
+			s.launch(fmt.Sprintf("attention_prefill_f16_v4_hd%d", hd), d2(c.kvHeads, nTiles), d1(128), args...)
+		}
 	} else if nTiles > 0 {
 		s.launch("attention_prefill_"+kv, d2(nTiles, c.kvHeads), d1(128),
 			append([]arg{ptr(out), ptr(qd), ptr(kc), ptr(vc), ptrAt(pd, 4*(nV1+nDec))}, common...)...)
@@ -1637,12 +1726,14 @@ var launchSites = []string{
 	"Attention: cuda.Dim3{X: p.splits, Y: kvHeads, Z: p.nDec} | cuda.Dim3{X: decThreads}",
 	"Attention: cuda.Dim3{X: heads, Y: p.nDec} | cuda.Dim3{X: 128}",
 	"Attention: cuda.Dim3{X: p.nTiles, Y: kvHeads} | cuda.Dim3{X: pmThreads}",
+	"Attention: cuda.Dim3{X: kvHeads, Y: p.nTiles} | cuda.Dim3{X: p4Threads}",
 	"Attention: cuda.Dim3{X: p.nTiles, Y: kvHeads} | cuda.Dim3{X: pfThreads}",
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKV: grid | cuda.Dim3{X: gemvThreads}",
+	"MatMulQKVRoPEStoreKV: grid | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: grid | cuda.Dim3{X: gemvThreads}",

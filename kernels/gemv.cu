@@ -21,6 +21,9 @@
 //                       depend on ks (section "v3: split K"). The default for f32/f16/bf16:
 //                       on an H100 (n = 1, ks = 4) 79–100% of the copy bandwidth on 7B's shapes
 //                       where v2 reached 61–96% (bench/results/gpu-h100-2026-11-28-run2).
+//   gemv_<dt>_v3_qkv_rope_<kv>_n<B>: the q/k/v kernel (ks = 4) with RoPE and the paged KV store
+//                       in its epilogue: one launch for a decode layer's attention prologue
+//                       (section "v3, q/k/v with RoPE and the KV store").
 //   gemv_q8_0_*, gemv_q4_0_*: the same versions for weights kept quantised (sections "Q8_0",
 //                       "Q4_0" and the shared quantised loop at the end), and dequant_<q>_f16
 //                       for the cuBLAS path of prefill. The k-quants' are in kquant.cu.
@@ -486,6 +489,104 @@ GEMV_V3_ENTRY(bf16, __nv_bfloat16, 4, 4)
 GEMV_V3_ENTRY(bf16, __nv_bfloat16, 8, 1)
 GEMV_V3_ENTRY(bf16, __nv_bfloat16, 8, 2)
 GEMV_V3_ENTRY(bf16, __nv_bfloat16, 8, 4)
+
+// ---------------------------------------------------------------- v3, q/k/v with RoPE and the KV store
+//
+// gemv_<dt>_v3_qkv_rope_<kv>_n<B>: the attention block's prologue of a decode step in one launch,
+// where it took two (gemv_<dt>_v3_qkv_n<B>_k4, then rope.cu's rope_qk_store_kv_<kv>): the q/k/v
+// projection (ks = 4), whose epilogue rotates q and k by each batch row's position and stores k
+// and v into the paged cache (kvcache.cu's layout). out (n, N) rows of q and k come back rotated,
+// as the two launches leave them, and the bits are theirs: the same sums (gemv_v3_sums), the same
+// angle and rounding (rope.cu's rope_angle, rope_pair), the same cache conversion.
+//
+// Why it fits the GEMV: a row group is 4 consecutive rows of one matrix (Nq, Nkv % 4 == 0) and
+// every lane of its first warp holds all 4 × B sums, so the pair (2j, 2j + 1) of a head is in one
+// warp's registers. Each stored element pays an fp64 pow and sincos (rope_angle), as rope.cu's
+// table does per pair; with B = 1 that is 4 lanes of each warp, in the epilogue.
+//   grid (ceil((Nq + 2·Nkv)·4 / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); head_dim even.
+template <typename W, typename KV, int NB>
+__device__ void gemv_v3_qkv_rope(float* q, float* k, float* v, const float* x, const W* wq,
+                                 const W* wk, const W* wv, KV* kc, KV* vc, const int* pos,
+                                 const int* row_tab, const int* tables, int n, int Nq, int Nkv,
+                                 int K, int head_dim, float theta, int layer, int num_blocks,
+                                 int block_size) {
+    constexpr int KS = GEMV_KG;
+    int r0 = gemv_v3_group<KS>() * GEMV_ROWS;
+    int mat = 0;  // 0 q, 1 k, 2 v
+    float* out = q;
+    const W* w = wq;
+    int N = Nq;
+    if (r0 >= Nq) {
+        r0 -= Nq, mat = 1, out = k, w = wk, N = Nkv;
+        if (r0 >= Nkv) r0 -= Nkv, mat = 2, out = v, w = wv;
+    }
+    const W* wr[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) wr[r] = w + (int64_t)max(0, min(r0 + r, N - 1)) * K;
+    float tot[GEMV_ROWS][NB];
+    if (!gemv_v3_sums<W, NB, GEMV_ROWS, KS>(tot, wr, r0 < N, x, n, K)) return;
+    // Lane r·NB + b takes element r0 + r of batch row b, and the other element of its pair.
+    const int lane = threadIdx.x & 31, r = lane / NB, b = lane % NB;
+    if (r >= GEMV_ROWS || b >= n || r0 + r >= N) return;
+    float mine = 0.f, other = 0.f;
+#pragma unroll
+    for (int rr = 0; rr < GEMV_ROWS; rr++)
+#pragma unroll
+        for (int bb = 0; bb < NB; bb++)
+            if (lane == rr * NB + bb) mine = tot[rr][bb], other = tot[rr ^ 1][bb];
+    const int e = r0 + r, p = pos[b];
+    float y = mine;
+    if (mat < 2) {
+        float c, s;
+        rope_angle(p, (e % head_dim) >> 1, head_dim, theta, c, s);
+        const bool odd = e & 1;
+        y = odd ? rope_pair(other, mine, c, s, true) : rope_pair(mine, other, c, s, false);
+    }
+    out[(int64_t)b * N + e] = y;
+    if (mat > 0) {
+        const int blk = tables[row_tab[b] + p / block_size];
+        KV* cache = mat == 1 ? kc : vc;
+        cache[kv_offset(layer, num_blocks, block_size, Nkv, blk, p % block_size) + e] =
+            from_f32<KV>(y);
+    }
+}
+
+#define GEMV_V3_ROPE_ENTRY(DT, WT, KVNAME, KVT, NB)                                               \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS)                                    \
+        gemv_##DT##_v3_qkv_rope_##KVNAME##_n##NB(                                                 \
+            float* q, float* k, float* v, const float* x, const WT* wq, const WT* wk,             \
+            const WT* wv, KVT* kc, KVT* vc, const int* pos, const int* row_tab,                   \
+            const int* tables, int n, int Nq, int Nkv, int K, int head_dim, float theta,          \
+            int layer, int num_blocks, int block_size) {                                          \
+        gemv_v3_qkv_rope<WT, KVT, NB>(q, k, v, x, wq, wk, wv, kc, vc, pos, row_tab, tables, n,    \
+                                      Nq, Nkv, K, head_dim, theta, layer, num_blocks,             \
+                                      block_size);                                                \
+    }
+// Weights f32/f16/bf16 × cache f32/f16 × batch width 1, 2, 4, 8.
+GEMV_V3_ROPE_ENTRY(f32, float, f32, float, 1)
+GEMV_V3_ROPE_ENTRY(f32, float, f32, float, 2)
+GEMV_V3_ROPE_ENTRY(f32, float, f32, float, 4)
+GEMV_V3_ROPE_ENTRY(f32, float, f32, float, 8)
+GEMV_V3_ROPE_ENTRY(f32, float, f16, __half, 1)
+GEMV_V3_ROPE_ENTRY(f32, float, f16, __half, 2)
+GEMV_V3_ROPE_ENTRY(f32, float, f16, __half, 4)
+GEMV_V3_ROPE_ENTRY(f32, float, f16, __half, 8)
+GEMV_V3_ROPE_ENTRY(f16, __half, f32, float, 1)
+GEMV_V3_ROPE_ENTRY(f16, __half, f32, float, 2)
+GEMV_V3_ROPE_ENTRY(f16, __half, f32, float, 4)
+GEMV_V3_ROPE_ENTRY(f16, __half, f32, float, 8)
+GEMV_V3_ROPE_ENTRY(f16, __half, f16, __half, 1)
+GEMV_V3_ROPE_ENTRY(f16, __half, f16, __half, 2)
+GEMV_V3_ROPE_ENTRY(f16, __half, f16, __half, 4)
+GEMV_V3_ROPE_ENTRY(f16, __half, f16, __half, 8)
+GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f32, float, 1)
+GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f32, float, 2)
+GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f32, float, 4)
+GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f32, float, 8)
+GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half, 1)
+GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half, 2)
+GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half, 4)
+GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half, 8)
 
 // ---------------------------------------------------------------- Q8_0
 //

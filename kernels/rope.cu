@@ -18,6 +18,9 @@
 //   rope_qk_store_kv_<kv> (v2, fused): one launch per layer for RoPE on Q, RoPE on K, and the
 //                  store of K and V into the paged cache (kvcache.cu's store_kv), sharing the
 //                  table between Q and K. Equivalent to RoPE(q); RoPE(k); StoreKV(k, v).
+//   gemv.cu's gemv_<dt>_v3_qkv_rope_<kv>_n<B> (v3): the same work in the epilogue of the q/k/v
+//                  projection (rope_angle and rope_pair per element), so a decode layer's
+//                  attention prologue is one launch, not two.
 //
 // Speed: decode is latency-bound (one block per token; ~2-4 µs, dominated by the fp64 pow/sincos
 // of 64 angles and one round trip to memory); prefill moves 8 bytes per element. head_dim ≤ 1024.
@@ -27,17 +30,29 @@
 
 #define ROPE_MAX_HALF 512
 
+// rope_angle sets c, s to the cosine and sine of pair j's angle at position p, as the cpu package
+// computes them (see the header). gemv.cu's fused q/k/v epilogue calls it too.
+LLAMACU_DEVICE void rope_angle(int p, int j, int head_dim, float theta, float& c, float& s) {
+    const float e = __fdiv_rn((float)(2 * j), (float)head_dim);
+    const float freq = __fdiv_rn(1.f, (float)pow((double)theta, (double)e));
+    const float val = __fmul_rn((float)p, freq);
+    double sd, cd;
+    sincos((double)val, &sd, &cd);
+    c = (float)cd;
+    s = (float)sd;
+}
+
+// rope_pair is one rotated element of the pair (x, y) = (x[2j], x[2j+1]): the first when odd is
+// false, else the second; the same roundings as rotate_row.
+LLAMACU_DEVICE float rope_pair(float x, float y, float c, float s, bool odd) {
+    return odd ? __fadd_rn(__fmul_rn(x, s), __fmul_rn(y, c))
+               : __fsub_rn(__fmul_rn(x, c), __fmul_rn(y, s));
+}
+
 // rope_table fills cs, sn (head_dim/2) for position p, then synchronises the block.
 LLAMACU_DEVICE void rope_table(float* cs, float* sn, int p, int head_dim, float theta) {
-    for (int j = threadIdx.x; j < (head_dim >> 1); j += blockDim.x) {
-        const float e = __fdiv_rn((float)(2 * j), (float)head_dim);
-        const float freq = __fdiv_rn(1.f, (float)pow((double)theta, (double)e));
-        const float val = __fmul_rn((float)p, freq);
-        double s, c;
-        sincos((double)val, &s, &c);
-        cs[j] = (float)c;
-        sn[j] = (float)s;
-    }
+    for (int j = threadIdx.x; j < (head_dim >> 1); j += blockDim.x)
+        rope_angle(p, j, head_dim, theta, cs[j], sn[j]);
     __syncthreads();
 }
 
@@ -50,8 +65,7 @@ LLAMACU_DEVICE void rotate_row(float* row, int cols, int head_dim, const float* 
         const int j = k % half;
         const float2 v = r2[k];
         const float c = cs[j], s = sn[j];
-        r2[k] = make_float2(__fsub_rn(__fmul_rn(v.x, c), __fmul_rn(v.y, s)),
-                            __fadd_rn(__fmul_rn(v.x, s), __fmul_rn(v.y, c)));
+        r2[k] = make_float2(rope_pair(v.x, v.y, c, s, false), rope_pair(v.x, v.y, c, s, true));
     }
 }
 

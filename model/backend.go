@@ -118,6 +118,15 @@ type QKVMatMuler interface {
 	MatMulQKV(q, k, v, x Buffer, wq, wk, wv Weight, n int)
 }
 
+// QKVRoPEStorer runs the attention block's prologue at once: the q, k, v projections, RoPE on q
+// and k, and the store of k and v into the cache at layer for the batch's positions. It must
+// equal (n = b.Len())
+//
+//	MatMulQKV(q, k, v, x, wq, wk, wv, n); RoPEStoreKV(q, k, v, c, layer, b, headDim, theta)
+type QKVRoPEStorer interface {
+	MatMulQKVRoPEStoreKV(q, k, v, x Buffer, wq, wk, wv Weight, c KVCache, layer int, b *Batch, headDim int, theta float32)
+}
+
 // GateUpMatMuler runs the feed-forward block's gate and up projections and SwiGLU at once. It
 // must equal (tmp, (n, ffn), is scratch whose contents afterwards are unspecified)
 //

@@ -309,24 +309,10 @@ func (m *Model) forwardRank(s *State, b *Batch, req stepReq) (stepOut, error) {
 	be.RMSNorm(s.xb, s.x, m.layers[0].attnNorm, n, c.NormEps)
 	for l := range m.layers {
 		w := &m.layers[l]
-		// Attention block.
-		m.qkv(s.q, s.k, s.v, s.xb, w, n) // q (B, heads·hd), k, v (B, kv_heads·hd)
-		if len(w.lowRank) > 0 {
-			for _, p := range []struct {
-				name string
-				out  Buffer
-			}{{NameWq, s.q}, {NameWk, s.k}, {NameWv, s.v}} {
-				if err := m.addLowRank(s, w, p.name, p.out, s.xb, n); err != nil {
-					return stepOut{}, err
-				}
-			}
-		}
-		if rs, ok := be.(RoPEStorer); ok {
-			rs.RoPEStoreKV(s.q, s.k, s.v, s.KV, l, b, c.HeadDim(), c.RopeTheta)
-		} else {
-			be.RoPE(s.q, c.HeadDim(), b.Pos, c.RopeTheta)
-			be.RoPE(s.k, c.HeadDim(), b.Pos, c.RopeTheta)
-			be.StoreKV(s.KV, l, s.k, s.v, b) // cache[l][seq][pos] = k, v
+		// Attention block: q (B, heads·hd), k, v (B, kv_heads·hd); q and k rotated; k, v into
+		// the cache.
+		if err := m.attnPrologue(s, w, l, b); err != nil {
+			return stepOut{}, err
 		}
 		be.Attention(s.att, s.q, s.KV, l, b) // att (B, heads·hd)
 		be.MatMul(s.xb, s.att, w.wo, n)      // xb (B, dim), a partial sum under TP
@@ -402,6 +388,38 @@ func (m *Model) forwardRank(s *State, b *Batch, req stepReq) (stepOut, error) {
 		}
 	}
 	return stepOut{logits: out, hidden: hidden}, nil
+}
+
+// attnPrologue is the attention block up to attention itself, from s.xb (B, dim):
+// q, k, v = xb·Wqᵀ, xb·Wkᵀ, xb·Wvᵀ (plus their low-rank pairs); RoPE on q and k; k and v into the
+// cache at layer l. One fused op where the backend has it (QKVRoPEStorer) and the layer has no
+// low-rank pair on q, k or v (those join before RoPE).
+func (m *Model) attnPrologue(s *State, w *layer, l int, b *Batch) error {
+	c, be, n := m.local, m.Backend, b.Len()
+	lr := len(w.lowRank[NameWq])+len(w.lowRank[NameWk])+len(w.lowRank[NameWv]) > 0
+	if f, ok := be.(QKVRoPEStorer); ok && !lr {
+		f.MatMulQKVRoPEStoreKV(s.q, s.k, s.v, s.xb, w.wq, w.wk, w.wv, s.KV, l, b, c.HeadDim(), c.RopeTheta)
+		return nil
+	}
+	m.qkv(s.q, s.k, s.v, s.xb, w, n)
+	if lr {
+		for _, p := range []struct {
+			name string
+			out  Buffer
+		}{{NameWq, s.q}, {NameWk, s.k}, {NameWv, s.v}} {
+			if err := m.addLowRank(s, w, p.name, p.out, s.xb, n); err != nil {
+				return err
+			}
+		}
+	}
+	if rs, ok := be.(RoPEStorer); ok {
+		rs.RoPEStoreKV(s.q, s.k, s.v, s.KV, l, b, c.HeadDim(), c.RopeTheta)
+		return nil
+	}
+	be.RoPE(s.q, c.HeadDim(), b.Pos, c.RopeTheta)
+	be.RoPE(s.k, c.HeadDim(), b.Pos, c.RopeTheta)
+	be.StoreKV(s.KV, l, s.k, s.v, b) // cache[l][seq][pos] = k, v
+	return nil
 }
 
 // qkv is q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ: one fused op where the backend has it (QKVMatMuler).

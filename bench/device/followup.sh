@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The GPU check after a kernel change, for a lease too short for check.sh: the GPU tests (the
 # default kernels against the CPU and v1, at real shapes), the kernel benchmarks that compare the
-# new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v3 ÷ v2; fused gate/up),
-# the synthetic 7B decode and prefill with the new kernels and, in the same run, with the old
-# (LLAMACU_GEMV=v2 LLAMACU_DECODE=v2), prefill in one step (--ubatch 2048) against steps of 512,
-# 70B's one-rank-of-TP-8 step, the attention conformance cases at LLaMA sizes (not -short), and
-# an ncu look at two kernels, with what is left. Built by `make device-bundle`, run from the bundle:
+# new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v3 ÷ v2; prefill
+# attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with RoPE and the KV store fused ÷ separate), the synthetic 7B decode and prefill with the default
+# kernels and, in the same run, with each change of session 9 undone (LLAMACU_ROPE=separate:
+# RoPE and the KV store in their own launch; LLAMACU_PREFILL=v3: the previous prefill attention),
+# prefill in one step (--ubatch 2048) against steps of 512, 70B's one-rank-of-TP-8 step, the
+# attention conformance cases at LLaMA sizes (not -short), and an ncu look at two kernels, with
+# what is left. Built by `make device-bundle`, run from the bundle:
 #
 #   run(command="bash dist/device/followup.sh", carry=["dist/device"], timeout_s=370)
 #
@@ -19,7 +21,7 @@ SHAPE=${CHECK_SHAPE:-7b}
 RANK_SHAPE=${CHECK_RANK_SHAPE:-70b}
 RANKS=${CHECK_RANKS:-8}
 PREFILL=${CHECK_PREFILL:-2048}
-KBENCH=${CHECK_BENCH:-'^Benchmark(Copy|GEMV|AttentionDecode|GateUp)$'}
+KBENCH=${CHECK_BENCH:-'^Benchmark(Copy|GEMV|AttentionDecode|AttentionPrefill|GateUp|QKVRoPE)$'}
 GEN=${CHECK_GEN:-128}
 BUDGET=${CHECK_BUDGET:-330}
 . ./lib.sh # $OUT, $R, step, run, pack; the device step
@@ -27,16 +29,20 @@ BUDGET=${CHECK_BUDGET:-330}
 step "GPU tests (-short): conformance, matmul paths at 7B shapes, GEMV splits, fused ops, end to end"
 (cd pkg/gpu && run "${CHECK_GPU_TEST_LIMIT:-100}" ../../gpu.test -test.count=1 -test.short)
 
-step "kernel benchmarks: copy, GEMV v3/v2/splits, decode attention v3/v2, gate/up (GB/s)"
+step "kernel benchmarks: copy, GEMV v3/v2/splits, decode attention v3/v2, prefill attention v4/v3/SIMT, gate/up, q/k/v + RoPE fused/separate"
 (cd pkg/gpu && run 60 ../../gpu.test -test.run '^$' -test.bench "$KBENCH" -test.benchtime 200x)
 
 step "llamacu bench: synthetic $SHAPE fp16 on cuda, the default kernels"
 run 60 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n "$GEN" --batch 1,8 --depth 0,"$PREFILL" \
   --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda"
 
-step "decode A/B: the v2 GEMV and decode attention kernels, same shape (LLAMACU_GEMV=v2 LLAMACU_DECODE=v2)"
-run 45 env LLAMACU_GEMV=v2 LLAMACU_DECODE=v2 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
-  --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-v2-kernels"
+step "decode A/B: RoPE and the KV store in their own launch, same shape (LLAMACU_ROPE=separate)"
+run 45 env LLAMACU_ROPE=separate ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
+  --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-separate-rope"
+
+step "prefill A/B: the previous tensor-core prefill attention, same shape (LLAMACU_PREFILL=v3)"
+run 30 env LLAMACU_PREFILL=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 \
+  --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-prefill-v3"
 
 step "prefill A/B: the whole prompt in one forward step (--ubatch $PREFILL instead of 512)"
 run 40 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 --ubatch "$PREFILL" \
@@ -49,13 +55,11 @@ run 50 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --ra
 step "attention conformance at LLaMA sizes: 7B at 4096 tokens, 70B's GQA 8 (not -short; what the budget leaves)"
 # Only the Attention cases: the whole suite at LLaMA sizes spends minutes on CPU references
 # (run 2's 60 s ended inside Embed).
-for v in kv-f16 decode-v3/kv-f16; do
-  (cd pkg/gpu && run 40 ../../gpu.test -test.run "^TestConformance$/^fast$/$v/^Attention$" -test.count=1 -test.v)
-done
+(cd pkg/gpu && run 40 ../../gpu.test -test.run "^TestConformance$/^fast$/kv-f16/^Attention$" -test.count=1 -test.v)
 
-step "ncu: what limits GEMV v3 at 4096×4096 and decode attention v3 at the 70B shape (what the budget leaves)"
+step "ncu: what limits prefill attention v4 at 7B n = 2048 and the fused q/k/v + RoPE GEMV (what the budget leaves)"
 if command -v ncu >/dev/null; then
-  for k in 'gemv_f16_v3_n1_k4 ^BenchmarkGEMV$/^v3$/^F16$/^4096x4096$/^n=1$' 'attention_decode_v3_f16_g8 ^BenchmarkAttentionDecode$/^70B$'; do
+  for k in 'attention_prefill_f16_v4_hd128 ^BenchmarkAttentionPrefill$/^v4-mma$/^7B$' 'gemv_f16_v3_qkv_rope_f16_n1 ^BenchmarkQKVRoPE$/^fused$/^7B$'; do
     set -- $k
     (cd pkg/gpu && run 30 ncu --clock-control none --kernel-name "$1" --launch-count 1 \
       --section SpeedOfLight --section Occupancy --section LaunchStats \

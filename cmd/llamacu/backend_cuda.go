@@ -18,11 +18,13 @@ import (
 // The CUDA backend on device 0 ($LLAMACU_DEVICE selects another). Weight matrices are stored in
 // fp16 on the device ($LLAMACU_WEIGHTS=bf16 for bf16, =stored to keep each file's dtype, F32
 // included), except Q8_0, Q4_0, Q4_K, Q5_K and Q6_K ones, which stay quantised ($LLAMACU_QUANT=widen converts them too); the KV cache is fp16 ($LLAMACU_KV=f32 for fp32). Prefill attention runs on the
-// tensor cores where it can ($LLAMACU_PREFILL=simt: the fp32 SIMT kernel, for comparisons).
+// tensor cores where it can ($LLAMACU_PREFILL=v3: the previous tensor-core kernel, =simt: the
+// fp32 SIMT kernel, for comparisons).
 // Repeated steps (decode) replay as CUDA graphs ($LLAMACU_GRAPHS=0: launch by launch). Decode
-// matmuls run the split-K GEMV kernels ($LLAMACU_GEMV=v2: the previous version, for comparisons);
-// decode attention runs v3 in steps of 8 or more decode rows and v2 below ($LLAMACU_DECODE=v2 or
-// =v3 forces one).
+// matmuls run the split-K GEMV kernels ($LLAMACU_GEMV=v2: the previous version, for comparisons),
+// the q/k/v one with RoPE and the KV store in its epilogue ($LLAMACU_ROPE=separate: their own
+// launch); decode attention runs v3 in steps of 8 or more decode rows and v2 below
+// ($LLAMACU_DECODE=v2 or =v3 forces one).
 //
 // With --tp N the N ranks go to devices $LLAMACU_DEVICE+r mod the device count, and talk over
 // NCCL when each has a GPU of its own and libnccl.so.2 loads, else over the staged in-process
@@ -46,59 +48,51 @@ func cudaOptions() (gpu.Options, error) {
 			return opts, fmt.Errorf("%w: LLAMACU_DEVICE=%q is not a device number", errUsage, d)
 		}
 	}
-	switch w := strings.ToLower(os.Getenv("LLAMACU_WEIGHTS")); w {
-	case "", "f16", "fp16":
-	case "bf16":
-		opts.Weights = tensor.BF16
-	case "stored":
-		opts.Weights = tensor.F32
-	default:
-		return opts, fmt.Errorf("%w: LLAMACU_WEIGHTS=%q: want f16, bf16 or stored", errUsage, w)
-	}
-	switch q := strings.ToLower(os.Getenv("LLAMACU_QUANT")); q {
-	case "", "native":
-	case "widen":
-		opts.WidenQuant = true
-	default:
-		return opts, fmt.Errorf("%w: LLAMACU_QUANT=%q: want native or widen", errUsage, q)
-	}
 	kv, err := kvType()
 	if err != nil {
 		return opts, err
 	}
 	opts.KVF32 = kv == "f32"
-	switch g := os.Getenv("LLAMACU_GRAPHS"); g {
-	case "", "1":
-		opts.Graphs = true
-	case "0":
-	default:
-		return opts, fmt.Errorf("%w: LLAMACU_GRAPHS=%q: want 1 (replay repeated steps as CUDA graphs, the default) or 0", errUsage, g)
-	}
-	switch p := strings.ToLower(os.Getenv("LLAMACU_PREFILL")); p {
-	case "", "mma":
-	case "simt":
-		opts.SIMTPrefill = true
-	default:
-		return opts, fmt.Errorf("%w: LLAMACU_PREFILL=%q: want mma or simt", errUsage, p)
-	}
-	switch a := strings.ToLower(os.Getenv("LLAMACU_DECODE")); a {
-	case "", "auto":
-	case "v2":
-		opts.Decode = 2
-	case "v3":
-		opts.Decode = 3
-	default:
-		return opts, fmt.Errorf("%w: LLAMACU_DECODE=%q: want auto (decode attention v3 from 8 rows a step, v2 below), v2 or v3", errUsage, a)
-	}
-	switch g := strings.ToLower(os.Getenv("LLAMACU_GEMV")); g {
-	case "", "v3":
-	case "v2":
-		opts.GEMVv2 = true
-	default:
-		return opts, fmt.Errorf("%w: LLAMACU_GEMV=%q: want v3 (K split over warps, the default) or v2", errUsage, g)
+	for _, sw := range cudaSwitches {
+		v := strings.ToLower(os.Getenv(sw.env))
+		set, ok := sw.choices[v]
+		if !ok {
+			return opts, fmt.Errorf("%w: %s=%q: want %s", errUsage, sw.env, v, sw.want)
+		}
+		if set != nil {
+			set(&opts)
+		}
 	}
 	return opts, nil
 }
+
+// cudaSwitches are the backend's A/B settings: each variable's accepted values (lower case; ""
+// is unset) and what each sets, nil for the default.
+var cudaSwitches = []struct {
+	env     string
+	choices map[string]func(*gpu.Options)
+	want    string // for the error message
+}{
+	{"LLAMACU_WEIGHTS", map[string]func(*gpu.Options){"": nil, "f16": nil, "fp16": nil,
+		"bf16": func(o *gpu.Options) { o.Weights = tensor.BF16 }, "stored": func(o *gpu.Options) { o.Weights = tensor.F32 }},
+		"f16, bf16 or stored"},
+	{"LLAMACU_QUANT", map[string]func(*gpu.Options){"": nil, "native": nil, "widen": func(o *gpu.Options) { o.WidenQuant = true }},
+		"native or widen"},
+	{"LLAMACU_GRAPHS", map[string]func(*gpu.Options){"": graphsOn, "1": graphsOn, "0": nil},
+		"1 (replay repeated steps as CUDA graphs, the default) or 0"},
+	{"LLAMACU_PREFILL", map[string]func(*gpu.Options){"": nil, "mma": nil, "v4": nil,
+		"v3": func(o *gpu.Options) { o.PrefillV3 = true }, "simt": func(o *gpu.Options) { o.SIMTPrefill = true }},
+		"mma (tensor cores, v4: the default), v3 (the previous tensor-core kernel) or simt"},
+	{"LLAMACU_DECODE", map[string]func(*gpu.Options){"": nil, "auto": nil,
+		"v2": func(o *gpu.Options) { o.Decode = 2 }, "v3": func(o *gpu.Options) { o.Decode = 3 }},
+		"auto (decode attention v3 from 8 rows a step, v2 below), v2 or v3"},
+	{"LLAMACU_GEMV", map[string]func(*gpu.Options){"": nil, "v3": nil, "v2": func(o *gpu.Options) { o.GEMVv2 = true }},
+		"v3 (K split over warps, the default) or v2"},
+	{"LLAMACU_ROPE", map[string]func(*gpu.Options){"": nil, "fused": nil, "separate": func(o *gpu.Options) { o.SeparateRoPE = true }},
+		"fused (RoPE and the KV store in the q/k/v GEMV's epilogue, the default) or separate"},
+}
+
+func graphsOn(o *gpu.Options) { o.Graphs = true }
 
 // buildCUDAGroup opens this node's ranks and their communicators. With several nodes, node 0
 // makes the NCCL id and the rendezvous hands it to the others (refusing a node whose model

@@ -87,9 +87,11 @@ func TestCUDAMultiNodeEmulated(t *testing.T) {
 // variable and what it accepts.
 func TestCUDABackendSettings(t *testing.T) {
 	for _, tc := range []struct{ env, val, want string }{
-		{"LLAMACU_PREFILL", "fast", "want mma or simt"},
+		{"LLAMACU_PREFILL", "fast", "want mma (tensor cores, v4: the default), v3"},
 		{"LLAMACU_GRAPHS", "yes", "want 1"},
 		{"LLAMACU_GEMV", "v4", "want v3"},
+		{"LLAMACU_ROPE", "fast", "want fused"},
+		{"LLAMACU_QUANT", "q4", "want native or widen"},
 		{"LLAMACU_DECODE", "v1", "want auto"},
 		{"LLAMACU_WEIGHTS", "q4", "want f16, bf16 or stored"},
 		{"LLAMACU_DEVICE", "gpu0", "is not a device number"},

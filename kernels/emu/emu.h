@@ -27,8 +27,11 @@
 //   - no real concurrency: races between blocks, missing __syncthreads where a write and a read
 //     happen to be ordered by the scheduler anyway, memory-model and atomics effects;
 //   - tensor cores: mma.sync (common.cuh's mma_m16n8k16) is computed in float from the PTX
-//     ISA's fragment layouts; an error in those layouts would be the same here and in a kernel,
-//     so the conformance suite on a GPU stays the judge of the mma kernels;
+//     ISA's fragment layouts, and ldmatrix gathers its fragments from the same ISA's layout; an
+//     error in those layouts would be the same here and in a kernel, so the conformance suite on
+//     a GPU stays the judge of the mma kernels;
+//   - cp.async timing: a copy lands exactly when its thread waits for its group (emulated as a
+//     deferred copy); on a GPU it may land any time before — never after — that wait;
 //   - exact libm arithmetic: expf, sqrtf, 1/x are IEEE here, while nvcc --use_fast_math uses
 //     approximate __expf, rsqrt and division, and nvcc contracts a*b+c into FMAs (-ffp-contract
 //     is off here); the Go test's tolerances are those of the fp32 reference, not bit equality;
@@ -97,6 +100,19 @@ uint64_t shfl_xor(uint64_t bits, unsigned mask, int lane_mask, const char* file,
 // halves), B (2 × 32-bit) and C/D (4 floats) fragments in the PTX ISA's layout, gets its D back
 // in c. Products are exact and summed in float (a tensor core's order and truncation differ).
 void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b, const char* file, int line);
+
+// ldmatrix_x4 is the warp-collective ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (a warp
+// barrier, like mma): lane l passes the address of row l % 8 of matrix l / 8 and gets one 32-bit
+// fragment of each of the four matrices in r, in the PTX ISA's layout (common.cuh).
+void ldmatrix_x4(uint32_t* r, const void* p, bool trans, const char* file, int line);
+// cp.async: a thread's copies are queued in groups and land in shared memory only when the
+// thread waits for their group (cp_async_wait), so a kernel that reads a stage before waiting for
+// it, or without the barrier after, reads stale data here too. The source is read when the copy
+// is issued.
+void cp_async16(void* dst, const void* src, bool valid);
+void cp_async_commit();
+void cp_async_wait(int n);
+void async_reset(unsigned t);  // empties thread t's queue (the harness, at each block's start)
 
 inline void check_align(const void* p, size_t a, const char* what) {
     if (reinterpret_cast<uintptr_t>(p) % a != 0) fail("misaligned %s load at %p (needs %zu bytes)", what, p, a);

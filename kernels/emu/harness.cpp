@@ -158,6 +158,7 @@ void run_block(const std::function<void()>& body) {
         Fiber& f = g_fibers[t];
         f.done = false;
         f.wait = nullptr;
+        emu::async_reset(t);
         char* stack = g_stacks + t * (kStack + kPage) + kPage;
 #ifdef EMU_FAST_SWITCH
         // The first switch to the fiber pops six zero registers and "returns" into trampoline
@@ -368,7 +369,9 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
 #define GEMV(dt) X(gemv_##dt##_v1) X(gemv_##dt##_v2_n1) X(gemv_##dt##_v2_n2) X(gemv_##dt##_v2_n4) X(gemv_##dt##_v2_n8) X(gemm_##dt##_v1) \
     X(gemv_##dt##_v2_qkv_n1) X(gemv_##dt##_v2_qkv_n2) X(gemv_##dt##_v2_qkv_n4) X(gemv_##dt##_v2_qkv_n8)                        \
     X(gemv_##dt##_v2_glu_n1) X(gemv_##dt##_v2_glu_n2) X(gemv_##dt##_v2_glu_n4) X(gemv_##dt##_v2_glu_n8)                        \
-    GEMV3(dt, 1) GEMV3(dt, 2) GEMV3(dt, 4) GEMV3(dt, 8)
+    GEMV3(dt, 1) GEMV3(dt, 2) GEMV3(dt, 4) GEMV3(dt, 8) ROPE3(dt, f32) ROPE3(dt, f16)
+#define ROPE3(dt, kv) X(gemv_##dt##_v3_qkv_rope_##kv##_n1) X(gemv_##dt##_v3_qkv_rope_##kv##_n2) \
+    X(gemv_##dt##_v3_qkv_rope_##kv##_n4) X(gemv_##dt##_v3_qkv_rope_##kv##_n8)
 #define GEMV3(dt, nb) X(gemv_##dt##_v3_n##nb##_k1) X(gemv_##dt##_v3_n##nb##_k2) X(gemv_##dt##_v3_n##nb##_k4) \
     X(gemv_##dt##_v3_qkv_n##nb##_k1) X(gemv_##dt##_v3_qkv_n##nb##_k2) X(gemv_##dt##_v3_qkv_n##nb##_k4)          \
     X(gemv_##dt##_v3_glu_n##nb##_k1) X(gemv_##dt##_v3_glu_n##nb##_k2) X(gemv_##dt##_v3_glu_n##nb##_k4)
@@ -383,7 +386,8 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(embed_f32) X(embed_f16) X(embed_bf16) X(rmsnorm_f32_v1) X(rmsnorm_f32) X(add_rmsnorm_f32) X(rope_f32)    \
     X(rope_qk_store_kv_f32) X(rope_qk_store_kv_f16) X(store_kv_f32) X(store_kv_f16)         \
     X(attention_f32_v1) X(attention_f16_v1) DECODE(f32) DECODE(f16) X(attention_reduce_f32) X(attention_reduce_f32_v2) \
-    X(attention_prefill_f32) X(attention_prefill_f16) X(attention_prefill_f16_v3_hd64) X(attention_prefill_f16_v3_hd128) GEMV(f32) GEMV(f16) GEMV(bf16)        \
+    X(attention_prefill_f32) X(attention_prefill_f16) X(attention_prefill_f16_v3_hd64) X(attention_prefill_f16_v3_hd128) \
+    X(attention_prefill_f16_v4_hd64) X(attention_prefill_f16_v4_hd128) GEMV(f32) GEMV(f16) GEMV(bf16)        \
     X(convert_f32_to_f16) X(convert_f32_to_bf16) X(swiglu_f32_v1) X(swiglu_f32)             \
     X(add_f32_v1) X(add_f32) X(gather_rows_f32) X(argmax_f32)   \
     X(topk_f32_v1) X(topk_f32) X(gemv_q8_0_v1) X(gemv_q8_0_v2_n1) X(gemv_q8_0_v2_n2) X(gemv_q8_0_v2_n4)   \
@@ -483,6 +487,73 @@ void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b, const char* fi
     }
     wait_at(w, file, line);  // every lane has read the fragments before any is overwritten
     memcpy(c, d, sizeof d);
+}
+
+void ldmatrix_x4(uint32_t* r, const void* p, bool trans, const char* file, int line) {
+    static const uint8_t* rows[kMaxThreads];
+    if (blockDim.x % 32 != 0) fail("ldmatrix in a block of %u threads (a partial warp)", blockDim.x);
+    check_align(p, 16, "ldmatrix row");
+    const unsigned t = threadIdx.x, w0 = t & ~31u, lane = t & 31u;
+    rows[t] = static_cast<const uint8_t*>(p);
+    Barrier& w = g_warps[t / 32];
+    wait_at(w, file, line);
+    // PTX ISA, "Warp-level matrix load instruction: ldmatrix": lanes 8m … 8m+7 address the rows
+    // of matrix m; lane l receives, of each matrix, elements (l/4, 2(l%4)) and (l/4, 2(l%4)+1),
+    // or with .trans elements (2(l%4), l/4) and (2(l%4)+1, l/4) — the lower one in the low half.
+    uint32_t out[4];
+    for (unsigned m = 0; m < 4; m++) {
+        if (!trans) {
+            memcpy(&out[m], rows[w0 + 8 * m + lane / 4] + 4 * (lane % 4), 4);
+        } else {
+            uint16_t lo, hi;
+            memcpy(&lo, rows[w0 + 8 * m + 2 * (lane % 4)] + 2 * (lane / 4), 2);
+            memcpy(&hi, rows[w0 + 8 * m + 2 * (lane % 4) + 1] + 2 * (lane / 4), 2);
+            out[m] = lo | (uint32_t)hi << 16;
+        }
+    }
+    wait_at(w, file, line);  // every lane has read before any address slot is reused
+    memcpy(r, out, sizeof out);
+}
+
+// The cp.async queue of each thread: copies (with the source bytes read at issue) by group.
+struct AsyncCopy {
+    uint8_t* dst;
+    uint8_t data[16];
+    unsigned group;
+};
+static std::vector<AsyncCopy> g_async[kMaxThreads];
+static unsigned g_async_group[kMaxThreads];  // the open (uncommitted) group's number
+
+void async_reset(unsigned t) {
+    g_async[t].clear();
+    g_async_group[t] = 0;
+}
+
+void cp_async16(void* dst, const void* src, bool valid) {
+    check_align(dst, 16, "cp.async shared destination");
+    AsyncCopy c{static_cast<uint8_t*>(dst), {}, g_async_group[threadIdx.x]};
+    if (valid) {
+        check_align(src, 16, "cp.async global source");
+        memcpy(c.data, src, 16);
+    }
+    g_async[threadIdx.x].push_back(c);
+}
+
+void cp_async_commit() { g_async_group[threadIdx.x]++; }
+
+void cp_async_wait(int n) {
+    const unsigned t = threadIdx.x;
+    // Groups < committed − n are complete; later ones (and the open one) stay in flight.
+    const long done = (long)g_async_group[t] - n;
+    auto& q = g_async[t];
+    size_t keep = 0;
+    for (auto& c : q) {
+        if ((long)c.group < done)
+            memcpy(c.dst, c.data, 16);
+        else
+            q[keep++] = c;
+    }
+    q.resize(keep);
 }
 }  // namespace emu
 
