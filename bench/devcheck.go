@@ -281,7 +281,9 @@ func (s *DeviceCheck) addRanks(reports map[string]*Report) {
 			c := Check{What: fmt.Sprintf("%s b1 d%d at TP %d: one rank measured alone + %d all-reduces", r.Model.Config.Name, x.Depth, tpN, 2*layers),
 				Value: 1 / step, Unit: "tok/s",
 				Note: fmt.Sprintf("rank 0 alone %.2f ms/token (%s, %s) + %d × %s", 1e3/x.TokS.Mean, name, r.Model.DType, 2*layers, how)}
-			if r.Model.Config.Name == model.Llama2_70B.Name && tpN == 8 && r.Model.DType == "F16" && x.Depth == 0 {
+			if ab := abRun(name); ab != "" { // an A/B run of the rank: named, no target
+				c.What += " (" + ab + ")"
+			} else if r.Model.Config.Name == model.Llama2_70B.Name && tpN == 8 && r.Model.DType == "F16" && x.Depth == 0 {
 				c.Target = 100
 			}
 			s.Checks = append(s.Checks, c)
@@ -303,6 +305,7 @@ var abRuns = []struct {
 	{"-ubatch2048", "prefill in one 2048-token step ÷ in steps of 512 (--ubatch 2048)", true},
 	{"-separate-rope", "decode with RoPE and the KV store in the q/k/v GEMV ÷ their own launch (LLAMACU_ROPE=separate)", false},
 	{"-prefill-v3", "prefill with attention v4 ÷ v3 (LLAMACU_PREFILL=v3)", false},
+	{"-pdl", "decode with programmatic dependent launch ÷ without (LLAMACU_PDL=1)", true},
 	{"-topk40", "decode reading each row's 40 best logits (device top-k) ÷ whole rows", true},
 	{"-q4_k", "Q4_K weights kept quantised ÷ fp16", true},
 	{"-q8_0", "Q8_0 weights kept quantised ÷ fp16", true},
@@ -310,13 +313,16 @@ var abRuns = []struct {
 }
 
 // isABRun reports whether a report's name is one of abRuns' (not a main run).
-func isABRun(name string) bool {
+func isABRun(name string) bool { return abRun(name) != "" || quantAB(name) }
+
+// abRun is the suffix (without its dash) of abRuns' that name ends with, or "".
+func abRun(name string) string {
 	for _, ab := range abRuns {
 		if strings.HasSuffix(name, ab.suffix) {
-			return true
+			return strings.TrimPrefix(ab.suffix, "-")
 		}
 	}
-	return quantAB(name)
+	return ""
 }
 
 // addModels sets the llamacu reports against the targets and their peers.

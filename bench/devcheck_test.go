@@ -91,6 +91,11 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	var rb bytes.Buffer
 	require.NoError(t, rank.WriteJSON(&rb))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "llamacu-70b-rank-of-8-f16-cuda.json"), rb.Bytes(), 0o644))
+	rank.Results = []Result{res("tg", 128, 1, 0, 100)} // the same rank with LLAMACU_PDL=1
+	rb.Reset()
+	require.NoError(t, rank.WriteJSON(&rb))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "llamacu-70b-rank-of-8-f16-cuda-pdl.json"), rb.Bytes(), 0o644))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-pdl.json"), "llamacu", res("tg", 128, 1, 0, 200))
 
 	s, err := SummarizeDeviceCheck(dir)
 	require.NoError(t, err)
@@ -116,7 +121,9 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"prefill attention tensor cores ÷ SIMT, 70B n=2048", 5, true}, // v3's: no v4 figure
 		{"all-reduce 1x4096", 25, true},
 		{"top-k v2 n=8 k=40, 32000 vocabulary", 30, true},
-		{"llama-2-70b b1 d0 at TP 8: one rank measured alone + 160 all-reduces", 1 / (1.0/80 + 160*25e-6), false}, // 61.5 < 100
+		{"llama-2-70b b1 d0 at TP 8: one rank measured alone + 160 all-reduces", 1 / (1.0/80 + 160*25e-6), false},       // 61.5 < 100
+		{"llama-2-70b b1 d0 at TP 8: one rank measured alone + 160 all-reduces (pdl)", 1 / (1.0/100 + 160*25e-6), true}, // no target
+		{"decode with programmatic dependent launch ÷ without (LLAMACU_PDL=1), tg128 b1 d0", 200.0 / 190, true},
 		{"FFN gate/up + SwiGLU fused ÷ unfused (7B, fp16), n=1", 1.1, true},
 		{"top-k on the device: read+host ÷ v2, n=8 k=40", 20, true},
 		{"q/k/v GEMV with RoPE and the KV store fused ÷ separate (fp16), 7B n=1", 1.1, true},

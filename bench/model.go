@@ -45,6 +45,9 @@ type Result struct {
 	Seconds []float64 `json:"seconds"` // wall time of each timed repetition
 	TokS    Summary   `json:"tok_s"`   // tokens/s over the repetitions
 	Profile *Profile  `json:"profile,omitempty"`
+	// KernelsPerStep is the kernels a forward step launched (the last timed repetition's mean),
+	// on backends that count them (the CUDA backend's Launches); 0 elsewhere.
+	KernelsPerStep float64 `json:"kernels_per_step,omitempty"`
 }
 
 // Label is "pp512", or "tg128 b8 d2048".
@@ -197,7 +200,7 @@ func RunModel(m *model.Model, o ModelOptions) ([]Result, []string, error) {
 			if err != nil {
 				return results, skipped, err
 			}
-			logf("%-18s %10.2f ± %.2f tok/s", res.Label(), res.TokS.Mean, res.TokS.Stddev)
+			logf("%-18s %10.2f ± %.2f tok/s%s", res.Label(), res.TokS.Mean, res.TokS.Stddev, kernelsNote(res))
 			results = append(results, res)
 		}
 		if o.Gen == 0 || !fits(fmt.Sprintf("tg%d", o.Gen), d, o.Gen) {
@@ -208,11 +211,19 @@ func RunModel(m *model.Model, o ModelOptions) ([]Result, []string, error) {
 			if err != nil {
 				return results, skipped, err
 			}
-			logf("%-18s %10.2f ± %.2f tok/s", res.Label(), res.TokS.Mean, res.TokS.Stddev)
+			logf("%-18s %10.2f ± %.2f tok/s%s", res.Label(), res.TokS.Mean, res.TokS.Stddev, kernelsNote(res))
 			results = append(results, res)
 		}
 	}
 	return results, skipped, nil
+}
+
+// kernelsNote is ", N kernels/step" where the backend counts its launches.
+func kernelsNote(res Result) string {
+	if res.KernelsPerStep == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %.0f kernels/step", res.KernelsPerStep)
 }
 
 type runner struct {
@@ -237,12 +248,20 @@ func (r *runner) run(res Result) (Result, error) {
 		}
 	}
 	var rates []float64
+	counter, counts := r.m.Backend.(interface{ Launches() int64 })
 	for i := 0; i < r.o.Reps; i++ {
+		var launched int64
+		if counts {
+			launched = counter.Launches()
+		}
 		t0 := time.Now()
 		steps, err := rep(res)
 		sec := time.Since(t0).Seconds()
 		if err != nil {
 			return res, err
+		}
+		if counts && steps > 0 {
+			res.KernelsPerStep = float64(counter.Launches()-launched) / float64(steps)
 		}
 		res.Steps = steps
 		res.Seconds = append(res.Seconds, sec)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/llamacu/llamacu/cpu"
+	"github.com/llamacu/llamacu/model"
 )
 
 func TestRunModel(t *testing.T) {
@@ -216,4 +217,37 @@ func TestHostCopyBandwidth(t *testing.T) {
 	require.NotEmpty(t, h.CPU)
 	require.Positive(t, h.Cores)
 	require.NotEmpty(t, Commit())
+}
+
+// matMulCounter is a backend that counts its MatMul calls as "launches" (as the CUDA backend
+// counts kernels), hiding the cpu backend's fused ops so that each projection is one MatMul.
+type matMulCounter struct {
+	model.Backend
+	n int64
+}
+
+func (c *matMulCounter) MatMul(out, x model.Buffer, w model.Weight, n int) {
+	c.n++
+	c.Backend.MatMul(out, x, w, n)
+}
+
+func (c *matMulCounter) Launches() int64 { return c.n }
+
+// TestRunModelKernelsPerStep: on a backend that counts launches, each result reports the mean
+// per forward step: here the matmuls of a decode step, 7 per layer and the LM head.
+func TestRunModelKernelsPerStep(t *testing.T) {
+	be := cpu.New(cpu.Options{Threads: 1})
+	defer be.Close()
+	c := &matMulCounter{Backend: be}
+	m := tinyModel(t, c)
+	res, _, err := RunModel(m, ModelOptions{Gen: 4, Batches: []int{1, 2}, Depths: []int{0}, Reps: 2})
+	require.NoError(t, err)
+	require.Len(t, res, 2)
+	for _, r := range res {
+		require.Equal(t, float64(7*model.Tiny.Layers+1), r.KernelsPerStep, r.Label())
+	}
+	// A backend that does not count reports none.
+	res, _, err = RunModel(tinyModel(t, be), ModelOptions{Gen: 2, Batches: []int{1}, Depths: []int{0}, Reps: 1})
+	require.NoError(t, err)
+	require.Zero(t, res[0].KernelsPerStep)
 }

@@ -12,8 +12,9 @@ package cuda
 //	            CopyDtoHAsync, CopyDtoD, MemsetAsync (stream-ordered), Memset,
 //	            AllocHost → HostBuffer (pinned)
 //	module.go   Context.LoadModule, LoadModuleFile → Module.Function → Function:
-//	            Launch(grid, block Dim3, sharedMem, *Stream, ...Arg),
-//	            SetMaxDynamicSharedMem, Attribute; Arg builders Ptr, I32, U32,
+//	            Launch(grid, block Dim3, sharedMem, *Stream, ...Arg), LaunchPDL
+//	            (where Context.PDL), SetMaxDynamicSharedMem, Attribute; Arg
+//	            builders Ptr, I32, U32,
 //	            F32, I64, U64
 //	stream.go   Context.NewStream → Stream: Synchronize, Wait, Close;
 //	            Context.NewEvent → Event: Record, Synchronize, Close; ElapsedMs

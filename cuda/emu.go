@@ -626,6 +626,15 @@ func (f *Function) Launch(grid, block Dim3, sharedMem int, s *Stream, args ...Ar
 	})
 }
 
+// LaunchPDL is Launch: the emulator runs launches one after another, which is one of the orders
+// programmatic dependent launch allows (each kernel's pdl_begin waits for the one before).
+func (f *Function) LaunchPDL(grid, block Dim3, sharedMem int, s *Stream, args ...Arg) error {
+	return f.Launch(grid, block, sharedMem, s, args...)
+}
+
+// PDL is true: the emulated device is an sm_90 with a CUDA 12 driver.
+func (c *Context) PDL() bool { return true }
+
 // SetMaxDynamicSharedMem accepts up to the emulated opt-in limit.
 func (f *Function) SetMaxDynamicSharedMem(bytes int) error {
 	if bytes < 0 || bytes > f.m.c.MaxSharedMemOptin() {

@@ -29,6 +29,39 @@ static int llamacu_param_info(CUfunction f, unsigned char *sizes, int max) {
 	}
 	return i == 0 ? -1 : i; // a failure at index 0 proves nothing
 }
+
+// cuLaunchKernelEx (driver >= 12.0) with one attribute, programmatic stream serialization
+// (CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6): the 11.8 headers lack both, so the
+// CUDA 12 ABI's CUlaunchAttribute (id, 4 bytes of padding, a 64-byte value union) and
+// CUlaunchConfig are declared here and the entry point looked up at run time.
+typedef struct {
+	int id;
+	char pad[4];
+	union { char bytes[64]; int programmatic_stream_serialization_allowed; } value;
+} llamacu_launch_attr;
+typedef struct {
+	unsigned int grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_mem;
+	CUstream stream;
+	llamacu_launch_attr *attrs;
+	unsigned int num_attrs;
+} llamacu_launch_config;
+typedef CUresult (*llamacu_launch_ex_t)(const llamacu_launch_config *cfg, CUfunction f, void **params, void **extra);
+static llamacu_launch_ex_t llamacu_launch_ex_fn;
+
+static int llamacu_launch_ex_init(void) {
+	void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+	if (h) *(void **)&llamacu_launch_ex_fn = dlsym(h, "cuLaunchKernelEx");
+	return llamacu_launch_ex_fn != 0;
+}
+
+static CUresult llamacu_launch_pdl(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                                   unsigned by, unsigned bz, unsigned shared, CUstream s, void **params) {
+	llamacu_launch_attr attr = {0};
+	attr.id = 6;
+	attr.value.programmatic_stream_serialization_allowed = 1;
+	llamacu_launch_config cfg = {gx, gy, gz, bx, by, bz, shared, s, &attr, 1};
+	return llamacu_launch_ex_fn(&cfg, f, params, 0);
+}
 */
 import "C"
 
@@ -180,8 +213,40 @@ func (f *Function) Launch(grid, block Dim3, sharedMem int, s *Stream, args ...Ar
 	return c.Do(func() error { return f.launch(grid, block, sharedMem, s, a) })
 }
 
+// LaunchPDL is Launch with programmatic dependent launch: the kernel may start before the one
+// before it in the stream has finished, and must wait for it itself (kernels/common.cuh's
+// pdl_begin, griddepcontrol.wait) before touching memory. Only where Context.PDL is true.
+func (f *Function) LaunchPDL(grid, block Dim3, sharedMem int, s *Stream, args ...Arg) error {
+	c := f.m.c
+	if !c.PDL() {
+		return fmt.Errorf("cuda: launch %q with programmatic dependent launch: %s cannot (sm_%d%d; needs sm_90 and a driver with cuLaunchKernelEx)", f.name, c.name, c.major, c.minor)
+	}
+	if c.onThread() {
+		return f.launchAs(grid, block, sharedMem, s, args, true)
+	}
+	a := append([]Arg(nil), args...)
+	return c.Do(func() error { return f.launchAs(grid, block, sharedMem, s, a, true) })
+}
+
+var (
+	launchExOnce sync.Once
+	launchExOK   bool
+)
+
+// PDL reports whether kernels can be launched with programmatic dependent launch here
+// (LaunchPDL): an sm_90 or later device and a driver with cuLaunchKernelEx (CUDA 12).
+func (c *Context) PDL() bool {
+	launchExOnce.Do(func() { launchExOK = C.llamacu_launch_ex_init() != 0 })
+	return launchExOK && c.major >= 9
+}
+
 // launch runs on the context's thread.
 func (f *Function) launch(grid, block Dim3, sharedMem int, s *Stream, args []Arg) error {
+	return f.launchAs(grid, block, sharedMem, s, args, false)
+}
+
+// launchAs is launch, with programmatic dependent launch when pdl.
+func (f *Function) launchAs(grid, block Dim3, sharedMem int, s *Stream, args []Arg, pdl bool) error {
 	c := f.m.c
 	if len(args) > maxArgs || sharedMem < 0 {
 		return f.launchError(grid, block, sharedMem, len(args), C.CUDA_ERROR_INVALID_VALUE)
@@ -201,8 +266,12 @@ func (f *Function) launch(grid, block Dim3, sharedMem int, s *Stream, args []Arg
 	}
 	gx, gy, gz := grid.norm()
 	bx, by, bz := block.norm()
-	r := C.cuLaunchKernel(f.fn, gx, gy, gz, bx, by, bz, C.uint(sharedMem),
-		cStream(c.cuStream(s)), c.argp, nil)
+	var r C.CUresult
+	if pdl {
+		r = C.llamacu_launch_pdl(f.fn, gx, gy, gz, bx, by, bz, C.uint(sharedMem), cStream(c.cuStream(s)), c.argp)
+	} else {
+		r = C.cuLaunchKernel(f.fn, gx, gy, gz, bx, by, bz, C.uint(sharedMem), cStream(c.cuStream(s)), c.argp, nil)
+	}
 	if r != C.CUDA_SUCCESS {
 		return f.launchError(grid, block, sharedMem, len(args), r)
 	}

@@ -173,7 +173,7 @@ func (b *Backend) decodeV3(nDec int) bool {
 // out, q (B, heads·head_dim). StoreKV for this step must have run first.
 //
 // Rows are split between kernels/attention.cu's kernels (see makePlan): runs of ≥ 4 consecutive
-// positions of one sequence go to the prefill kernel (v3 on tensor cores for an fp16 cache and
+// positions of one sequence go to the prefill kernel (v4 on tensor cores for an fp16 cache and
 // head_dim 64 or 128, else v2), other rows to the split-K decode kernel
 // (plus its reduce), and geometries neither handles (or Options.Naive) to v1.
 func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt *model.Batch) {

@@ -59,6 +59,12 @@ type Options struct {
 	// (rope_qk_store_kv) instead of in its epilogue (gemv_<dt>_v3_qkv_rope): for benchmarks
 	// that compare them. The bits are the same.
 	SeparateRoPE bool
+	// PDL launches kernels with programmatic dependent launch where the device has it (sm_90
+	// and a CUDA 12 driver; else it is ignored): each kernel may be scheduled while the one
+	// before it finishes, and waits for it in its first statement (kernels/common.cuh's
+	// pdl_begin), so that launch latencies and last waves overlap. Off by default until a GPU
+	// run has measured it (LLAMACU_PDL=1).
+	PDL bool
 	// NoCublas never loads cuBLAS: matmuls of more than 8 rows run the GEMV kernel over 8-row
 	// slices. By default cuBLAS is used when it can be dlopened.
 	NoCublas bool
@@ -78,7 +84,9 @@ type Backend struct {
 	err  error  // first device error (sticky)
 	// launches counts launch calls (Launches).
 	launches int64
-	closed   bool
+	// pdl: kernels go out with programmatic dependent launch (Options.PDL, where the device has it).
+	pdl    bool
+	closed bool
 
 	allocs []cuda.DevicePtr // everything to free at Close
 
@@ -126,7 +134,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gpu: %w", err)
 	}
-	b := &Backend{opts: opts, ctx: ctx, src: src, sms: max(ctx.SMCount(), 1)}
+	b := &Backend{opts: opts, ctx: ctx, src: src, sms: max(ctx.SMCount(), 1), pdl: opts.PDL && ctx.PDL()}
 	b.name = "cuda: " + ctx.DeviceName()
 	if b.mod, err = ctx.LoadModule(image); err != nil {
 		ctx.Close()
@@ -206,8 +214,20 @@ func (b *Backend) launch(f *cuda.Function, grid, block cuda.Dim3, args ...cuda.A
 		b.recordLaunch(f, grid, block, args)
 		return
 	}
-	b.fail(f.Launch(grid, block, 0, nil, args...))
+	b.fail(b.launchNow(f, grid, block, args))
 }
+
+// launchNow launches f on the compute stream, with programmatic dependent launch under b.pdl.
+func (b *Backend) launchNow(f *cuda.Function, grid, block cuda.Dim3, args []cuda.Arg) error {
+	if b.pdl {
+		return f.LaunchPDL(grid, block, 0, nil, args...)
+	}
+	return f.Launch(grid, block, 0, nil, args...)
+}
+
+// PDL reports whether kernels go out with programmatic dependent launch (Options.PDL on a
+// device that has it).
+func (b *Backend) PDL() bool { return b.pdl }
 
 // Launches is the number of kernels the backend has launched since it opened, those recorded
 // into a step's CUDA graph included (a replayed step counts each of its kernels): what a fusion

@@ -70,6 +70,9 @@ func TestConformance(t *testing.T) {
 		// Decode attention v3 at every batch (by default only steps of 8 or more decode rows).
 		{"fast/decode-v3/kv-f16", gpu.Options{Decode: 3}, half},
 		{"fast/decode-v3/kv-f32/no-cublas", gpu.Options{Decode: 3, KVF32: true, NoCublas: true}, tight},
+		// Programmatic dependent launch (a no-op emulated and before sm_90; on an H100 the
+		// kernels overlap and each must wait in pdl_begin).
+		{"fast/pdl/kv-f16", gpu.Options{PDL: true}, half},
 		// The previous tensor-core prefill attention (v3), still selectable for comparisons.
 		{"fast/prefill-v3/kv-f16", gpu.Options{PrefillV3: true}, half},
 		// The previous fast versions, still selectable for comparisons: GEMV v2, decode attention v2.
@@ -374,8 +377,12 @@ func TestStories260K(t *testing.T) {
 		{"kv-f32", gpu.Options{KVF32: true}, 1e-3, len(want)},
 		{"kv-f16", gpu.Options{}, 5e-2, len(want) / 2},
 		{"v1", gpu.Options{Naive: true, KVF32: true}, 1e-3, len(want)},
+		{"pdl/kv-f32", gpu.Options{KVF32: true, PDL: true}, 1e-3, len(want)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.opts.PDL && cuda.Emulated {
+				t.Skip("emulated, PDL launches run in order: this case is for a GPU, where kernels overlap (TestConformance/fast/pdl covers the host side here)")
+			}
 			be := open(t, tc.opts)
 			e, err := engine.Load(engine.Options{ModelPath: path, Backend: be})
 			if err != nil {
@@ -488,9 +495,13 @@ func TestGraphs(t *testing.T) {
 	}{
 		{"kv-f32", 1, gpu.Options{KVF32: true}},
 		{"kv-f16", 1, gpu.Options{}},
+		{"pdl/kv-f16", 1, gpu.Options{PDL: true}},
 		{"tp2/nccl", 2, gpu.Options{KVF32: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.opts.PDL && cuda.Emulated {
+				t.Skip("emulated, PDL launches run in order: this case is for a GPU, where captured kernels overlap")
+			}
 			load := func(graphs bool) (*engine.Engine, []*gpu.Backend) {
 				opts := tc.opts
 				opts.Graphs = graphs
@@ -514,7 +525,7 @@ func TestGraphs(t *testing.T) {
 				t.Fatalf("greedy ids with graphs differ:\nwithout: %v\nwith:    %v", want, got)
 			}
 			st := bes[0].GraphStats()
-			t.Logf("rank 0: %+v", st)
+			t.Logf("rank 0: %+v, programmatic dependent launch %v", st, bes[0].PDL())
 			if st.Captured < 1 || st.Replayed < 100 || st.Failed > 0 {
 				t.Errorf("graph stats %+v: want captures, ≥ 100 of 120 steps replayed, no failed capture", st)
 			}

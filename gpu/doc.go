@@ -2,8 +2,10 @@
 // memory, weights uploaded once in fp16/bf16 (or fp32; Q8_0, Q4_0, Q4_K, Q5_K, Q6_K stay quantised), a paged
 // KV cache in fp16 (or fp32) with the same layout as the cpu reference, and one launcher per
 // kernel family of the kernels package (gpu/rmsnorm.go drives kernels/rmsnorm.cu, and so on).
-// It also offers the forward pass's optional fast paths: the fused decode ops (fused.go), the
-// fused RoPE and K/V store, top-k on the device (topk.go), and steps run as CUDA graphs.
+// It also offers the forward pass's optional fast paths: the fused decode ops (fused.go: q/k/v
+// with RoPE and the K/V store in one GEMV, gate/up with SwiGLU, add with RMSNorm), the fused
+// RoPE and K/V store, top-k on the device (topk.go), steps run as CUDA graphs (graph.go), and
+// programmatic dependent launch (Options.PDL).
 //
 // Every file but this one is built only with -tags cuda (see the cuda package: linking
 // gorgonia.org/cu needs libcuda.so.1 and exits without a GPU), so the default build has an empty

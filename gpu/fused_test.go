@@ -186,6 +186,40 @@ func TestQKVRoPEStoreKV(t *testing.T) {
 	}
 }
 
+// TestPDLOption: Options.PDL launches with programmatic dependent launch where the context can
+// (the emulated device is an sm_90), and the results are the same bits as stream order.
+func TestPDLOption(t *testing.T) {
+	on, off := open(t, gpu.Options{PDL: true}), open(t, gpu.Options{})
+	if off.PDL() {
+		t.Error("PDL without Options.PDL")
+	}
+	if on.PDL() != on.Context().PDL() {
+		t.Errorf("Options.PDL: Backend.PDL %v, but the context can: %v", on.PDL(), on.Context().PDL())
+	}
+	if cuda.Emulated && !on.PDL() {
+		t.Error("the emulated sm_90 has programmatic dependent launch")
+	}
+	r := rand.New(rand.NewPCG(51, 52))
+	const n, K, N = 3, 256, 68
+	wdata, xdata := normal(r, N*K), normal(r, n*K)
+	var got [2][]float32
+	for i, be := range []*gpu.Backend{on, off} {
+		w, err := be.Upload(&tensor.Tensor{Name: "w", DType: tensor.F16, Shape: []int{N, K}, Data: tensor.Encode(tensor.F16, wdata)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, out := newBuf(t, be, n, K, xdata), newBuf(t, be, n, N, nil)
+		be.MatMul(out, x, w, n)
+		be.SwiGLU(out, out, out, n) // a second kernel reading the first's output
+		got[i] = read(t, be, out, n)
+	}
+	for i := range got[1] {
+		if math.Float32bits(got[0][i]) != math.Float32bits(got[1][i]) {
+			t.Fatalf("element %d: %v with PDL, %v without", i, got[0][i], got[1][i])
+		}
+	}
+}
+
 // TestGEMVSplit: gemv v3 gives the same bits whatever its K split (ks = 1, 2, 4 warps per row
 // group: chosen on the host from the rows and the SM count, so it differs between GPUs and between
 // a fused grid and its unfused matrices), plain, fused q/k/v and fused gate/up alike; and agrees

@@ -231,7 +231,7 @@ func (b *Backend) runOps(ops []graphOp, args []cuda.Arg) error {
 		var err error
 		switch {
 		case op.f != nil:
-			err = op.f.Launch(op.grid, op.block, 0, nil, args[op.a0:op.a1]...)
+			err = b.launchNow(op.f, op.grid, op.block, args[op.a0:op.a1])
 		case op.comm != nil:
 			err = op.comm.AllReduce(op.ptr, op.ptr, op.count, cuda.TypeF32, nil)
 		default:

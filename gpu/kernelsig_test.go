@@ -357,8 +357,8 @@ func launchSites(t *testing.T) []launchSite {
 				pos := fset.Position(call.Pos()).String()
 				switch {
 				// graph.go's flush and runOps replay launches recorded by Backend.launch (checked
-				// at their call sites) and launch graphs.
-				case sel.Sel.Name == "Launch" && fn.Name.Name != "launch" && fn.Name.Name != "runOps" && fn.Name.Name != "flush":
+				// at their call sites) and launch graphs; launchNow issues both.
+				case (sel.Sel.Name == "Launch" || sel.Sel.Name == "LaunchPDL") && fn.Name.Name != "launchNow" && fn.Name.Name != "flush":
 					t.Errorf("%s: launch kernels through Backend.launch, which this test checks", pos)
 				case sel.Sel.Name == "launch" && len(call.Args) >= 3:
 					fields, err := kernelFields(fn, call.Args[0], 0)
@@ -558,6 +558,30 @@ func TestLaunchArguments(t *testing.T) {
 		if !launched[f] {
 			t.Errorf("kernelFuncs.%s (%v) is loaded but never launched", f, fields[f])
 		}
+	}
+}
+
+// TestKernelsBeginWithPDL: every kernel's first statement is common.cuh's pdl_begin(), the wait
+// for the grids it depends on that makes programmatic dependent launch (Options.PDL) safe: a
+// kernel launched with the attribute may start while the one before it still runs, and must not
+// read or write before that wait. (Any kernel may be launched so; none may lack it.)
+func TestKernelsBeginWithPDL(t *testing.T) {
+	src := readCU(t)
+	n := 0
+	for _, loc := range reKernel.FindAllStringSubmatchIndex(src.text, -1) {
+		name := src.text[loc[2]:loc[3]]
+		rest := strings.TrimLeft(src.text[loc[1]:], " \t\n\\")
+		if !strings.HasPrefix(rest, "{") {
+			t.Errorf("kernel %s: no body after its parameters", name)
+			continue
+		}
+		if !strings.HasPrefix(strings.TrimLeft(rest[1:], " \t\n\\"), "pdl_begin();") {
+			t.Errorf("kernel %s does not begin with pdl_begin();", name)
+		}
+		n++
+	}
+	if n < 100 {
+		t.Errorf("only %d kernel definitions found", n)
 	}
 }
 

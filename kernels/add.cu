@@ -12,12 +12,14 @@
 
 // grid (ceil(total/256)), block (256).
 extern "C" __global__ void add_f32_v1(float* x, const float* y, int total) {
+    pdl_begin();
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < total; k += gridDim.x * blockDim.x)
         x[k] += y[k];
 }
 
 // grid (ceil(total/4/256)), block (256); total % 4 == 0.
 extern "C" __global__ void add_f32(float* x, const float* y, int total) {
+    pdl_begin();
     float4* x4 = reinterpret_cast<float4*>(x);
     const float4* y4 = reinterpret_cast<const float4*>(y);
     const int n4 = total >> 2;

@@ -15,6 +15,7 @@
 // grid (n), block (1024).
 extern "C" __global__ void argmax_f32(int* __restrict__ out, const float* __restrict__ x,
                                       int cols) {
+    pdl_begin();
     __shared__ float sv[32];
     __shared__ int si[32];
     const float* row = x + (int64_t)blockIdx.x * cols;

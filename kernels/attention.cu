@@ -57,6 +57,9 @@
 //       and V go through shared memory; S = Q·Kᵀ and O += P·V are mma.sync m16n8k16 with fp32
 //       accumulation, and the S accumulator is reused as P's A fragment (rounded to fp16)
 //       without leaving registers. HD 64 and 128 (the LLaMA 2 head_dim is 128).
+//   attention_prefill_f16_v4_hd<HD> (v4, the default; section "v4 prefill"): v3 with the K/V
+//       tiles double-buffered by cp.async (32 keys each), B fragments loaded by ldmatrix, a
+//       base-2 softmax and the heaviest causal tiles first. Agrees with v3 to rounding.
 //
 // Speed. Decode is memory-bound: it must read 2·(p+1)·kv_heads·head_dim·sizeof(kv) bytes per
 // row; v2 reads each byte once and keeps ≥ 4 blocks per SM in flight; its limits are the split
@@ -105,6 +108,7 @@ extern "C" __global__ void attention_f32_v1(float* out, const float* q, const fl
                                             const int* row_tab, const int* tables, int heads,
                                             int kv_heads, int head_dim, int layer,
                                             int num_blocks, int block_size) {
+    pdl_begin();
     attention_v1(out, q, kc, vc, rows, pos, row_tab, tables, heads, kv_heads, head_dim, layer,
                  num_blocks, block_size);
 }
@@ -113,6 +117,7 @@ extern "C" __global__ void attention_f16_v1(float* out, const float* q, const __
                                             const int* row_tab, const int* tables, int heads,
                                             int kv_heads, int head_dim, int layer,
                                             int num_blocks, int block_size) {
+    pdl_begin();
     attention_v1(out, q, kc, vc, rows, pos, row_tab, tables, heads, kv_heads, head_dim, layer,
                  num_blocks, block_size);
 }
@@ -370,6 +375,7 @@ __device__ void attention_decode(float* out, float* part_o, float* part_ml, cons
         const int* rows, const int* pos, const int* row_tab, const int* tables, int heads,        \
         int kv_heads, int head_dim, int layer, int num_blocks, int block_size, int chunk,         \
         int max_splits, int direct) {                                                             \
+        pdl_begin();                                                                              \
         attention_decode<KVT, GM, false>(out, part_o, part_ml, q, kc, vc, rows, pos, row_tab,     \
                                          tables, heads, kv_heads, head_dim, layer, num_blocks,    \
                                          block_size, chunk, max_splits, direct);                  \
@@ -380,6 +386,7 @@ __device__ void attention_decode(float* out, float* part_o, float* part_ml, cons
             const KVT* vc, const int* rows, const int* pos, const int* row_tab,                   \
             const int* tables, int heads, int kv_heads, int head_dim, int layer, int num_blocks,  \
             int block_size, int chunk, int max_splits, int direct) {                              \
+        pdl_begin();                                                                              \
         attention_decode<KVT, GM, true>(out, part_o, part_ml, q, kc, vc, rows, pos, row_tab,      \
                                         tables, heads, kv_heads, head_dim, layer, num_blocks,     \
                                         block_size, chunk, max_splits, direct);                   \
@@ -403,6 +410,7 @@ extern "C" __global__ void attention_reduce_f32(float* out, const float* part_o,
                                                 const float* part_ml, const int* rows,
                                                 const int* pos, int heads, int head_dim,
                                                 int chunk, int max_splits) {
+    pdl_begin();
     const int h = blockIdx.x, di = blockIdx.y;
     const int i = rows[di];
     const int ns = (pos[i] + chunk) / chunk;  // ceil((pos+1)/chunk)
@@ -430,6 +438,7 @@ extern "C" __global__ void attention_reduce_f32_v2(float* out, const float* part
                                                    const float* part_ml, const int* rows,
                                                    const int* pos, int heads, int head_dim,
                                                    int chunk, int max_splits) {
+    pdl_begin();
     __shared__ float w[DEC_SPLITS_MAX];
     __shared__ float scratch[32];
     const int h = blockIdx.x, di = blockIdx.y;
@@ -642,6 +651,7 @@ extern "C" __global__ void __launch_bounds__(PF_THREADS)
                           const int* tiles, const int* pos, const int* row_tab, const int* tables,
                           int heads, int kv_heads, int head_dim, int layer, int num_blocks,
                           int block_size) {
+    pdl_begin();
     attention_prefill(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, head_dim,
                       layer, num_blocks, block_size);
 }
@@ -650,6 +660,7 @@ extern "C" __global__ void __launch_bounds__(PF_THREADS)
                           const int* tiles, const int* pos, const int* row_tab,
                           const int* tables, int heads, int kv_heads, int head_dim, int layer,
                           int num_blocks, int block_size) {
+    pdl_begin();
     attention_prefill(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, head_dim,
                       layer, num_blocks, block_size);
 }
@@ -827,6 +838,7 @@ extern "C" __global__ void __launch_bounds__(PM_THREADS)
                                   const int* tiles, const int* pos, const int* row_tab,
                                   const int* tables, int heads, int kv_heads, int layer,
                                   int num_blocks, int block_size) {
+    pdl_begin();
     attention_prefill_mma<64>(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, layer,
                               num_blocks, block_size);
 }
@@ -835,6 +847,7 @@ extern "C" __global__ void __launch_bounds__(PM_THREADS)
                                    const int* tiles, const int* pos, const int* row_tab,
                                    const int* tables, int heads, int kv_heads, int layer,
                                    int num_blocks, int block_size) {
+    pdl_begin();
     attention_prefill_mma<128>(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, layer,
                                num_blocks, block_size);
 }
@@ -1042,6 +1055,7 @@ extern "C" __global__ void __launch_bounds__(P4_THREADS)
                                   const int* tiles, const int* pos, const int* row_tab,
                                   const int* tables, int heads, int kv_heads, int layer,
                                   int num_blocks, int block_size) {
+    pdl_begin();
     attention_prefill_v4<64>(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, layer,
                              num_blocks, block_size);
 }
@@ -1050,6 +1064,7 @@ extern "C" __global__ void __launch_bounds__(P4_THREADS)
                                    const int* tiles, const int* pos, const int* row_tab,
                                    const int* tables, int heads, int kv_heads, int layer,
                                    int num_blocks, int block_size) {
+    pdl_begin();
     attention_prefill_v4<128>(out, q, kc, vc, tiles, pos, row_tab, tables, heads, kv_heads, layer,
                               num_blocks, block_size);
 }

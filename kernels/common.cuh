@@ -24,6 +24,23 @@
 
 #define LLAMACU_DEVICE __device__ __forceinline__
 
+// ---------------------------------------------------------------- programmatic dependent launch
+
+// pdl_begin is every kernel's first statement (gpu/kernelsig_test.go checks it). Launched with
+// programmatic stream serialization (gpu Options.PDL, sm_90), a kernel may start while the one
+// before it in the stream is still running; pdl_begin waits until the grids it depends on have
+// completed and their writes are visible (griddepcontrol.wait), and only then lets the next
+// kernel be scheduled (griddepcontrol.launch_dependents) — whose own pdl_begin waits for this
+// one. So the next kernel's blocks take the SMs this one's last wave leaves idle and its launch
+// latency overlaps this one's tail; no kernel reads or writes before its predecessor is done.
+// Launched without the attribute, or before sm_90, it does nothing (the emulator too).
+LLAMACU_DEVICE void pdl_begin() {
+#if !defined(LLAMACU_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // ---------------------------------------------------------------- scalar conversions
 
 // to_f32 widens one stored element to float.

@@ -22,13 +22,16 @@ __device__ void embed(float* __restrict__ out, const T* __restrict__ table,
 
 // grid (n), block (256).
 extern "C" __global__ void embed_f32(float* out, const float* table, const int* tokens, int dim) {
+    pdl_begin();
     embed(out, table, tokens, dim);
 }
 extern "C" __global__ void embed_f16(float* out, const __half* table, const int* tokens, int dim) {
+    pdl_begin();
     embed(out, table, tokens, dim);
 }
 extern "C" __global__ void embed_bf16(float* out, const __nv_bfloat16* table, const int* tokens,
                                       int dim) {
+    pdl_begin();
     embed(out, table, tokens, dim);
 }
 
@@ -36,6 +39,7 @@ extern "C" __global__ void embed_bf16(float* out, const __nv_bfloat16* table, co
 // gemv.cu), out[i, j] = d[t, j/32] · q[t, j] for t = tokens[i].
 // grid (n), block (256).
 extern "C" __global__ void embed_q8_0(float* out, const int8_t* q, const __half* d, const int* tokens, int dim) {
+    pdl_begin();
     const int64_t t = tokens[blockIdx.x];
     const int8_t* src = q + t * dim;
     const __half* ds = d + t * (dim / 32);
@@ -46,6 +50,7 @@ extern "C" __global__ void embed_q8_0(float* out, const int8_t* q, const __half*
 // embed_q4_0: the table resident as Q4_0 (q (vocab, dim/2) bytes, d (vocab, dim/32) fp16; see
 // gemv.cu). grid (n), block (256).
 extern "C" __global__ void embed_q4_0(float* out, const uint8_t* q, const __half* d, const int* tokens, int dim) {
+    pdl_begin();
     const int64_t t = tokens[blockIdx.x];
     const uint8_t* src = q + t * (dim / 2);
     const __half* ds = d + t * (dim / 32);

@@ -13,6 +13,7 @@
 // grid (len(rows)), block (256).
 extern "C" __global__ void gather_rows_f32(float* __restrict__ out, const float* __restrict__ x,
                                            const int* __restrict__ rows, int cols, int vec4) {
+    pdl_begin();
     const int i = blockIdx.x;
     const int64_t src = (int64_t)rows[i] * cols, dst = (int64_t)i * cols;
     if (vec4) {

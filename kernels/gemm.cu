@@ -37,23 +37,28 @@ __device__ void gemm_v1(float* out, const float* x, const W* w, int n, int N, in
 // grid (ceil(N/128), n), block (128).
 extern "C" __global__ void gemm_f32_v1(float* out, const float* x, const float* w, int n, int N,
                                        int K) {
+    pdl_begin();
     gemm_v1(out, x, w, n, N, K);
 }
 extern "C" __global__ void gemm_f16_v1(float* out, const float* x, const __half* w, int n, int N,
                                        int K) {
+    pdl_begin();
     gemm_v1(out, x, w, n, N, K);
 }
 extern "C" __global__ void gemm_bf16_v1(float* out, const float* x, const __nv_bfloat16* w, int n,
                                         int N, int K) {
+    pdl_begin();
     gemm_v1(out, x, w, n, N, K);
 }
 
 // grid (ceil(total/256) capped), block (256).
 extern "C" __global__ void convert_f32_to_f16(__half* out, const float* x, int total) {
+    pdl_begin();
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < total; k += gridDim.x * blockDim.x)
         out[k] = __float2half_rn(x[k]);
 }
 extern "C" __global__ void convert_f32_to_bf16(__nv_bfloat16* out, const float* x, int total) {
+    pdl_begin();
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < total; k += gridDim.x * blockDim.x)
         out[k] = __float2bfloat16_rn(x[k]);
 }

@@ -58,14 +58,17 @@ __device__ void gemv_v1(float* out, const float* x, const W* w, int n, int N, in
 // grid (ceil(N/8), n), block (256).
 extern "C" __global__ void gemv_f32_v1(float* out, const float* x, const float* w, int n, int N,
                                        int K) {
+    pdl_begin();
     gemv_v1(out, x, w, n, N, K);
 }
 extern "C" __global__ void gemv_f16_v1(float* out, const float* x, const __half* w, int n, int N,
                                        int K) {
+    pdl_begin();
     gemv_v1(out, x, w, n, N, K);
 }
 extern "C" __global__ void gemv_bf16_v1(float* out, const float* x, const __nv_bfloat16* w, int n,
                                         int N, int K) {
+    pdl_begin();
     gemv_v1(out, x, w, n, N, K);
 }
 
@@ -176,6 +179,7 @@ __device__ void gemv_v2(float* __restrict__ out, const float* __restrict__ x,
 #define GEMV_ENTRY(DT, WT, NB)                                                                  \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS)                                  \
         gemv_##DT##_v2_n##NB(float* out, const float* x, const WT* w, int n, int N, int K) {    \
+        pdl_begin();                                                                            \
         gemv_v2<WT, NB>(out, x, w, n, N, K);                                                    \
     }
 
@@ -246,10 +250,12 @@ __device__ void gemv_v2_glu(float* __restrict__ out, const float* __restrict__ x
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v2_qkv_n##NB(          \
         float* out0, float* out1, float* out2, const float* x, const WT* w0, const WT* w1,        \
         const WT* w2, int n, int N0, int N1, int N2, int K) {                                     \
+        pdl_begin();                                                                              \
         gemv_v2_qkv<WT, NB>(out0, out1, out2, x, w0, w1, w2, n, N0, N1, N2, K);                   \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v2_glu_n##NB(          \
         float* out, const float* x, const WT* w1, const WT* w3, int n, int N, int K) {            \
+        pdl_begin();                                                                              \
         gemv_v2_glu<WT, NB>(out, x, w1, w3, n, N, K);                                             \
     }
 
@@ -438,15 +444,18 @@ __device__ void gemv_v3_glu(float* __restrict__ out, const float* __restrict__ x
 #define GEMV_V3_ENTRY(DT, WT, NB, KS)                                                            \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v3_n##NB##_k##KS(      \
         float* out, const float* x, const WT* w, int n, int N, int K) {                           \
+        pdl_begin();                                                                              \
         gemv_v3<WT, NB, KS>(out, x, w, n, N, K);                                                  \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v3_qkv_n##NB##_k##KS(  \
         float* out0, float* out1, float* out2, const float* x, const WT* w0, const WT* w1,        \
         const WT* w2, int n, int N0, int N1, int N2, int K) {                                     \
+        pdl_begin();                                                                              \
         gemv_v3_qkv<WT, NB, KS>(out0, out1, out2, x, w0, w1, w2, n, N0, N1, N2, K);               \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v3_glu_n##NB##_k##KS(  \
         float* out, const float* x, const WT* w1, const WT* w3, int n, int N, int K) {            \
+        pdl_begin();                                                                              \
         gemv_v3_glu<WT, NB, KS>(out, x, w1, w3, n, N, K);                                         \
     }
 
@@ -558,6 +567,7 @@ __device__ void gemv_v3_qkv_rope(float* q, float* k, float* v, const float* x, c
             const WT* wv, KVT* kc, KVT* vc, const int* pos, const int* row_tab,                   \
             const int* tables, int n, int Nq, int Nkv, int K, int head_dim, float theta,          \
             int layer, int num_blocks, int block_size) {                                          \
+        pdl_begin();                                                                              \
         gemv_v3_qkv_rope<WT, KVT, NB>(q, k, v, x, wq, wk, wv, kc, vc, pos, row_tab, tables, n,    \
                                       Nq, Nkv, K, head_dim, theta, layer, num_blocks,             \
                                       block_size);                                                \
@@ -603,6 +613,7 @@ GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half, 8)
 // grid (ceil(N/8), n), block (256).
 extern "C" __global__ void gemv_q8_0_v1(float* out, const float* x, const int8_t* q, const __half* d,
                                         int n, int N, int K) {
+    pdl_begin();
     const int warps = blockDim.x >> 5;
     const int r = blockIdx.x * warps + (threadIdx.x >> 5), b = blockIdx.y, lane = threadIdx.x & 31;
     if (r >= N) return;  // whole warp
@@ -629,6 +640,7 @@ LLAMACU_DEVICE void unpack_i8x16(uint4 u, float* f) {
 // grid-stride, block (256).
 // total = N·K < 2^31 (the host checks).
 extern "C" __global__ void dequant_q8_0_f16(__half* out, const int8_t* q, const __half* d, int total) {
+    pdl_begin();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
         out[i] = __float2half_rn(__half2float(d[i / 32]) * (float)q[i]);
 }
@@ -649,6 +661,7 @@ extern "C" __global__ void dequant_q8_0_f16(__half* out, const int8_t* q, const 
 // grid (ceil(N/8), n), block (256).
 extern "C" __global__ void gemv_q4_0_v1(float* out, const float* x, const uint8_t* q, const __half* d,
                                         int n, int N, int K) {
+    pdl_begin();
     const int warps = blockDim.x >> 5;
     const int r = blockIdx.x * warps + (threadIdx.x >> 5), b = blockIdx.y, lane = threadIdx.x & 31;
     if (r >= N) return;  // whole warp
@@ -676,6 +689,7 @@ LLAMACU_DEVICE void unpack_q4x16(uint4 u, int half, float* w) {
 // dequant_q4_0_f16: out[i] = d[i/32] · (nibble i − 8) as fp16, for prefill's cuBLAS path.
 // total = N·K < 2^31 (the host checks). grid-stride, block (256).
 extern "C" __global__ void dequant_q4_0_f16(__half* out, const uint8_t* q, const __half* d, int total) {
+    pdl_begin();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
         out[i] = __float2half_rn(__half2float(d[i / 32]) * (float)q4_at(q, i));
 }
@@ -839,11 +853,13 @@ __device__ void gemvq_glu(float* __restrict__ out, const float* __restrict__ x, 
         float* out0, float* out1, float* out2, const float* x, const FMT::Q* q0, const __half* d0,   \
         const FMT::Q* q1, const __half* d1, const FMT::Q* q2, const __half* d2, int n, int N0,       \
         int N1, int N2, int K) {                                                                     \
+        pdl_begin();                                                                                 \
         gemvq_qkv<FMT, NB>(out0, out1, out2, x, q0, d0, q1, d1, q2, d2, n, N0, N1, N2, K);           \
     }                                                                                                \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v2_glu_n##NB(             \
         float* out, const float* x, const FMT::Q* q1, const __half* d1, const FMT::Q* q3,            \
         const __half* d3, int n, int N, int K) {                                                     \
+        pdl_begin();                                                                                 \
         gemvq_glu<FMT, NB>(out, x, q1, d1, q3, d3, n, N, K);                                         \
     }
 
@@ -870,6 +886,7 @@ __device__ void gemvq_v2(float* __restrict__ out, const float* __restrict__ x, c
 #define GEMVQ_ENTRY(DT, FMT, NB)                                                                     \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v2_n##NB(                 \
         float* out, const float* x, const FMT::Q* q, const __half* d, int n, int N, int K) {         \
+        pdl_begin();                                                                                 \
         gemvq_v2<FMT, NB>(out, x, q, d, n, N, K);                                                    \
     }
 

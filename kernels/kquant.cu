@@ -362,14 +362,17 @@ __device__ void gemv_q6_K_v2(float* __restrict__ out, const float* __restrict__ 
 #define GEMV_KQ_ENTRY(NB)                                                                              \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q4_K_v2_n##NB(                      \
         float* out, const float* x, const uint8_t* q, const __half* d, int n, int N, int K) {           \
+        pdl_begin();                                                                                  \
         gemv_q45_K_v2<NB, false>(out, x, q, n, N, K);                                                 \
     }                                                                                                  \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q5_K_v2_n##NB(                      \
         float* out, const float* x, const uint8_t* q, const __half* d, int n, int N, int K) {           \
+        pdl_begin();                                                                                  \
         gemv_q45_K_v2<NB, true>(out, x, q, n, N, K);                                                  \
     }                                                                                                  \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q6_K_v2_n##NB(                      \
         float* out, const float* x, const uint8_t* q, const __half* d, int n, int N, int K) {           \
+        pdl_begin();                                                                                  \
         gemv_q6_K_v2<NB>(out, x, q, d, n, N, K);                                                      \
     }
 
@@ -384,11 +387,13 @@ GEMV_KQ_ENTRY(8)
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q4_K_v2_glu_n##NB(                  \
         float* out, const float* x, const uint8_t* q1, const __half* d1, const uint8_t* q3,            \
         const __half* d3, int n, int N, int K) {                                                       \
+        pdl_begin();                                                                                   \
         gemv_q45_K_glu<NB, false>(out, x, q1, q3, n, N, K);                                            \
     }                                                                                                  \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_q5_K_v2_glu_n##NB(                  \
         float* out, const float* x, const uint8_t* q1, const __half* d1, const uint8_t* q3,            \
         const __half* d3, int n, int N, int K) {                                                       \
+        pdl_begin();                                                                                   \
         gemv_q45_K_glu<NB, true>(out, x, q1, q3, n, N, K);                                             \
     }
 
@@ -419,14 +424,17 @@ __device__ void embed_kq(float* out, const uint8_t* q, const __half* d, const in
 #define KQ_ENTRIES(NAME, T)                                                                            \
     extern "C" __global__ void gemv_##NAME##_v1(float* out, const float* x, const uint8_t* q,           \
                                                 const __half* d, int n, int N, int K) {                 \
+        pdl_begin();                                                                                   \
         gemv_kq_v1<T>(out, x, q, d, N, K);                                                             \
     }                                                                                                  \
     extern "C" __global__ void dequant_##NAME##_f16(__half* out, const uint8_t* q, const __half* d,     \
                                                     int total) {                                       \
+        pdl_begin();                                                                                   \
         dequant_kq_f16<T>(out, q, d, total);                                                           \
     }                                                                                                  \
     extern "C" __global__ void embed_##NAME(float* out, const uint8_t* q, const __half* d,              \
                                             const int* tokens, int dim) {                              \
+        pdl_begin();                                                                                   \
         embed_kq<T>(out, q, d, tokens, dim);                                                           \
     }
 

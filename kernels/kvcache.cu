@@ -36,10 +36,12 @@ __device__ void store_kv(KV* kc, KV* vc, const float* k, const float* v, const i
 extern "C" __global__ void store_kv_f32(float* kc, float* vc, const float* k, const float* v,
                                         const int* pos, const int* row_tab, const int* tables,
                                         int kv_dim, int layer, int num_blocks, int block_size) {
+    pdl_begin();
     store_kv(kc, vc, k, v, pos, row_tab, tables, kv_dim, layer, num_blocks, block_size);
 }
 extern "C" __global__ void store_kv_f16(__half* kc, __half* vc, const float* k, const float* v,
                                         const int* pos, const int* row_tab, const int* tables,
                                         int kv_dim, int layer, int num_blocks, int block_size) {
+    pdl_begin();
     store_kv(kc, vc, k, v, pos, row_tab, tables, kv_dim, layer, num_blocks, block_size);
 }

@@ -25,6 +25,7 @@
 // grid (n), block (256).
 extern "C" __global__ void rmsnorm_f32_v1(float* out, const float* x, const float* w, int dim,
                                           float eps) {
+    pdl_begin();
     __shared__ float scratch[32];
     const float* xr = x + (int64_t)blockIdx.x * dim;
     float* orow = out + (int64_t)blockIdx.x * dim;
@@ -64,6 +65,7 @@ LLAMACU_DEVICE void rmsnorm_v2_store(float4* __restrict__ orow, const float4* __
 // grid (n), block (roundup32(dim/4) ≤ 1024); dim % 4 == 0, dim/4 ≤ RMSNORM_MAXV·blockDim.
 extern "C" __global__ void rmsnorm_f32(float* out, const float* x, const float* w, int dim,
                                        float eps) {
+    pdl_begin();
     __shared__ float scratch[32];
     const int d4 = dim >> 2;
     const float4* xr = reinterpret_cast<const float4*>(x + (int64_t)blockIdx.x * dim);
@@ -90,6 +92,7 @@ extern "C" __global__ void rmsnorm_f32(float* out, const float* x, const float* 
 // grid (n), block (roundup32(dim/4) ≤ 1024); dim % 4 == 0, dim/4 ≤ RMSNORM_MAXV·blockDim.
 extern "C" __global__ void add_rmsnorm_f32(float* out, float* x, const float* y, const float* w, int dim,
                                            float eps) {
+    pdl_begin();
     __shared__ float scratch[32];
     const int d4 = dim >> 2;
     float4* xr = reinterpret_cast<float4*>(x + (int64_t)blockIdx.x * dim);

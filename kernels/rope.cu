@@ -72,6 +72,7 @@ LLAMACU_DEVICE void rotate_row(float* row, int cols, int head_dim, const float* 
 // grid (n), block (128). cols % head_dim == 0, head_dim even, ≤ 2·ROPE_MAX_HALF.
 extern "C" __global__ void rope_f32(float* x, const int* pos, int cols, int head_dim,
                                     float theta) {
+    pdl_begin();
     __shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
     rope_table(cs, sn, pos[blockIdx.x], head_dim, theta);
     rotate_row(x + (int64_t)blockIdx.x * cols, cols, head_dim, cs, sn);
@@ -105,6 +106,7 @@ extern "C" __global__ void rope_qk_store_kv_f32(float* q, float* k, const float*
                                                 const int* tables, int q_cols, int kv_dim,
                                                 int head_dim, float theta, int layer,
                                                 int num_blocks, int block_size) {
+    pdl_begin();
     rope_qk_store_kv(q, k, v, kc, vc, pos, row_tab, tables, q_cols, kv_dim, head_dim, theta,
                      layer, num_blocks, block_size);
 }
@@ -113,6 +115,7 @@ extern "C" __global__ void rope_qk_store_kv_f16(float* q, float* k, const float*
                                                 const int* tables, int q_cols, int kv_dim,
                                                 int head_dim, float theta, int layer,
                                                 int num_blocks, int block_size) {
+    pdl_begin();
     rope_qk_store_kv(q, k, v, kc, vc, pos, row_tab, tables, q_cols, kv_dim, head_dim, theta,
                      layer, num_blocks, block_size);
 }

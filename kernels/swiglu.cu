@@ -19,12 +19,14 @@
 // grid (ceil(total/256)), block (256).
 extern "C" __global__ void swiglu_f32_v1(float* out, const float* gate, const float* up,
                                          int total) {
+    pdl_begin();
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < total; k += gridDim.x * blockDim.x)
         out[k] = silu_mul(gate[k], up[k]);
 }
 
 // grid (ceil(total/4/256)), block (256); total % 4 == 0. No __restrict__/__ldg: out may alias.
 extern "C" __global__ void swiglu_f32(float* out, const float* gate, const float* up, int total) {
+    pdl_begin();
     const int n4 = total >> 2;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < n4; k += gridDim.x * blockDim.x) {
         float4 g = reinterpret_cast<const float4*>(gate)[k];

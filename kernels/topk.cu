@@ -68,6 +68,7 @@ LLAMACU_DEVICE void topk_write(float* vals, int* ids, int64_t at, unsigned long 
 // grid (n), block (1024).
 extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
     topk_f32_v1(float* __restrict__ vals, int* __restrict__ ids, const float* __restrict__ x, int cols, int k) {
+    pdl_begin();
     __shared__ unsigned long long warp_best[32];
     __shared__ unsigned long long winner;
     const float* row = x + (int64_t)blockIdx.x * cols;
@@ -102,6 +103,7 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
 // grid (n), block (1024).
 extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
     topk_f32(float* __restrict__ vals, int* __restrict__ ids, const float* __restrict__ x, int cols, int k) {
+    pdl_begin();
     __shared__ unsigned hist[256];          // digit histogram of the keys still in the running
     __shared__ unsigned scan[2][256];       // scan[.][t]: keys in buckets 255−t … 255
     __shared__ unsigned long long sel_prefix;

@@ -3,11 +3,12 @@
 # default kernels against the CPU and v1, at real shapes), the kernel benchmarks that compare the
 # new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v3 ÷ v2; prefill
 # attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with RoPE and the KV store fused ÷ separate), the synthetic 7B decode and prefill with the default
-# kernels and, in the same run, with each change of session 9 undone (LLAMACU_ROPE=separate:
-# RoPE and the KV store in their own launch; LLAMACU_PREFILL=v3: the previous prefill attention),
-# prefill in one step (--ubatch 2048) against steps of 512, 70B's one-rank-of-TP-8 step, the
-# attention conformance cases at LLaMA sizes (not -short), and an ncu look at two kernels, with
-# what is left. Built by `make device-bundle`, run from the bundle:
+# kernels and, in the same run, with each change of session 9 undone or added (LLAMACU_ROPE=
+# separate: RoPE and the KV store in their own launch; LLAMACU_PREFILL=v3: the previous prefill
+# attention; LLAMACU_PDL=1: programmatic dependent launch, off by default until measured), prefill
+# in one step (--ubatch 2048) against steps of 512, 70B's one-rank-of-TP-8 step with and without
+# PDL, and an ncu look at two kernels, with what is left. The GPU tests include PDL's
+# (TestConformance/fast/pdl, TestStories260K/pdl, TestGraphs/pdl): if they fail, PDL stays off. Built by `make device-bundle`, run from the bundle:
 #
 #   run(command="bash dist/device/followup.sh", carry=["dist/device"], timeout_s=370)
 #
@@ -37,8 +38,12 @@ run 60 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREF
   --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda"
 
 step "decode A/B: RoPE and the KV store in their own launch, same shape (LLAMACU_ROPE=separate)"
-run 45 env LLAMACU_ROPE=separate ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
-  --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-separate-rope"
+run 35 env LLAMACU_ROPE=separate ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
+  --batch 1,8 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-separate-rope"
+
+step "decode A/B: programmatic dependent launch, same shape (LLAMACU_PDL=1)"
+run 45 env LLAMACU_PDL=1 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
+  --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-pdl"
 
 step "prefill A/B: the previous tensor-core prefill attention, same shape (LLAMACU_PREFILL=v3)"
 run 30 env LLAMACU_PREFILL=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 \
@@ -52,10 +57,9 @@ step "$RANK_SHAPE at TP $RANKS: one rank's share of every step timed alone on th
 run 50 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
   --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$R" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda"
 
-step "attention conformance at LLaMA sizes: 7B at 4096 tokens, 70B's GQA 8 (not -short; what the budget leaves)"
-# Only the Attention cases: the whole suite at LLaMA sizes spends minutes on CPU references
-# (run 2's 60 s ended inside Embed).
-(cd pkg/gpu && run 40 ../../gpu.test -test.run "^TestConformance$/^fast$/kv-f16/^Attention$" -test.count=1 -test.v)
+step "$RANK_SHAPE at TP $RANKS, one rank alone, with programmatic dependent launch (LLAMACU_PDL=1)"
+run 50 env LLAMACU_PDL=1 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
+  --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$R" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda-pdl"
 
 step "ncu: what limits prefill attention v4 at 7B n = 2048 and the fused q/k/v + RoPE GEMV (what the budget leaves)"
 if command -v ncu >/dev/null; then

@@ -24,7 +24,8 @@ import (
 // matmuls run the split-K GEMV kernels ($LLAMACU_GEMV=v2: the previous version, for comparisons),
 // the q/k/v one with RoPE and the KV store in its epilogue ($LLAMACU_ROPE=separate: their own
 // launch); decode attention runs v3 in steps of 8 or more decode rows and v2 below
-// ($LLAMACU_DECODE=v2 or =v3 forces one).
+// ($LLAMACU_DECODE=v2 or =v3 forces one). $LLAMACU_PDL=1 launches kernels with programmatic
+// dependent launch on sm_90 (each overlaps the end of the one before; off until measured).
 //
 // With --tp N the N ranks go to devices $LLAMACU_DEVICE+r mod the device count, and talk over
 // NCCL when each has a GPU of its own and libnccl.so.2 loads, else over the staged in-process
@@ -88,6 +89,8 @@ var cudaSwitches = []struct {
 		"auto (decode attention v3 from 8 rows a step, v2 below), v2 or v3"},
 	{"LLAMACU_GEMV", map[string]func(*gpu.Options){"": nil, "v3": nil, "v2": func(o *gpu.Options) { o.GEMVv2 = true }},
 		"v3 (K split over warps, the default) or v2"},
+	{"LLAMACU_PDL", map[string]func(*gpu.Options){"": nil, "0": nil, "1": func(o *gpu.Options) { o.PDL = true }},
+		"0 (launch kernels in stream order, the default) or 1 (programmatic dependent launch on sm_90)"},
 	{"LLAMACU_ROPE", map[string]func(*gpu.Options){"": nil, "fused": nil, "separate": func(o *gpu.Options) { o.SeparateRoPE = true }},
 		"fused (RoPE and the KV store in the q/k/v GEMV's epilogue, the default) or separate"},
 }
