@@ -315,15 +315,21 @@ var abRuns = []struct {
 // isABRun reports whether a report's name is one of abRuns' (not a main run).
 func isABRun(name string) bool { return abRun(name) != "" || quantAB(name) }
 
-// abRun is the suffix (without its dash) of abRuns' that name ends with, or "".
+// abRun is the suffix (without its dash) of abRuns' that name ends with, or "". Any
+// -ubatch<N> is one (check.sh names it after its prompt length, 2048 unless CHECK_PREFILL).
 func abRun(name string) string {
 	for _, ab := range abRuns {
 		if strings.HasSuffix(name, ab.suffix) {
 			return strings.TrimPrefix(ab.suffix, "-")
 		}
 	}
+	if m := reUBatchRun.FindStringSubmatch(name); m != nil {
+		return m[1]
+	}
 	return ""
 }
+
+var reUBatchRun = regexp.MustCompile(`-(ubatch\d+)$`)
 
 // addModels sets the llamacu reports against the targets and their peers.
 func (s *DeviceCheck) addModels(reports map[string]*Report) {

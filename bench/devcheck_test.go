@@ -71,6 +71,8 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-no-graphs.json"), "llamacu", res("tg", 128, 1, 0, 170))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-v2-kernels.json"), "llamacu", res("tg", 128, 1, 0, 152))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-ubatch2048.json"), "llamacu", res("pp", 2048, 1, 0, 34100))
+	// Another prompt length's one-step run (CHECK_PREFILL): an A/B run too, not a model of its own.
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-ubatch4096.json"), "llamacu", res("pp", 4096, 1, 0, 30000))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-separate-rope.json"), "llamacu", res("tg", 128, 1, 0, 180))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-prefill-v3.json"), "llamacu", res("pp", 2048, 1, 0, 28000))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-topk40.json"), "llamacu", res("tg", 1024, 8, 0, 1540))
