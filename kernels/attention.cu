@@ -671,6 +671,117 @@ extern "C" __global__ void __launch_bounds__(PF_THREADS)
 #define PM_BK 64       // keys per tile
 #define PM_THREADS 128
 
+// The pieces v3 and v4 share. A warp owns 16 query vectors; with gid = lane / 4 and tig =
+// lane % 4, a thread holds rows gid and gid + 8 of them (i = 0, 1) in the mma layouts.
+
+// pm_queries sets the thread's two query vectors, qv = first + 8i: (batch row r0 + qv/G, head
+// g·G + qv%G, position p0 + qv/G). Invalid ones (qv ≥ nq) duplicate the last valid one, so that
+// their softmax stays finite; pm_store never stores them.
+LLAMACU_DEVICE void pm_queries(int (&qrow)[2], int (&qhead)[2], int (&qpos)[2], int first, int nq,
+                               int r0, int p0, int G, int g) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int qe = min(first + 8 * i, nq - 1);
+        qrow[i] = r0 + qe / G;
+        qhead[i] = g * G + qe % G;
+        qpos[i] = p0 + qe / G;
+    }
+}
+
+// pm_load_q reads Q (16 × HD per warp) as A fragments, times scale, rounded to fp16: qf[kk]
+// covers dims 16kk … 16kk + 15.
+template <int HD>
+LLAMACU_DEVICE void pm_load_q(uint32_t (&qf)[HD / 16][4], const float* q, const int (&qrow)[2],
+                              const int (&qhead)[2], int heads, int tig, float scale) {
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const float* qp = q + ((int64_t)qrow[i] * heads + qhead[i]) * HD + 16 * kk + 2 * tig;
+            const float2 lo = *reinterpret_cast<const float2*>(qp);
+            const float2 hi = *reinterpret_cast<const float2*>(qp + 8);
+            qf[kk][i] = pack_half2(lo.x * scale, lo.y * scale);
+            qf[kk][2 + i] = pack_half2(hi.x * scale, hi.y * scale);
+        }
+    }
+}
+
+// pm_softmax takes the scores of one BK-key tile (s[n]: keys k0 + 8n + 2tig, +1 of rows gid and
+// gid + 8), masks the keys past each row's position, updates the online softmax (Milakov &
+// Gimelshein 2018: running max m, this thread's share of the sums l, O rescaled) and returns
+// P = exp(S − m) — exp2 when BASE2 (scores pre-scaled by log2 e) — as A fragments: the
+// accumulator layout of keys 16j … 16j + 15 (s[2j], s[2j + 1]) is the A layout of a 16 × 16 tile.
+template <int HD, int BK, bool BASE2>
+LLAMACU_DEVICE void pm_softmax(float (&s)[BK / 8][4], uint32_t (&pf)[BK / 16][4],
+                               float (&o)[HD / 8][4], float (&m)[2], float (&l)[2],
+                               const int (&qpos)[2], int k0, int tig) {
+    // Each row's max over the tile is reduced over the 4 lanes (tig) that hold it.
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < BK / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            if (k0 + 8 * n + 2 * tig + (e & 1) > qpos[e >> 1]) s[n][e] = -INFINITY;
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+        }
+    float alpha[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+        // Key k0 ≤ every position is in the first tile, so m is finite from then on and no
+        // exp sees −∞ − (−∞).
+        const float mn = fmaxf(m[i], mx[i]);
+        alpha[i] = BASE2 ? exp2f(m[i] - mn) : expf(m[i] - mn);
+        m[i] = mn;
+        l[i] *= alpha[i];
+    }
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int j = 0; j < BK / 16; j++) {
+        float p[2][4];
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float d = s[2 * j + h][e] - m[e >> 1];
+                p[h][e] = BASE2 ? exp2f(d) : expf(d);
+                l[e >> 1] += p[h][e];
+            }
+        pf[j][0] = pack_half2(p[0][0], p[0][1]);
+        pf[j][1] = pack_half2(p[0][2], p[0][3]);
+        pf[j][2] = pack_half2(p[1][0], p[1][1]);
+        pf[j][3] = pack_half2(p[1][2], p[1][3]);
+    }
+}
+
+// pm_store sums each row's l over its 4 lanes and writes O / l for the valid query vectors
+// (first + 8i < nq): dims 8n + 2tig, +1.
+template <int HD>
+LLAMACU_DEVICE void pm_store(float* out, const float (&o)[HD / 8][4], float (&l)[2],
+                             const int (&qrow)[2], const int (&qhead)[2], int heads, int first,
+                             int nq, int tig) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (first + 8 * i >= nq) continue;
+        float* orow = out + ((int64_t)qrow[i] * heads + qhead[i]) * HD + 2 * tig;
+        const float inv = 1.f / l[i];
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++)
+            *reinterpret_cast<float2*>(orow + 8 * n) =
+                make_float2(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
+    }
+}
+
 // grid (nt, kv_heads), block (PM_THREADS). Tiles as for v2, with up to PM_BQ/G rows each.
 template <int HD>
 __device__ void attention_prefill_mma(float* out, const float* q, const __half* kc,
@@ -689,33 +800,10 @@ __device__ void attention_prefill_mma(float* out, const float* q, const __half* 
     const int p0 = pos[r0], pmax = p0 + nrows - 1;
     const int* tab = tables + row_tab[r0];
 
-    // This thread's two query vectors: rows gid and gid + 8 of its warp's 16. Query vector qv is
-    // (row r0 + qv/G, head g·G + qv%G); invalid ones (qv ≥ nq) duplicate the last valid one, so
-    // that their softmax stays finite; they are never stored.
     int qrow[2], qhead[2], qpos[2];
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        const int qe = min(warp * 16 + gid + 8 * i, nq - 1);
-        qrow[i] = r0 + qe / G;
-        qhead[i] = g * G + qe % G;
-        qpos[i] = p0 + qe / G;
-    }
-
-    // Q (16 × HD per warp) as A fragments, scaled and rounded to fp16: qf[kc] covers dims
-    // 16·kc … 16·kc + 15.
-    const float scale = 1.f / sqrtf((float)HD);
+    pm_queries(qrow, qhead, qpos, warp * 16 + gid, nq, r0, p0, G, g);
     uint32_t qf[HD / 16][4];
-#pragma unroll
-    for (int kc = 0; kc < HD / 16; kc++) {
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            const float* qp = q + ((int64_t)qrow[i] * heads + qhead[i]) * HD + 16 * kc + 2 * tig;
-            const float2 lo = *reinterpret_cast<const float2*>(qp);
-            const float2 hi = *reinterpret_cast<const float2*>(qp + 8);
-            qf[kc][i] = pack_half2(lo.x * scale, lo.y * scale);
-            qf[kc][2 + i] = pack_half2(hi.x * scale, hi.y * scale);
-        }
-    }
+    pm_load_q<HD>(qf, q, qrow, qhead, heads, tig, 1.f / sqrtf((float)HD));
 
     float o[HD / 8][4];  // O accumulator: dims 8·n + 2·tig, +1 of rows gid (0, 1) and gid+8 (2, 3)
 #pragma unroll
@@ -755,52 +843,9 @@ __device__ void attention_prefill_mma(float* out, const float* q, const __half* 
             }
         }
 
-        // Causal mask and the online softmax (Milakov & Gimelshein 2018): each row's max over
-        // the tile is reduced over the 4 lanes (tig) that hold it.
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int n = 0; n < PM_BK / 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                if (k0 + 8 * n + 2 * tig + (e & 1) > qpos[e >> 1]) s[n][e] = -INFINITY;
-                mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
-            }
-        float alpha[2];
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-            // Key k0 ≤ every position is in the first tile, so m is finite from then on and no
-            // exp sees −∞ − (−∞).
-            const float mn = fmaxf(m[i], mx[i]);
-            alpha[i] = expf(m[i] - mn);
-            m[i] = mn;
-            l[i] *= alpha[i];
-        }
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++) {
-            o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-            o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-        }
-
-        // P = exp(S − m) as A fragments: the accumulator layout of keys 16j … 16j+15 (s[2j],
-        // s[2j+1]) is the A layout of a 16 × 16 tile.
+        // Causal mask and the online softmax; P as A fragments.
         uint32_t pf[PM_BK / 16][4];
-#pragma unroll
-        for (int j = 0; j < PM_BK / 16; j++) {
-            float p[2][4];
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    p[h][e] = expf(s[2 * j + h][e] - m[e >> 1]);
-                    l[e >> 1] += p[h][e];
-                }
-            pf[j][0] = pack_half2(p[0][0], p[0][1]);
-            pf[j][1] = pack_half2(p[0][2], p[0][3]);
-            pf[j][2] = pack_half2(p[1][0], p[1][1]);
-            pf[j][3] = pack_half2(p[1][2], p[1][3]);
-        }
+        pm_softmax<HD, PM_BK, false>(s, pf, o, m, l, qpos, k0, tig);
 
         // O += P·V: B fragment (keys 16j + 2tig, +1 and +8, +9; dim 8n + gid).
 #pragma unroll
@@ -814,22 +859,7 @@ __device__ void attention_prefill_mma(float* out, const float* q, const __half* 
         }
     }
 
-    // Each row's sum is spread over its 4 lanes.
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-    }
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (warp * 16 + gid + 8 * i >= nq) continue;
-        float* orow = out + ((int64_t)qrow[i] * heads + qhead[i]) * HD + 2 * tig;
-        const float inv = 1.f / l[i];
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++)
-            *reinterpret_cast<float2*>(orow + 8 * n) =
-                make_float2(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
-    }
+    pm_store<HD>(out, o, l, qrow, qhead, heads, warp * 16 + gid, nq, tig);
 }
 
 // grid (nt, kv_heads), block (PM_THREADS).
@@ -895,15 +925,8 @@ __device__ void attention_prefill_v4(float* out, const float* q, const __half* k
     const int p0 = pos[r0], pmax = p0 + nrows - 1;
     const int* tab = tables + row_tab[r0];
 
-    // This thread's two query vectors (rows gid and gid + 8 of its warp's 16), as in v3.
     int qrow[2], qhead[2], qpos[2];
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        const int qe = min(warp * 16 + gid + 8 * i, nq - 1);
-        qrow[i] = r0 + qe / G;
-        qhead[i] = g * G + qe % G;
-        qpos[i] = p0 + qe / G;
-    }
+    pm_queries(qrow, qhead, qpos, warp * 16 + gid, nq, r0, p0, G, g);
 
     // The copies of one tile: thread tid takes vector tid % VPR of its keys; keys past pmax are
     // zero-filled (their scores are masked, and a zero V row keeps 0 · V finite).
@@ -924,20 +947,9 @@ __device__ void attention_prefill_v4(float* out, const float* q, const __half* k
     };
     load_tile(0, 0);  // in flight while Q is read
 
-    // Q as A fragments, scaled by log2(e)/sqrt(HD) and rounded to fp16.
-    const float scale = 1.4426950408889634f / sqrtf((float)HD);
+    // Q as A fragments, scaled by log2(e)/sqrt(HD): the softmax works in base 2.
     uint32_t qf[HD / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            const float* qp = q + ((int64_t)qrow[i] * heads + qhead[i]) * HD + 16 * kk + 2 * tig;
-            const float2 lo = *reinterpret_cast<const float2*>(qp);
-            const float2 hi = *reinterpret_cast<const float2*>(qp + 8);
-            qf[kk][i] = pack_half2(lo.x * scale, lo.y * scale);
-            qf[kk][2 + i] = pack_half2(hi.x * scale, hi.y * scale);
-        }
-    }
+    pm_load_q<HD>(qf, q, qrow, qhead, heads, tig, 1.4426950408889634f / sqrtf((float)HD));
 
     float o[HD / 8][4];
 #pragma unroll
@@ -974,46 +986,9 @@ __device__ void attention_prefill_v4(float* out, const float* q, const __half* k
             }
         }
 
-        // Causal mask and the online softmax, as v3, in base 2.
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int n = 0; n < P4_BK / 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                if (k0 + 8 * n + 2 * tig + (e & 1) > qpos[e >> 1]) s[n][e] = -INFINITY;
-                mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
-            }
-        float alpha[2];
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-            const float mn = fmaxf(m[i], mx[i]);  // finite: key 0 is in the first tile
-            alpha[i] = exp2f(m[i] - mn);
-            m[i] = mn;
-            l[i] *= alpha[i];
-        }
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++) {
-            o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-            o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-        }
+        // Causal mask and the online softmax, as v3, in base 2; P as A fragments.
         uint32_t pf[P4_BK / 16][4];
-#pragma unroll
-        for (int j = 0; j < P4_BK / 16; j++) {
-            float p[2][4];
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    p[h][e] = exp2f(s[2 * j + h][e] - m[e >> 1]);
-                    l[e >> 1] += p[h][e];
-                }
-            pf[j][0] = pack_half2(p[0][0], p[0][1]);
-            pf[j][1] = pack_half2(p[0][2], p[0][3]);
-            pf[j][2] = pack_half2(p[1][0], p[1][1]);
-            pf[j][3] = pack_half2(p[1][2], p[1][3]);
-        }
+        pm_softmax<HD, P4_BK, true>(s, pf, o, m, l, qpos, k0, tig);
 
         // O += P·V. ldmatrix.trans matrices for keys 16j …: (keys 16j … +7, dims 8n … +7),
         // (keys 16j+8 … +15, dims 8n …), (16j …, 8(n+1) …), (16j+8 …, 8(n+1) …) — the B fragments
@@ -1032,21 +1007,7 @@ __device__ void attention_prefill_v4(float* out, const float* q, const __half* k
         __syncthreads();  // every warp is done with stage st before iteration t + 1 refills it
     }
 
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-    }
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (warp * 16 + gid + 8 * i >= nq) continue;
-        float* orow = out + ((int64_t)qrow[i] * heads + qhead[i]) * HD + 2 * tig;
-        const float inv = 1.f / l[i];
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++)
-            *reinterpret_cast<float2*>(orow + 8 * n) =
-                make_float2(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
-    }
+    pm_store<HD>(out, o, l, qrow, qhead, heads, warp * 16 + gid, nq, tig);
 }
 
 // grid (kv_heads, nt), block (P4_THREADS).
