@@ -186,6 +186,45 @@ func TestQKVRoPEStoreKV(t *testing.T) {
 	}
 }
 
+// TestForwardFusesPrologue: the forward pass uses the fused attention prologue — a decode step
+// launches one kernel per layer fewer than with Options.SeparateRoPE — and its logits are the
+// same bits.
+func TestForwardFusesPrologue(t *testing.T) {
+	cfg := model.Tiny
+	var launches [2]int64
+	var logits [2][]float32
+	for i, opts := range []gpu.Options{{Weights: tensor.F16}, {Weights: tensor.F16, SeparateRoPE: true}} {
+		be := open(t, opts)
+		m, err := model.New(be, cfg, model.Synthetic(cfg, 1, tensor.F16), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.NewState(1, 1, 16, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bt := &model.Batch{Tokens: []int32{5}, Pos: []int32{0}, Seq: []int32{0}, BlockTables: [][]int32{{2, 0, 3, 1}}}
+		for step := 0; step < 3; step++ { // decode steps at positions 0, 1, 2
+			bt.Tokens[0], bt.Pos[0] = int32(5+step), int32(step)
+			before := be.Launches()
+			l, err := m.Forward(s, bt, []int32{0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			launches[i] = be.Launches() - before
+			logits[i] = append(logits[i][:0], l...)
+		}
+	}
+	if launches[1]-launches[0] != int64(cfg.Layers) {
+		t.Errorf("a decode step launched %d kernels fused and %d separate: want %d (one per layer) fewer", launches[0], launches[1], cfg.Layers)
+	}
+	for i := range logits[0] {
+		if math.Float32bits(logits[0][i]) != math.Float32bits(logits[1][i]) {
+			t.Fatalf("logit %d: %v fused, %v separate", i, logits[0][i], logits[1][i])
+		}
+	}
+}
+
 // TestPDLOption: Options.PDL launches with programmatic dependent launch where the context can
 // (the emulated device is an sm_90), and the results are the same bits as stream order.
 func TestPDLOption(t *testing.T) {
