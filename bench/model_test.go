@@ -246,8 +246,18 @@ func TestRunModelKernelsPerStep(t *testing.T) {
 	for _, r := range res {
 		require.Equal(t, float64(7*model.Tiny.Layers+1), r.KernelsPerStep, r.Label())
 	}
-	// A backend that does not count reports none.
+	rep := NewReport()
+	rep.Results = res
+	var md bytes.Buffer
+	require.NoError(t, rep.Write(&md, "md"))
+	require.Contains(t, md.String(), "| ms/step | kernels/step |")
+	require.Contains(t, md.String(), fmt.Sprintf(" | %d |\n", 7*model.Tiny.Layers+1))
+	// A backend that does not count reports none, and the table has no such column.
 	res, _, err = RunModel(tinyModel(t, be), ModelOptions{Gen: 2, Batches: []int{1}, Depths: []int{0}, Reps: 1})
 	require.NoError(t, err)
 	require.Zero(t, res[0].KernelsPerStep)
+	rep.Results = res
+	md.Reset()
+	require.NoError(t, rep.Write(&md, "md"))
+	require.NotContains(t, md.String(), "kernels/step")
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -106,14 +107,28 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "\n- host: %s, %d cores, %s\n", r.Host.CPU, r.Host.Cores, r.Host.OS)
 	fmt.Fprintf(&b, "- %s, commit %s, %s; %d reps after %d warm-up\n\n", r.Tool, r.Commit, r.Date, r.Settings.Reps, r.Settings.Warmup)
-	b.WriteString("| test | batch | depth | tokens/rep | t/s | median t/s | ms/step |\n|---|--:|--:|--:|--:|--:|--:|\n")
+	// Kernels per step, where the backend counted them (the CUDA backend).
+	kernels := slices.ContainsFunc(r.Results, func(res Result) bool { return res.KernelsPerStep > 0 })
+	b.WriteString("| test | batch | depth | tokens/rep | t/s | median t/s | ms/step |")
+	if kernels {
+		b.WriteString(" kernels/step |")
+	}
+	b.WriteString("\n|---|--:|--:|--:|--:|--:|--:|")
+	if kernels {
+		b.WriteString("--:|")
+	}
+	b.WriteString("\n")
 	for _, res := range r.Results {
 		ms := 0.0
 		if res.Steps > 0 {
 			ms = 1000 * Mean(res.Seconds) / float64(res.Steps)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.2f ± %.2f | %.2f | %.3f |\n", res.Test, res.Batch, res.Depth, res.Tokens,
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.2f ± %.2f | %.2f | %.3f |", res.Test, res.Batch, res.Depth, res.Tokens,
 			res.TokS.Mean, res.TokS.Stddev, res.TokS.Median, ms)
+		if kernels {
+			fmt.Fprintf(&b, " %.0f |", res.KernelsPerStep)
+		}
+		b.WriteString("\n")
 	}
 	for _, s := range r.Skipped {
 		fmt.Fprintf(&b, "\nskipped: %s\n", s)
