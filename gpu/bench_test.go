@@ -284,15 +284,8 @@ func BenchmarkGateUp(b *testing.B) {
 	if cuda.Emulated {
 		N, K = 344, 128
 	}
-	up := func() model.Weight {
-		w, err := be.Upload(&tensor.Tensor{Name: "w", DType: tensor.F16, Shape: []int{N, K}, Data: tensor.Encode(tensor.F16, normal(r, N*K))})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return w
-	}
-	w1, w3 := up(), up()
 	w1data, w3data := normal(r, N*K), normal(r, N*K)
+	w1, w3 := uploadWeight(b, be, tensor.F16, N, K, w1data), uploadWeight(b, be, tensor.F16, N, K, w3data)
 	// The fused kernel at n = 1 by version and split: v2, and v3 with each ks forced.
 	for _, v := range []struct {
 		name string
@@ -301,11 +294,7 @@ func BenchmarkGateUp(b *testing.B) {
 		vb := open(b, v.opts)
 		var ws [2]model.Weight
 		for i, d := range [][]float32{w1data, w3data} {
-			w, err := vb.Upload(&tensor.Tensor{Name: "w", DType: tensor.F16, Shape: []int{N, K}, Data: tensor.Encode(tensor.F16, d)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ws[i] = w
+			ws[i] = uploadWeight(b, vb, tensor.F16, N, K, d)
 		}
 		x := newBuf(b, vb, 1, K, normal(r, K))
 		out, tmp := newBuf(b, vb, 1, N, nil), newBuf(b, vb, 1, N, nil)
@@ -355,11 +344,7 @@ func BenchmarkQKVRoPE(b *testing.B) {
 			be := open(b, v.opts)
 			var ws [3]model.Weight
 			for i, rows := range []int{heads * hd, kvHeads * hd, kvHeads * hd} {
-				w, err := be.Upload(&tensor.Tensor{Name: "w", DType: tensor.F16, Shape: []int{rows, dim}, Data: tensor.Encode(tensor.F16, normal(r, rows*dim))})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ws[i] = w
+				ws[i] = uploadWeight(b, be, tensor.F16, rows, dim, normal(r, rows*dim))
 			}
 			cache, err := be.NewKVCache(model.KVLayout{Layers: 1, KVHeads: kvHeads, HeadDim: hd, BlockSize: 16, NumBlocks: 64})
 			if err != nil {

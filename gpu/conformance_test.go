@@ -105,6 +105,16 @@ func load(t testing.TB, be model.Backend, buf model.Buffer, data []float32) {
 	be.Embed(buf, w, tok)
 }
 
+// uploadWeight uploads data (rows·cols values) as a (rows, cols) weight matrix of dtype d.
+func uploadWeight(tb testing.TB, be model.Backend, d tensor.DType, rows, cols int, data []float32) model.Weight {
+	tb.Helper()
+	w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{rows, cols}, Data: tensor.Encode(d, data)})
+	if err != nil {
+		tb.Fatalf("Upload (%d, %d) %v: %v", rows, cols, d, err)
+	}
+	return w
+}
+
 func newBuf(t testing.TB, be model.Backend, rows, cols int, data []float32) model.Buffer {
 	t.Helper()
 	b, err := be.NewBuffer(rows, cols)

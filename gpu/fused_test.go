@@ -22,11 +22,7 @@ func TestFusedOps(t *testing.T) {
 	be := open(t, gpu.Options{NoCublas: true})
 	r := rand.New(rand.NewPCG(21, 22))
 	upload := func(d tensor.DType, rows, cols int) model.Weight {
-		w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{rows, cols}, Data: tensor.Encode(d, normal(r, rows*cols))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return w
+		return uploadWeight(t, be, d, rows, cols, normal(r, rows*cols))
 	}
 	same := func(what string, got, want []float32) {
 		t.Helper()
@@ -139,11 +135,7 @@ func TestQKVRoPEStoreKV(t *testing.T) {
 			be := open(t, tc.opts)
 			var ws [3]model.Weight
 			for i, rows := range []int{heads * hd, kvHeads * hd, kvHeads * hd} {
-				w, err := be.Upload(&tensor.Tensor{Name: "w", DType: tc.d, Shape: []int{rows, dim}, Data: tensor.Encode(tc.d, normal(r, rows*dim))})
-				if err != nil {
-					t.Fatal(err)
-				}
-				ws[i] = w
+				ws[i] = uploadWeight(t, be, tc.d, rows, dim, normal(r, rows*dim))
 			}
 			bt := batch(tc.n)
 			x := normal(r, tc.n*dim)
@@ -243,10 +235,7 @@ func TestPDLOption(t *testing.T) {
 	wdata, xdata := normal(r, N*K), normal(r, n*K)
 	var got [2][]float32
 	for i, be := range []*gpu.Backend{on, off} {
-		w, err := be.Upload(&tensor.Tensor{Name: "w", DType: tensor.F16, Shape: []int{N, K}, Data: tensor.Encode(tensor.F16, wdata)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		w := uploadWeight(t, be, tensor.F16, N, K, wdata)
 		x, out := newBuf(t, be, n, K, xdata), newBuf(t, be, n, N, nil)
 		be.MatMul(out, x, w, n)
 		be.SwiGLU(out, out, out, n) // a second kernel reading the first's output
@@ -284,11 +273,7 @@ func TestGEMVSplit(t *testing.T) {
 					be := bes[name]
 					var ws [4]model.Weight
 					for i, rows := range []int{N, kvN, kvN, N} {
-						w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{rows, K}, Data: tensor.Encode(d, wdata[i])})
-						if err != nil {
-							t.Fatal(err)
-						}
-						ws[i] = w
+						ws[i] = uploadWeight(t, be, d, rows, K, wdata[i])
 					}
 					x := newBuf(t, be, n, K, xdata)
 					mm, q, k, v := newBuf(t, be, n, N, nil), newBuf(t, be, n, N, nil), newBuf(t, be, n, kvN, nil), newBuf(t, be, n, kvN, nil)
