@@ -26,6 +26,7 @@ BenchmarkGEMV/F16/4096x4096/n=8-16   	     200	    120000 ns/op	 280000.00 MB/s
 BenchmarkGEMVQuant/Q4_K/4096x4096/n=1-16 	     200	     40000 ns/op	 240000.00 MB/s
 BenchmarkAttentionDecode/7B-16       	     200	    400000 ns/op	 336000.00 MB/s
 BenchmarkAttentionDecode/7B/8seqs-16 	     200	   2000000 ns/op	 300000.00 MB/s
+BenchmarkAttentionDecode/v3/7B-16    	     200	    800000 ns/op	 168000.00 MB/s
 BenchmarkAttentionPrefill/v4-mma/7B/n=2048-16  	200	 150000 ns/op	 229.0 TFLOP/s
 BenchmarkAttentionPrefill/v3-mma/7B/n=2048-16  	200	 300000 ns/op	 114.5 TFLOP/s
 BenchmarkAttentionPrefill/v3-mma/70B/n=2048-16 	200	 300000 ns/op	 100.0 TFLOP/s
@@ -75,6 +76,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-ubatch4096.json"), "llamacu", res("pp", 4096, 1, 0, 30000))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-separate-rope.json"), "llamacu", res("tg", 128, 1, 0, 180))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-prefill-v3.json"), "llamacu", res("pp", 2048, 1, 0, 28000))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-decode-v3.json"), "llamacu", res("tg", 128, 1, 0, 185))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-topk40.json"), "llamacu", res("tg", 1024, 8, 0, 1540))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q8_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 342), res("pp", 2048, 1, 0, 24800))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q4_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 570))
@@ -117,7 +119,9 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"GEMV F16 4096x4096 n=8", 70, true},              // no target at n = 8
 		{"GEMV Q4_K 4096x4096 n=1 (quantised)", 60, true}, // reported only
 		{"decode attention 7B, 4096 context", 84, true},
-		{"decode attention 7B/8seqs, 4096 context", 75, true},                    // reported only
+		{"decode attention 7B/8seqs, 4096 context", 75, true}, // reported only
+		{"decode attention v3/7B, 4096 context", 42, true},    // forced: reported only
+		{"decode attention v4 (cp.async pipeline) ÷ v3, 7B, 4096 context", 2, true},
 		{"prefill attention tensor cores ÷ SIMT, 7B n=2048", 229.0 / 22.9, true}, // v4's
 		{"prefill attention v4 (cp.async pipeline, ldmatrix) ÷ v3, 7B n=2048", 2, true},
 		{"prefill attention tensor cores ÷ SIMT, 70B n=2048", 5, true}, // v3's: no v4 figure
@@ -138,6 +142,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"decode with GEMV v3 and decode attention v3 ÷ their v2 (LLAMACU_GEMV=v2 LLAMACU_DECODE=v2), tg128 b1 d0", 190.0 / 152, true},
 		{"decode with RoPE and the KV store in the q/k/v GEMV ÷ their own launch (LLAMACU_ROPE=separate), tg128 b1 d0", 190.0 / 180, true},
 		{"prefill with attention v4 ÷ v3 (LLAMACU_PREFILL=v3), pp2048", 31000.0 / 28000, true},
+		{"decode with attention v4 ÷ v3 (LLAMACU_DECODE=v3), tg128 b1 d0", 190.0 / 185, true},
 		{"decode reading each row's 40 best logits (device top-k) ÷ whole rows, tg128 b8 d0", 1540.0 / 1400, true},
 		{"Q8_0 weights kept quantised ÷ fp16, tg128 b1 d0", 342.0 / 190, true},
 		{"Q8_0 weights kept quantised ÷ fp16, pp2048", 24800.0 / 31000, true},

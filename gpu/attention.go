@@ -4,6 +4,7 @@ package gpu
 
 import (
 	"fmt"
+	"math"
 	"math/bits"
 
 	"github.com/llamacu/llamacu/cuda"
@@ -39,6 +40,18 @@ const (
 	// 0.79× (70B shape, 46.6 vs 37.0 µs); at 8 rows (7B): 1.21× (242.9 vs 293.8 µs). Between them
 	// nothing is measured yet; 8 is the smallest batch measured to gain.
 	decV3MinRows = 8
+	// d4Tile is v4 decode's tile (D4_BK keys): its chunks are multiples of it.
+	d4Tile = 32
+	// d4BlocksPerSM is how many v4 decode blocks a step's splits aim at per SM: 3 is what fits
+	// at G = 8 (168 registers, __launch_bounds__(128, 3)), and each block keeps a 16 KB tile in
+	// flight by itself, so more blocks (v2/v3 aim at 4) would only add splits to merge.
+	d4BlocksPerSM = 3
+	// d4MergeMax bounds G·splits for the in-kernel merge (D4_MERGE: the last block of a row and
+	// KV head merges its G heads' splits, each thread summing G·splits·head_dim/128 partials);
+	// beyond it attention_reduce_f32_v2 merges, spread over heads·rows blocks. D4_MERGE_MAX.
+	d4MergeMax = 32
+	// v4's modes (D4_REDUCE, D4_DIRECT, D4_MERGE).
+	d4Reduce, d4Direct, d4Merge = 0, 1, 2
 )
 
 // attnPlan assigns the rows of a batch to attention kernels (see kernels/attention.cu), for one
@@ -53,6 +66,7 @@ type attnPlan struct {
 
 	nV1, nDec, nTiles int
 	chunk, splits     int  // decode: tokens per split, splits of the longest row
+	decV4             bool // decode rows go to v4 (fp16 cache, head_dim 64 or 128)
 	mma               bool // prefill tiles go to the tensor-core kernel (v3)
 }
 
@@ -76,6 +90,10 @@ func decodeFits(g, hd int, f32 bool) bool {
 	return nv >= 1 && nv <= 32 && nv&(nv-1) == 0
 }
 
+// decodeV4Fits reports whether v4's decode kernels handle this geometry: an fp16 cache, head_dim
+// 64 or 128, G ≤ 8.
+func decodeV4Fits(g, hd int, f32 bool) bool { return !f32 && (hd == 64 || hd == 128) && g <= decGMax }
+
 // prefillFits reports whether the v2 prefill kernel handles this geometry.
 func prefillFits(g, hd int) bool { return hd%2 == 0 && hd <= pfHDMax && g <= pfQuery }
 
@@ -87,6 +105,7 @@ func prefillMMA(g, hd int, f32 bool) bool { return !f32 && (hd == 64 || hd == 12
 func (b *Backend) makePlan(p *attnPlan, bt *model.Batch, key planKey) cuda.DevicePtr {
 	g := key.heads / key.kvHeads
 	dec := !b.opts.Naive && decodeFits(g, key.headDim, key.f32)
+	p.decV4 = dec && (b.opts.Decode == 0 || b.opts.Decode == 4) && decodeV4Fits(g, key.headDim, key.f32)
 	pre := !b.opts.Naive && prefillFits(g, key.headDim)
 	p.mma = pre && !b.opts.SIMTPrefill && prefillMMA(g, key.headDim, key.f32)
 	rowsPerTile := pfQuery / g
@@ -147,14 +166,25 @@ func (b *Backend) makePlan(p *attnPlan, bt *model.Batch, key planKey) cuda.Devic
 			// graphCtxBucket steps.
 			maxCtx = ceilDiv(maxCtx, graphCtxBucket) * graphCtxBucket
 		}
-		splits := ceilDiv(4*b.sms, p.nDec*key.kvHeads)
-		splits = max(1, min(splits, ceilDiv(maxCtx, decMinChunk)))
-		chunk := (ceilDiv(maxCtx, splits) + 31) / 32 * 32
-		chunk = min(chunk, decChunkMax)
-		p.chunk, p.splits = chunk, ceilDiv(maxCtx, chunk)
+		p.chunk, p.splits = decodeSplits(maxCtx, p.nDec*key.kvHeads, b.sms, p.decV4)
 	}
 	p.key, p.valid = key, true
 	return b.upload(&p.slab, p.host)
+}
+
+// decodeSplits chooses the decode chunk (tokens per block) and the split count of the longest
+// context for blocks = rows·kv_heads blocks per split: enough splits to give every SM about four
+// blocks (v2, v3) or d4BlocksPerSM (v4), chunks of at least decMinChunk tokens, a multiple of 32;
+// v2 and v3 keep a chunk's scores in shared memory (at most decChunkMax), v4 nothing per token.
+func decodeSplits(maxCtx, blocks, sms int, v4 bool) (chunk, splits int) {
+	perSM, most := 4, decChunkMax
+	if v4 {
+		perSM, most = d4BlocksPerSM, math.MaxInt32
+	}
+	splits = ceilDiv(perSM*sms, blocks)
+	splits = max(1, min(splits, ceilDiv(maxCtx, decMinChunk), decSplitsMax))
+	chunk = min((ceilDiv(maxCtx, splits)+31)/32*32, most)
+	return chunk, ceilDiv(maxCtx, chunk)
 }
 
 // decodeV3 says whether a step with nDec decode rows runs v3's decode attention (Options.Decode).
@@ -217,22 +247,16 @@ func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt 
 	}
 	if p.nDec > 0 {
 		gi := bits.Len(uint(g - 1)) // 1→0, 2→1, 3,4→2, 5…8→3
-		f := b.k.attnDecV3F16[gi]
-		if cc.f32 {
-			f = b.k.attnDecV3F32[gi]
-		}
-		reduce := b.k.attnReduceV2
-		if !b.decodeV3(p.nDec) || p.splits > decSplitsMax {
-			f, reduce = b.k.attnDecF16[gi], b.k.attnReduce
-			if cc.f32 {
-				f = b.k.attnDecF32[gi]
-			}
-		}
-		direct := 0
-		var po, pml cuda.DevicePtr
+		// v4's mode; v2 and v3 take the same 0 (partials, then the reduce) and 1 (direct).
+		mode := d4Reduce
+		var po, pml, cnt cuda.DevicePtr
 		if p.splits == 1 {
-			direct = 1
+			mode = d4Direct
 		} else {
+			if p.decV4 && g*p.splits <= d4MergeMax {
+				mode = d4Merge
+				cnt = b.ensureZeroed(&b.decCnt, int64(p.nDec)*int64(kvHeads)*4)
+			}
 			n := int64(p.nDec) * int64(heads) * int64(p.splits)
 			po = b.ensure(&b.partO, n*int64(hd)*4)
 			pml = b.ensure(&b.partML, n*2*4)
@@ -240,11 +264,29 @@ func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt 
 				return
 			}
 		}
-		b.launch(f, cuda.Dim3{X: p.splits, Y: kvHeads, Z: p.nDec}, cuda.Dim3{X: decThreads},
-			cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml), cuda.Ptr(qb.ptr), cache[0], cache[1],
-			cuda.Ptr(decRows), common[0], common[1], common[2], common[3], common[4], common[5],
-			common[6], common[7], common[8], i32(p.chunk), i32(p.splits), i32(direct))
-		if direct == 0 {
+		grid, block := cuda.Dim3{X: p.splits, Y: kvHeads, Z: p.nDec}, cuda.Dim3{X: decThreads}
+		reduce := b.k.attnReduceV2
+		if p.decV4 {
+			// Compiled per head_dim (64 or 128): no head_dim argument.
+			b.launch(b.k.attnDecV4[hd/128][gi], grid, block, cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml),
+				cuda.Ptr(cnt), cuda.Ptr(qb.ptr), cache[0], cache[1], cuda.Ptr(decRows), common[0], common[1], common[2],
+				common[3], common[4], common[6], common[7], common[8], i32(p.chunk), i32(p.splits), i32(mode))
+		} else {
+			f := b.k.attnDecV3F16[gi]
+			if cc.f32 {
+				f = b.k.attnDecV3F32[gi]
+			}
+			if !b.decodeV3(p.nDec) || p.splits > decSplitsMax {
+				f, reduce = b.k.attnDecF16[gi], b.k.attnReduce
+				if cc.f32 {
+					f = b.k.attnDecF32[gi]
+				}
+			}
+			b.launch(f, grid, block, cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml), cuda.Ptr(qb.ptr), cache[0], cache[1],
+				cuda.Ptr(decRows), common[0], common[1], common[2], common[3], common[4], common[5],
+				common[6], common[7], common[8], i32(p.chunk), i32(p.splits), i32(mode))
+		}
+		if mode == d4Reduce {
 			b.launch(reduce, cuda.Dim3{X: heads, Y: p.nDec}, cuda.Dim3{X: 128},
 				cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml), cuda.Ptr(decRows), common[0],
 				i32(heads), i32(hd), i32(p.chunk), i32(p.splits))

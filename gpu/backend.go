@@ -46,8 +46,9 @@ type Options struct {
 	// PrefillV3 runs the previous tensor-core prefill attention (v3: no cp.async pipeline, no
 	// ldmatrix) instead of v4: for benchmarks that compare them.
 	PrefillV3 bool
-	// Decode picks the decode attention kernels: 0 chooses by the step (v3 for steps of at
-	// least decV3MinRows decode rows, v2 below: see gpu/attention.go), 2 or 3 forces that version.
+	// Decode picks the decode attention kernels: 0 (or 4) runs v4 where it applies (fp16
+	// cache, head_dim 64 or 128) and otherwise chooses by the step (v3 for steps of at least
+	// decV3MinRows decode rows, v2 below: see gpu/attention.go); 2 or 3 forces that version.
 	Decode int
 	// GEMVv2 runs the v2 GEMV kernels (one warp per 4 weight rows) for fp32/fp16/bf16 weights
 	// instead of v3 (K split over 1–4 warps per row group): for benchmarks that compare them.
@@ -101,6 +102,7 @@ type Backend struct {
 	wDeq   Weight  // describes wHalf for gemmCublas
 	partO  scratch // attention split partials (rows, heads, splits, head_dim) fp32
 	partML scratch // (rows, heads, splits, 2) fp32
+	decCnt scratch // (rows, kv_heads) int32: decode v4's finished-split counts, zero between launches
 	argOut scratch // (n) int32 argmax results
 	topOut scratch // (n, k) fp32 top-k values, then (n, k) int32 ids
 
@@ -173,7 +175,7 @@ func (b *Backend) Close() error {
 	}
 	b.closed = true
 	err := b.ctx.Synchronize()
-	for _, s := range []*scratch{&b.xHalf, &b.wHalf, &b.partO, &b.partML, &b.argOut, &b.topOut} {
+	for _, s := range []*scratch{&b.xHalf, &b.wHalf, &b.partO, &b.partML, &b.decCnt, &b.argOut, &b.topOut} {
 		b.allocs = append(b.allocs, s.ptr)
 	}
 	for _, s := range []*intSlab{&b.tokens, &b.ropePos, &b.rows, &b.argRows, &b.batch.slab, &b.plan.slab} {
@@ -403,6 +405,19 @@ func (b *Backend) ensure(s *scratch, bytes int64) cuda.DevicePtr {
 		return 0
 	}
 	s.ptr, s.bytes = p, bytes
+	return p
+}
+
+// ensureZeroed is ensure for scratch that must start zeroed (counters that the kernels using
+// them leave zero again): a new allocation is cleared before it is returned.
+func (b *Backend) ensureZeroed(s *scratch, bytes int64) cuda.DevicePtr {
+	if bytes <= s.bytes {
+		return s.ptr
+	}
+	p := b.ensure(s, bytes)
+	if p != 0 {
+		b.fail(b.ctx.Memset(p, s.bytes))
+	}
 	return p
 }
 

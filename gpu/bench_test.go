@@ -158,8 +158,10 @@ func BenchmarkGEMVQuant(b *testing.B) {
 }
 
 // BenchmarkAttentionDecode: one decode token per sequence at a 4096-token context, fp16 cache;
-// bytes are the K and V rows read. v3's kernels, then v2's ("v2/…"), each forced.
+// bytes are the K and V rows read. The default kernels (v4), then v3's ("v3/…") and v2's
+// ("v2/…"), each forced.
 func BenchmarkAttentionDecode(b *testing.B) {
+	v4 := open(b, gpu.Options{})
 	v3 := open(b, gpu.Options{Decode: 3})
 	v2 := open(b, gpu.Options{Decode: 2})
 	for _, c := range []struct {
@@ -170,7 +172,7 @@ func BenchmarkAttentionDecode(b *testing.B) {
 		for _, v := range []struct {
 			name string
 			be   *gpu.Backend
-		}{{"", v3}, {"v2/", v2}} {
+		}{{"", v4}, {"v3/", v3}, {"v2/", v2}} {
 			be := v.be
 			b.Run(v.name+c.name, func(b *testing.B) {
 				const hd, bs, ctxLen = 128, 16, 4096

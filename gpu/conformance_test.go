@@ -67,8 +67,10 @@ func TestConformance(t *testing.T) {
 		{"fast/kv-f16", gpu.Options{}, large},
 		// Fast kernels checked tightly: fp32 KV, GEMV slices instead of cuBLAS.
 		{"fast/kv-f32/no-cublas", gpu.Options{KVF32: true, NoCublas: true}, tight},
-		// Decode attention v3 at every batch (by default only steps of 8 or more decode rows).
+		// Decode attention v3 at every batch (by default v4 runs on an fp16 cache, and v3 on an
+		// fp32 one in steps of 8 or more decode rows), and v2 on an fp16 cache.
 		{"fast/decode-v3/kv-f16", gpu.Options{Decode: 3}, half},
+		{"fast/decode-v2/kv-f16", gpu.Options{Decode: 2}, half},
 		{"fast/decode-v3/kv-f32/no-cublas", gpu.Options{Decode: 3, KVF32: true, NoCublas: true}, tight},
 		// Programmatic dependent launch (a no-op emulated and before sm_90; on an H100 the
 		// kernels overlap and each must wait in pdl_begin).

@@ -21,6 +21,7 @@ type kernelFuncs[F any] struct {
 	attnReduce                     F
 	attnDecV3F32, attnDecV3F16     [4]F // v3 decode, by group width
 	attnReduceV2                   F
+	attnDecV4                      [2][4]F // v4 decode (fp16 cache), by head_dim (64, 128) and group width
 	attnPrefillF32, attnPrefillF16 F
 	attnPrefillMMA                 [2]F // fp16 cache, tensor cores (v3): head_dim 64, 128
 	attnPrefillV4                  [2]F // v4: pipelined, ldmatrix; head_dim 64, 128
@@ -78,6 +79,8 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		table[fmt.Sprintf("attention_decode_f16_g%d", w)] = &k.attnDecF16[g]
 		table[fmt.Sprintf("attention_decode_v3_f32_g%d", w)] = &k.attnDecV3F32[g]
 		table[fmt.Sprintf("attention_decode_v3_f16_g%d", w)] = &k.attnDecV3F16[g]
+		table[fmt.Sprintf("attention_decode_v4_f16_hd64_g%d", w)] = &k.attnDecV4[0][g]
+		table[fmt.Sprintf("attention_decode_v4_f16_hd128_g%d", w)] = &k.attnDecV4[1][g]
 		table[fmt.Sprintf("gemv_q8_0_v2_n%d", w)] = &k.gemvQV2[0][g]
 		table[fmt.Sprintf("gemv_q4_0_v2_n%d", w)] = &k.gemvQV2[1][g]
 		table[fmt.Sprintf("gemv_q4_K_v2_n%d", w)] = &k.gemvQV2[2][g]

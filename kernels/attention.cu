@@ -44,6 +44,11 @@
 //       second measured v3 at 0.81× v2 for one row (7B; 0.79× at the 70B shape) and 1.21× for
 //       eight (7B): with one row there are few blocks, and v3's per-token shuffles and its
 //       separate merge cost more than the coalescing saves. Not yet known why in detail (ncu).
+//   attention_decode_v4_f16_hd<HD>_g<GM> (v4, the default for an fp16 cache at head_dim 64 or
+//       128; section "v4 decode"): the same splits, but each block streams its chunk in 32-key
+//       tiles through two shared stages with cp.async, each warp keeps its own online softmax
+//       (one block barrier a tile), and the splits of a row and KV head are merged by their last
+//       block when there are few (G·splits ≤ 32), else by attention_reduce_f32_v2.
 //   attention_prefill_<kv> (v2, flash-attention style, Dao 2022, fp32 SIMT):
 //       grid (tiles, kv_heads). A block holds 32 "query vectors" = (rows of the tile) × (the G
 //       query heads of its KV head) in shared memory, streams 32-key tiles of K and then V of the
@@ -462,6 +467,315 @@ extern "C" __global__ void attention_reduce_f32_v2(float* out, const float* part
         out[((int64_t)i * heads + h) * head_dim + d] = o * invL;
     }
 }
+
+// ================================================================ v4 decode (cp.async pipeline)
+//
+// attention_decode_v4_f16_hd<HD>_g<GM>: flash-decoding for the fp16 cache at head_dim 64 / 128,
+// after what the GPU checks measured: v2 at 46% (7B) and 15% (70B shape) of the copy bandwidth
+// for one row at 4096 tokens, v3 lower still. Both walk a chunk in phases — all scores, a
+// block-wide softmax, then all of PV — and in each phase a thread has a handful of 16-byte
+// loads in flight, waits for them, and the block meets at a barrier; with one row there are too
+// few blocks for those waits to overlap (Little's law: the H100 needs ~25 KB in flight per SM).
+// v4 instead:
+//   - streams the chunk in tiles of D4_BK = 32 keys: K and V of tile t + 1 are copied by
+//     cp.async into the second of two shared stages while tile t is computed, so 16 KB a block
+//     (HD 128) are always in flight, and nothing waits on a register load;
+//   - gives each warp 8 keys of a tile and its own online softmax (running max and sum per
+//     head, base 2: q is pre-scaled by log2(e)/sqrt(HD)), so a tile costs one block barrier (the
+//     stage is complete) instead of v2's 2·G + 2 or v3's 4; the 4 warps' states are merged once,
+//     at the end, as splits are;
+//   - keeps the lane's slice of q for the G heads in registers, and sums the G partial dot
+//     products of a K row over its NV = HD/8 lanes with a reduce-scatter (G − 1 shuffles leave
+//     lane v with head v % G's sum, then log2(NV/G) more): 8 shuffles a row at G = 8, not 32.
+// The splits and the partials (max converted back to base e) are v3's, with chunks chosen for
+// v4 (gpu/attention.go: no 512-token cap, as nothing per token is kept; fewer splits, as each
+// block keeps its loads in flight by itself). mode says who merges them:
+//   D4_DIRECT  one split: the block writes out itself;
+//   D4_REDUCE  attention_reduce_f32_v2 runs next (many splits · heads to merge);
+//   D4_MERGE   the last block of each (row, KV head) to finish merges its G heads' splits
+//              (≤ D4_MERGE_MAX of them): no second launch. Blocks count themselves in
+//              counts[row·kv_heads + g] (zero before the launch; the last block resets it, so
+//              a replayed graph finds it zero again), after fencing their partials.
+//   grid (max_splits, kv_heads, nr), block (D4_THREADS); chunk a multiple of D4_BK.
+#define D4_BK 32  // keys per tile
+#define D4_THREADS 128
+#define D4_WARPS (D4_THREADS / 32)
+#define D4_KW (D4_BK / D4_WARPS)  // keys per warp per tile
+#define D4_REDUCE 0
+#define D4_DIRECT 1
+#define D4_MERGE 2
+#define D4_MERGE_MAX 32  // the most splits a D4_MERGE block merges (gpu/attention.go: G·splits ≤ 32)
+
+// reduce_scatter sums a[0 … GM) over the GM lanes lane ^ 0 … lane ^ (GM−1) and leaves head
+// lane % GM's sum in a[0]: each step trades half of the remaining values with the lane `half`
+// apart, the lane with that bit set keeping the upper half. GM − 1 shuffles instead of GM·log2(GM).
+template <int GM> LLAMACU_DEVICE float reduce_scatter(float (&a)[GM], int lane) {
+#pragma unroll
+    for (int half = GM / 2; half >= 1; half >>= 1) {
+        const bool up = lane & half;
+#pragma unroll
+        for (int j = 0; j < half; j++) {
+            const float send = up ? a[j] : a[j + half];
+            const float keep = up ? a[j + half] : a[j];
+            a[j] = keep + __shfl_xor_sync(0xffffffffu, send, half);
+        }
+    }
+    return a[0];
+}
+
+template <int HD, int GM>
+__device__ void attention_decode_v4(float* out, float* part_o, float* part_ml, int* counts,
+                                    const float* q, const __half* kc, const __half* vc,
+                                    const int* rows, const int* pos, const int* row_tab,
+                                    const int* tables, int heads, int kv_heads, int layer,
+                                    int num_blocks, int block_size, int chunk, int max_splits,
+                                    int mode) {
+    constexpr int NV = HD / 8;                        // 16-byte vectors per K/V row
+    constexpr int TPW = 32 / NV;                      // rows a warp covers per instruction
+    constexpr int LOADS = D4_BK * NV / D4_THREADS;    // copies of K and of V per thread per tile
+    static_assert(GM <= NV && D4_KW % TPW == 0 && D4_BK * NV % D4_THREADS == 0, "geometry");
+    static_assert(D4_WARPS * GM * HD * 4 <= sizeof(__half) * 2 * D4_BK * HD, "red fits in ks");
+    __shared__ __align__(16) __half ks[2][D4_BK * HD];  // (stage, key, HD)
+    __shared__ __align__(16) __half vs[2][D4_BK * HD];
+    __shared__ __align__(16) float ps[D4_WARPS][D4_KW][GM];  // a warp's probabilities (key, head)
+    __shared__ float pc[D4_WARPS][GM];                       // … and its rescale factors
+    __shared__ float wml[D4_WARPS][GM][2];                   // each warp's final (max, sum)
+
+    const int split = blockIdx.x, g = blockIdx.y, di = blockIdx.z;
+    const int i = rows[di];
+    const int ctx = pos[i] + 1, t0 = split * chunk;
+    if (t0 >= ctx) return;  // uniform over the block: this row has fewer splits
+    const int t1 = min(t0 + chunk, ctx), ntiles = (t1 - t0 + D4_BK - 1) / D4_BK;
+    const int G = heads / kv_heads, kv_dim = kv_heads * HD;
+    const int* tab = tables + row_tab[i];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int v = lane % NV, r = lane / NV;  // this lane's 16-byte slice of a row, and its row
+
+    // The copies of one tile: thread tid takes vector tid % NV of its keys; keys past t1 are
+    // zero-filled (their scores are masked, and a zero V row keeps 0 · V finite).
+    auto load_tile = [&](int stage, int k0) {
+#pragma unroll
+        for (int x = 0; x < LOADS; x++) {
+            const int key = tid / NV + x * (D4_THREADS / NV), j = tid % NV, t = k0 + key;
+            const bool valid = t < t1;
+            int64_t off = 0;
+            if (valid)
+                off = kv_offset(layer, num_blocks, block_size, kv_dim, tab[t / block_size],
+                                t % block_size) +
+                      (int64_t)g * HD + 8 * j;
+            cp_async16(ks[stage] + key * HD + 8 * j, kc + off, valid);
+            cp_async16(vs[stage] + key * HD + 8 * j, vc + off, valid);
+        }
+        cp_async_commit();
+    };
+    load_tile(0, t0);  // in flight while q is read
+
+    // q (G heads of this KV head; zero for G ≤ gg < GM), elements 8v … 8v+7, in base-2 units.
+    const float scale = 1.4426950408889634f / sqrtf((float)HD);
+    const float* qrow = q + ((int64_t)i * heads + (int64_t)g * G) * HD + 8 * v;
+    float qf[GM][8];
+#pragma unroll
+    for (int gg = 0; gg < GM; gg++) {
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+        if (gg < G) {
+            a = __ldg(reinterpret_cast<const float4*>(qrow + gg * HD));
+            b = __ldg(reinterpret_cast<const float4*>(qrow + gg * HD + 4));
+        }
+        qf[gg][0] = a.x * scale, qf[gg][1] = a.y * scale, qf[gg][2] = a.z * scale, qf[gg][3] = a.w * scale;
+        qf[gg][4] = b.x * scale, qf[gg][5] = b.y * scale, qf[gg][6] = b.z * scale, qf[gg][7] = b.w * scale;
+    }
+
+    // The warp's online softmax state for head lane % GM (the same in every lane of that head),
+    // and the lane's share of the output: GM heads × 8 elements, over keys r, r + TPW, ….
+    float m = -INFINITY, l = 0.f;
+    float acc[GM][8];
+#pragma unroll
+    for (int gg = 0; gg < GM; gg++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[gg][e] = 0.f;
+
+    for (int it = 0; it < ntiles; it++) {
+        const int st = it & 1, k0 = t0 + it * D4_BK;
+        cp_async_wait<0>();
+        // Tile it is in shared memory (every thread's copies), and every warp has finished tile
+        // it − 1: its stage may be refilled, and ps reused.
+        __syncthreads();
+        if (it + 1 < ntiles) load_tile(st ^ 1, k0 + D4_BK);
+        const __half* kt = ks[st] + warp * D4_KW * HD;
+        const __half* vt = vs[st] + warp * D4_KW * HD;
+
+        // Scores of the warp's keys u·TPW + r.
+        float s[D4_KW / TPW];
+        float tmax = -INFINITY;
+#pragma unroll
+        for (int u = 0; u < D4_KW / TPW; u++) {
+            const int kk = u * TPW + r;
+            float kf[8];
+            unpack16<__half>(*reinterpret_cast<const uint4*>(kt + kk * HD + 8 * v), kf);
+            float a[GM];
+#pragma unroll
+            for (int gg = 0; gg < GM; gg++) {
+                float d = 0.f;
+#pragma unroll
+                for (int e = 0; e < 8; e++) d += qf[gg][e] * kf[e];
+                a[gg] = d;
+            }
+            float d = reduce_scatter<GM>(a, lane);
+#pragma unroll
+            for (int o = GM; o < NV; o <<= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+            s[u] = k0 + warp * D4_KW + kk < t1 ? d : -INFINITY;
+            tmax = fmaxf(tmax, s[u]);
+        }
+        // The tile's maximum over the warp's keys (lanes NV apart hold the other rows).
+#pragma unroll
+        for (int o = NV; o < 32; o <<= 1) tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, o));
+        const float mn = fmaxf(m, tmax);
+        // A warp that has seen no key yet (mn = −∞: past the chunk's end) keeps zeros.
+        const float corr = mn == -INFINITY ? 1.f : exp2f(m - mn);
+        float psum = 0.f;
+#pragma unroll
+        for (int u = 0; u < D4_KW / TPW; u++) {
+            const float p = mn == -INFINITY ? 0.f : exp2f(s[u] - mn);
+            psum += p;
+            if (v < GM) ps[warp][u * TPW + r][v] = p;
+        }
+#pragma unroll
+        for (int o = NV; o < 32; o <<= 1) psum += __shfl_xor_sync(0xffffffffu, psum, o);
+        l = l * corr + psum;
+        m = mn;
+        if (lane < GM) pc[warp][lane] = corr;
+        warp_sync();
+
+        // PV over the same keys: rescale, then add p · V for each head.
+#pragma unroll
+        for (int gg = 0; gg < GM; gg++) {
+            const float c = pc[warp][gg];
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[gg][e] *= c;
+        }
+#pragma unroll
+        for (int u = 0; u < D4_KW / TPW; u++) {
+            const int kk = u * TPW + r;
+            float vf[8];
+            unpack16<__half>(*reinterpret_cast<const uint4*>(vt + kk * HD + 8 * v), vf);
+#pragma unroll
+            for (int gg = 0; gg < GM; gg++) {
+                const float p = ps[warp][kk][gg];
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc[gg][e] += p * vf[e];
+            }
+        }
+    }
+
+    // Merge: the TPW rows of a warp (lanes NV apart), then the warps through shared memory (the
+    // K stages, free once every warp is past its last tile).
+#pragma unroll
+    for (int gg = 0; gg < GM; gg++)
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+#pragma unroll
+            for (int o = NV; o < 32; o <<= 1) acc[gg][e] += __shfl_xor_sync(0xffffffffu, acc[gg][e], o);
+    if (lane < GM) {
+        wml[warp][lane][0] = m;
+        wml[warp][lane][1] = l;
+    }
+    __syncthreads();
+    float* red = reinterpret_cast<float*>(&ks[0][0]);  // (warps, GM, HD)
+    if (r == 0)
+#pragma unroll
+        for (int gg = 0; gg < GM; gg++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) red[(warp * GM + gg) * HD + 8 * v + e] = acc[gg][e];
+    __syncthreads();
+    for (int k = tid; k < G * HD; k += D4_THREADS) {
+        const int gg = k / HD, d = k % HD, h = g * G + gg;
+        // Warp 0 holds the chunk's first key, so M is finite; a warp that saw none has m = −∞
+        // and weight 0.
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < D4_WARPS; w++) M = fmaxf(M, wml[w][gg][0]);
+        float o = 0.f, L = 0.f;
+#pragma unroll
+        for (int w = 0; w < D4_WARPS; w++) {
+            const float ww = exp2f(wml[w][gg][0] - M);
+            o += ww * red[(w * GM + gg) * HD + d];
+            L += ww * wml[w][gg][1];
+        }
+        if (mode == D4_DIRECT) {
+            out[((int64_t)i * heads + h) * HD + d] = o / L;
+        } else {
+            const int64_t po = ((int64_t)di * heads + h) * max_splits + split;
+            part_o[po * HD + d] = o;
+            if (d == 0) {
+                part_ml[po * 2] = M * 0.6931471805599453f;  // back to base e for the merge
+                part_ml[po * 2 + 1] = L;
+            }
+        }
+    }
+    if (mode != D4_MERGE) return;
+
+    // Am I the last of this (row, KV head)'s ns splits? Every thread fences its partials before
+    // the count (threadFenceReduction's pattern), so the last block sees all of them.
+    __shared__ int last;
+    __shared__ float mw[GM][D4_MERGE_MAX];  // e^(m_s − M) by head and split
+    __shared__ float inv_l[GM];
+    const int ns = (ctx + chunk - 1) / chunk;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        int* c = counts + (int64_t)di * kv_heads + g;
+        last = atomicAdd(c, 1) == ns - 1;
+        if (last) *c = 0;  // no other block touches it again in this launch
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // attention_reduce_f32_v2's sums, read through L2 (__ldcg: other SMs wrote them).
+    const int64_t base = ((int64_t)di * heads + (int64_t)g * G) * max_splits;  // head g·G, split 0
+    if (tid < G) {
+        const float* ml = part_ml + (base + (int64_t)tid * max_splits) * 2;
+        float M = -INFINITY;
+        for (int x = 0; x < ns; x++) M = fmaxf(M, __ldcg(ml + 2 * x));
+        float L = 0.f;
+        for (int x = 0; x < ns; x++) {
+            const float w = expf(__ldcg(ml + 2 * x) - M);
+            mw[tid][x] = w;
+            L += w * __ldcg(ml + 2 * x + 1);
+        }
+        inv_l[tid] = 1.f / L;
+    }
+    __syncthreads();
+    for (int k = tid; k < G * HD; k += D4_THREADS) {
+        const int gg = k / HD, d = k % HD;
+        const float* po = part_o + (base + (int64_t)gg * max_splits) * HD + d;
+        float o = 0.f;
+#pragma unroll 8
+        for (int x = 0; x < ns; x++) o += mw[gg][x] * __ldcg(po + (int64_t)x * HD);
+        out[((int64_t)i * heads + g * G + gg) * HD + d] = o * inv_l[gg];
+    }
+}
+
+#define DECODE_V4_ENTRY(HD, GM)                                                                    \
+    extern "C" __global__ void __launch_bounds__(D4_THREADS, 3) attention_decode_v4_f16_hd##HD##_g##GM( \
+        float* out, float* part_o, float* part_ml, int* counts, const float* q, const __half* kc,  \
+        const __half* vc, const int* rows, const int* pos, const int* row_tab, const int* tables,  \
+        int heads, int kv_heads, int layer, int num_blocks, int block_size, int chunk,             \
+        int max_splits, int mode) {                                                                \
+        pdl_begin();                                                                               \
+        attention_decode_v4<HD, GM>(out, part_o, part_ml, counts, q, kc, vc, rows, pos, row_tab,   \
+                                    tables, heads, kv_heads, layer, num_blocks, block_size, chunk, \
+                                    max_splits, mode);                                             \
+    }
+
+// grid (max_splits, kv_heads, nr), block (D4_THREADS).
+DECODE_V4_ENTRY(64, 1)
+DECODE_V4_ENTRY(64, 2)
+DECODE_V4_ENTRY(64, 4)
+DECODE_V4_ENTRY(64, 8)
+DECODE_V4_ENTRY(128, 1)
+DECODE_V4_ENTRY(128, 2)
+DECODE_V4_ENTRY(128, 4)
+DECODE_V4_ENTRY(128, 8)
 
 // ================================================================ v2 prefill (flash attention)
 

@@ -274,6 +274,16 @@ LLAMACU_DEVICE void cp_async_commit() {
 #endif
 }
 
+// warp_sync is __syncwarp: the lanes of a warp meet, and the shared-memory writes each made
+// before it are visible to the others after it. Every lane of the warp must reach it.
+LLAMACU_DEVICE void warp_sync() {
+#ifdef LLAMACU_EMU
+    emu::syncwarp(__FILE__, __LINE__);
+#else
+    __syncwarp();
+#endif
+}
+
 // cp_async_wait blocks until at most N of this thread's committed groups are still in flight.
 template <int N> LLAMACU_DEVICE void cp_async_wait() {
 #ifdef LLAMACU_EMU

@@ -781,6 +781,8 @@ type attnPlan struct {
 	mma           bool // tiles go to attention_prefill_f16_v4_hd<hd> (tensor cores)
 	prefillV3     bool // … or to v3's (Options.PrefillV3)
 	decV3         bool // decode rows go to attention_decode_v3_<kv>_g<GM> + attention_reduce_f32_v2
+	decV4         bool // … or to attention_decode_v4_f16_hd<hd>_g<GM> (+ attention_reduce_f32_v2)
+	noMerge       bool // v4: always merge with attention_reduce_f32_v2, never in the kernel
 }
 
 func decodeFits(g, hd int, f32 bool) bool {
@@ -797,13 +799,17 @@ func decodeFits(g, hd int, f32 bool) bool {
 
 func prefillFits(g, hd int) bool { return hd%2 == 0 && hd <= pfHDMax && g <= pfQuery }
 
+func decodeV4Fits(g, hd int, f32 bool) bool { return !f32 && (hd == 64 || hd == 128) && g <= decGMax }
+
 func prefillMMA(g, hd int, f32 bool) bool { return !f32 && (hd == 64 || hd == 128) && g <= pmQuery }
 
-func makePlan(bt *model.Batch, heads, kvHeads, hd int, f32, naive, simt bool, sms, chunkOverride int) attnPlan {
+// v4 plans decode rows for attention_decode_v4 where it applies (gpu Options.Decode 0 or 4).
+func makePlan(bt *model.Batch, heads, kvHeads, hd int, f32, naive, simt, v4 bool, sms, chunkOverride int) attnPlan {
 	g := heads / kvHeads
 	dec := !naive && decodeFits(g, hd, f32)
 	pre := !naive && prefillFits(g, hd)
 	var p attnPlan
+	p.decV4 = dec && v4 && decodeV4Fits(g, hd, f32)
 	p.mma = pre && !simt && prefillMMA(g, hd, f32)
 	rowsPerTile := pfQuery / g
 	if p.mma {
@@ -837,10 +843,14 @@ func makePlan(bt *model.Batch, heads, kvHeads, hd int, f32, naive, simt bool, sm
 		for _, r := range p.dec {
 			maxCtx = max(maxCtx, int(bt.Pos[r])+1)
 		}
-		splits := ceilDiv(4*sms, len(p.dec)*kvHeads)
+		perSM, most := 4, decChunkMax
+		if p.decV4 {
+			perSM, most = 3, math.MaxInt32
+		}
+		splits := ceilDiv(perSM*sms, len(p.dec)*kvHeads)
 		splits = max(1, min(splits, ceilDiv(maxCtx, decMinChunk)))
 		chunk := (ceilDiv(maxCtx, splits) + 31) / 32 * 32
-		chunk = min(chunk, decChunkMax)
+		chunk = min(chunk, most)
 		if chunkOverride > 0 {
 			chunk = chunkOverride
 		}
@@ -863,7 +873,15 @@ var attnCases = []kvCase{
 	// prefill at head_dim 128 (tensor cores with an fp16 cache): 64-row tiles, a run after a cached
 	// prefix crossing 64-key tiles, block size 16, GQA 1; and GQA 4 at head_dim 64 (16-row tiles)
 	{name: "h2kv2/hd128/bs16/prefill", heads: 2, kvHeads: 2, hd: 128, bs: 16, layers: 1, layer: 0, numBlocks: 20, seqs: [][2]int{{0, 70}, {33, 40}, {90, 1}}, qScale: 1},
-	{name: "h8kv2/hd64/bs8/prefill", heads: 8, kvHeads: 2, hd: 64, bs: 8, layers: 1, layer: 0, numBlocks: 20, seqs: [][2]int{{100, 30}}, qScale: 3},
+	{name: "h8kv2/hd64/bs8/prefill", heads: 8, kvHeads: 2, hd: 64, bs: 8, layers: 1, layer: 0, numBlocks: 26, seqs: [][2]int{{100, 30}, {40, 1}}, qScale: 3},
+	// decode v4's widest group (G = 8) at head_dim 128: a row crossing 32-key tiles and splits,
+	// two rows of one sequence, and a row with one key (3 of a tile's 4 warps see none)
+	{name: "h8kv1/hd128/bs16/decode", heads: 8, kvHeads: 1, hd: 128, bs: 16, layers: 1, layer: 0, numBlocks: 20, seqs: [][2]int{{200, 1}, {33, 2}, {0, 1}}, qScale: 4},
+	// GQA 3 at head_dim 128 (the g4 kernels with G < GM), two KV heads
+	{name: "h6kv2/hd128/bs8/decode", heads: 6, kvHeads: 2, hd: 128, bs: 8, layers: 2, layer: 1, numBlocks: 24, seqs: [][2]int{{150, 1}, {6, 3}}, qScale: 2},
+	// head_dim 64 with GQA 1 and 2 (the rest of v4's kernels)
+	{name: "h4kv4/hd64/bs16/decode", heads: 4, kvHeads: 4, hd: 64, bs: 16, layers: 1, layer: 0, numBlocks: 12, seqs: [][2]int{{90, 1}, {60, 2}}, qScale: 2},
+	{name: "h4kv2/hd64/bs4/decode", heads: 4, kvHeads: 2, hd: 64, bs: 4, layers: 1, layer: 0, numBlocks: 20, seqs: [][2]int{{70, 1}}, qScale: 1},
 	// GQA 16 (> 8: no decode kernel, v1 with idle lanes as head_dim 24 < 32; prefill tiles of 2 rows)
 	{name: "h16kv1/hd24/bs16", heads: 16, kvHeads: 1, hd: 24, bs: 16, layers: 1, layer: 0, numBlocks: 6, seqs: [][2]int{{20, 5}, {33, 1}}, qScale: 1},
 }
@@ -896,29 +914,45 @@ func testAttention(t *testing.T, e *emulator) {
 				}
 
 				f32 := kd == tensor.F32
+				// The default plans (decode v4 where it applies), and v2's and v3's decode.
 				plans := map[string]attnPlan{
-					"naive":   makePlan(bt, c.heads, c.kvHeads, c.hd, f32, true, false, 132, 0),
-					"H100":    makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, 132, 0),
-					"simt":    makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, true, 132, 0),
-					"1sm":     makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, 1, 0),
-					"chunk32": makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, 132, 32),
+					"naive":   makePlan(bt, c.heads, c.kvHeads, c.hd, f32, true, false, true, 132, 0),
+					"H100":    makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, true, 132, 0),
+					"simt":    makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, true, true, 132, 0),
+					"1sm":     makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, true, 1, 0),
+					"chunk32": makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, true, 132, 32),
 				}
-				// Decode attention v3 (gpu/attention.go's decodeV3: by default from 8 decode rows).
-				for _, pn := range []string{"H100", "1sm", "chunk32"} {
-					p := plans[pn]
+				for _, v := range []struct {
+					name       string
+					sms, chunk int
+				}{{"H100", 132, 0}, {"1sm", 1, 0}, {"chunk32", 132, 32}} {
+					p := makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, false, v.sms, v.chunk)
+					if plans[v.name].decV4 {
+						plans[v.name+"/v2"] = p
+					}
 					p.decV3 = true
-					plans[pn+"/v3"] = p
+					plans[v.name+"/v3"] = p
 				}
 				// The previous tensor-core prefill kernel (Options.PrefillV3).
 				p := plans["H100"]
 				p.prefillV3 = true
 				plans["H100/prefill-v3"] = p
+				// v4 with its partials merged by the reduce kernel where it would merge them itself.
+				for _, pn := range []string{"H100", "chunk32"} {
+					if p := plans[pn]; p.decV4 && p.splits > 1 && p.splits*c.heads/c.kvHeads <= 32 {
+						p.noMerge = true
+						plans[pn+"/no-merge"] = p
+					}
+				}
 				for _, pn := range slices.Sorted(maps.Keys(plans)) {
 					p := plans[pn]
 					s := &script{}
-					got := attentionScript(s, c, kd, bt, p, q, cache.K(), cache.V())
+					got, counts := attentionScript(s, c, kd, bt, p, q, cache.K(), cache.V())
 					e.run(t, s)
-					what := fmt.Sprintf("plan %s (v1 %d rows, decode %d rows in %d splits of %d, v3 %v, prefill %d tiles, mma %v)", pn, len(p.v1), len(p.dec), p.splits, p.chunk, p.decV3, len(p.tiles)/2, p.mma)
+					if counts != nil && !bytes.Equal(*counts, make([]byte, len(*counts))) {
+						t.Errorf("plan %s: decode v4's split counts not left zero: %v", pn, *counts)
+					}
+					what := fmt.Sprintf("plan %s (v1 %d rows, decode %d rows in %d splits of %d, v3 %v, v4 %v, prefill %d tiles, mma %v)", pn, len(p.v1), len(p.dec), p.splits, p.chunk, p.decV3, p.decV4, len(p.tiles)/2, p.mma)
 					tl := tol{2e-6, 2e-5}
 					if p.mma && len(p.tiles) > 0 {
 						// fp16 Q (scaled) and P on the tensor cores: 2⁻¹¹ relative on each score's
@@ -932,10 +966,11 @@ func testAttention(t *testing.T, e *emulator) {
 	}
 }
 
-// attentionScript mirrors gpu/attention.go's Attention for plan p.
-func attentionScript(s *script, c kvCase, kd tensor.DType, bt *model.Batch, p attnPlan, q, K, V []float32) *[]byte {
+// attentionScript mirrors gpu/attention.go's Attention for plan p. counts is v4 decode's split
+// counters after the launches (nil without v4), which must be zero again.
+func attentionScript(s *script, c kvCase, kd tensor.DType, bt *model.Batch, p attnPlan, q, K, V []float32) (out, counts *[]byte) {
 	B, qCols, hd := bt.Len(), c.heads*c.hd, c.hd
-	out := s.buf(f32Bytes(nanFill(B * qCols)))
+	od := s.buf(f32Bytes(nanFill(B * qCols)))
 	qd := s.buf(f32Bytes(q))
 	kc, vc := s.buf(tensor.Encode(kd, K)), s.buf(tensor.Encode(kd, V))
 	meta := s.buf(i32Bytes(batchSlab(bt)))
@@ -946,7 +981,7 @@ func attentionScript(s *script, c kvCase, kd tensor.DType, bt *model.Batch, p at
 	common := []arg{ptr(meta), ptrAt(meta, 4*B), ptrAt(meta, 8*B), i32(c.heads), i32(c.kvHeads), i32(hd), i32(c.layer), i32(c.numBlocks), i32(c.bs)}
 	if nV1 > 0 {
 		s.launch("attention_"+kv+"_v1", d2(c.heads, nV1), d1(roundUp(hd, 32)),
-			append([]arg{ptr(out), ptr(qd), ptr(kc), ptr(vc), ptr(pd)}, common...)...)
+			append([]arg{ptr(od), ptr(qd), ptr(kc), ptr(vc), ptr(pd)}, common...)...)
 	}
 	if nDec > 0 {
 		g := c.heads / c.kvHeads
@@ -963,20 +998,35 @@ func attentionScript(s *script, c kvCase, kd tensor.DType, bt *model.Batch, p at
 			po, pml = ptr(s.buf(f32Bytes(nanFill(n*hd)))), ptr(s.buf(f32Bytes(nanFill(n*2))))
 		}
 		decRows := ptrAt(pd, 4*nV1)
-		args := append([]arg{ptr(out), po, pml, ptr(qd), ptr(kc), ptr(vc), decRows}, common...)
+		args := append([]arg{ptr(od), po, pml, ptr(qd), ptr(kc), ptr(vc), decRows}, common...)
 		dec, reduce := fmt.Sprintf("attention_decode_%s_g%d", kv, gm), "attention_reduce_f32"
-		if p.decV3 {
+		var cb dev
+		switch {
+		case p.decV4:
+			// gpu/attention.go's v4 modes: 1 direct, 2 merged by the kernel when G·splits ≤ 32
+			// (counts zeroed, and zero again after), else 0 and the reduce kernel. No head_dim
+			// argument: v4 is compiled per head_dim.
+			if direct == 0 && g*p.splits <= 32 && !p.noMerge {
+				direct = 2
+			}
+			cb = s.buf(make([]byte, 4*nDec*c.kvHeads))
+			dec, reduce = fmt.Sprintf("attention_decode_v4_f16_hd%d_g%d", hd, gm), "attention_reduce_f32_v2"
+			args = slices.Insert(slices.Delete(args, 12, 13), 3, ptr(cb))
+		case p.decV3:
 			dec, reduce = fmt.Sprintf("attention_decode_v3_%s_g%d", kv, gm), "attention_reduce_f32_v2"
 		}
 		s.launch(dec, d3(p.splits, c.kvHeads, nDec), d1(128),
 			append(args, i32(p.chunk), i32(p.splits), i32(direct))...)
 		if direct == 0 {
-			s.launch(reduce, d2(c.heads, nDec), d1(128), ptr(out), po, pml, decRows, common[0],
+			s.launch(reduce, d2(c.heads, nDec), d1(128), ptr(od), po, pml, decRows, common[0],
 				i32(c.heads), i32(hd), i32(p.chunk), i32(p.splits))
+		}
+		if p.decV4 {
+			counts = s.read(cb)
 		}
 	}
 	if nTiles > 0 && p.mma {
-		args := append([]arg{ptr(out), ptr(qd), ptr(kc), ptr(vc), ptrAt(pd, 4*(nV1+nDec))}, common[0], common[1], common[2],
+		args := append([]arg{ptr(od), ptr(qd), ptr(kc), ptr(vc), ptrAt(pd, 4*(nV1+nDec))}, common[0], common[1], common[2],
 			common[3], common[4], common[6], common[7], common[8])
 		if p.prefillV3 {
 			s.launch(fmt.Sprintf("attention_prefill_f16_v3_hd%d", hd), d2(nTiles, c.kvHeads), d1(128), args...)
@@ -985,9 +1035,9 @@ func attentionScript(s *script, c kvCase, kd tensor.DType, bt *model.Batch, p at
 		}
 	} else if nTiles > 0 {
 		s.launch("attention_prefill_"+kv, d2(nTiles, c.kvHeads), d1(128),
-			append([]arg{ptr(out), ptr(qd), ptr(kc), ptr(vc), ptrAt(pd, 4*(nV1+nDec))}, common...)...)
+			append([]arg{ptr(od), ptr(qd), ptr(kc), ptr(vc), ptrAt(pd, 4*(nV1+nDec))}, common...)...)
 	}
-	return s.read(out)
+	return s.read(od), counts
 }
 
 // ---- MatMul (gpu/matmul.go: v1 with grid (ceil(N/8), n), block 256 when naive or K is not a
@@ -1723,7 +1773,8 @@ var launchSites = []string{
 	"Add: gridFor(total, 256) | cuda.Dim3{X: 256}",
 	"Argmax: cuda.Dim3{X: n} | cuda.Dim3{X: 1024}",
 	"Attention: cuda.Dim3{X: heads, Y: p.nV1} | cuda.Dim3{X: (hd + 31) / 32 * 32}",
-	"Attention: cuda.Dim3{X: p.splits, Y: kvHeads, Z: p.nDec} | cuda.Dim3{X: decThreads}",
+	"Attention: grid | block",
+	"Attention: grid | block",
 	"Attention: cuda.Dim3{X: heads, Y: p.nDec} | cuda.Dim3{X: 128}",
 	"Attention: cuda.Dim3{X: p.nTiles, Y: kvHeads} | cuda.Dim3{X: pmThreads}",
 	"Attention: cuda.Dim3{X: kvHeads, Y: p.nTiles} | cuda.Dim3{X: p4Threads}",
@@ -1761,7 +1812,7 @@ var launchSites = []string{
 	"helper decodeFits: afb3be25ed9f",
 	"helper prefillFits: 57ab19b55cba",
 	"helper prefillMMA: afa8543c2a56",
-	"helper makePlan: c10080e190b2",
+	"helper makePlan: ee4a65620011",
 	"helper gemv: 46585e2180e2",
 }
 

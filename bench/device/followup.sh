@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check after a kernel change, for a lease too short for check.sh: the GPU tests (the
 # default kernels against the CPU and v1, at real shapes), the kernel benchmarks that compare the
-# new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v3 ÷ v2; prefill
-# attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with RoPE and the KV store fused ÷ separate), the synthetic 7B decode and prefill with the default
-# kernels and, in the same run, with each change of session 9 undone or added (LLAMACU_ROPE=
-# separate: RoPE and the KV store in their own launch; LLAMACU_PREFILL=v3: the previous prefill
-# attention; LLAMACU_PDL=1: programmatic dependent launch, off by default until measured), prefill
-# in one step (--ubatch 2048) against steps of 512, 70B's one-rank-of-TP-8 step with and without
-# PDL, and an ncu look at two kernels, with what is left. The GPU tests include PDL's
-# (TestConformance/fast/pdl, TestStories260K/pdl, TestGraphs/pdl): if they fail, PDL stays off. Built by `make device-bundle`, run from the bundle:
+# new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v4 ÷ v3 ÷ v2;
+# prefill attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with RoPE and the KV store fused ÷
+# separate), the synthetic 7B decode and prefill with the default kernels and, in the same run,
+# with each change of sessions 9 and 10 undone or added (LLAMACU_ROPE=separate: RoPE and the KV
+# store in their own launch; LLAMACU_PREFILL=v3: the previous prefill attention;
+# LLAMACU_DECODE=v3: the previous decode attention, at depth 0 and 2048; LLAMACU_PDL=1:
+# programmatic dependent launch, off by default until measured), prefill in one step (--ubatch
+# 2048) against steps of 512, 70B's one-rank-of-TP-8 step with and without PDL, and an ncu look
+# at two kernels, with what is left. The GPU tests include PDL's (TestConformance/fast/pdl,
+# TestStories260K/pdl, TestGraphs/pdl): if they fail, PDL stays off. Built by `make
+# device-bundle`, run from the bundle:
 #
 #   run(command="bash dist/device/followup.sh", carry=["dist/device"], timeout_s=370)
 #
@@ -30,7 +33,7 @@ BUDGET=${CHECK_BUDGET:-330}
 step "GPU tests (-short): conformance, matmul paths at 7B shapes, GEMV splits, fused ops, end to end"
 (cd pkg/gpu && run "${CHECK_GPU_TEST_LIMIT:-100}" ../../gpu.test -test.count=1 -test.short)
 
-step "kernel benchmarks: copy, GEMV v3/v2/splits, decode attention v3/v2, prefill attention v4/v3/SIMT, gate/up, q/k/v + RoPE fused/separate"
+step "kernel benchmarks: copy, GEMV v3/v2/splits, decode attention v4/v3/v2, prefill attention v4/v3/SIMT, gate/up, q/k/v + RoPE fused/separate"
 (cd pkg/gpu && run 60 ../../gpu.test -test.run '^$' -test.bench "$KBENCH" -test.benchtime 200x)
 
 step "llamacu bench: synthetic $SHAPE fp16 on cuda, the default kernels"
@@ -44,6 +47,10 @@ run 35 env LLAMACU_ROPE=separate ./llamacu bench --synthetic "$SHAPE" --dtype f1
 step "decode A/B: programmatic dependent launch, same shape (LLAMACU_PDL=1)"
 run 45 env LLAMACU_PDL=1 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
   --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-pdl"
+
+step "decode A/B: the previous decode attention, same shape (LLAMACU_DECODE=v3)"
+run 35 env LLAMACU_DECODE=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
+  --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-decode-v3"
 
 step "prefill A/B: the previous tensor-core prefill attention, same shape (LLAMACU_PREFILL=v3)"
 run 30 env LLAMACU_PREFILL=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 \
@@ -61,9 +68,9 @@ step "$RANK_SHAPE at TP $RANKS, one rank alone, with programmatic dependent laun
 run 50 env LLAMACU_PDL=1 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
   --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$R" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda-pdl"
 
-step "ncu: what limits prefill attention v4 at 7B n = 2048 and the fused q/k/v + RoPE GEMV (what the budget leaves)"
+step "ncu: what limits decode attention v4 at the 70B shape and prefill attention v4 at 7B n = 2048 (what the budget leaves)"
 if command -v ncu >/dev/null; then
-  for k in 'attention_prefill_f16_v4_hd128 ^BenchmarkAttentionPrefill$/^v4-mma$/^7B$' 'gemv_f16_v3_qkv_rope_f16_n1 ^BenchmarkQKVRoPE$/^fused$/^7B$'; do
+  for k in 'attention_decode_v4_f16_hd128_g8 ^BenchmarkAttentionDecode$/^70B$' 'attention_prefill_f16_v4_hd128 ^BenchmarkAttentionPrefill$/^v4-mma$/^7B$'; do
     set -- $k
     (cd pkg/gpu && run 30 ncu --clock-control none --kernel-name "$1" --launch-count 1 \
       --section SpeedOfLight --section Occupancy --section LaunchStats \

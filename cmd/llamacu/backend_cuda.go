@@ -23,9 +23,10 @@ import (
 // Repeated steps (decode) replay as CUDA graphs ($LLAMACU_GRAPHS=0: launch by launch). Decode
 // matmuls run the split-K GEMV kernels ($LLAMACU_GEMV=v2: the previous version, for comparisons),
 // the q/k/v one with RoPE and the KV store in its epilogue ($LLAMACU_ROPE=separate: their own
-// launch); decode attention runs v3 in steps of 8 or more decode rows and v2 below
-// ($LLAMACU_DECODE=v2 or =v3 forces one). $LLAMACU_PDL=1 launches kernels with programmatic
-// dependent launch on sm_90 (each overlaps the end of the one before; off until measured).
+// launch); decode attention runs v4 (cp.async-pipelined) on the fp16 cache, and otherwise v3 in
+// steps of 8 or more decode rows and v2 below ($LLAMACU_DECODE=v2 or =v3 forces one).
+// $LLAMACU_PDL=1 launches kernels with programmatic dependent launch on sm_90 (each overlaps the
+// end of the one before; off until measured).
 //
 // With --tp N the N ranks go to devices $LLAMACU_DEVICE+r mod the device count, and talk over
 // NCCL when each has a GPU of its own and libnccl.so.2 loads, else over the staged in-process
@@ -84,9 +85,9 @@ var cudaSwitches = []struct {
 	{"LLAMACU_PREFILL", map[string]func(*gpu.Options){"": nil, "mma": nil, "v4": nil,
 		"v3": func(o *gpu.Options) { o.PrefillV3 = true }, "simt": func(o *gpu.Options) { o.SIMTPrefill = true }},
 		"mma (tensor cores, v4: the default), v3 (the previous tensor-core kernel) or simt"},
-	{"LLAMACU_DECODE", map[string]func(*gpu.Options){"": nil, "auto": nil,
+	{"LLAMACU_DECODE", map[string]func(*gpu.Options){"": nil, "auto": nil, "v4": nil,
 		"v2": func(o *gpu.Options) { o.Decode = 2 }, "v3": func(o *gpu.Options) { o.Decode = 3 }},
-		"auto (decode attention v3 from 8 rows a step, v2 below), v2 or v3"},
+		"auto (decode attention v4 for an fp16 cache, the default), v2 or v3"},
 	{"LLAMACU_GEMV", map[string]func(*gpu.Options){"": nil, "v3": nil, "v2": func(o *gpu.Options) { o.GEMVv2 = true }},
 		"v3 (K split over warps, the default) or v2"},
 	{"LLAMACU_PDL", map[string]func(*gpu.Options){"": nil, "0": nil, "1": func(o *gpu.Options) { o.PDL = true }},

@@ -74,6 +74,7 @@ struct __align__(16) float4 { float x, y, z, w; };
 struct __align__(16) uint4 { uint32_t x, y, z, w; };
 
 inline float2 make_float2(float a, float b) { return {a, b}; }
+inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 inline uint4 make_uint4(uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return {a, b, c, d}; }
 inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
@@ -95,6 +96,8 @@ namespace emu {
 [[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void syncthreads(const char* file, int line);
 uint64_t shfl_xor(uint64_t bits, unsigned mask, int lane_mask, const char* file, int line);
+// syncwarp is __syncwarp(): a barrier over the 32 lanes of the calling thread's warp.
+void syncwarp(const char* file, int line);
 // mma_m16n8k16 is the warp-collective mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32:
 // every lane of the warp must call it (a warp barrier); each lane passes its A (4 × 32-bit: 8
 // halves), B (2 × 32-bit) and C/D (4 floats) fragments in the PTX ISA's layout, gets its D back
@@ -145,6 +148,15 @@ template <typename T> inline T emu_shfl_xor(unsigned mask, T v, int lane_mask, c
     return v;
 }
 #define __shfl_xor_sync(mask, v, o) emu_shfl_xor((mask), (v), (o), __FILE__, __LINE__)
+
+// __threadfence: blocks run one after another here, so every write is already visible.
+inline void __threadfence() {}
+
+// __ldcg (load through L2 only, skipping a possibly stale L1) is a plain load here.
+template <typename T> inline T __ldcg(const T* p) {
+    emu::check_align(p, alignof(T), "__ldcg");
+    return *p;
+}
 
 template <typename T> inline T __ldg(const T* p) {
     emu::check_align(p, alignof(T), "__ldg");

@@ -382,10 +382,11 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
 #define KGLU(q) X(gemv_##q##_v2_glu_n1) X(gemv_##q##_v2_glu_n2) X(gemv_##q##_v2_glu_n4) X(gemv_##q##_v2_glu_n8)
 #define DECODE(kv) X(attention_decode_##kv##_g1) X(attention_decode_##kv##_g2) X(attention_decode_##kv##_g4) X(attention_decode_##kv##_g8) \
     X(attention_decode_v3_##kv##_g1) X(attention_decode_v3_##kv##_g2) X(attention_decode_v3_##kv##_g4) X(attention_decode_v3_##kv##_g8)
+#define DECODE4(hd) X(attention_decode_v4_f16_hd##hd##_g1) X(attention_decode_v4_f16_hd##hd##_g2) X(attention_decode_v4_f16_hd##hd##_g4) X(attention_decode_v4_f16_hd##hd##_g8)
 #define KERNELS                                                                            \
     X(embed_f32) X(embed_f16) X(embed_bf16) X(rmsnorm_f32_v1) X(rmsnorm_f32) X(add_rmsnorm_f32) X(rope_f32)    \
     X(rope_qk_store_kv_f32) X(rope_qk_store_kv_f16) X(store_kv_f32) X(store_kv_f16)         \
-    X(attention_f32_v1) X(attention_f16_v1) DECODE(f32) DECODE(f16) X(attention_reduce_f32) X(attention_reduce_f32_v2) \
+    X(attention_f32_v1) X(attention_f16_v1) DECODE(f32) DECODE(f16) DECODE4(64) DECODE4(128) X(attention_reduce_f32) X(attention_reduce_f32_v2) \
     X(attention_prefill_f32) X(attention_prefill_f16) X(attention_prefill_f16_v3_hd64) X(attention_prefill_f16_v3_hd128) \
     X(attention_prefill_f16_v4_hd64) X(attention_prefill_f16_v4_hd128) GEMV(f32) GEMV(f16) GEMV(bf16)        \
     X(convert_f32_to_f16) X(convert_f32_to_bf16) X(swiglu_f32_v1) X(swiglu_f32)             \
@@ -438,6 +439,11 @@ void fail(const char* fmt, ...) {
 }
 
 void syncthreads(const char* file, int line) { wait_at(g_block, file, line); }
+
+void syncwarp(const char* file, int line) {
+    if (blockDim.x % 32 != 0) fail("__syncwarp in a block of %u threads (a partial warp)", blockDim.x);
+    wait_at(g_warps[threadIdx.x / 32], file, line);
+}
 
 uint64_t shfl_xor(uint64_t bits, unsigned mask, int lane_mask, const char* file, int line) {
     if (mask != 0xffffffffu) fail("__shfl_xor_sync with mask %#x (only full warps are emulated)", mask);
