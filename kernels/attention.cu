@@ -506,6 +506,34 @@ extern "C" __global__ void attention_reduce_f32_v2(float* out, const float* part
 #define D4_MERGE 2
 #define D4_MERGE_MAX 32  // the most splits a D4_MERGE block merges (gpu/attention.go: G·splits ≤ 32)
 
+// kv_tile_async starts the cp.async copies of one tile of BK keys, k0 … k0+BK−1 of KV head g,
+// into the shared stages ks and vs (rows S halves apart) and commits them as one group: thread
+// tid copies vector tid % (HD/8) of keys tid / (HD/8) + i·THREADS/(HD/8). Keys ≥ end are
+// zero-filled (their scores are masked, and a zero V row keeps 0 · V finite). Decode v4 and
+// prefill v4 stream their tiles with it.
+template <int BK, int HD, int S, int THREADS>
+__device__ __forceinline__ void kv_tile_async(__half* ks, __half* vs, const __half* kc,
+                                              const __half* vc, const int* tab, int k0, int end,
+                                              int g, int layer, int num_blocks, int block_size,
+                                              int kv_dim) {
+    constexpr int VPR = HD / 8;  // 16-byte vectors per key row
+    static_assert(BK * VPR % THREADS == 0, "a tile is whole 16-byte copies per thread");
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < BK * VPR / THREADS; i++) {
+        const int key = tid / VPR + i * (THREADS / VPR), j = tid % VPR, kp = k0 + key;
+        const bool valid = kp < end;
+        int64_t off = 0;
+        if (valid)
+            off = kv_offset(layer, num_blocks, block_size, kv_dim, tab[kp / block_size],
+                            kp % block_size) +
+                  (int64_t)g * HD + 8 * j;
+        cp_async16(ks + key * S + 8 * j, kc + off, valid);
+        cp_async16(vs + key * S + 8 * j, vc + off, valid);
+    }
+    cp_async_commit();
+}
+
 // reduce_scatter sums a[0 … GM) over the GM lanes lane ^ 0 … lane ^ (GM−1) and leaves head
 // lane % GM's sum in a[0]: each step trades half of the remaining values with the lane `half`
 // apart, the lane with that bit set keeping the upper half. GM − 1 shuffles instead of GM·log2(GM).
@@ -532,8 +560,7 @@ __device__ void attention_decode_v4(float* out, float* part_o, float* part_ml, i
                                     int mode) {
     constexpr int NV = HD / 8;                        // 16-byte vectors per K/V row
     constexpr int TPW = 32 / NV;                      // rows a warp covers per instruction
-    constexpr int LOADS = D4_BK * NV / D4_THREADS;    // copies of K and of V per thread per tile
-    static_assert(GM <= NV && D4_KW % TPW == 0 && D4_BK * NV % D4_THREADS == 0, "geometry");
+    static_assert(GM <= NV && D4_KW % TPW == 0, "geometry");
     static_assert(D4_WARPS * GM * HD * 4 <= sizeof(__half) * 2 * D4_BK * HD, "red fits in ks");
     __shared__ __align__(16) __half ks[2][D4_BK * HD];  // (stage, key, HD)
     __shared__ __align__(16) __half vs[2][D4_BK * HD];
@@ -551,22 +578,9 @@ __device__ void attention_decode_v4(float* out, float* part_o, float* part_ml, i
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int v = lane % NV, r = lane / NV;  // this lane's 16-byte slice of a row, and its row
 
-    // The copies of one tile: thread tid takes vector tid % NV of its keys; keys past t1 are
-    // zero-filled (their scores are masked, and a zero V row keeps 0 · V finite).
     auto load_tile = [&](int stage, int k0) {
-#pragma unroll
-        for (int x = 0; x < LOADS; x++) {
-            const int key = tid / NV + x * (D4_THREADS / NV), j = tid % NV, t = k0 + key;
-            const bool valid = t < t1;
-            int64_t off = 0;
-            if (valid)
-                off = kv_offset(layer, num_blocks, block_size, kv_dim, tab[t / block_size],
-                                t % block_size) +
-                      (int64_t)g * HD + 8 * j;
-            cp_async16(ks[stage] + key * HD + 8 * j, kc + off, valid);
-            cp_async16(vs[stage] + key * HD + 8 * j, vc + off, valid);
-        }
-        cp_async_commit();
+        kv_tile_async<D4_BK, HD, HD, D4_THREADS>(ks[stage], vs[stage], kc, vc, tab, k0, t1, g, layer,
+                                                 num_blocks, block_size, kv_dim);
     };
     load_tile(0, t0);  // in flight while q is read
 
@@ -1225,9 +1239,6 @@ __device__ void attention_prefill_v4(float* out, const float* q, const __half* k
                                      const int* row_tab, const int* tables, int heads,
                                      int kv_heads, int layer, int num_blocks, int block_size) {
     constexpr int S = HD + 8;    // row stride in halves: 8 rows of a matrix hit 8 × 4 banks
-    constexpr int VPR = HD / 8;  // 16-byte vectors per key row
-    constexpr int LOADS = P4_BK * VPR / P4_THREADS;  // of K and of V, per thread per tile
-    static_assert(P4_BK * VPR % P4_THREADS == 0, "a tile is whole 16-byte copies per thread");
     __shared__ __align__(16) __half ks[2][P4_BK * S];  // (stage, 32 keys, HD)
     __shared__ __align__(16) __half vs[2][P4_BK * S];
 
@@ -1242,22 +1253,9 @@ __device__ void attention_prefill_v4(float* out, const float* q, const __half* k
     int qrow[2], qhead[2], qpos[2];
     pm_queries(qrow, qhead, qpos, warp * 16 + gid, nq, r0, p0, G, g);
 
-    // The copies of one tile: thread tid takes vector tid % VPR of its keys; keys past pmax are
-    // zero-filled (their scores are masked, and a zero V row keeps 0 · V finite).
     auto load_tile = [&](int stage, int k0) {
-#pragma unroll
-        for (int i = 0; i < LOADS; i++) {
-            const int key = tid / VPR + i * (P4_THREADS / VPR), j = tid % VPR, kp = k0 + key;
-            const bool valid = kp <= pmax;
-            int64_t off = 0;
-            if (valid)
-                off = kv_offset(layer, num_blocks, block_size, kv_dim, tab[kp / block_size],
-                                kp % block_size) +
-                      (int64_t)g * HD + 8 * j;
-            cp_async16(ks[stage] + key * S + 8 * j, kc + off, valid);
-            cp_async16(vs[stage] + key * S + 8 * j, vc + off, valid);
-        }
-        cp_async_commit();
+        kv_tile_async<P4_BK, HD, S, P4_THREADS>(ks[stage], vs[stage], kc, vc, tab, k0, pmax + 1, g,
+                                                layer, num_blocks, block_size, kv_dim);
     };
     load_tile(0, 0);  // in flight while Q is read
 

@@ -3,22 +3,23 @@
 # default kernels against the CPU and v1, at real shapes), the kernel benchmarks that compare the
 # new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v4 ÷ v3 ÷ v2;
 # prefill attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with RoPE and the KV store fused ÷
-# separate), the synthetic 7B decode and prefill with the default kernels and, in the same run,
-# with each change of sessions 9 and 10 undone or added (LLAMACU_ROPE=separate: RoPE and the KV
-# store in their own launch; LLAMACU_PREFILL=v3: the previous prefill attention;
+# separate), the synthetic 7B decode and prefill with the default kernels, ncu's time for every
+# kernel of one decode step, and, in the same run, the 7B with each change of sessions 9 and 10
+# undone or added (LLAMACU_ROPE=separate: RoPE and the KV store in their own launch;
 # LLAMACU_DECODE=v3: the previous decode attention, at depth 0 and 2048; LLAMACU_PDL=1:
-# programmatic dependent launch, off by default until measured), prefill in one step (--ubatch
-# 2048) against steps of 512, 70B's one-rank-of-TP-8 step with and without PDL, and an ncu look
-# at two kernels, with what is left. The GPU tests include PDL's (TestConformance/fast/pdl,
-# TestStories260K/pdl, TestGraphs/pdl): if they fail, PDL stays off. Built by `make
-# device-bundle`, run from the bundle:
+# programmatic dependent launch, off by default until measured; LLAMACU_PREFILL=v3: the previous
+# prefill attention), prefill in one step (--ubatch 2048) against steps of 512, 70B's
+# one-rank-of-TP-8 step with and without PDL, and an ncu look at two kernels, with what is left.
+# The GPU tests include PDL's (TestConformance/fast/pdl, TestStories260K/pdl, TestGraphs/pdl):
+# if they fail, PDL stays off. Built by `make device-bundle`, run from the bundle:
 #
-#   run(command="bash dist/device/followup.sh", carry=["dist/device"], timeout_s=370)
+#   run(command="bash dist/device/followup.sh", carry=["dist/device"], timeout_s=440)
 #
 # Output as check.sh's ($OUT/check.log, $OUT/results.tgz); `llamacu bench summarize` reads it.
-# CHECK_BUDGET (default 330 s), CHECK_SHAPE, CHECK_PREFILL, CHECK_GEN, CHECK_BENCH,
-# CHECK_RANK_SHAPE, CHECK_RANKS and CHECK_GPU_TEST_LIMIT as in check.sh (`make device-dryrun
-# DRYRUN_SCRIPT=followup.sh` rehearses it on the emulated driver).
+# CHECK_BUDGET (default 400 s: with the machine's start, about 10 of a session's 15 device
+# minutes), CHECK_SHAPE, CHECK_PREFILL, CHECK_GEN, CHECK_BENCH, CHECK_RANK_SHAPE, CHECK_RANKS and
+# CHECK_GPU_TEST_LIMIT as in check.sh (`make device-dryrun DRYRUN_SCRIPT=followup.sh` rehearses
+# it on the emulated driver).
 set -uo pipefail
 cd "$(dirname "$0")"
 SHAPE=${CHECK_SHAPE:-7b}
@@ -27,7 +28,7 @@ RANKS=${CHECK_RANKS:-8}
 PREFILL=${CHECK_PREFILL:-2048}
 KBENCH=${CHECK_BENCH:-'^Benchmark(Copy|GEMV|AttentionDecode|AttentionPrefill|GateUp|QKVRoPE)$'}
 GEN=${CHECK_GEN:-128}
-BUDGET=${CHECK_BUDGET:-330}
+BUDGET=${CHECK_BUDGET:-400}
 . ./lib.sh # $OUT, $R, step, run, pack; the device step
 
 step "GPU tests (-short): conformance, matmul paths at 7B shapes, GEMV splits, fused ops, end to end"
@@ -40,17 +41,26 @@ step "llamacu bench: synthetic $SHAPE fp16 on cuda, the default kernels"
 run 60 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n "$GEN" --batch 1,8 --depth 0,"$PREFILL" \
   --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda"
 
+step "ncu: every kernel of one $SHAPE decode step at depth 0 and $PREFILL, time per kernel name (their sum against the step's wall time above is what launches and gaps cost)"
+if command -v ncu >/dev/null; then
+  run 40 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+    ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 0 -n 1 --batch 1 --depth 0,"$PREFILL" \
+    --reps 1 --warmup 0 --no-profile --format md
+else
+  echo "no ncu on the PATH"
+fi
+
 step "decode A/B: RoPE and the KV store in their own launch, same shape (LLAMACU_ROPE=separate)"
 run 35 env LLAMACU_ROPE=separate ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
   --batch 1,8 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-separate-rope"
 
-step "decode A/B: programmatic dependent launch, same shape (LLAMACU_PDL=1)"
-run 45 env LLAMACU_PDL=1 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
-  --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-pdl"
-
 step "decode A/B: the previous decode attention, same shape (LLAMACU_DECODE=v3)"
 run 35 env LLAMACU_DECODE=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
   --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-decode-v3"
+
+step "decode A/B: programmatic dependent launch, same shape (LLAMACU_PDL=1)"
+run 45 env LLAMACU_PDL=1 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
+  --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-pdl"
 
 step "prefill A/B: the previous tensor-core prefill attention, same shape (LLAMACU_PREFILL=v3)"
 run 30 env LLAMACU_PREFILL=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 \
