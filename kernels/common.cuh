@@ -26,18 +26,39 @@
 
 // ---------------------------------------------------------------- programmatic dependent launch
 
-// pdl_begin is every kernel's first statement (gpu/kernelsig_test.go checks it). Launched with
-// programmatic stream serialization (gpu Options.PDL, sm_90), a kernel may start while the one
-// before it in the stream is still running; pdl_begin waits until the grids it depends on have
-// completed and their writes are visible (griddepcontrol.wait), and only then lets the next
-// kernel be scheduled (griddepcontrol.launch_dependents) — whose own pdl_begin waits for this
-// one. So the next kernel's blocks take the SMs this one's last wave leaves idle and its launch
-// latency overlaps this one's tail; no kernel reads or writes before its predecessor is done.
-// Launched without the attribute, or before sm_90, it does nothing (the emulator too).
+// pdl_begin is every kernel's first statement (or pdl_begin_after, below; gpu/kernelsig_test.go
+// checks it). Launched with programmatic stream serialization (gpu Options.PDL, sm_90), a kernel
+// may start while the one before it in the stream is still running; pdl_begin waits until the
+// grids it depends on have completed and their writes are visible (griddepcontrol.wait), and
+// only then lets the next kernel be scheduled (griddepcontrol.launch_dependents) — whose own
+// pdl_begin waits for this one. So the next kernel's blocks take the SMs this one's last wave
+// leaves idle and its launch latency overlaps this one's tail; no kernel reads or writes what
+// its predecessor may write before that one is done. Launched without the attribute, or before
+// sm_90, it does nothing (the emulator too).
 LLAMACU_DEVICE void pdl_begin() {
 #if !defined(LLAMACU_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// pdl_begin_after(f) is pdl_begin with f run before the wait: f may only touch memory that no
+// kernel writes — the weights — e.g. ask L2 for them (prefetch_l2), so that under PDL a kernel's
+// first weight loads overlap the last wave of the kernel before it instead of starting when it
+// ends. Without PDL, f simply runs first. gpu/kernelsig_test.go accepts it as a kernel's first
+// statement in place of pdl_begin().
+template <typename F> LLAMACU_DEVICE void pdl_begin_after(F&& f) {
+    f();
+    pdl_begin();
+}
+
+// prefetch_l2 asks L2 for the line holding p (prefetch.global.L2: a hint, nothing waits for
+// it). p must lie inside an allocation; the emulator checks that.
+LLAMACU_DEVICE void prefetch_l2(const void* p) {
+#ifdef LLAMACU_EMU
+    emu::prefetch(p);
+#else
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 #endif
 }
 

@@ -287,6 +287,12 @@ GEMV_FUSED_ENTRY(bf16, __nv_bfloat16, 8)
 // total is ((s0 + s1) + s2) + s3, through shared memory, whatever ks is. So the bits do not
 // depend on ks (the host's choice: 4 by default, any by Options.GEMVSplit), and the fused q/k/v
 // and gate/up kernels give bit for bit what separate v3 launches give, as v2's do.
+// PDL: the v3 kernels (and the q/k/v + RoPE one) ask L2 for each warp's first trip of weights
+// before pdl_begin's wait (pdl_begin_after, gemv_v3_prefetch). Launched with programmatic
+// dependent launch, a GEMV's blocks start during the previous kernel's last wave, and the first
+// DRAM latency of every warp — a kernel of one partial wave at 4096 rows, whose warps make 4
+// dependent trips (session 8's ncu: 71% of DRAM over 14.75 µs) — overlaps it. Without PDL the
+// loads that follow at once merge with the pending lines.
 //   gemv_<dt>_v3_n<B>_k<ks>, gemv_<dt>_v3_qkv_n<B>_k<ks>, gemv_<dt>_v3_glu_n<B>_k<ks>:
 //   grid (ceil(rows·ks / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); ks ∈ {1, 2, 4}.
 #define GEMV_KG 4
@@ -378,6 +384,44 @@ template <int KS> __device__ __forceinline__ int gemv_v3_group() {
     return blockIdx.x * (GEMV_WARPS / KS) + (threadIdx.x >> 5) / KS;
 }
 
+// gemv_qkv_pick maps r0, a row group's first row in the q | k | v grid, to its matrix (0 q, 1 k,
+// 2 v) and its row within it (each row group lies in one matrix: N0, N1 % 4 == 0).
+__device__ __forceinline__ int gemv_qkv_pick(int& r0, int N0, int N1) {
+    if (r0 < N0) return 0;
+    r0 -= N0;
+    if (r0 < N1) return 1;
+    r0 -= N1;
+    return 2;
+}
+
+// gemv_v3_prefetch asks L2 for the first trip of the calling warp's loads in gemv_v3_part —
+// vectors lane + (part + KS·j)·32 of rows r0 … r0+3 of w (clamped to N, as gemv_v3_rows) — and is
+// called before pdl_begin's wait (pdl_begin_after): the weights are no kernel's output, so under
+// PDL the warp's first weight loads overlap the previous kernel's end.
+template <typename W, int KS>
+__device__ __forceinline__ void gemv_v3_prefetch(const W* w, int N, int K, int r0) {
+    constexpr int VEC = Vec16<W>::N;
+    if (r0 >= N) return;
+    const int lane = threadIdx.x & 31, part = (threadIdx.x >> 5) % KS, nvec = K / VEC;
+#pragma unroll
+    for (int j = 0; j < GEMV_KG / KS; j++) {
+        const int v = lane + (part + KS * j) * 32;
+        if (v < nvec)
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++)
+                prefetch_l2(w + (int64_t)min(r0 + r, N - 1) * K + (int64_t)v * VEC);
+    }
+}
+
+// gemv_v3_prefetch_qkv is gemv_v3_prefetch for the q | k | v grid.
+template <typename W, int KS>
+__device__ __forceinline__ void gemv_v3_prefetch_qkv(const W* w0, const W* w1, const W* w2, int N0,
+                                                     int N1, int N2, int K) {
+    int r0 = gemv_v3_group<KS>() * GEMV_ROWS;
+    const int mat = gemv_qkv_pick(r0, N0, N1);
+    gemv_v3_prefetch<W, KS>(mat == 0 ? w0 : mat == 1 ? w1 : w2, mat == 0 ? N0 : mat == 1 ? N1 : N2, K, r0);
+}
+
 // gemv_v3_rows: rows r0 … r0+3 of out (n, N) = x · wᵀ for the calling warp's row group.
 template <typename W, int NB, int KS>
 __device__ __forceinline__ void gemv_v3_rows(float* __restrict__ out, const float* __restrict__ x,
@@ -408,14 +452,10 @@ template <typename W, int NB, int KS>
 __device__ void gemv_v3_qkv(float* out0, float* out1, float* out2, const float* x, const W* w0,
                             const W* w1, const W* w2, int n, int N0, int N1, int N2, int K) {
     int r0 = gemv_v3_group<KS>() * GEMV_ROWS;
-    float* out = out0;
-    const W* w = w0;
-    int N = N0;
-    if (r0 >= N0) {
-        r0 -= N0, out = out1, w = w1, N = N1;
-        if (r0 >= N1) r0 -= N1, out = out2, w = w2, N = N2;
-    }
-    gemv_v3_rows<W, NB, KS>(out, x, w, r0 < N, n, N, K, r0);
+    const int mat = gemv_qkv_pick(r0, N0, N1);
+    const int N = mat == 0 ? N0 : mat == 1 ? N1 : N2;
+    gemv_v3_rows<W, NB, KS>(mat == 0 ? out0 : mat == 1 ? out1 : out2, x, mat == 0 ? w0 : mat == 1 ? w1 : w2,
+                            r0 < N, n, N, K, r0);
 }
 
 // out = silu(x·W1ᵀ)·(x·W3ᵀ), as gemv_v2_glu: 4 rows of W1 and the same 4 of W3 per row group.
@@ -444,18 +484,22 @@ __device__ void gemv_v3_glu(float* __restrict__ out, const float* __restrict__ x
 #define GEMV_V3_ENTRY(DT, WT, NB, KS)                                                            \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v3_n##NB##_k##KS(      \
         float* out, const float* x, const WT* w, int n, int N, int K) {                           \
-        pdl_begin();                                                                              \
+        pdl_begin_after([&] { gemv_v3_prefetch<WT, KS>(w, N, K, gemv_v3_group<KS>() * GEMV_ROWS); }); \
         gemv_v3<WT, NB, KS>(out, x, w, n, N, K);                                                  \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v3_qkv_n##NB##_k##KS(  \
         float* out0, float* out1, float* out2, const float* x, const WT* w0, const WT* w1,        \
         const WT* w2, int n, int N0, int N1, int N2, int K) {                                     \
-        pdl_begin();                                                                              \
+        pdl_begin_after([&] { gemv_v3_prefetch_qkv<WT, KS>(w0, w1, w2, N0, N1, N2, K); });        \
         gemv_v3_qkv<WT, NB, KS>(out0, out1, out2, x, w0, w1, w2, n, N0, N1, N2, K);               \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v3_glu_n##NB##_k##KS(  \
         float* out, const float* x, const WT* w1, const WT* w3, int n, int N, int K) {            \
-        pdl_begin();                                                                              \
+        pdl_begin_after([&] {                                                                     \
+            const int r0 = gemv_v3_group<KS>() * GEMV_ROWS;                                       \
+            gemv_v3_prefetch<WT, KS>(w1, N, K, r0);                                               \
+            gemv_v3_prefetch<WT, KS>(w3, N, K, r0);                                               \
+        });                                                                                       \
         gemv_v3_glu<WT, NB, KS>(out, x, w1, w3, n, N, K);                                         \
     }
 
@@ -521,14 +565,10 @@ __device__ void gemv_v3_qkv_rope(float* q, float* k, float* v, const float* x, c
                                  int block_size) {
     constexpr int KS = GEMV_KG;
     int r0 = gemv_v3_group<KS>() * GEMV_ROWS;
-    int mat = 0;  // 0 q, 1 k, 2 v
-    float* out = q;
-    const W* w = wq;
-    int N = Nq;
-    if (r0 >= Nq) {
-        r0 -= Nq, mat = 1, out = k, w = wk, N = Nkv;
-        if (r0 >= Nkv) r0 -= Nkv, mat = 2, out = v, w = wv;
-    }
+    const int mat = gemv_qkv_pick(r0, Nq, Nkv);  // 0 q, 1 k, 2 v
+    float* out = mat == 0 ? q : mat == 1 ? k : v;
+    const W* w = mat == 0 ? wq : mat == 1 ? wk : wv;
+    const int N = mat == 0 ? Nq : Nkv;
     const W* wr[GEMV_ROWS];
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++) wr[r] = w + (int64_t)max(0, min(r0 + r, N - 1)) * K;
@@ -567,7 +607,7 @@ __device__ void gemv_v3_qkv_rope(float* q, float* k, float* v, const float* x, c
             const WT* wv, KVT* kc, KVT* vc, const int* pos, const int* row_tab,                   \
             const int* tables, int n, int Nq, int Nkv, int K, int head_dim, float theta,          \
             int layer, int num_blocks, int block_size) {                                          \
-        pdl_begin();                                                                              \
+        pdl_begin_after([&] { gemv_v3_prefetch_qkv<WT, GEMV_KG>(wq, wk, wv, Nq, Nkv, Nkv, K); }); \
         gemv_v3_qkv_rope<WT, KVT, NB>(q, k, v, x, wq, wk, wv, kc, vc, pos, row_tab, tables, n,    \
                                       Nq, Nkv, K, head_dim, theta, layer, num_blocks,             \
                                       block_size);                                                \

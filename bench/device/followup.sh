@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check after a kernel change, for a lease too short for check.sh: the GPU tests (the
-# default kernels against the CPU and v1, at real shapes), the kernel benchmarks that compare the
-# new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v4 ÷ v3 ÷ v2;
+# default kernels against the CPU and v1; attention also at LLaMA sizes), the kernel benchmarks
+# that compare the new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v4 ÷ v3 ÷ v2;
 # prefill attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with RoPE and the KV store fused ÷
 # separate), the synthetic 7B decode and prefill with the default kernels, ncu's time for every
 # kernel of one decode step, and, in the same run, the 7B with each change of sessions 9 and 10
@@ -33,6 +33,9 @@ BUDGET=${CHECK_BUDGET:-400}
 
 step "GPU tests (-short): conformance, matmul paths at 7B shapes, GEMV splits, fused ops, end to end"
 (cd pkg/gpu && run "${CHECK_GPU_TEST_LIMIT:-100}" ../../gpu.test -test.count=1 -test.short)
+
+step "attention at LLaMA sizes: the default kernels (decode v4, prefill v4) against the CPU at 7B's and 70B's shapes, 4096-token contexts"
+(cd pkg/gpu && run 40 ../../gpu.test -test.count=1 -test.v -test.run 'TestConformance/^fast$/^kv-f16$/^Attention$/^llama')
 
 step "kernel benchmarks: copy, GEMV v3/v2/splits, decode attention v4/v3/v2, prefill attention v4/v3/SIMT, gate/up, q/k/v + RoPE fused/separate"
 (cd pkg/gpu && run 60 ../../gpu.test -test.run '^$' -test.bench "$KBENCH" -test.benchtime 200x)

@@ -121,6 +121,10 @@ inline void check_align(const void* p, size_t a, const char* what) {
     if (reinterpret_cast<uintptr_t>(p) % a != 0) fail("misaligned %s load at %p (needs %zu bytes)", what, p, a);
 }
 
+// prefetch is prefetch.global.L2: nothing to fetch here, but p is read (one byte) so that a
+// prefetch past an allocation's end faults on its guard page, as a load would.
+inline void prefetch(const void* p) { (void)*static_cast<const volatile char*>(p); }
+
 // ptx runs the inline PTX of common.cuh's load16_stream, the only asm statement in the kernels:
 // 16 bytes through the non-coherent path, i.e. a plain aligned load here. Anything else aborts.
 inline void ptx(const char* text, uint4& r, const void* p) {
