@@ -41,7 +41,8 @@ const (
 	// nothing is measured yet; 8 is the smallest batch measured to gain.
 	decV3MinRows = 8
 	// d4Tile is v4 decode's tile (D4_BK keys): its chunks are multiples of it.
-	d4Tile = 32
+	d4Tile    = 32
+	d4Threads = 128 // D4_THREADS
 	// d4BlocksPerSM is how many v4 decode blocks a step's splits aim at per SM: 3 is what fits
 	// at G = 8 (168 registers, __launch_bounds__(128, 3)), and each block keeps a 16 KB tile in
 	// flight by itself, so more blocks (v2/v3 aim at 4) would only add splits to merge.
@@ -174,8 +175,9 @@ func (b *Backend) makePlan(p *attnPlan, bt *model.Batch, key planKey) cuda.Devic
 
 // decodeSplits chooses the decode chunk (tokens per block) and the split count of the longest
 // context for blocks = rows·kv_heads blocks per split: enough splits to give every SM about four
-// blocks (v2, v3) or d4BlocksPerSM (v4), chunks of at least decMinChunk tokens, a multiple of 32;
-// v2 and v3 keep a chunk's scores in shared memory (at most decChunkMax), v4 nothing per token.
+// blocks (v2, v3) or d4BlocksPerSM (v4), chunks of at least decMinChunk tokens and a multiple of
+// 32 (d4Tile for v4; v2 and v3 keep the same rounding); v2 and v3 keep a chunk's scores in shared
+// memory (at most decChunkMax), v4 nothing per token.
 func decodeSplits(maxCtx, blocks, sms int, v4 bool) (chunk, splits int) {
 	perSM, most := 4, decChunkMax
 	if v4 {
@@ -183,7 +185,7 @@ func decodeSplits(maxCtx, blocks, sms int, v4 bool) (chunk, splits int) {
 	}
 	splits = ceilDiv(perSM*sms, blocks)
 	splits = max(1, min(splits, ceilDiv(maxCtx, decMinChunk), decSplitsMax))
-	chunk = min((ceilDiv(maxCtx, splits)+31)/32*32, most)
+	chunk = min(ceilDiv(maxCtx, splits*d4Tile)*d4Tile, most)
 	return chunk, ceilDiv(maxCtx, chunk)
 }
 
@@ -264,11 +266,11 @@ func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt 
 				return
 			}
 		}
-		grid, block := cuda.Dim3{X: p.splits, Y: kvHeads, Z: p.nDec}, cuda.Dim3{X: decThreads}
+		grid := cuda.Dim3{X: p.splits, Y: kvHeads, Z: p.nDec}
 		reduce := b.k.attnReduceV2
 		if p.decV4 {
 			// Compiled per head_dim (64 or 128): no head_dim argument.
-			b.launch(b.k.attnDecV4[hd/128][gi], grid, block, cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml),
+			b.launch(b.k.attnDecV4[hd/128][gi], grid, cuda.Dim3{X: d4Threads}, cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml),
 				cuda.Ptr(cnt), cuda.Ptr(qb.ptr), cache[0], cache[1], cuda.Ptr(decRows), common[0], common[1], common[2],
 				common[3], common[4], common[6], common[7], common[8], i32(p.chunk), i32(p.splits), i32(mode))
 		} else {
@@ -282,7 +284,7 @@ func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt 
 					f = b.k.attnDecF32[gi]
 				}
 			}
-			b.launch(f, grid, block, cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml), cuda.Ptr(qb.ptr), cache[0], cache[1],
+			b.launch(f, grid, cuda.Dim3{X: decThreads}, cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml), cuda.Ptr(qb.ptr), cache[0], cache[1],
 				cuda.Ptr(decRows), common[0], common[1], common[2], common[3], common[4], common[5],
 				common[6], common[7], common[8], i32(p.chunk), i32(p.splits), i32(mode))
 		}
