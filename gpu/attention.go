@@ -167,21 +167,28 @@ func (b *Backend) makePlan(p *attnPlan, bt *model.Batch, key planKey) cuda.Devic
 			// graphCtxBucket steps.
 			maxCtx = ceilDiv(maxCtx, graphCtxBucket) * graphCtxBucket
 		}
-		p.chunk, p.splits = decodeSplits(maxCtx, p.nDec*key.kvHeads, b.sms, p.decV4)
+		perSM := 4 // v2, v3
+		if p.decV4 {
+			perSM = d4BlocksPerSM
+			if n := b.opts.DecodeBlocksPerSM; n > 0 {
+				perSM = n
+			}
+		}
+		p.chunk, p.splits = decodeSplits(maxCtx, p.nDec*key.kvHeads, b.sms, perSM, p.decV4)
 	}
 	p.key, p.valid = key, true
 	return b.upload(&p.slab, p.host)
 }
 
 // decodeSplits chooses the decode chunk (tokens per block) and the split count of the longest
-// context for blocks = rows·kv_heads blocks per split: enough splits to give every SM about four
-// blocks (v2, v3) or d4BlocksPerSM (v4), chunks of at least decMinChunk tokens and a multiple of
-// 32 (d4Tile for v4; v2 and v3 keep the same rounding); v2 and v3 keep a chunk's scores in shared
-// memory (at most decChunkMax), v4 nothing per token.
-func decodeSplits(maxCtx, blocks, sms int, v4 bool) (chunk, splits int) {
-	perSM, most := 4, decChunkMax
+// context for blocks = rows·kv_heads blocks per split: enough splits to give every SM about perSM
+// blocks (v2 and v3: 4; v4: d4BlocksPerSM), chunks of at least decMinChunk tokens and a multiple
+// of 32 (d4Tile for v4; v2 and v3 keep the same rounding); v2 and v3 keep a chunk's scores in
+// shared memory (at most decChunkMax), v4 nothing per token.
+func decodeSplits(maxCtx, blocks, sms, perSM int, v4 bool) (chunk, splits int) {
+	most := decChunkMax
 	if v4 {
-		perSM, most = d4BlocksPerSM, math.MaxInt32
+		most = math.MaxInt32
 	}
 	splits = ceilDiv(perSM*sms, blocks)
 	splits = max(1, min(splits, ceilDiv(maxCtx, decMinChunk), decSplitsMax))

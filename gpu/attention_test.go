@@ -4,8 +4,10 @@ package gpu_test
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 
+	"github.com/llamacu/llamacu/cuda"
 	"github.com/llamacu/llamacu/gpu"
 	"github.com/llamacu/llamacu/model"
 	"github.com/llamacu/llamacu/tensor"
@@ -82,5 +84,51 @@ func TestDecodeV4InModel(t *testing.T) {
 	// The first decode step runs directly (a new step), the second is captured, the rest replay.
 	if st := graphs.be.GraphStats(); st.Captured+st.Replayed < steps-2 || st.Replayed < 2 || st.Failed > 0 {
 		t.Errorf("graph stats %+v: want the decode steps replayed", st)
+	}
+}
+
+// TestDecodeBlocksPerSM: Options.DecodeBlocksPerSM sets how many splits v4 decode attention cuts
+// a context into, and so which merge it takes, not what it computes. On the emulated device (8
+// SMs), one row at 1000 tokens with 4 query heads per KV head: aimed at 1 block per SM, 8 splits
+// (G·splits = 32: merged by the kernel, one launch); at 6, 16 splits (64: the reduce kernel too).
+func TestDecodeBlocksPerSM(t *testing.T) {
+	const heads, kvHeads, hd, ctx, bs = 4, 1, 128, 1000, 16
+	r := rand.New(rand.NewPCG(71, 72))
+	q := normal(r, heads*hd)
+	kv := [2][]float32{normal(r, ctx*kvHeads*hd), normal(r, ctx*kvHeads*hd)}
+	table := make([]int32, ctx/bs+1)
+	for i := range table {
+		table[i] = int32(len(table) - 1 - i) // paged out of order
+	}
+	var outs [2][]float32
+	var launches [2]int64
+	for i, perSM := range []int{1, 6} {
+		be := open(t, gpu.Options{DecodeBlocksPerSM: perSM})
+		if n := be.Context().SMCount(); n != 8 && cuda.Emulated {
+			t.Fatalf("emulated device has %d SMs, the test assumes 8", n)
+		}
+		cache, err := be.NewKVCache(model.KVLayout{Layers: 1, KVHeads: kvHeads, HeadDim: hd, BlockSize: bs, NumBlocks: len(table)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fill := &model.Batch{BlockTables: [][]int32{table}}
+		for p := 0; p < ctx; p++ {
+			fill.Tokens, fill.Pos, fill.Seq = append(fill.Tokens, 0), append(fill.Pos, int32(p)), append(fill.Seq, 0)
+		}
+		be.StoreKV(cache, 0, newBuf(t, be, ctx, kvHeads*hd, kv[0]), newBuf(t, be, ctx, kvHeads*hd, kv[1]), fill)
+		bt := &model.Batch{Tokens: []int32{0}, Pos: []int32{ctx - 1}, Seq: []int32{0}, BlockTables: [][]int32{table}}
+		qb, ob := newBuf(t, be, 1, heads*hd, q), newBuf(t, be, 1, heads*hd, nil)
+		before := be.Launches()
+		be.Attention(ob, qb, cache, 0, bt)
+		launches[i] = be.Launches() - before
+		outs[i] = read(t, be, ob, 1)
+	}
+	if cuda.Emulated && (launches[0] != 1 || launches[1] != 2) {
+		t.Errorf("launches %v at 1 and 6 blocks per SM: want 1 (merged in the kernel) and 2 (the reduce)", launches)
+	}
+	for j := range outs[0] {
+		if d := math.Abs(float64(outs[0][j] - outs[1][j])); d > 1e-5 {
+			t.Fatalf("element %d: %v with 8 splits, %v with 16", j, outs[0][j], outs[1][j])
+		}
 	}
 }

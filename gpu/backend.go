@@ -50,6 +50,10 @@ type Options struct {
 	// cache, head_dim 64 or 128) and otherwise chooses by the step (v3 for steps of at least
 	// decV3MinRows decode rows, v2 below: see gpu/attention.go); 2 or 3 forces that version.
 	Decode int
+	// DecodeBlocksPerSM sets the blocks per SM that v4 decode attention's splits aim at; 0
+	// chooses (d4BlocksPerSM: 3). More splits fill the GPU sooner but leave more partials to
+	// merge; for benchmarks that tune it.
+	DecodeBlocksPerSM int
 	// GEMVv2 runs the v2 GEMV kernels (one warp per 4 weight rows) for fp32/fp16/bf16 weights
 	// instead of v3 (K split over 1–4 warps per row group): for benchmarks that compare them.
 	GEMVv2 bool

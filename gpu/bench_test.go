@@ -158,10 +158,13 @@ func BenchmarkGEMVQuant(b *testing.B) {
 }
 
 // BenchmarkAttentionDecode: one decode token per sequence at a 4096-token context, fp16 cache;
-// bytes are the K and V rows read. The default kernels (v4), then v3's ("v3/…") and v2's
-// ("v2/…"), each forced.
+// bytes are the K and V rows read. The default kernels (v4), v4 with its splits aimed at 2 and 6
+// blocks per SM instead of 3 ("v4-bps2/…", "v4-bps6/…"), then v3's ("v3/…") and v2's ("v2/…"),
+// each forced.
 func BenchmarkAttentionDecode(b *testing.B) {
 	v4 := open(b, gpu.Options{})
+	v4bps2 := open(b, gpu.Options{DecodeBlocksPerSM: 2})
+	v4bps6 := open(b, gpu.Options{DecodeBlocksPerSM: 6})
 	v3 := open(b, gpu.Options{Decode: 3})
 	v2 := open(b, gpu.Options{Decode: 2})
 	for _, c := range []struct {
@@ -172,7 +175,7 @@ func BenchmarkAttentionDecode(b *testing.B) {
 		for _, v := range []struct {
 			name string
 			be   *gpu.Backend
-		}{{"", v4}, {"v3/", v3}, {"v2/", v2}} {
+		}{{"", v4}, {"v4-bps2/", v4bps2}, {"v4-bps6/", v4bps6}, {"v3/", v3}, {"v2/", v2}} {
 			be := v.be
 			b.Run(v.name+c.name, func(b *testing.B) {
 				const hd, bs, ctxLen = 128, 16, 4096

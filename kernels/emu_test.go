@@ -1812,7 +1812,7 @@ var launchSites = []string{
 	"helper decodeFits: afb3be25ed9f",
 	"helper prefillFits: 57ab19b55cba",
 	"helper prefillMMA: afa8543c2a56",
-	"helper makePlan: ee4a65620011",
+	"helper makePlan: b41fd7db4cd3",
 	"helper gemv: 46585e2180e2",
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check after a kernel change, for a lease too short for check.sh: the GPU tests (the
 # default kernels against the CPU and v1; attention also at LLaMA sizes), the kernel benchmarks
-# that compare the new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v4 ÷ v3 ÷ v2;
+# that compare the new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v4
+# ÷ v3 ÷ v2, and v4's splits aimed at 2, 3 and 6 blocks per SM;
 # prefill attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with RoPE and the KV store fused ÷
 # separate), the synthetic 7B decode and prefill with the default kernels, ncu's time for every
 # kernel of one decode step, and, in the same run, the 7B with each change of sessions 9 and 10
