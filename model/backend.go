@@ -135,6 +135,19 @@ type GateUpMatMuler interface {
 	MatMulSwiGLU(out, tmp, x Buffer, gate, up Weight, n int)
 }
 
+// FFNMatMuler runs the whole feed-forward block's matrix work at once: the gate and up
+// projections, SwiGLU and the down projection. It must equal (h and tmp, (n, ffn), are scratch
+// whose contents afterwards are unspecified; out may be x)
+//
+//	MatMulSwiGLU(h, tmp, x, gate, up, n); MatMul(out, h, down, n)
+//
+// up to the rounding of the intermediates: a backend may keep gate, up and h in the weights'
+// dtype where its matmul rounds its input to that dtype anyway (the CUDA backend's prefill does,
+// so that they never make the round trip through fp32).
+type FFNMatMuler interface {
+	MatMulFFN(out, h, tmp, x Buffer, gate, up, down Weight, n int)
+}
+
 // AddRMSNormer fuses a residual add with the RMSNorm after it. It must equal (out may be y,
 // not x)
 //

@@ -323,12 +323,9 @@ func (m *Model) forwardRank(s *State, b *Batch, req stepReq) (stepOut, error) {
 			return stepOut{}, err
 		}
 		m.addNorm(s.xb, s.x, s.xb, w.ffnNorm, n) // x += xb (residual); xb = rmsnorm(x)·ffn_norm
-		// Feed-forward block (SwiGLU).
-		if err := m.gateUp(s, s.hb, s.hb2, s.xb, w, n); err != nil { // hb (B, ffn) = silu(xb·W1ᵀ)·(xb·W3ᵀ)
-			return stepOut{}, err
-		}
-		be.MatMul(s.xb, s.hb, w.w2, n) // down (B, dim), a partial sum under TP
-		if err := m.addLowRank(s, w, NameW2, s.xb, s.hb, n); err != nil {
+		// Feed-forward block (SwiGLU): xb (B, dim) = (silu(xb·W1ᵀ)·(xb·W3ᵀ))·W2ᵀ, a partial sum
+		// under TP.
+		if err := m.feedForward(s, w, n); err != nil {
 			return stepOut{}, err
 		}
 		if err := m.allReduce(s.xb, n); err != nil {
@@ -431,6 +428,23 @@ func (m *Model) qkv(q, k, v, x Buffer, w *layer, n int) {
 	m.Backend.MatMul(q, x, w.wq, n)
 	m.Backend.MatMul(k, x, w.wk, n)
 	m.Backend.MatMul(v, x, w.wv, n)
+}
+
+// feedForward is the feed-forward block from s.xb into s.xb: hb (B, ffn) = silu(xb·W1ᵀ)·(xb·W3ᵀ),
+// then xb = hb·W2ᵀ (plus the low-rank pairs). One fused op where the backend has it
+// (FFNMatMuler) and the layer has no low-rank pair on W1, W3 or W2 (those read or write the
+// intermediates).
+func (m *Model) feedForward(s *State, w *layer, n int) error {
+	lr := len(w.lowRank) > 0 && len(w.lowRank[NameW1])+len(w.lowRank[NameW3])+len(w.lowRank[NameW2]) > 0
+	if f, ok := m.Backend.(FFNMatMuler); ok && !lr {
+		f.MatMulFFN(s.xb, s.hb, s.hb2, s.xb, w.w1, w.w3, w.w2, n)
+		return nil
+	}
+	if err := m.gateUp(s, s.hb, s.hb2, s.xb, w, n); err != nil { // hb (B, ffn)
+		return err
+	}
+	m.Backend.MatMul(s.xb, s.hb, w.w2, n) // down (B, dim)
+	return m.addLowRank(s, w, NameW2, s.xb, s.hb, n)
 }
 
 // gateUp is out = silu(x·W1ᵀ)·(x·W3ᵀ), using tmp for the up projection unless the backend fuses
