@@ -70,6 +70,10 @@ type Options struct {
 	// pdl_begin), so that launch latencies and last waves overlap. Off by default until a GPU
 	// run has measured it (LLAMACU_PDL=1).
 	PDL bool
+	// UnfusedFFN runs the prefill feed-forward block (MatMulFFN, more than 8 rows with cuBLAS)
+	// as MatMulSwiGLU then MatMul, with gate, up and h in fp32 between the GEMMs, instead of in
+	// the weights' dtype: for benchmarks that compare them.
+	UnfusedFFN bool
 	// NoCublas never loads cuBLAS: matmuls of more than 8 rows run the GEMV kernel over 8-row
 	// slices. By default cuBLAS is used when it can be dlopened.
 	NoCublas bool

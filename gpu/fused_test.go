@@ -24,14 +24,6 @@ func TestFusedOps(t *testing.T) {
 	upload := func(d tensor.DType, rows, cols int) model.Weight {
 		return uploadWeight(t, be, d, rows, cols, normal(r, rows*cols))
 	}
-	same := func(what string, got, want []float32) {
-		t.Helper()
-		for i := range want {
-			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-				t.Fatalf("%s: element %d is %v fused, %v unfused", what, i, got[i], want[i])
-			}
-		}
-	}
 	dim, kv, ffn := 256, 64, 688 // K = dim; kv and ffn rows
 	if !cuda.Emulated {
 		dim, kv, ffn = 4096, 1024, 11008 // LLaMA 7B/70B-like rows
@@ -61,7 +53,7 @@ func TestFusedOps(t *testing.T) {
 						be.MatMul(outs[1][j], x, w, n)
 					}
 					for j, what := range []string{"q", "k", "v"} {
-						same(fmt.Sprintf("MatMulQKV %s (kv rows %d)", what, kvRows), read(t, be, outs[0][j], n), read(t, be, outs[1][j], n))
+						same(t, fmt.Sprintf("MatMulQKV %s (kv rows %d)", what, kvRows), read(t, be, outs[0][j], n), read(t, be, outs[1][j], n))
 					}
 				}
 				// Gate/up and SwiGLU.
@@ -71,7 +63,7 @@ func TestFusedOps(t *testing.T) {
 				be.MatMul(gate, x, w1, n)
 				be.MatMul(up, x, w3, n)
 				be.SwiGLU(gate, gate, up, n)
-				same("MatMulSwiGLU", read(t, be, fused, n), read(t, be, gate, n))
+				same(t, "MatMulSwiGLU", read(t, be, fused, n), read(t, be, gate, n))
 			})
 		}
 	}
@@ -88,8 +80,8 @@ func TestFusedOps(t *testing.T) {
 			x2, y2 := newBuf(t, be, n, cols, xs), newBuf(t, be, n, cols, ys)
 			be.Add(x2, y2, n)
 			be.RMSNorm(y2, x2, w, n, 1e-5)
-			same(fmt.Sprintf("AddRMSNorm x (n %d, dim %d)", n, cols), read(t, be, x1, n), read(t, be, x2, n))
-			same(fmt.Sprintf("AddRMSNorm out (n %d, dim %d)", n, cols), read(t, be, y1, n), read(t, be, y2, n))
+			same(t, fmt.Sprintf("AddRMSNorm x (n %d, dim %d)", n, cols), read(t, be, x1, n), read(t, be, x2, n))
+			same(t, fmt.Sprintf("AddRMSNorm out (n %d, dim %d)", n, cols), read(t, be, y1, n), read(t, be, y2, n))
 		}
 	}
 }
@@ -308,4 +300,210 @@ func TestGEMVSplit(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestMatMulFFN: the feed-forward block in one op. Where it keeps gate, up and h in the weight
+// dtype (prefill: more than 8 rows with cuBLAS, F16 or BF16 weights) it matches a float64
+// reference built from the same rounded x and weights, to the rounding of gate, up and h, and
+// launches 2 kernels (x's rounding, SwiGLU) where MatMulSwiGLU then MatMul launch 4; out may be
+// x. Elsewhere (decode, F32 or Q8_0 weights, no cuBLAS, Options.UnfusedFFN) it is MatMulSwiGLU
+// then MatMul, bit for bit.
+func TestMatMulFFN(t *testing.T) {
+	dim, ffn := 64, 224
+	if !cuda.Emulated {
+		dim, ffn = 4096, 11008
+	}
+	bes := map[string]*gpu.Backend{"cublas": open(t, gpu.Options{}), "no-cublas": open(t, gpu.Options{NoCublas: true}),
+		"unfused": open(t, gpu.Options{UnfusedFFN: true})}
+	r := rand.New(rand.NewPCG(61, 62))
+	for _, tc := range []struct {
+		be    string
+		d     tensor.DType
+		n     int
+		fused bool // gate, up and h in the weight dtype
+	}{
+		{"cublas", tensor.F16, 1, false},
+		{"cublas", tensor.F16, 8, false},
+		{"cublas", tensor.F16, 9, true},
+		{"cublas", tensor.F16, 21, true},
+		{"cublas", tensor.BF16, 13, true},
+		{"cublas", tensor.F32, 12, false},
+		{"cublas", tensor.Q8_0, 12, false},
+		{"no-cublas", tensor.F16, 12, false},
+		{"unfused", tensor.F16, 12, false},
+	} {
+		t.Run(fmt.Sprintf("%s/%v/n=%d", tc.be, tc.d, tc.n), func(t *testing.T) {
+			be := bes[tc.be]
+			n := tc.n
+			xs := normal(r, n*dim)
+			wdata := [3][]float32{normal(r, ffn*dim), normal(r, ffn*dim), normal(r, dim*ffn)}
+			for i := range wdata[2] {
+				wdata[2][i] *= 0.05 // keep h·down near 1
+			}
+			gate, up, down := uploadWeight(t, be, tc.d, ffn, dim, wdata[0]), uploadWeight(t, be, tc.d, ffn, dim, wdata[1]), uploadWeight(t, be, tc.d, dim, ffn, wdata[2])
+			// The op as the forward pass calls it: out is x.
+			x, h, tmp := newBuf(t, be, n, dim, xs), newBuf(t, be, n, ffn, nil), newBuf(t, be, n, ffn, nil)
+			before := be.Launches()
+			be.MatMulFFN(x, h, tmp, x, gate, up, down, n)
+			launched := be.Launches() - before
+			got := read(t, be, x, n)
+			// The unfused sequence.
+			x2, h2, tmp2, out2 := newBuf(t, be, n, dim, xs), newBuf(t, be, n, ffn, nil), newBuf(t, be, n, ffn, nil), newBuf(t, be, n, dim, nil)
+			before = be.Launches()
+			be.MatMulSwiGLU(h2, tmp2, x2, gate, up, n)
+			be.MatMul(out2, h2, down, n)
+			unfusedLaunches := be.Launches() - before
+			want := read(t, be, out2, n)
+			if !tc.fused {
+				same(t, "MatMulFFN", got, want)
+				if launched != unfusedLaunches {
+					t.Errorf("%d launches, MatMulSwiGLU then MatMul: %d", launched, unfusedLaunches)
+				}
+				return
+			}
+			if launched != 2 || unfusedLaunches != 4 {
+				t.Errorf("%d launches (want 2: x's rounding, SwiGLU), unfused %d (want 4)", launched, unfusedLaunches)
+			}
+			// float64 reference from what cuBLAS multiplies: x and the weights rounded to d.
+			round := func(v []float32) []float64 {
+				dec := make([]float32, len(v))
+				tensor.Decode(dec, tc.d, tensor.Encode(tc.d, v))
+				return f64(dec)
+			}
+			xr, wg, wu, wd := round(xs), round(wdata[0]), round(wdata[1]), round(wdata[2])
+			eps := math.Ldexp(1, -10) // fp16: gate, up and h each rounded once (2⁻¹¹), with room
+			if tc.d == tensor.BF16 {
+				eps = math.Ldexp(1, -7)
+			}
+			for i := 0; i < n; i++ {
+				hr := make([]float64, ffn)
+				for j := range hr {
+					var g, u float64
+					for k := 0; k < dim; k++ {
+						g += xr[i*dim+k] * wg[j*dim+k]
+						u += xr[i*dim+k] * wu[j*dim+k]
+					}
+					hr[j] = g / (1 + math.Exp(-g)) * u
+				}
+				for o := 0; o < dim; o++ {
+					var s, mag float64
+					for j, hv := range hr {
+						s += hv * wd[o*ffn+j]
+						mag += math.Abs(hv * wd[o*ffn+j])
+					}
+					// gate and up rounded (each moves h by ≤ eps, silu's slope ≤ 1.1), then h: ≤ 3.2·eps·Σ|h·w|.
+					tol := 1e-4 + 3.5*eps*mag
+					if d := math.Abs(float64(got[i*dim+o]) - s); d > tol {
+						t.Fatalf("row %d, out %d: %v, float64 reference %v (|Δ| %.3g > %.3g)", i, o, got[i*dim+o], s, d, tol)
+					}
+					if d := math.Abs(float64(want[i*dim+o]) - s); d > tol {
+						t.Fatalf("unfused: row %d, out %d: %v, float64 reference %v (|Δ| %.3g > %.3g)", i, o, want[i*dim+o], s, d, tol)
+					}
+				}
+			}
+		})
+	}
+}
+
+// same fails t at the first element whose bits differ.
+func same(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s: element %d is %v fused, %v unfused", what, i, got[i], want[i])
+		}
+	}
+}
+
+func f64(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
+
+// TestMatMulQKVSharesRounding: for more than 8 rows with cuBLAS, MatMulQKV rounds x to the weight
+// dtype once for its three GEMMs (one launch) where three MatMuls round it three times, and the
+// results are the same bits.
+func TestMatMulQKVSharesRounding(t *testing.T) {
+	be := open(t, gpu.Options{})
+	r := rand.New(rand.NewPCG(71, 72))
+	const n, dim, kv = 12, 128, 40
+	for _, d := range []tensor.DType{tensor.F16, tensor.BF16} {
+		ws := []model.Weight{uploadWeight(t, be, d, dim, dim, normal(r, dim*dim)), uploadWeight(t, be, d, kv, dim, normal(r, kv*dim)), uploadWeight(t, be, d, kv, dim, normal(r, kv*dim))}
+		x := newBuf(t, be, n, dim, normal(r, n*dim))
+		var outs [2][3]model.Buffer
+		var launches [2]int64
+		for path := range outs {
+			outs[path] = [3]model.Buffer{newBuf(t, be, n, dim, nil), newBuf(t, be, n, kv, nil), newBuf(t, be, n, kv, nil)}
+			before := be.Launches()
+			if path == 0 {
+				be.MatMulQKV(outs[0][0], outs[0][1], outs[0][2], x, ws[0], ws[1], ws[2], n)
+			} else {
+				for j := range ws {
+					be.MatMul(outs[1][j], x, ws[j], n)
+				}
+			}
+			launches[path] = be.Launches() - before
+		}
+		if launches[0] != 1 || launches[1] != 3 {
+			t.Errorf("%v: %d launches fused (want 1: x's rounding), %d as three MatMuls (want 3)", d, launches[0], launches[1])
+		}
+		for j, what := range []string{"q", "k", "v"} {
+			same(t, fmt.Sprintf("%v: MatMulQKV %s", d, what), read(t, be, outs[0][j], n), read(t, be, outs[1][j], n))
+		}
+	}
+}
+
+// TestForwardFusesFFN: a prefill step of an F16 model runs the feed-forward block through
+// MatMulFFN's fp16 path — 2 launches a layer fewer than under Options.UnfusedFFN — and its
+// logits agree with the unfused pass to the rounding of gate and up; the decode step after it,
+// on the GEMV path either way, too.
+func TestForwardFusesFFN(t *testing.T) {
+	cfg := model.Tiny
+	const prompt = 24
+	var launches [2]int64
+	var logits [2][]float32
+	for i, opts := range []gpu.Options{{Weights: tensor.F16}, {Weights: tensor.F16, UnfusedFFN: true}} {
+		be := open(t, opts)
+		m, err := model.New(be, cfg, model.Synthetic(cfg, 5, tensor.F16), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.NewState(prompt, prompt, 16, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bt := &model.Batch{BlockTables: [][]int32{{2, 0, 3, 1}}}
+		rows := make([]int32, prompt)
+		for p := range prompt {
+			bt.Tokens, bt.Pos, bt.Seq = append(bt.Tokens, int32(p*13%cfg.Vocab)), append(bt.Pos, int32(p)), append(bt.Seq, 0)
+			rows[p] = int32(p)
+		}
+		before := be.Launches()
+		l, err := m.Forward(s, bt, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		launches[i] = be.Launches() - before
+		logits[i] = append(logits[i], l...)
+		dec := &model.Batch{Tokens: []int32{9}, Pos: []int32{prompt}, Seq: []int32{0}, BlockTables: bt.BlockTables}
+		if l, err = m.Forward(s, dec, []int32{0}); err != nil {
+			t.Fatal(err)
+		}
+		logits[i] = append(logits[i], l...)
+	}
+	if launches[1]-launches[0] != int64(2*cfg.Layers) {
+		t.Errorf("prefill launched %d kernels fused and %d unfused: want 2 per layer fewer", launches[0], launches[1])
+	}
+	var scale, diff float64
+	for i := range logits[0] {
+		scale = max(scale, math.Abs(float64(logits[1][i])))
+		diff = max(diff, math.Abs(float64(logits[0][i]-logits[1][i])))
+	}
+	if diff > 5e-3*scale || diff == 0 {
+		t.Errorf("logits: max |fused − unfused| %.3g at scale %.3g: want within 0.5%% of it, and not 0 (the fp16 path must run)", diff, scale)
+	}
+	t.Logf("max |fused − unfused| %.3g, logits up to %.3g", diff, scale)
 }

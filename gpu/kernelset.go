@@ -43,11 +43,12 @@ type kernelFuncs[F any] struct {
 	gemmV1        [3]F       // gemm.cu
 	toF16, toBF16 F
 
-	swigluV1, swiglu F // swiglu.cu
-	addV1, add       F // add.cu
-	gather           F // gather.cu
-	argmax           F // argmax.cu
-	topkV1, topk     F // topk.cu
+	swigluV1, swiglu F    // swiglu.cu
+	swigluHalf       [2]F // fp16 and bf16 in and out: F16, BF16
+	addV1, add       F    // add.cu
+	gather           F    // gather.cu
+	argmax           F    // argmax.cu
+	topkV1, topk     F    // topk.cu
 }
 
 // table maps the extern "C" name of every kernel to the slot of k that holds it.
@@ -69,7 +70,7 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		"attention_prefill_f16_v3_hd64": &k.attnPrefillMMA[0], "attention_prefill_f16_v3_hd128": &k.attnPrefillMMA[1],
 		"attention_prefill_f16_v4_hd64": &k.attnPrefillV4[0], "attention_prefill_f16_v4_hd128": &k.attnPrefillV4[1],
 		"convert_f32_to_f16": &k.toF16, "convert_f32_to_bf16": &k.toBF16,
-		"swiglu_f32_v1": &k.swigluV1, "swiglu_f32": &k.swiglu,
+		"swiglu_f32_v1": &k.swigluV1, "swiglu_f32": &k.swiglu, "swiglu_f16": &k.swigluHalf[0], "swiglu_bf16": &k.swigluHalf[1],
 		"add_f32_v1": &k.addV1, "add_f32": &k.add,
 		"gather_rows_f32": &k.gather, "argmax_f32": &k.argmax,
 		"topk_f32_v1": &k.topkV1, "topk_f32": &k.topk,

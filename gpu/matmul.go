@@ -132,27 +132,39 @@ func (b *Backend) matMulQuant(out, x *Buffer, w *Weight, n int) {
 
 // gemmCublas computes out (n, N) = x (n, K) · wᵀ with cuBLAS.
 func (b *Backend) gemmCublas(out, x *Buffer, w *Weight, n int) {
-	N, K := w.rows, w.cols
-	xp, t := x.ptr, cuda.TypeF32
-	switch w.dtype {
-	case tensor.F16, tensor.BF16:
-		total := n * K
-		xp = b.ensure(&b.xHalf, int64(total)*2)
-		if !b.ok() {
-			return
-		}
-		f := b.k.toF16
-		t = cuda.TypeF16
-		if w.dtype == tensor.BF16 {
-			f, t = b.k.toBF16, cuda.TypeBF16
-		}
-		b.launch(f, gridFor(total, 256), cuda.Dim3{X: 256}, cuda.Ptr(xp), cuda.Ptr(x.ptr), i32(total))
+	xp, t := b.cublasInput(x, w, n)
+	b.cublasNT(out.ptr, cuda.TypeF32, xp, t, w, n)
+}
+
+// cublasInput is x (n, K) as cuBLAS takes it for w: rounded to w's dtype in the xHalf scratch
+// (convert_f32_to_<dt>) for F16 and BF16 weights, x itself for F32 ones. The scratch holds it
+// until the next cublasInput.
+func (b *Backend) cublasInput(x *Buffer, w *Weight, n int) (cuda.DevicePtr, cuda.DataType) {
+	if w.dtype != tensor.F16 && w.dtype != tensor.BF16 {
+		return x.ptr, cuda.TypeF32
 	}
+	total := n * x.cols
+	xp := b.ensure(&b.xHalf, int64(total)*2)
+	if !b.ok() {
+		return 0, 0
+	}
+	f, t := b.k.toF16, cuda.TypeF16
+	if w.dtype == tensor.BF16 {
+		f, t = b.k.toBF16, cuda.TypeBF16
+	}
+	b.launch(f, gridFor(total, 256), cuda.Dim3{X: 256}, cuda.Ptr(xp), cuda.Ptr(x.ptr), i32(total))
+	return xp, t
+}
+
+// cublasNT computes out (n, N) = x (n, K) · wᵀ with cuBLAS, x of type t (w's, or F32 for F32
+// weights) and out of type ot (F32, or t): cublasGemmEx with fp32 accumulation.
+func (b *Backend) cublasNT(out cuda.DevicePtr, ot cuda.DataType, x cuda.DevicePtr, t cuda.DataType, w *Weight, n int) {
 	if !b.ok() {
 		return
 	}
+	N, K := w.rows, w.cols
 	b.flush() // cuBLAS is not recorded: the step runs directly from here
-	if err := b.blas.MatMulNT(n, N, K, xp, t, w.ptr, t, out.ptr, cuda.TypeF32); err != nil {
+	if err := b.blas.MatMulNT(n, N, K, x, t, w.ptr, t, out, ot); err != nil {
 		b.fail(fmt.Errorf("gpu: MatMul (%d, %d)·(%d, %d)ᵀ: %w", n, K, N, K, err))
 	}
 }

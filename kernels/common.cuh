@@ -89,6 +89,18 @@ LLAMACU_DEVICE float2 bf2_to_f2(uint32_t u) {
     return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
 }
 
+// pack2<T> rounds lo and hi to T (fp16 or bf16) and packs them into 32 bits, lo in the low half
+// (the lower index, as in memory).
+template <typename T> LLAMACU_DEVICE uint32_t pack2(float lo, float hi);
+template <> LLAMACU_DEVICE uint32_t pack2<__half>(float lo, float hi) {
+    return (uint32_t)__half_as_ushort(__float2half_rn(lo)) |
+           ((uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16);
+}
+template <> LLAMACU_DEVICE uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+           ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+}
+
 // ---------------------------------------------------------------- 16-byte vectors
 
 // Vec16<T> describes a 16-byte vector of T: N elements, loaded as one uint4 (LDG.128).
@@ -211,10 +223,7 @@ LLAMACU_DEVICE int64_t kv_offset(int layer, int num_blocks, int block_size, int 
 
 // pack_half2 rounds lo and hi to fp16 and packs them into one 32-bit register, lo in the low
 // half: the element with the lower index, as in memory and in mma fragments.
-LLAMACU_DEVICE uint32_t pack_half2(float lo, float hi) {
-    return (uint32_t)__half_as_ushort(__float2half_rn(lo)) |
-           ((uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16);
-}
+LLAMACU_DEVICE uint32_t pack_half2(float lo, float hi) { return pack2<__half>(lo, hi); }
 
 // pack_halves packs two stored fp16 values (lo in the low half).
 LLAMACU_DEVICE uint32_t pack_halves(__half lo, __half hi) {

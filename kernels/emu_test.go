@@ -332,7 +332,7 @@ func TestEmulatedKernels(t *testing.T) {
 			{"StoreKV", testStoreKV}, {"RoPEStoreKV", testRoPEStoreKV}, {"QKVRoPE", testQKVRoPE},
 			{"Attention", testAttention},
 			{"MatMul", testMatMul}, {"GEMM", testGEMM}, {"Convert", testConvert},
-			{"SwiGLU", testSwiGLU}, {"Add", testAdd}, {"Gather", testGather}, {"Argmax", testArgmax},
+			{"SwiGLU", testSwiGLU}, {"SwiGLUHalf", testSwiGLUHalf}, {"Add", testAdd}, {"Gather", testGather}, {"Argmax", testArgmax},
 			{"TopK", testTopK}, {"Quant", testQuant}, {"KQuant", testKQuant}, {"Fused", testFused},
 			{"Faults", testFaults},
 		} {
@@ -1232,6 +1232,49 @@ func testSwiGLU(t *testing.T, e *emulator) {
 	}
 }
 
+// testSwiGLUHalf: swiglu_f16 and swiglu_bf16 (gpu/fused.go's MatMulFFN: gridFor(total/8, 256),
+// block 256, total % 8 == 0, out = gate) against the cpu's SwiGLU of the same stored gate and up,
+// rounded to the dtype: within one unit in the last place of it (the device's expf differs
+// from Go's by a few fp32 ulp, which can move the rounding). Also on a one-block grid (the
+// grid-stride loop) and out of place.
+func testSwiGLUHalf(t *testing.T, e *emulator) {
+	r := rand.New(rand.NewPCG(12, 12))
+	for _, d := range []tensor.DType{tensor.F16, tensor.BF16} {
+		for _, c := range []struct{ n, ffn int }{{1, 8}, {3, 1096}} {
+			total := c.n * c.ffn
+			gate, up := roundTo(d, normal(r, total, 4)), roundTo(d, normal(r, total, 1))
+			gate[0], gate[1] = -100, 100 // e^−g overflows / underflows
+			be := newCPU(t)
+			gb, _ := hostBuf(t, be, c.n, c.ffn, gate)
+			ub, _ := hostBuf(t, be, c.n, c.ffn, up)
+			ob, out := hostBuf(t, be, c.n, c.ffn, nil)
+			be.SwiGLU(ob, gb, ub, c.n)
+			want := roundTo(d, out)
+			ulp := math.Ldexp(1, -10) // fp16: 10 stored mantissa bits
+			if d == tensor.BF16 {
+				ulp = math.Ldexp(1, -7)
+			}
+			k := "swiglu_" + strings.ToLower(d.String())
+			for path, grid := range map[string]dim3{"grid": gridFor(total/8, 256), "grid1": d1(1)} {
+				for _, inPlace := range []bool{false, true} {
+					t.Run(fmt.Sprintf("%v/%dx%d/%s/inplace=%v", d, c.n, c.ffn, path, inPlace), func(t *testing.T) {
+						s := &script{}
+						gd, ud := s.buf(tensor.Encode(d, gate)), s.buf(tensor.Encode(d, up))
+						od := gd
+						if !inPlace {
+							od = s.buf(tensor.Encode(d, nanFill(total)))
+						}
+						s.launch(k, grid, d1(256), ptr(od), ptr(gd), ptr(ud), i32(total))
+						got := s.read(od)
+						e.run(t, s)
+						compare(t, k, decodeAs(d, *got), want, nil, tol{1e-6, ulp})
+					})
+				}
+			}
+		}
+	}
+}
+
 func testAdd(t *testing.T, e *emulator) {
 	r := rand.New(rand.NewPCG(11, 11))
 	for _, c := range []struct{ n, dim int }{{3, 7}, {2, 1100}} {
@@ -1789,6 +1832,7 @@ var launchSites = []string{
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: grid | cuda.Dim3{X: gemvThreads}",
 	"AddRMSNorm: cuda.Dim3{X: n} | cuda.Dim3{X: threads}",
+	"MatMulFFN: gridFor(ceilDiv(total, 8), 256) | cuda.Dim3{X: 256}",
 	"GatherRows: cuda.Dim3{X: len(rows)} | cuda.Dim3{X: 256}",
 	"StoreKV: cuda.Dim3{X: bt.Len()} | cuda.Dim3{X: 128}",
 	"MatMul: cuda.Dim3{X: ceilDiv(N, 8), Y: n} | cuda.Dim3{X: 256}",
@@ -1797,7 +1841,7 @@ var launchSites = []string{
 	"matMulQuant: cuda.Dim3{X: ceilDiv(N, 8), Y: n} | cuda.Dim3{X: 256}",
 	"matMulQuant: gridFor(total, 256) | cuda.Dim3{X: 256}",
 	"matMulQuant: cuda.Dim3{X: ceilDiv(N, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
-	"gemmCublas: gridFor(total, 256) | cuda.Dim3{X: 256}",
+	"cublasInput: gridFor(total, 256) | cuda.Dim3{X: 256}",
 	"MatMulV1: cuda.Dim3{X: ceilDiv(ww.rows, 8), Y: n} | cuda.Dim3{X: 256}",
 	"MatMulV1: cuda.Dim3{X: ceilDiv(ww.rows, 128), Y: n} | cuda.Dim3{X: 128}",
 	"RMSNorm: cuda.Dim3{X: n} | cuda.Dim3{X: threads}",

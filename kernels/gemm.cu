@@ -5,7 +5,10 @@
 // Which: for n > 8 rows the CUDA backend calls cuBLAS (cublasGemmEx through the cuda package,
 // loaded with dlopen): x is first rounded to the weight dtype by convert_f32_to_<dt> (tensor
 // cores take fp16/bf16 pairs), then Y = X·Wᵀ with fp32 output and fp32 accumulation
-// (CUBLAS_COMPUTE_32F). Why cuBLAS and not a hand-written mma.sync GEMM: prefill is
+// (CUBLAS_COMPUTE_32F). The feed-forward block's prefill (gpu.Backend.MatMulFFN) rounds x once
+// for the gate and up GEMMs, has cuBLAS write them in the weight dtype, and feeds
+// swiglu_<dt>'s output (swiglu.cu) to the down GEMM as it is; q, k and v share one rounding of x
+// too. Why cuBLAS and not a hand-written mma.sync GEMM: prefill is
 // compute-bound, and cuBLAS reaches 70-80% of the tensor-core peak on every shape and
 // architecture from sm_80 to sm_90 (wgmma on Hopper, which CUDA 11.8 cannot emit); a
 // hand-written kernel would take weeks to match it, while the decode GEMVs (gemv.cu), where

@@ -389,7 +389,7 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(attention_f32_v1) X(attention_f16_v1) DECODE(f32) DECODE(f16) DECODE4(64) DECODE4(128) X(attention_reduce_f32) X(attention_reduce_f32_v2) \
     X(attention_prefill_f32) X(attention_prefill_f16) X(attention_prefill_f16_v3_hd64) X(attention_prefill_f16_v3_hd128) \
     X(attention_prefill_f16_v4_hd64) X(attention_prefill_f16_v4_hd128) GEMV(f32) GEMV(f16) GEMV(bf16)        \
-    X(convert_f32_to_f16) X(convert_f32_to_bf16) X(swiglu_f32_v1) X(swiglu_f32)             \
+    X(convert_f32_to_f16) X(convert_f32_to_bf16) X(swiglu_f32_v1) X(swiglu_f32) X(swiglu_f16) X(swiglu_bf16) \
     X(add_f32_v1) X(add_f32) X(gather_rows_f32) X(argmax_f32)   \
     X(topk_f32_v1) X(topk_f32) X(gemv_q8_0_v1) X(gemv_q8_0_v2_n1) X(gemv_q8_0_v2_n2) X(gemv_q8_0_v2_n4)   \
     X(gemv_q8_0_v2_n8) X(dequant_q8_0_f16) X(embed_q8_0) X(gemv_q4_0_v1) X(gemv_q4_0_v2_n1)              \
