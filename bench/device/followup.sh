@@ -5,12 +5,14 @@
 # ÷ v3 ÷ v2, and v4's splits aimed at 2, 3 and 6 blocks per SM;
 # prefill attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with RoPE and the KV store fused ÷
 # separate), the synthetic 7B decode and prefill with the default kernels, ncu's time for every
-# kernel of one decode step, and, in the same run, the 7B with each change of sessions 9 and 10
+# kernel of one decode step, and, in the same run, the 7B with each change of sessions 9 to 11
 # undone or added (LLAMACU_ROPE=separate: RoPE and the KV store in their own launch;
 # LLAMACU_DECODE=v3: the previous decode attention, at depth 0 and 2048; LLAMACU_PDL=1:
 # programmatic dependent launch, off by default until measured; LLAMACU_PREFILL=v3: the previous
-# prefill attention), prefill in one step (--ubatch 2048) against steps of 512, 70B's
-# one-rank-of-TP-8 step with and without PDL, and an ncu look at two kernels, with what is left.
+# prefill attention; LLAMACU_FFN=unfused: prefill's FFN intermediates through fp32), prefill in
+# one step (--ubatch 2048) against steps of 512, ncu's time for every kernel of one prefill
+# step, 70B's one-rank-of-TP-8 step with and without PDL, and an ncu look at two kernels, with
+# what is left.
 # The GPU tests include PDL's (TestConformance/fast/pdl, TestStories260K/pdl, TestGraphs/pdl):
 # if they fail, PDL stays off. Built by `make device-bundle`, run from the bundle:
 #
@@ -70,9 +72,22 @@ step "prefill A/B: the previous tensor-core prefill attention, same shape (LLAMA
 run 30 env LLAMACU_PREFILL=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 \
   --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-prefill-v3"
 
+step "prefill A/B: gate, up and SwiGLU's output through fp32 between the FFN's GEMMs, same shape (LLAMACU_FFN=unfused)"
+run 30 env LLAMACU_FFN=unfused ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 \
+  --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-ffn-unfused"
+
 step "prefill A/B: the whole prompt in one forward step (--ubatch $PREFILL instead of 512)"
 run 40 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 --ubatch "$PREFILL" \
   --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-ubatch$PREFILL"
+
+step "ncu: every kernel of one $SHAPE prefill step of $PREFILL tokens (cuBLAS's GEMMs against attention and the element-wise kernels between them)"
+if command -v ncu >/dev/null; then
+  run 45 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+    ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 --ubatch "$PREFILL" --batch 1 --depth 0 \
+    --reps 1 --warmup 0 --no-profile --format md
+else
+  echo "no ncu on the PATH"
+fi
 
 step "$RANK_SHAPE at TP $RANKS: one rank's share of every step timed alone on this GPU"
 run 50 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
