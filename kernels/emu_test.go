@@ -165,10 +165,16 @@ func (s *script) read(d dev) *[]byte {
 }
 
 // run executes s.
-func (e *emulator) run(t testing.TB, s *script) {
+func (e *emulator) run(t testing.TB, s *script) { t.Helper(); e.runEnv(t, s) }
+
+// runEnv is run with environment variables (NAME=value) added for the emulator.
+func (e *emulator) runEnv(t testing.TB, s *script, env ...string) {
 	t.Helper()
 	s.put(byte('Q'))
 	cmd := exec.Command(e.bin)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdin = &s.b
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -334,7 +340,7 @@ func TestEmulatedKernels(t *testing.T) {
 			{"MatMul", testMatMul}, {"GEMM", testGEMM}, {"Convert", testConvert},
 			{"SwiGLU", testSwiGLU}, {"SwiGLUHalf", testSwiGLUHalf}, {"Add", testAdd}, {"Gather", testGather}, {"Argmax", testArgmax},
 			{"TopK", testTopK}, {"Quant", testQuant}, {"KQuant", testKQuant}, {"Fused", testFused},
-			{"Faults", testFaults},
+			{"Faults", testFaults}, {"Hazards", testHazards},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
@@ -423,6 +429,59 @@ func testFaults(t *testing.T, e *emulator) {
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), "partial warp") {
 		t.Errorf("argmax with a partial warp: err %v, stderr %q; want it reported", err, stderr.String())
+	}
+}
+
+// testHazards checks that the emulator finds the two cp.async hazards of a double-buffered loop
+// (emu/selftest.h): a warp copying into a stage the other warp still reads, and a read before
+// the copies land. By default each copy group lands when issued or when waited for (a hash
+// picks) and warps drift apart, so both show; $LLAMACU_EMU_CPASYNC=late (every copy at its wait,
+// the emulator's earlier model) hides the first, =early the second.
+func testHazards(t *testing.T, e *emulator) {
+	const tiles, blocks = 12, 8
+	in := make([]float32, 256*tiles)
+	for i := range in {
+		in[i] = float32(i%251 + 1) // small integers: every sum exact
+	}
+	want := make([]float32, 64*blocks)
+	for b := range blocks {
+		for th := range 64 {
+			for k := range tiles {
+				for j := range 4 {
+					want[b*64+th] += in[256*k+(4*th+128+j)%256]
+				}
+			}
+		}
+	}
+	for _, c := range []struct {
+		racy  int
+		mode  string
+		found bool
+	}{
+		{0, "", false}, {0, "late", false}, {0, "early", false},
+		{1, "", true}, {1, "early", true}, {1, "late", false},
+		{2, "", true}, {2, "late", true}, {2, "early", false},
+	} {
+		t.Run(fmt.Sprintf("racy=%d/mode=%q", c.racy, c.mode), func(t *testing.T) {
+			s := &script{}
+			id, od := s.buf(f32Bytes(in)), s.buf(f32Bytes(nanFill(64*blocks)))
+			s.launch("emu_selftest_pipeline", d1(blocks), d1(64), ptr(od), ptr(id), i32(tiles), i32(c.racy))
+			got := s.read(od)
+			var env []string
+			if c.mode != "" {
+				env = []string{"LLAMACU_EMU_CPASYNC=" + c.mode}
+			}
+			e.runEnv(t, s, env...)
+			wrong := 0
+			for i, g := range bytesF32(*got) {
+				if g != want[i] {
+					wrong++
+				}
+			}
+			if found := wrong > 0; found != c.found {
+				t.Errorf("%d of %d sums wrong: hazard found %v, want %v", wrong, len(want), found, c.found)
+			}
+		})
 	}
 }
 

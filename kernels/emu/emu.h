@@ -9,7 +9,10 @@
 //     all on ONE OS thread. harness.cpp's scheduler resumes every runnable fiber once per pass,
 //     in a pseudo-random order seeded by blockIdx (so the run is deterministic, but a missing
 //     __syncthreads is unlikely to be hidden by a lucky fixed order); a fiber runs until it
-//     waits at a barrier or returns.
+//     waits at a barrier or returns. Warps drift apart: each warp of a block sits out a pass
+//     with a probability drawn per block (0, 1/4 or 1/2), so that one warp may run ahead of
+//     another up to the next __syncthreads, though warp-collective operations would otherwise
+//     keep them in step.
 //   - __syncthreads() is a block barrier over the threads that have not returned (as on the
 //     GPU). Every thread of one barrier phase must call it from the same source line; a thread
 //     waiting at another line is reported as divergence (undefined behaviour in CUDA).
@@ -30,8 +33,9 @@
 //     ISA's fragment layouts, and ldmatrix gathers its fragments from the same ISA's layout; an
 //     error in those layouts would be the same here and in a kernel, so the conformance suite on
 //     a GPU stays the judge of the mma kernels;
-//   - cp.async timing: a copy lands exactly when its thread waits for its group (emulated as a
-//     deferred copy); on a GPU it may land any time before — never after — that wait;
+//   - cp.async timing: a copy group lands either when issued or when its thread waits for it
+//     (a hash picks, per group); on a GPU it may land any time in between — so a hazard that
+//     needs a copy to land at one particular moment between the two may go unseen;
 //   - exact libm arithmetic: expf, sqrtf, 1/x are IEEE here, while nvcc --use_fast_math uses
 //     approximate __expf, rsqrt and division, and nvcc contracts a*b+c into FMAs (-ffp-contract
 //     is off here); the Go test's tolerances are those of the fp32 reference, not bit equality;
@@ -108,10 +112,12 @@ void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b, const char* fi
 // barrier, like mma): lane l passes the address of row l % 8 of matrix l / 8 and gets one 32-bit
 // fragment of each of the four matrices in r, in the PTX ISA's layout (common.cuh).
 void ldmatrix_x4(uint32_t* r, const void* p, bool trans, const char* file, int line);
-// cp.async: a thread's copies are queued in groups and land in shared memory only when the
-// thread waits for their group (cp_async_wait), so a kernel that reads a stage before waiting for
-// it, or without the barrier after, reads stale data here too. The source is read when the copy
-// is issued.
+// cp.async: a thread's copies are queued in groups. Each group lands in shared memory either
+// when it is issued or only when the thread waits for it (cp_async_wait), chosen per group by a
+// hash (harness.cpp's lands_early), so that a kernel that reads a stage before waiting for it, or
+// without the barrier after, reads stale data here too, and one that copies into a stage other
+// threads may still be reading overwrites it here too. The source is read when the copy is
+// issued.
 void cp_async16(void* dst, const void* src, bool valid);
 void cp_async_commit();
 void cp_async_wait(int n);

@@ -80,6 +80,7 @@ emu_switch:
 #include <unistd.h>
 
 #include "../all.cu"
+#include "selftest.h"
 #undef asm
 #undef volatile
 
@@ -180,16 +181,30 @@ void run_block(const std::function<void()>& body) {
     static unsigned order[kMaxThreads];
     for (unsigned t = 0; t < n; t++) order[t] = t;
     uint64_t rng = 0x9e3779b97f4a7c15ull * (1 + blockIdx.x + 65536ull * (blockIdx.y + 65536ull * blockIdx.z));
+    auto next = [&rng] { return rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17; };
+    // Warps drift apart as on a GPU: each warp of the block sits out a pass with its own
+    // probability (0, 1/4 or 1/2), so one warp may run ahead of another up to the next
+    // __syncthreads. Warp-collective operations (shuffles, mma, ldmatrix) are warp barriers, which
+    // would otherwise keep the warps in step and hide a missing __syncthreads between one warp's
+    // last read of shared memory and another's next write (or cp.async) to it.
+    static unsigned lag[kMaxThreads / 32];
+    const unsigned warps = (n + 31) / 32;
+    static const unsigned lags[3] = {0, 1, 2};  // passes sat out of 4, on average
+    for (unsigned w = 0; w < warps; w++) lag[w] = lags[next() % 3];
+    static bool stalled[kMaxThreads / 32];
     for (unsigned live = n; live > 0;) {
-        for (unsigned t = n - 1; t > 0; t--) {  // Fisher-Yates with xorshift64
-            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-            std::swap(order[t], order[rng % (t + 1)]);
-        }
-        bool progress = false;
+        for (unsigned t = n - 1; t > 0; t--)  // Fisher-Yates with xorshift64
+            std::swap(order[t], order[next() % (t + 1)]);
+        for (unsigned w = 0; w < warps; w++) stalled[w] = next() % 4 < lag[w];
+        bool progress = false, sat_out = false;
         for (unsigned k = 0; k < n; k++) {
             const unsigned t = order[k];
             Fiber& f = g_fibers[t];
             if (f.done || (f.wait && f.wait->gen == f.wait_gen)) continue;
+            if (stalled[t / 32]) {
+                sat_out = true;
+                continue;
+            }
             f.wait = nullptr;
             g_cur = &f;
             threadIdx = dim3{t, 0, 0};
@@ -201,6 +216,7 @@ void run_block(const std::function<void()>& body) {
             progress = true;
             if (f.done) live--;
         }
+        if (!progress && sat_out) continue;  // every runnable thread sat this pass out
         if (!progress) {
             std::string who;
             for (unsigned t = 0; t < n && who.size() < 200; t++)
@@ -390,7 +406,7 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(attention_prefill_f32) X(attention_prefill_f16) X(attention_prefill_f16_v3_hd64) X(attention_prefill_f16_v3_hd128) \
     X(attention_prefill_f16_v4_hd64) X(attention_prefill_f16_v4_hd128) GEMV(f32) GEMV(f16) GEMV(bf16)        \
     X(convert_f32_to_f16) X(convert_f32_to_bf16) X(swiglu_f32_v1) X(swiglu_f32) X(swiglu_f16) X(swiglu_bf16) \
-    X(add_f32_v1) X(add_f32) X(gather_rows_f32) X(argmax_f32)   \
+    X(add_f32_v1) X(add_f32) X(gather_rows_f32) X(argmax_f32) X(emu_selftest_pipeline) \
     X(topk_f32_v1) X(topk_f32) X(gemv_q8_0_v1) X(gemv_q8_0_v2_n1) X(gemv_q8_0_v2_n2) X(gemv_q8_0_v2_n4)   \
     X(gemv_q8_0_v2_n8) X(dequant_q8_0_f16) X(embed_q8_0) X(gemv_q4_0_v1) X(gemv_q4_0_v2_n1)              \
     X(gemv_q4_0_v2_n2) X(gemv_q4_0_v2_n4) X(gemv_q4_0_v2_n8) X(dequant_q4_0_f16) X(embed_q4_0)              \
@@ -535,12 +551,41 @@ void async_reset(unsigned t) {
     g_async_group[t] = 0;
 }
 
+// lands_early decides, for thread t's copy group g in the current block, whether its copies land
+// when they are issued (true) or when the thread waits for the group (false): a hash, so that a
+// run is deterministic, and different groups of one kernel take both sides. On a GPU a copy may
+// land at any time in between. Landing late finds a read of a stage before its wait (or without
+// the barrier after it); landing early finds a copy into a stage that other threads may still be
+// reading (no barrier between their last read and the copy). $LLAMACU_EMU_CPASYNC=late or
+// =early forces one side for every group.
+static bool lands_early(unsigned t, unsigned g) {
+    static const int mode = [] {
+        const char* m = getenv("LLAMACU_EMU_CPASYNC");
+        if (m == nullptr || *m == 0 || strcmp(m, "mixed") == 0) return 0;
+        if (strcmp(m, "late") == 0) return 1;
+        if (strcmp(m, "early") == 0) return 2;
+        fail("LLAMACU_EMU_CPASYNC=%s: want mixed, late or early", m);
+        return 0;
+    }();
+    if (mode != 0) return mode == 2;
+    uint64_t h = ((uint64_t)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+    h = h * 0x9E3779B97F4A7C15ull ^ ((uint64_t)t << 32 | g);
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 29;
+    return h & 1;
+}
+
 void cp_async16(void* dst, const void* src, bool valid) {
     check_align(dst, 16, "cp.async shared destination");
     AsyncCopy c{static_cast<uint8_t*>(dst), {}, g_async_group[threadIdx.x]};
     if (valid) {
         check_align(src, 16, "cp.async global source");
         memcpy(c.data, src, 16);
+    }
+    if (lands_early(threadIdx.x, c.group)) {
+        memcpy(c.dst, c.data, 16);
+        return;
     }
     g_async[threadIdx.x].push_back(c);
 }
