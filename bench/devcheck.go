@@ -316,7 +316,7 @@ var abRuns = []struct {
 	{"-separate-rope", "decode with RoPE and the KV store in the q/k/v GEMV ÷ their own launch (LLAMACU_ROPE=separate)", false},
 	{"-prefill-v3", "prefill with attention v4 ÷ v3 (LLAMACU_PREFILL=v3)", false},
 	{"-decode-v3", "decode with attention v4 ÷ v3 (LLAMACU_DECODE=v3)", false},
-	{"-ffn-unfused", "prefill with gate, up and SwiGLU in fp16 between the GEMMs ÷ through fp32 (LLAMACU_FFN=unfused)", false},
+	{"-f32-intermediates", "prefill with the GEMMs' outputs kept in fp16 ÷ through fp32 (LLAMACU_INTERMEDIATES=f32)", false},
 	{"-pdl", "decode with programmatic dependent launch ÷ without (LLAMACU_PDL=1)", true},
 	{"-topk40", "decode reading each row's 40 best logits (device top-k) ÷ whole rows", true},
 	{"-q4_k", "Q4_K weights kept quantised ÷ fp16", true},

@@ -77,7 +77,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-separate-rope.json"), "llamacu", res("tg", 128, 1, 0, 180))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-prefill-v3.json"), "llamacu", res("pp", 2048, 1, 0, 28000))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-decode-v3.json"), "llamacu", res("tg", 128, 1, 0, 185))
-	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-ffn-unfused.json"), "llamacu", res("pp", 2048, 1, 0, 29000))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-f32-intermediates.json"), "llamacu", res("pp", 2048, 1, 0, 29000))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-topk40.json"), "llamacu", res("tg", 1024, 8, 0, 1540))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q8_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 342), res("pp", 2048, 1, 0, 24800))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q4_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 570))
@@ -144,7 +144,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"decode with RoPE and the KV store in the q/k/v GEMV ÷ their own launch (LLAMACU_ROPE=separate), tg128 b1 d0", 190.0 / 180, true},
 		{"prefill with attention v4 ÷ v3 (LLAMACU_PREFILL=v3), pp2048", 31000.0 / 28000, true},
 		{"decode with attention v4 ÷ v3 (LLAMACU_DECODE=v3), tg128 b1 d0", 190.0 / 185, true},
-		{"prefill with gate, up and SwiGLU in fp16 between the GEMMs ÷ through fp32 (LLAMACU_FFN=unfused), pp2048", 31000.0 / 29000, true},
+		{"prefill with the GEMMs' outputs kept in fp16 ÷ through fp32 (LLAMACU_INTERMEDIATES=f32), pp2048", 31000.0 / 29000, true},
 		{"decode reading each row's 40 best logits (device top-k) ÷ whole rows, tg128 b8 d0", 1540.0 / 1400, true},
 		{"Q8_0 weights kept quantised ÷ fp16, tg128 b1 d0", 342.0 / 190, true},
 		{"Q8_0 weights kept quantised ÷ fp16, pp2048", 24800.0 / 31000, true},

@@ -70,10 +70,12 @@ type Options struct {
 	// pdl_begin), so that launch latencies and last waves overlap. Off by default until a GPU
 	// run has measured it (LLAMACU_PDL=1).
 	PDL bool
-	// UnfusedFFN runs the prefill feed-forward block (MatMulFFN, more than 8 rows with cuBLAS)
-	// as MatMulSwiGLU then MatMul, with gate, up and h in fp32 between the GEMMs, instead of in
-	// the weights' dtype: for benchmarks that compare them.
-	UnfusedFFN bool
+	// F32Intermediates keeps prefill's intermediates (more than 8 rows with cuBLAS) in fp32
+	// between the GEMMs and the kernels after them — the feed-forward block's gate, up and h
+	// (MatMulFFN runs MatMulSwiGLU then MatMul), and the attention block's q, k and v
+	// (MatMulQKVRoPEStoreKV runs MatMulQKV then RoPEStoreKV) — instead of in the weight dtype
+	// that the GEMMs round them to anyway: for benchmarks that compare them.
+	F32Intermediates bool
 	// NoCublas never loads cuBLAS: matmuls of more than 8 rows run the GEMV kernel over 8-row
 	// slices. By default cuBLAS is used when it can be dlopened.
 	NoCublas bool
@@ -105,14 +107,15 @@ type Backend struct {
 	plan                           attnPlan
 
 	// Grow-only device scratch (allocated when a larger size is first needed, never per step).
-	xHalf  scratch // x rounded to the weight dtype for cuBLAS, (n, K)
-	wHalf  scratch // a Q8_0 matrix dequantised to fp16 for cuBLAS, (N, K)
-	wDeq   Weight  // describes wHalf for gemmCublas
-	partO  scratch // attention split partials (rows, heads, splits, head_dim) fp32
-	partML scratch // (rows, heads, splits, 2) fp32
-	decCnt scratch // (rows, kv_heads) int32: decode v4's finished-split counts, zero between launches
-	argOut scratch // (n) int32 argmax results
-	topOut scratch // (n, k) fp32 top-k values, then (n, k) int32 ids
+	xHalf   scratch // x rounded to the weight dtype for cuBLAS, (n, K)
+	qkvHalf scratch // prefill's q, k, v in the weight dtype, (n, q_cols + 2·kv_dim)
+	wHalf   scratch // a Q8_0 matrix dequantised to fp16 for cuBLAS, (N, K)
+	wDeq    Weight  // describes wHalf for gemmCublas
+	partO   scratch // attention split partials (rows, heads, splits, head_dim) fp32
+	partML  scratch // (rows, heads, splits, 2) fp32
+	decCnt  scratch // (rows, kv_heads) int32: decode v4's finished-split counts, zero between launches
+	argOut  scratch // (n) int32 argmax results
+	topOut  scratch // (n, k) fp32 top-k values, then (n, k) int32 ids
 
 	topHost []int32 // (2, n, k) TopK's copy of topOut
 	argHost []int32
@@ -183,7 +186,7 @@ func (b *Backend) Close() error {
 	}
 	b.closed = true
 	err := b.ctx.Synchronize()
-	for _, s := range []*scratch{&b.xHalf, &b.wHalf, &b.partO, &b.partML, &b.decCnt, &b.argOut, &b.topOut} {
+	for _, s := range []*scratch{&b.xHalf, &b.qkvHalf, &b.wHalf, &b.partO, &b.partML, &b.decCnt, &b.argOut, &b.topOut} {
 		b.allocs = append(b.allocs, s.ptr)
 	}
 	for _, s := range []*intSlab{&b.tokens, &b.ropePos, &b.rows, &b.argRows, &b.batch.slab, &b.plan.slab} {

@@ -4,8 +4,10 @@
 // kernel family of the kernels package (gpu/rmsnorm.go drives kernels/rmsnorm.cu, and so on).
 // It also offers the forward pass's optional fast paths: the fused decode ops (fused.go: q/k/v
 // with RoPE and the K/V store in one GEMV, gate/up with SwiGLU, add with RMSNorm), the fused
-// RoPE and K/V store, top-k on the device (topk.go), steps run as CUDA graphs (graph.go), and
-// programmatic dependent launch (Options.PDL).
+// RoPE and K/V store, prefill's attention prologue and feed-forward block with cuBLAS's outputs
+// kept in the weight dtype (fused.go: MatMulQKVRoPEStoreKV, MatMulFFN), top-k on the device
+// (topk.go), steps run as CUDA graphs (graph.go), and programmatic dependent launch
+// (Options.PDL).
 //
 // Every file but this one is built only with -tags cuda (see the cuda package: linking
 // gorgonia.org/cu needs libcuda.so.1 and exits without a GPU), so the default build has an empty

@@ -144,11 +144,25 @@ var _ model.QKVRoPEStorer = (*Backend)(nil)
 // kernel with ks = 4: float weights of one dtype, at most 8 rows, row counts multiples of 4 and
 // k, v of the cache's kv_heads·head_dim. Elsewhere (and under Options.SeparateRoPE) it runs the
 // two ops. Either way the bits are the same: q and k rotated, k and v in the cache.
+//
+// Prefill (more than 8 rows with cuBLAS; F16 or BF16 weights of one dtype): x is rounded once,
+// cuBLAS writes q, k and v in the weight dtype (the qkvHalf scratch), and
+// rope_qk_store_kv_<kv>_from_<dt> writes the rotated q (fp32) and the rotated k and v into the
+// cache. k and v are left as they were (model.QKVRoPEStorer: unspecified); q and the cache differ
+// from MatMulQKV then RoPEStoreKV by the rounding of q, k and v to the weight dtype before the
+// rotation. Against that pair it moves 4·n·(q_cols + 3·kv_dim) bytes fewer (7B at n = 2048:
+// 0.13 GB a layer, by count: q, k, v written and read as 2 bytes instead of 4, and no fp32 k
+// written back). Options.F32Intermediates runs the pair.
 func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, c model.KVCache, layer int, bt *model.Batch, headDim int, theta float32) {
 	n := bt.Len()
 	qb, kb, vb, xb, cc := buf(q), buf(k), buf(v), buf(x), kvc(c)
 	ws := []*Weight{wt(wq), wt(wk), wt(wv)}
 	kvDim := cc.l.KVHeads * cc.l.HeadDim
+	if !b.opts.F32Intermediates && b.cublasShared(n, ws...) && ws[1].rows == kvDim && ws[2].rows == kvDim &&
+		headDim == cc.l.HeadDim && headDim%2 == 0 && headDim <= ropeMaxHeadDim && ws[0].rows%headDim == 0 {
+		b.qkvRoPEHalf(qb, kb, vb, xb, ws, cc, layer, bt, headDim, theta)
+		return
+	}
 	if b.opts.SeparateRoPE || b.opts.GEMVv2 || b.gemvSplit() != 4 || !b.fusable(n, false, ws...) || ws[0].quantised() ||
 		ws[0].rows%gemvRows != 0 || ws[1].rows != kvDim || ws[2].rows != kvDim || kvDim%gemvRows != 0 ||
 		headDim != cc.l.HeadDim || headDim%2 != 0 || ws[0].rows%headDim != 0 {
@@ -175,6 +189,37 @@ func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model
 		cuda.Ptr(qb.ptr), cuda.Ptr(kb.ptr), cuda.Ptr(vb.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ws[0].ptr), cuda.Ptr(ws[1].ptr), cuda.Ptr(ws[2].ptr),
 		cuda.Ptr(cc.k), cuda.Ptr(cc.v), cuda.Ptr(d.pos), cuda.Ptr(d.rowTab), cuda.Ptr(d.tables),
 		i32(n), i32(ws[0].rows), i32(kvDim), i32(xb.cols), i32(headDim), cuda.F32(theta),
+		i32(layer), i32(l.NumBlocks), i32(l.BlockSize))
+}
+
+// qkvRoPEHalf is MatMulQKVRoPEStoreKV's prefill path (see there).
+func (b *Backend) qkvRoPEHalf(qb, kb, vb, xb *Buffer, ws []*Weight, cc *KVCache, layer int, bt *model.Batch, headDim int, theta float32) {
+	n, qCols, kvDim := bt.Len(), ws[0].rows, ws[1].rows
+	for i, ob := range []*Buffer{qb, kb, vb} {
+		if ob.cols != ws[i].rows || xb.cols != ws[i].cols || ob == xb {
+			panic(fmt.Sprintf("gpu: MatMulQKVRoPEStoreKV: out %d (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", i, n, ob.cols, n, xb.cols, ws[i].shape))
+		}
+	}
+	d := b.prepareBatch("MatMulQKVRoPEStoreKV", cc, layer, bt, false, qb, kb, vb, xb)
+	if n == 0 || !b.ok() {
+		return
+	}
+	q16 := b.ensure(&b.qkvHalf, 2*int64(n)*int64(qCols+2*kvDim)) // (n, q_cols), then (n, kv_dim) twice
+	k16 := q16 + cuda.DevicePtr(2*n*qCols)
+	v16 := k16 + cuda.DevicePtr(2*n*kvDim)
+	xp, t := b.cublasInput(xb, ws[0], n)
+	for i, p := range []cuda.DevicePtr{q16, k16, v16} {
+		b.cublasNT(p, t, xp, t, ws[i], n)
+	}
+	kvi := 1
+	if cc.f32 {
+		kvi = 0
+	}
+	l := cc.l
+	b.launch(b.k.ropeStoreFrom[ws[0].wdt()-1][kvi], cuda.Dim3{X: n}, cuda.Dim3{X: 128},
+		cuda.Ptr(qb.ptr), cuda.Ptr(q16), cuda.Ptr(k16), cuda.Ptr(v16), cuda.Ptr(cc.k), cuda.Ptr(cc.v),
+		cuda.Ptr(d.pos), cuda.Ptr(d.rowTab), cuda.Ptr(d.tables),
+		i32(qCols), i32(kvDim), i32(headDim), cuda.F32(theta),
 		i32(layer), i32(l.NumBlocks), i32(l.BlockSize))
 }
 
@@ -259,12 +304,12 @@ var _ model.FFNMatMuler = (*Backend)(nil)
 // results differ by the rounding of gate and up to the weight dtype; h is rounded to it for the
 // down GEMM either way.
 //
-// Elsewhere (decode's GEMV path; quantised or F32 weights; Options.UnfusedFFN), MatMulSwiGLU
+// Elsewhere (decode's GEMV path; quantised or F32 weights; Options.F32Intermediates), MatMulSwiGLU
 // then MatMul.
 func (b *Backend) MatMulFFN(out, h, tmp, x model.Buffer, gate, up, down model.Weight, n int) {
 	ob, hb, xb := buf(out), buf(h), buf(x)
 	wg, wu, wd := wt(gate), wt(up), wt(down)
-	if b.opts.UnfusedFFN || !b.cublasShared(n, wg, wu) || !b.cublasShared(n, wd) || wd.dtype != wg.dtype || wg.rows%8 != 0 {
+	if b.opts.F32Intermediates || !b.cublasShared(n, wg, wu) || !b.cublasShared(n, wd) || wd.dtype != wg.dtype || wg.rows%8 != 0 {
 		b.MatMulSwiGLU(h, tmp, x, gate, up, n)
 		b.MatMul(out, h, down, n)
 		return

@@ -306,7 +306,7 @@ func TestGEMVSplit(t *testing.T) {
 // dtype (prefill: more than 8 rows with cuBLAS, F16 or BF16 weights) it matches a float64
 // reference built from the same rounded x and weights, to the rounding of gate, up and h, and
 // launches 2 kernels (x's rounding, SwiGLU) where MatMulSwiGLU then MatMul launch 4; out may be
-// x. Elsewhere (decode, F32 or Q8_0 weights, no cuBLAS, Options.UnfusedFFN) it is MatMulSwiGLU
+// x. Elsewhere (decode, F32 or Q8_0 weights, no cuBLAS, Options.F32Intermediates) it is MatMulSwiGLU
 // then MatMul, bit for bit.
 func TestMatMulFFN(t *testing.T) {
 	dim, ffn := 64, 224
@@ -314,7 +314,7 @@ func TestMatMulFFN(t *testing.T) {
 		dim, ffn = 4096, 11008
 	}
 	bes := map[string]*gpu.Backend{"cublas": open(t, gpu.Options{}), "no-cublas": open(t, gpu.Options{NoCublas: true}),
-		"unfused": open(t, gpu.Options{UnfusedFFN: true})}
+		"f32-intermediates": open(t, gpu.Options{F32Intermediates: true})}
 	r := rand.New(rand.NewPCG(61, 62))
 	for _, tc := range []struct {
 		be    string
@@ -330,7 +330,7 @@ func TestMatMulFFN(t *testing.T) {
 		{"cublas", tensor.F32, 12, false},
 		{"cublas", tensor.Q8_0, 12, false},
 		{"no-cublas", tensor.F16, 12, false},
-		{"unfused", tensor.F16, 12, false},
+		{"f32-intermediates", tensor.F16, 12, false},
 	} {
 		t.Run(fmt.Sprintf("%s/%v/n=%d", tc.be, tc.d, tc.n), func(t *testing.T) {
 			be := bes[tc.be]
@@ -457,7 +457,7 @@ func TestMatMulQKVSharesRounding(t *testing.T) {
 }
 
 // TestForwardFusesFFN: a prefill step of an F16 model runs the feed-forward block through
-// MatMulFFN's fp16 path — 2 launches a layer fewer than under Options.UnfusedFFN — and its
+// MatMulFFN's fp16 path — 2 launches a layer fewer than under Options.F32Intermediates — and its
 // logits agree with the unfused pass to the rounding of gate and up; the decode step after it,
 // on the GEMV path either way, too.
 func TestForwardFusesFFN(t *testing.T) {
@@ -465,7 +465,7 @@ func TestForwardFusesFFN(t *testing.T) {
 	const prompt = 24
 	var launches [2]int64
 	var logits [2][]float32
-	for i, opts := range []gpu.Options{{Weights: tensor.F16}, {Weights: tensor.F16, UnfusedFFN: true}} {
+	for i, opts := range []gpu.Options{{Weights: tensor.F16}, {Weights: tensor.F16, F32Intermediates: true}} {
 		be := open(t, opts)
 		m, err := model.New(be, cfg, model.Synthetic(cfg, 5, tensor.F16), nil)
 		if err != nil {
@@ -506,4 +506,84 @@ func TestForwardFusesFFN(t *testing.T) {
 		t.Errorf("logits: max |fused − unfused| %.3g at scale %.3g: want within 0.5%% of it, and not 0 (the fp16 path must run)", diff, scale)
 	}
 	t.Logf("max |fused − unfused| %.3g, logits up to %.3g", diff, scale)
+}
+
+// TestQKVRoPEStoreKVPrefill: for more than 8 rows with cuBLAS, MatMulQKVRoPEStoreKV keeps q, k
+// and v in the weight dtype between the GEMMs and the rotation (rope_qk_store_kv_<kv>_from_<dt>):
+// q and both caches agree with the fp32 path (Options.F32Intermediates: MatMulQKV then
+// RoPEStoreKV) to that rounding — fp16 and bf16 weights, fp16 and fp32 caches, GQA, paged
+// positions across blocks and two sequences — and are not its bits (the path ran).
+func TestQKVRoPEStoreKVPrefill(t *testing.T) {
+	heads, kvHeads, hd, dim := 8, 2, 16, 128
+	const bs, numBlocks, theta, n = 4, 16, 10000, 12
+	l := model.KVLayout{Layers: 2, KVHeads: kvHeads, HeadDim: hd, BlockSize: bs, NumBlocks: numBlocks}
+	bt := &model.Batch{BlockTables: [][]int32{{9, 3, 14, 0, 7}, {11, 2}}}
+	for i := 0; i < n; i++ { // 9 rows of sequence 0 from position 5, 3 of sequence 1 from 0
+		seq, p := 0, 5+i
+		if i >= 9 {
+			seq, p = 1, i-9
+		}
+		bt.Tokens, bt.Pos, bt.Seq = append(bt.Tokens, 0), append(bt.Pos, int32(p)), append(bt.Seq, int32(seq))
+	}
+	r := rand.New(rand.NewPCG(81, 82))
+	for _, d := range []tensor.DType{tensor.F16, tensor.BF16} {
+		for _, kvF32 := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v/kv-f32=%v", d, kvF32), func(t *testing.T) {
+				wdata := [3][]float32{normal(r, heads*hd*dim), normal(r, kvHeads*hd*dim), normal(r, kvHeads*hd*dim)}
+				x := normal(r, n*dim)
+				var got [2][3][]float32 // path (half, f32) → q, K cache, V cache
+				for path, f32 := range []bool{false, true} {
+					be := open(t, gpu.Options{KVF32: kvF32, F32Intermediates: f32})
+					if !be.HasCublas() {
+						t.Fatal("no cuBLAS")
+					}
+					var ws [3]model.Weight
+					for i, rows := range []int{heads * hd, kvHeads * hd, kvHeads * hd} {
+						ws[i] = uploadWeight(t, be, d, rows, dim, wdata[i])
+					}
+					c, err := be.NewKVCache(l)
+					if err != nil {
+						t.Fatal(err)
+					}
+					xb := newBuf(t, be, n, dim, x)
+					q, k, v := newBuf(t, be, n, heads*hd, nil), newBuf(t, be, n, kvHeads*hd, nil), newBuf(t, be, n, kvHeads*hd, nil)
+					be.MatMulQKVRoPEStoreKV(q, k, v, xb, ws[0], ws[1], ws[2], c, 1, bt, hd, theta)
+					got[path][0] = read(t, be, q, n)
+					gc := c.(*gpu.KVCache)
+					ed := tensor.F16
+					if kvF32 {
+						ed = tensor.F32
+					}
+					size := l.Layers * numBlocks * bs * kvHeads * hd
+					for j, p := range []cuda.DevicePtr{gc.K(), gc.V()} {
+						raw := make([]byte, size*be.KVElementBytes())
+						if err := be.Context().CopyDtoH(raw, p); err != nil {
+							t.Fatal(err)
+						}
+						got[path][1+j] = make([]float32, size)
+						tensor.Decode(got[path][1+j], ed, raw)
+					}
+				}
+				// q, k, v ~ N(0, dim): rounding them to d before the rotation moves each rotated
+				// element by at most 2 units of d's last place of the pair's magnitude.
+				ulp := math.Ldexp(1, -10)
+				if d == tensor.BF16 {
+					ulp = math.Ldexp(1, -7)
+				}
+				for j, what := range []string{"q", "K cache", "V cache"} {
+					var scale, diff float64
+					for i, w := range got[1][j] {
+						scale = max(scale, math.Abs(float64(w)))
+						diff = max(diff, math.Abs(float64(got[0][j][i]-w)))
+					}
+					if diff > 4*ulp*scale {
+						t.Errorf("%s: max |Δ| %.3g against the fp32 path, at scale %.3g (allowed %.3g)", what, diff, scale, 4*ulp*scale)
+					}
+					if j < 2 && diff == 0 { // V: the cache's rounding of the fp32 v equals d's when the cache is f16 and d is
+						t.Errorf("%s: the same bits as the fp32 path: the %v path did not run", what, d)
+					}
+				}
+			})
+		}
+	}
 }

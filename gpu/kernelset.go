@@ -15,9 +15,10 @@ type kernelFuncs[F any] struct {
 
 	rope                           F // rope.cu
 	ropeStoreF32, ropeStoreF16     F
-	storeKVF32, storeKVF16         F    // kvcache.cu
-	attnV1F32, attnV1F16           F    // attention.cu
-	attnDecF32, attnDecF16         [4]F // by group width 1, 2, 4, 8
+	ropeStoreFrom                  [2][2]F // from q, k, v in fp16 / bf16 (F16, BF16), into the cache (f32, f16)
+	storeKVF32, storeKVF16         F       // kvcache.cu
+	attnV1F32, attnV1F16           F       // attention.cu
+	attnDecF32, attnDecF16         [4]F    // by group width 1, 2, 4, 8
 	attnReduce                     F
 	attnDecV3F32, attnDecV3F16     [4]F // v3 decode, by group width
 	attnReduceV2                   F
@@ -92,6 +93,11 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		for q, name := range []string{"q8_0", "q4_0"} {
 			table[fmt.Sprintf("gemv_%s_v2_qkv_n%d", name, w)] = &k.gemvQQKV[q][g]
 			table[fmt.Sprintf("gemv_%s_v2_glu_n%d", name, w)] = &k.gemvQGLU[q][g]
+		}
+	}
+	for d, dt := range dts[1:] {
+		for c, kv := range [2]string{"f32", "f16"} {
+			table[fmt.Sprintf("rope_qk_store_kv_%s_from_%s", kv, dt)] = &k.ropeStoreFrom[d][c]
 		}
 	}
 	for d, dt := range dts {

@@ -335,7 +335,7 @@ func TestEmulatedKernels(t *testing.T) {
 			f    func(*testing.T, *emulator)
 		}{
 			{"Embed", testEmbed}, {"RMSNorm", testRMSNorm}, {"RoPE", testRoPE},
-			{"StoreKV", testStoreKV}, {"RoPEStoreKV", testRoPEStoreKV}, {"QKVRoPE", testQKVRoPE},
+			{"StoreKV", testStoreKV}, {"RoPEStoreKV", testRoPEStoreKV}, {"RoPEStoreFrom", testRoPEStoreFrom}, {"QKVRoPE", testQKVRoPE},
 			{"Attention", testAttention},
 			{"MatMul", testMatMul}, {"GEMM", testGEMM}, {"Convert", testConvert},
 			{"SwiGLU", testSwiGLU}, {"SwiGLUHalf", testSwiGLUHalf}, {"Add", testAdd}, {"Gather", testGather}, {"Argmax", testArgmax},
@@ -733,6 +733,50 @@ func testRoPEStoreKV(t *testing.T, e *emulator) {
 				compare(t, "K cache", decodeAs(kd, *gkc), roundTo(kd, cache.K()), nil, tol{1e-6, 2e-6})
 				compare(t, "V cache", decodeAs(kd, *gvc), roundTo(kd, cache.V()), nil, exact)
 			})
+		}
+	}
+}
+
+// ---- rope_qk_store_kv_<kv>_from_<dt> (gpu/fused.go's prefill path: grid (B), block 128) =
+// RoPE(q); RoPE(k); StoreKV(k, v) on q, k, v given in fp16 or bf16, q written as fp32.
+
+func testRoPEStoreFrom(t *testing.T, e *emulator) {
+	r := rand.New(rand.NewPCG(7, 7))
+	const theta = 10000
+	for _, c := range kvCases {
+		for _, d := range []tensor.DType{tensor.F16, tensor.BF16} {
+			for _, kd := range []tensor.DType{tensor.F32, tensor.F16} {
+				t.Run(fmt.Sprintf("%s/from-%s/%s", c.name, kvName(d), kvName(kd)), func(t *testing.T) {
+					bt := c.batch(r)
+					B, kvDim, qCols := bt.Len(), c.kvHeads*c.hd, c.heads*c.hd
+					// The projections as cuBLAS leaves them: in d.
+					q, k, v := roundTo(d, normal(r, B*qCols, 1)), roundTo(d, normal(r, B*kvDim, 1)), roundTo(d, normal(r, B*kvDim, 1))
+					be := newCPU(t)
+					cc, _ := be.NewKVCache(c.layout())
+					cache := cc.(*cpu.KVCache)
+					qb, wantQ := hostBuf(t, be, B, qCols, q)
+					kb, _ := hostBuf(t, be, B, kvDim, k)
+					vb, _ := hostBuf(t, be, B, kvDim, v)
+					be.RoPE(qb, c.hd, bt.Pos, theta)
+					be.RoPE(kb, c.hd, bt.Pos, theta)
+					be.StoreKV(cc, c.layer, kb, vb, bt)
+
+					s := &script{}
+					qo := s.buf(f32Bytes(nanFill(B * qCols)))
+					qd, kd1, vd1 := s.buf(tensor.Encode(d, q)), s.buf(tensor.Encode(d, k)), s.buf(tensor.Encode(d, v))
+					n := len(cache.K())
+					kc, vc := s.buf(tensor.Encode(kd, make([]float32, n))), s.buf(tensor.Encode(kd, make([]float32, n)))
+					meta := s.buf(i32Bytes(batchSlab(bt)))
+					s.launch("rope_qk_store_kv_"+kvName(kd)+"_from_"+kvName(d), d1(B), d1(128), ptr(qo), ptr(qd), ptr(kd1), ptr(vd1), ptr(kc), ptr(vc),
+						ptr(meta), ptrAt(meta, 4*B), ptrAt(meta, 8*B), i32(qCols), i32(kvDim), i32(c.hd), f32(theta),
+						i32(c.layer), i32(c.numBlocks), i32(c.bs))
+					gq, gkc, gvc := s.read(qo), s.read(kc), s.read(vc)
+					e.run(t, s)
+					compare(t, "q", bytesF32(*gq), wantQ, nil, tol{1e-6, 1e-6})
+					compare(t, "K cache", decodeAs(kd, *gkc), roundTo(kd, cache.K()), nil, tol{1e-6, 2e-6})
+					compare(t, "V cache", decodeAs(kd, *gvc), roundTo(kd, cache.V()), nil, exact)
+				})
+			}
 		}
 	}
 }
@@ -1887,6 +1931,7 @@ var launchSites = []string{
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKV: grid | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKVRoPEStoreKV: grid | cuda.Dim3{X: gemvThreads}",
+	"qkvRoPEHalf: cuda.Dim3{X: n} | cuda.Dim3{X: 128}",
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: grid | cuda.Dim3{X: gemvThreads}",

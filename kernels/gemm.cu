@@ -8,7 +8,8 @@
 // (CUBLAS_COMPUTE_32F). The feed-forward block's prefill (gpu.Backend.MatMulFFN) rounds x once
 // for the gate and up GEMMs, has cuBLAS write them in the weight dtype, and feeds
 // swiglu_<dt>'s output (swiglu.cu) to the down GEMM as it is; q, k and v share one rounding of x
-// too. Why cuBLAS and not a hand-written mma.sync GEMM: prefill is
+// too, and are written in the weight dtype for rope.cu's rope_qk_store_kv_<kv>_from_<dt>.
+// (Options.F32Intermediates / LLAMACU_INTERMEDIATES=f32 keeps every output fp32.) Why cuBLAS and not a hand-written mma.sync GEMM: prefill is
 // compute-bound, and cuBLAS reaches 70-80% of the tensor-core peak on every shape and
 // architecture from sm_80 to sm_90 (wgmma on Hopper, which CUDA 11.8 cannot emit); a
 // hand-written kernel would take weeks to match it, while the decode GEMVs (gemv.cu), where

@@ -21,6 +21,11 @@
 //   gemv.cu's gemv_<dt>_v3_qkv_rope_<kv>_n<B> (v3): the same work in the epilogue of the q/k/v
 //                  projection (rope_angle and rope_pair per element), so a decode layer's
 //                  attention prologue is one launch, not two.
+//   rope_qk_store_kv_<kv>_from_<dt> (prefill): v2's work on q, k, v that cuBLAS wrote in the
+//                  weight dtype (gpu.Backend.MatMulQKVRoPEStoreKV for more than 8 rows): the
+//                  rotated q to fp32 (attention's input), the rotated k and v straight into the
+//                  cache; no fp32 k and v are written or read back. 10 bytes per q/k/v element
+//                  (fp16 cache) instead of v2's 16 after an fp32 GEMM output's 4.
 //
 // Speed: decode is latency-bound (one block per token; ~2-4 µs, dominated by the fp64 pow/sincos
 // of 64 angles and one round trip to memory); prefill moves 8 bytes per element. head_dim ≤ 1024.
@@ -119,3 +124,53 @@ extern "C" __global__ void rope_qk_store_kv_f16(float* q, float* k, const float*
     rope_qk_store_kv(q, k, v, kc, vc, pos, row_tab, tables, q_cols, kv_dim, head_dim, theta,
                      layer, num_blocks, block_size);
 }
+
+// rope_store_from is rope_qk_store_kv from q, k, v of dtype T (n, q_cols) and (n, kv_dim): q
+// rotated into q_out (fp32), k rotated into the cache, v copied into it, with rotate_row's
+// roundings.
+template <typename T, typename KV>
+__device__ void rope_store_from(float* q_out, const T* q, const T* k, const T* v, KV* kc, KV* vc,
+                                const int* pos, const int* row_tab, const int* tables, int q_cols,
+                                int kv_dim, int head_dim, float theta, int layer, int num_blocks,
+                                int block_size) {
+    __shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
+    const int i = blockIdx.x;
+    const int p = pos[i];
+    rope_table(cs, sn, p, head_dim, theta);
+    const int half = head_dim >> 1;
+    const T* qr = q + (int64_t)i * q_cols;
+    float* qo = q_out + (int64_t)i * q_cols;
+    for (int e = threadIdx.x; e < (q_cols >> 1); e += blockDim.x) {
+        const int j = e % half;
+        const float x = to_f32(qr[2 * e]), y = to_f32(qr[2 * e + 1]);
+        qo[2 * e] = rope_pair(x, y, cs[j], sn[j], false);
+        qo[2 * e + 1] = rope_pair(x, y, cs[j], sn[j], true);
+    }
+    const int blk = tables[row_tab[i] + p / block_size];
+    const int64_t off = kv_offset(layer, num_blocks, block_size, kv_dim, blk, p % block_size);
+    const T* kr = k + (int64_t)i * kv_dim;
+    const T* vr = v + (int64_t)i * kv_dim;
+    for (int e = threadIdx.x; e < (kv_dim >> 1); e += blockDim.x) {
+        const int j = e % half;
+        const float x = to_f32(kr[2 * e]), y = to_f32(kr[2 * e + 1]);
+        kc[off + 2 * e] = from_f32<KV>(rope_pair(x, y, cs[j], sn[j], false));
+        kc[off + 2 * e + 1] = from_f32<KV>(rope_pair(x, y, cs[j], sn[j], true));
+        vc[off + 2 * e] = from_f32<KV>(to_f32(vr[2 * e]));
+        vc[off + 2 * e + 1] = from_f32<KV>(to_f32(vr[2 * e + 1]));
+    }
+}
+
+// grid (n), block (128). q_cols and kv_dim multiples of head_dim, head_dim even, ≤ 2·ROPE_MAX_HALF.
+#define ROPE_STORE_FROM(kvname, KVT, dtname, DT)                                                   \
+    extern "C" __global__ void rope_qk_store_kv_##kvname##_from_##dtname(                          \
+        float* q_out, const DT* q, const DT* k, const DT* v, KVT* kc, KVT* vc, const int* pos,    \
+        const int* row_tab, const int* tables, int q_cols, int kv_dim, int head_dim, float theta, \
+        int layer, int num_blocks, int block_size) {                                              \
+        pdl_begin();                                                                              \
+        rope_store_from(q_out, q, k, v, kc, vc, pos, row_tab, tables, q_cols, kv_dim, head_dim,   \
+                        theta, layer, num_blocks, block_size);                                    \
+    }
+ROPE_STORE_FROM(f32, float, f16, __half)
+ROPE_STORE_FROM(f32, float, bf16, __nv_bfloat16)
+ROPE_STORE_FROM(f16, __half, f16, __half)
+ROPE_STORE_FROM(f16, __half, bf16, __nv_bfloat16)

@@ -119,10 +119,14 @@ type QKVMatMuler interface {
 }
 
 // QKVRoPEStorer runs the attention block's prologue at once: the q, k, v projections, RoPE on q
-// and k, and the store of k and v into the cache at layer for the batch's positions. It must
-// equal (n = b.Len())
+// and k, and the store of k and v into the cache at layer for the batch's positions. For q and
+// the cache it must equal (n = b.Len())
 //
 //	MatMulQKV(q, k, v, x, wq, wk, wv, n); RoPEStoreKV(q, k, v, c, layer, b, headDim, theta)
+//
+// up to the rounding of q, k and v where a backend keeps them in the weights' dtype (the CUDA
+// backend's prefill); k and v are scratch whose contents afterwards are unspecified (attention
+// reads the cache).
 type QKVRoPEStorer interface {
 	MatMulQKVRoPEStoreKV(q, k, v, x Buffer, wq, wk, wv Weight, c KVCache, layer int, b *Batch, headDim int, theta float32)
 }

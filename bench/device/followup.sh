@@ -9,7 +9,7 @@
 # undone or added (LLAMACU_ROPE=separate: RoPE and the KV store in their own launch;
 # LLAMACU_DECODE=v3: the previous decode attention, at depth 0 and 2048; LLAMACU_PDL=1:
 # programmatic dependent launch, off by default until measured; LLAMACU_PREFILL=v3: the previous
-# prefill attention; LLAMACU_FFN=unfused: prefill's FFN intermediates through fp32), prefill in
+# prefill attention; LLAMACU_INTERMEDIATES=f32: prefill's GEMM outputs through fp32), prefill in
 # one step (--ubatch 2048) against steps of 512, ncu's time for every kernel of one prefill
 # step, 70B's one-rank-of-TP-8 step with and without PDL, and an ncu look at two kernels, with
 # what is left.
@@ -72,17 +72,17 @@ step "prefill A/B: the previous tensor-core prefill attention, same shape (LLAMA
 run 30 env LLAMACU_PREFILL=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 \
   --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-prefill-v3"
 
-step "prefill A/B: gate, up and SwiGLU's output through fp32 between the FFN's GEMMs, same shape (LLAMACU_FFN=unfused)"
-run 30 env LLAMACU_FFN=unfused ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 \
-  --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-ffn-unfused"
+step "prefill A/B: q, k, v, gate, up and SwiGLU's output through fp32 after the GEMMs, same shape (LLAMACU_INTERMEDIATES=f32)"
+run 30 env LLAMACU_INTERMEDIATES=f32 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 \
+  --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-f32-intermediates"
 
 step "prefill A/B: the whole prompt in one forward step (--ubatch $PREFILL instead of 512)"
 run 40 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 --ubatch "$PREFILL" \
   --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-ubatch$PREFILL"
 
-step "ncu: every kernel of one $SHAPE prefill step of $PREFILL tokens (cuBLAS's GEMMs against attention and the element-wise kernels between them)"
+step "ncu: every kernel of one $SHAPE prefill step of $PREFILL tokens, time and DRAM bytes (cuBLAS's GEMMs against attention and the element-wise kernels between them)"
 if command -v ncu >/dev/null; then
-  run 45 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+  run 45 ncu --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --print-summary per-kernel \
     ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 --ubatch "$PREFILL" --batch 1 --depth 0 \
     --reps 1 --warmup 0 --no-profile --format md
 else

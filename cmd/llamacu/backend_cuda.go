@@ -19,8 +19,9 @@ import (
 // fp16 on the device ($LLAMACU_WEIGHTS=bf16 for bf16, =stored to keep each file's dtype, F32
 // included), except Q8_0, Q4_0, Q4_K, Q5_K and Q6_K ones, which stay quantised ($LLAMACU_QUANT=widen converts them too); the KV cache is fp16 ($LLAMACU_KV=f32 for fp32). Prefill attention runs on the
 // tensor cores where it can ($LLAMACU_PREFILL=v3: the previous tensor-core kernel, =simt: the
-// fp32 SIMT kernel, for comparisons); its feed-forward block keeps gate, up and SwiGLU's output in
-// the weight dtype between the cuBLAS GEMMs ($LLAMACU_FFN=unfused: through fp32, for comparisons).
+// fp32 SIMT kernel, for comparisons); what its cuBLAS GEMMs write (q, k, v; the feed-forward
+// block's gate and up, and SwiGLU's output) stays in the weight dtype ($LLAMACU_INTERMEDIATES=f32:
+// through fp32, for comparisons).
 // Repeated steps (decode) replay as CUDA graphs ($LLAMACU_GRAPHS=0: launch by launch). Decode
 // matmuls run the split-K GEMV kernels ($LLAMACU_GEMV=v2: the previous version, for comparisons),
 // the q/k/v one with RoPE and the KV store in its epilogue ($LLAMACU_ROPE=separate: their own
@@ -95,8 +96,8 @@ var cudaSwitches = []struct {
 		"0 (launch kernels in stream order, the default) or 1 (programmatic dependent launch on sm_90)"},
 	{"LLAMACU_ROPE", map[string]func(*gpu.Options){"": nil, "fused": nil, "separate": func(o *gpu.Options) { o.SeparateRoPE = true }},
 		"fused (RoPE and the KV store in the q/k/v GEMV's epilogue, the default) or separate"},
-	{"LLAMACU_FFN", map[string]func(*gpu.Options){"": nil, "fused": nil, "unfused": func(o *gpu.Options) { o.UnfusedFFN = true }},
-		"fused (prefill's gate, up and SwiGLU kept in the weight dtype between the GEMMs, the default) or unfused"},
+	{"LLAMACU_INTERMEDIATES", map[string]func(*gpu.Options){"": nil, "half": nil, "f32": func(o *gpu.Options) { o.F32Intermediates = true }},
+		"half (prefill's GEMM outputs kept in the weight dtype, the default) or f32"},
 }
 
 func graphsOn(o *gpu.Options) { o.Graphs = true }

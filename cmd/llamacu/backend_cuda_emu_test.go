@@ -91,7 +91,7 @@ func TestCUDABackendSettings(t *testing.T) {
 		{"LLAMACU_GRAPHS", "yes", "want 1"},
 		{"LLAMACU_GEMV", "v4", "want v3"},
 		{"LLAMACU_ROPE", "fast", "want fused"},
-		{"LLAMACU_FFN", "fast", "want fused (prefill's gate"},
+		{"LLAMACU_INTERMEDIATES", "fp8", "want half (prefill's GEMM outputs"},
 		{"LLAMACU_PDL", "yes", "want 0"},
 		{"LLAMACU_QUANT", "q4", "want native or widen"},
 		{"LLAMACU_DECODE", "v1", "want auto"},
