@@ -54,6 +54,16 @@ func (b *Backend) fusable(n int, glu bool, ws ...*Weight) bool {
 	return K%vec == 0
 }
 
+// checkQKV panics, naming op and the shapes, unless outs[i] (n, rows of ws[i]) = x · ws[i]ᵀ fits
+// and no output is x.
+func checkQKV(op string, n int, outs []*Buffer, xb *Buffer, ws []*Weight) {
+	for i, ob := range outs {
+		if ob.cols != ws[i].rows || xb.cols != ws[i].cols || ob == xb || len(ws[i].shape) != 2 {
+			panic(fmt.Sprintf("gpu: %s: out %d (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", op, i, n, ob.cols, n, xb.cols, ws[i].shape))
+		}
+	}
+}
+
 // cublasShared reports whether matmuls of one x (n, K) by each of ws may share one rounding of x
 // for cuBLAS (cublasInput): where MatMul would send each to cuBLAS with x rounded to the weight
 // dtype — more than 8 rows, cuBLAS loaded, not Options.Naive, F16 or BF16 matrices, K a multiple
@@ -101,11 +111,7 @@ func (b *Backend) MatMulQKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, n 
 	}
 	checkRows("MatMulQKV", n, qb, kb, vb, xb)
 	outs := []*Buffer{qb, kb, vb}
-	for i, ob := range outs {
-		if ob.cols != ws[i].rows || xb.cols != ws[i].cols || ob == xb || len(ws[i].shape) != 2 {
-			panic(fmt.Sprintf("gpu: MatMulQKV: out %d (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", i, n, ob.cols, n, xb.cols, ws[i].shape))
-		}
-	}
+	checkQKV("MatMulQKV", n, outs, xb, ws)
 	if n == 0 || !b.ok() {
 		return
 	}
@@ -170,11 +176,7 @@ func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model
 		b.RoPEStoreKV(q, k, v, c, layer, bt, headDim, theta)
 		return
 	}
-	for i, ob := range []*Buffer{qb, kb, vb} {
-		if ob.cols != ws[i].rows || xb.cols != ws[i].cols || ob == xb {
-			panic(fmt.Sprintf("gpu: MatMulQKVRoPEStoreKV: out %d (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", i, n, ob.cols, n, xb.cols, ws[i].shape))
-		}
-	}
+	checkQKV("MatMulQKVRoPEStoreKV", n, []*Buffer{qb, kb, vb}, xb, ws)
 	d := b.prepareBatch("MatMulQKVRoPEStoreKV", cc, layer, bt, false, qb, kb, vb, xb)
 	if n == 0 || !b.ok() {
 		return
@@ -195,11 +197,7 @@ func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model
 // qkvRoPEHalf is MatMulQKVRoPEStoreKV's prefill path (see there).
 func (b *Backend) qkvRoPEHalf(qb, kb, vb, xb *Buffer, ws []*Weight, cc *KVCache, layer int, bt *model.Batch, headDim int, theta float32) {
 	n, qCols, kvDim := bt.Len(), ws[0].rows, ws[1].rows
-	for i, ob := range []*Buffer{qb, kb, vb} {
-		if ob.cols != ws[i].rows || xb.cols != ws[i].cols || ob == xb {
-			panic(fmt.Sprintf("gpu: MatMulQKVRoPEStoreKV: out %d (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", i, n, ob.cols, n, xb.cols, ws[i].shape))
-		}
-	}
+	checkQKV("MatMulQKVRoPEStoreKV", n, []*Buffer{qb, kb, vb}, xb, ws)
 	d := b.prepareBatch("MatMulQKVRoPEStoreKV", cc, layer, bt, false, qb, kb, vb, xb)
 	if n == 0 || !b.ok() {
 		return
