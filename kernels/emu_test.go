@@ -697,6 +697,21 @@ func testStoreKV(t *testing.T, e *emulator) {
 
 // ---- RoPEStoreKV (gpu/rope.go: grid (B), block 128) = RoPE(q); RoPE(k); StoreKV(k, v)
 
+// ropeStoreRef is the cpu's RoPE(q); RoPE(k); StoreKV(k, v) of a case's batch: the rotated q and
+// k, and the cache.
+func ropeStoreRef(t *testing.T, c kvCase, bt *model.Batch, q, k, v []float32, theta float32) (wantQ, wantK []float32, cache *cpu.KVCache) {
+	B, kvDim, qCols := bt.Len(), c.kvHeads*c.hd, c.heads*c.hd
+	be := newCPU(t)
+	cc, _ := be.NewKVCache(c.layout())
+	qb, wantQ := hostBuf(t, be, B, qCols, q)
+	kb, wantK := hostBuf(t, be, B, kvDim, k)
+	vb, _ := hostBuf(t, be, B, kvDim, v)
+	be.RoPE(qb, c.hd, bt.Pos, theta)
+	be.RoPE(kb, c.hd, bt.Pos, theta)
+	be.StoreKV(cc, c.layer, kb, vb, bt)
+	return wantQ, wantK, cc.(*cpu.KVCache)
+}
+
 func testRoPEStoreKV(t *testing.T, e *emulator) {
 	r := rand.New(rand.NewPCG(5, 5))
 	const theta = 10000
@@ -706,15 +721,7 @@ func testRoPEStoreKV(t *testing.T, e *emulator) {
 				bt := c.batch(r)
 				B, kvDim, qCols := bt.Len(), c.kvHeads*c.hd, c.heads*c.hd
 				q, k, v := normal(r, B*qCols, 1), normal(r, B*kvDim, 1), normal(r, B*kvDim, 1)
-				be := newCPU(t)
-				cc, _ := be.NewKVCache(c.layout())
-				cache := cc.(*cpu.KVCache)
-				qb, wantQ := hostBuf(t, be, B, qCols, q)
-				kb, wantK := hostBuf(t, be, B, kvDim, k)
-				vb, _ := hostBuf(t, be, B, kvDim, v)
-				be.RoPE(qb, c.hd, bt.Pos, theta)
-				be.RoPE(kb, c.hd, bt.Pos, theta)
-				be.StoreKV(cc, c.layer, kb, vb, bt)
+				wantQ, wantK, cache := ropeStoreRef(t, c, bt, q, k, v, theta)
 
 				s := &script{}
 				qd, kd1, vd1 := s.buf(f32Bytes(q)), s.buf(f32Bytes(k)), s.buf(f32Bytes(v))
@@ -751,15 +758,7 @@ func testRoPEStoreFrom(t *testing.T, e *emulator) {
 					B, kvDim, qCols := bt.Len(), c.kvHeads*c.hd, c.heads*c.hd
 					// The projections as cuBLAS leaves them: in d.
 					q, k, v := roundTo(d, normal(r, B*qCols, 1)), roundTo(d, normal(r, B*kvDim, 1)), roundTo(d, normal(r, B*kvDim, 1))
-					be := newCPU(t)
-					cc, _ := be.NewKVCache(c.layout())
-					cache := cc.(*cpu.KVCache)
-					qb, wantQ := hostBuf(t, be, B, qCols, q)
-					kb, _ := hostBuf(t, be, B, kvDim, k)
-					vb, _ := hostBuf(t, be, B, kvDim, v)
-					be.RoPE(qb, c.hd, bt.Pos, theta)
-					be.RoPE(kb, c.hd, bt.Pos, theta)
-					be.StoreKV(cc, c.layer, kb, vb, bt)
+					wantQ, _, cache := ropeStoreRef(t, c, bt, q, k, v, theta)
 
 					s := &script{}
 					qo := s.buf(f32Bytes(nanFill(B * qCols)))
