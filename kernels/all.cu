@@ -7,6 +7,7 @@
 #include "kvcache.cu"
 #include "attention.cu"
 #include "gemv.cu"
+#include "gemv_mma.cu"  // after rope.cu: its q/k/v + RoPE kernel uses rope_angle, rope_pair
 #include "kquant.cu"  // after gemv.cu: uses its GEMV geometry and helpers
 #include "gemm.cu"
 #include "swiglu.cu"

@@ -239,10 +239,23 @@ LLAMACU_DEVICE uint32_t pack_halves(__half lo, __half hi) {
 //   c    = C[gid][2tig], C[gid][2tig+1], C[gid+8][2tig], C[gid+8][2tig+1]
 LLAMACU_DEVICE void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b) {
 #ifdef LLAMACU_EMU
-    emu::mma_m16n8k16(c, a, b, __FILE__, __LINE__);
+    emu::mma_m16n8k16(c, a, b, false, __FILE__, __LINE__);
 #else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// mma_m16n8k16_bf16 is mma_m16n8k16 with bf16 A and B (same fragment layout).
+LLAMACU_DEVICE void mma_m16n8k16_bf16(float* c, const uint32_t* a, const uint32_t* b) {
+#ifdef LLAMACU_EMU
+    emu::mma_m16n8k16(c, a, b, true, __FILE__, __LINE__);
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
         "{%8, %9}, {%0, %1, %2, %3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));

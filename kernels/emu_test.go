@@ -337,7 +337,7 @@ func TestEmulatedKernels(t *testing.T) {
 			{"Embed", testEmbed}, {"RMSNorm", testRMSNorm}, {"RoPE", testRoPE},
 			{"StoreKV", testStoreKV}, {"RoPEStoreKV", testRoPEStoreKV}, {"RoPEStoreFrom", testRoPEStoreFrom}, {"QKVRoPE", testQKVRoPE},
 			{"Attention", testAttention},
-			{"MatMul", testMatMul}, {"GEMM", testGEMM}, {"Convert", testConvert},
+			{"MatMul", testMatMul}, {"GEMVMMA", testGEMVMMA}, {"GEMM", testGEMM}, {"Convert", testConvert},
 			{"SwiGLU", testSwiGLU}, {"SwiGLUHalf", testSwiGLUHalf}, {"Add", testAdd}, {"Gather", testGather}, {"Argmax", testArgmax},
 			{"TopK", testTopK}, {"Quant", testQuant}, {"KQuant", testKQuant}, {"Fused", testFused},
 			{"Faults", testFaults}, {"Hazards", testHazards},
@@ -785,7 +785,8 @@ func testRoPEStoreFrom(t *testing.T, e *emulator) {
 
 func testQKVRoPE(t *testing.T, e *emulator) {
 	r := rand.New(rand.NewPCG(6, 6))
-	const theta, K = 10000, 72 // K: 9 f16 vectors, so the K groups are uneven
+	// K: 12 f16 vectors and 3 chunks of 32, so that v3's and v4's K groups are uneven.
+	const theta, K = 10000, 96
 	for _, c := range kvCases {
 		for _, d := range []tensor.DType{tensor.F16, tensor.BF16, tensor.F32} {
 			for _, kd := range []tensor.DType{tensor.F32, tensor.F16} {
@@ -820,38 +821,52 @@ func testQKVRoPE(t *testing.T, e *emulator) {
 						be.RoPE(outs[1], c.hd, bt.Pos, theta)
 						be.StoreKV(cc, c.layer, outs[1], outs[2], bt)
 
-						s := &script{}
-						xd := s.buf(f32Bytes(x))
-						var od, wd [3]dev
-						for i, N := range ns {
-							od[i] = s.buf(f32Bytes(nanFill(B * N)))
-							wd[i] = s.buf(tensor.Encode(d, ws[i]))
+						// v3 (grid ceil(rows·4/16), 128 threads) and, for fp16/bf16 weights, v4
+						// with each split (a block per 16-row tile of each matrix, 32·ks threads).
+						type launch struct {
+							name        string
+							grid, block dim3
 						}
-						n := len(cache.K())
-						kc, vc := s.buf(tensor.Encode(kd, make([]float32, n))), s.buf(tensor.Encode(kd, make([]float32, n)))
-						meta := s.buf(i32Bytes(batchSlab(bt)))
-						name := fmt.Sprintf("gemv_%s_v3_qkv_rope_%s_n%d", kvName(d), kvName(kd), width)
-						s.launch(name, d1(ceilDiv((qCols+2*kvDim)*4, 16)), d1(128),
-							ptr(od[0]), ptr(od[1]), ptr(od[2]), ptr(xd), ptr(wd[0]), ptr(wd[1]), ptr(wd[2]), ptr(kc), ptr(vc),
-							ptr(meta), ptrAt(meta, 4*B), ptrAt(meta, 8*B), i32(B), i32(qCols), i32(kvDim), i32(K), i32(c.hd), f32(theta),
-							i32(c.layer), i32(c.numBlocks), i32(c.bs))
-						var got [3]*[]byte
-						for i := range od {
-							got[i] = s.read(od[i])
+						launches := []launch{{fmt.Sprintf("gemv_%s_v3_qkv_rope_%s_n%d", kvName(d), kvName(kd), width), d1(ceilDiv((qCols+2*kvDim)*4, 16)), d1(128)}}
+						if d != tensor.F32 {
+							for _, ks := range []int{4, 8} {
+								launches = append(launches, launch{fmt.Sprintf("gemv_%s_v4_qkv_rope_%s_k%d", kvName(d), kvName(kd), ks),
+									d1(ceilDiv(qCols, 16) + 2*ceilDiv(kvDim, 16)), d1(32 * ks)})
+							}
 						}
-						gkc, gvc := s.read(kc), s.read(vc)
-						e.run(t, s)
-						// The sums' tolerance is the matmul's (a rotation keeps each pair's norm).
-						for i, what := range []string{"q", "k", "v"} {
-							compare(t, name+" "+what, bytesF32(*got[i]), want[i], nil, tol{1e-5, 1e-5})
+						for _, l := range launches {
+							s := &script{}
+							xd := s.buf(f32Bytes(x))
+							var od, wd [3]dev
+							for i, N := range ns {
+								od[i] = s.buf(f32Bytes(nanFill(B * N)))
+								wd[i] = s.buf(tensor.Encode(d, ws[i]))
+							}
+							n := len(cache.K())
+							kc, vc := s.buf(tensor.Encode(kd, make([]float32, n))), s.buf(tensor.Encode(kd, make([]float32, n)))
+							meta := s.buf(i32Bytes(batchSlab(bt)))
+							s.launch(l.name, l.grid, l.block,
+								ptr(od[0]), ptr(od[1]), ptr(od[2]), ptr(xd), ptr(wd[0]), ptr(wd[1]), ptr(wd[2]), ptr(kc), ptr(vc),
+								ptr(meta), ptrAt(meta, 4*B), ptrAt(meta, 8*B), i32(B), i32(qCols), i32(kvDim), i32(K), i32(c.hd), f32(theta),
+								i32(c.layer), i32(c.numBlocks), i32(c.bs))
+							var got [3]*[]byte
+							for i := range od {
+								got[i] = s.read(od[i])
+							}
+							gkc, gvc := s.read(kc), s.read(vc)
+							e.run(t, s)
+							// The sums' tolerance is the matmul's (a rotation keeps each pair's norm).
+							for i, what := range []string{"q", "k", "v"} {
+								compare(t, l.name+" "+what, bytesF32(*got[i]), want[i], nil, tol{1e-5, 1e-5})
+							}
+							// fp16: sums a rounding apart may round to neighbouring halves.
+							ct := tol{1e-5, 2e-5}
+							if kd == tensor.F16 {
+								ct = tol{1e-5, 1e-3}
+							}
+							compare(t, l.name+" K cache", decodeAs(kd, *gkc), roundTo(kd, cache.K()), nil, ct)
+							compare(t, l.name+" V cache", decodeAs(kd, *gvc), roundTo(kd, cache.V()), nil, ct)
 						}
-						// fp16: sums a rounding apart may round to neighbouring halves.
-						ct := tol{1e-5, 2e-5}
-						if kd == tensor.F16 {
-							ct = tol{1e-5, 1e-3}
-						}
-						compare(t, "K cache", decodeAs(kd, *gkc), roundTo(kd, cache.K()), nil, ct)
-						compare(t, "V cache", decodeAs(kd, *gvc), roundTo(kd, cache.V()), nil, ct)
 					})
 				}
 			}
@@ -1926,17 +1941,21 @@ var launchSites = []string{
 	"Attention: cuda.Dim3{X: p.nTiles, Y: kvHeads} | cuda.Dim3{X: pfThreads}",
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
+	"MatMulQKV: cuda.Dim3{X: tiles} | cuda.Dim3{X: 32 * ks}",
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKV: grid | cuda.Dim3{X: gemvThreads}",
+	"MatMulQKVRoPEStoreKV: cuda.Dim3{X: tiles} | cuda.Dim3{X: 32 * ks}",
 	"MatMulQKVRoPEStoreKV: grid | cuda.Dim3{X: gemvThreads}",
 	"qkvRoPEHalf: cuda.Dim3{X: n} | cuda.Dim3{X: 128}",
+	"MatMulSwiGLU: cuda.Dim3{X: tiles} | cuda.Dim3{X: 32 * ks}",
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: grid | cuda.Dim3{X: gemvThreads}",
 	"AddRMSNorm: cuda.Dim3{X: n} | cuda.Dim3{X: threads}",
 	"MatMulFFN: gridFor(ceilDiv(total, 8), 256) | cuda.Dim3{X: 256}",
 	"GatherRows: cuda.Dim3{X: len(rows)} | cuda.Dim3{X: 256}",
+	"gemv4: cuda.Dim3{X: tiles} | cuda.Dim3{X: 32 * ks}",
 	"StoreKV: cuda.Dim3{X: bt.Len()} | cuda.Dim3{X: 128}",
 	"MatMul: cuda.Dim3{X: ceilDiv(N, 8), Y: n} | cuda.Dim3{X: 256}",
 	"gemv: cuda.Dim3{X: ceilDiv(w.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
@@ -1960,7 +1979,7 @@ var launchSites = []string{
 	"helper prefillFits: 57ab19b55cba",
 	"helper prefillMMA: afa8543c2a56",
 	"helper makePlan: b41fd7db4cd3",
-	"helper gemv: 46585e2180e2",
+	"helper gemv: dad61b14d17d",
 }
 
 func TestEmuLaunchSitesUnchanged(t *testing.T) {

@@ -24,6 +24,7 @@
 //   gemv_<dt>_v3_qkv_rope_<kv>_n<B>: the q/k/v kernel (ks = 4) with RoPE and the paged KV store
 //                       in its epilogue: one launch for a decode layer's attention prologue
 //                       (section "v3, q/k/v with RoPE and the KV store").
+//   gemv_<dt>_v4*     : f16/bf16 on the tensor cores for steps of 2–8 rows: kernels/gemv_mma.cu.
 //   gemv_q8_0_*, gemv_q4_0_*: the same versions for weights kept quantised (sections "Q8_0",
 //                       "Q4_0" and the shared quantised loop at the end), and dequant_<q>_f16
 //                       for the cuBLAS path of prefill. The k-quants' are in kquant.cu.

@@ -106,7 +106,8 @@ void syncwarp(const char* file, int line);
 // every lane of the warp must call it (a warp barrier); each lane passes its A (4 × 32-bit: 8
 // halves), B (2 × 32-bit) and C/D (4 floats) fragments in the PTX ISA's layout, gets its D back
 // in c. Products are exact and summed in float (a tensor core's order and truncation differ).
-void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b, const char* file, int line);
+// bf16: A and B hold bf16 (mma…f32.bf16.bf16.f32) instead of fp16.
+void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b, bool bf16, const char* file, int line);
 
 // ldmatrix_x4 is the warp-collective ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (a warp
 // barrier, like mma): lane l passes the address of row l % 8 of matrix l / 8 and gets one 32-bit

@@ -386,6 +386,8 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(gemv_##dt##_v2_qkv_n1) X(gemv_##dt##_v2_qkv_n2) X(gemv_##dt##_v2_qkv_n4) X(gemv_##dt##_v2_qkv_n8)                        \
     X(gemv_##dt##_v2_glu_n1) X(gemv_##dt##_v2_glu_n2) X(gemv_##dt##_v2_glu_n4) X(gemv_##dt##_v2_glu_n8)                        \
     GEMV3(dt, 1) GEMV3(dt, 2) GEMV3(dt, 4) GEMV3(dt, 8) ROPE3(dt, f32) ROPE3(dt, f16)
+#define GEMV4(dt, ks) X(gemv_##dt##_v4_k##ks) X(gemv_##dt##_v4_qkv_k##ks) X(gemv_##dt##_v4_glu_k##ks) \
+    X(gemv_##dt##_v4_qkv_rope_f32_k##ks) X(gemv_##dt##_v4_qkv_rope_f16_k##ks)
 #define ROPE3(dt, kv) X(gemv_##dt##_v3_qkv_rope_##kv##_n1) X(gemv_##dt##_v3_qkv_rope_##kv##_n2) \
     X(gemv_##dt##_v3_qkv_rope_##kv##_n4) X(gemv_##dt##_v3_qkv_rope_##kv##_n8)
 #define GEMV3(dt, nb) X(gemv_##dt##_v3_n##nb##_k1) X(gemv_##dt##_v3_n##nb##_k2) X(gemv_##dt##_v3_n##nb##_k4) \
@@ -406,6 +408,7 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(attention_f32_v1) X(attention_f16_v1) DECODE(f32) DECODE(f16) DECODE4(64) DECODE4(128) X(attention_reduce_f32) X(attention_reduce_f32_v2) \
     X(attention_prefill_f32) X(attention_prefill_f16) X(attention_prefill_f16_v3_hd64) X(attention_prefill_f16_v3_hd128) \
     X(attention_prefill_f16_v4_hd64) X(attention_prefill_f16_v4_hd128) GEMV(f32) GEMV(f16) GEMV(bf16)        \
+    GEMV4(f16, 4) GEMV4(f16, 8) GEMV4(bf16, 4) GEMV4(bf16, 8) \
     X(convert_f32_to_f16) X(convert_f32_to_bf16) X(swiglu_f32_v1) X(swiglu_f32) X(swiglu_f16) X(swiglu_bf16) \
     X(add_f32_v1) X(add_f32) X(gather_rows_f32) X(argmax_f32) X(emu_selftest_pipeline) \
     X(topk_f32_v1) X(topk_f32) X(gemv_q8_0_v1) X(gemv_q8_0_v2_n1) X(gemv_q8_0_v2_n2) X(gemv_q8_0_v2_n4)   \
@@ -475,7 +478,7 @@ uint64_t shfl_xor(uint64_t bits, unsigned mask, int lane_mask, const char* file,
     return r;
 }
 
-void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b, const char* file, int line) {
+void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b, bool bf16, const char* file, int line) {
     struct Frag {
         uint32_t a[4], b[2];
     };
@@ -491,9 +494,16 @@ void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b, const char* fi
     // of lane (r%8)·4 + (k%8)/2; B (16 × 8, col) element (k, n) is half k%2 of register (k≥8)
     // of lane n·4 + (k%8)/2; D's registers 0…3 are (gid, 2·tig), (gid, 2·tig+1), (gid+8, 2·tig),
     // (gid+8, 2·tig+1).
-    auto half_at = [](uint32_t reg, int k) {
+    auto half_at = [bf16](uint32_t reg, int k) {
+        const uint16_t bits = uint16_t(k % 2 ? reg >> 16 : reg & 0xffff);
+        if (bf16) {
+            float f;
+            const uint32_t u = uint32_t(bits) << 16;
+            memcpy(&f, &u, 4);
+            return f;
+        }
         __half h;
-        h.x = uint16_t(k % 2 ? reg >> 16 : reg & 0xffff);
+        h.x = bits;
         return __half2float(h);
     };
     auto A = [&](int r, int k) {
