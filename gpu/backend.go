@@ -60,6 +60,15 @@ type Options struct {
 	// GEMVSplit forces v3's warps per row group (1, 2 or 4); 0 chooses (gemvSplit: 4). The
 	// results are the same bits whatever it is; for benchmarks.
 	GEMVSplit int
+	// GEMVv3 runs GEMV v3 for steps of 2–8 rows too, where F16 and BF16 weights go to v4
+	// (tensor cores, kernels/gemv_mma.cu) by default: for benchmarks that compare them.
+	GEMVv3 bool
+	// GEMVv4OneRow runs v4 for one row too (v3 by default: fp32 FMAs, 79–100% of the copy
+	// bandwidth at one row on an H100): for benchmarks that compare them.
+	GEMVv4OneRow bool
+	// GEMVv4Split forces v4's warps per 16-row tile (4 or 8); 0 chooses (gemv4Split). The
+	// results are the same bits whatever it is; for benchmarks.
+	GEMVv4Split int
 	// SeparateRoPE runs RoPE and the KV store as a launch of their own after the q/k/v GEMV
 	// (rope_qk_store_kv) instead of in its epilogue (gemv_<dt>_v3_qkv_rope): for benchmarks
 	// that compare them. The bits are the same.

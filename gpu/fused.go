@@ -93,9 +93,9 @@ func batchWidth(m int) int {
 	return j
 }
 
-// MatMulQKV: q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ in one launch of gemv_<dt>_v2_qkv (the three row
-// counts but the last multiples of 4, so that a warp's rows come from one matrix); else three
-// MatMuls.
+// MatMulQKV: q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ in one launch of gemv_<dt>_v3_qkv (the three row
+// counts but the last multiples of 4, so that a warp's rows come from one matrix), or of
+// gemv_<dt>_v4_qkv where gemvV4 says (any row counts); else three MatMuls.
 //
 // For more than 8 rows with cuBLAS (prefill) it rounds x to the weight dtype once for the three
 // GEMMs, where three MatMuls would round it three times: the same bits.
@@ -103,7 +103,8 @@ func (b *Backend) MatMulQKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, n 
 	qb, kb, vb, xb := buf(q), buf(k), buf(v), buf(x)
 	ws := []*Weight{wt(wq), wt(wk), wt(wv)}
 	shared := b.cublasShared(n, ws...)
-	if !shared && (!b.fusable(n, false, ws...) || ws[0].rows%gemvRows != 0 || ws[1].rows%gemvRows != 0) {
+	v4 := !shared && b.gemvV4(n, ws...)
+	if !shared && !v4 && (!b.fusable(n, false, ws...) || ws[0].rows%gemvRows != 0 || ws[1].rows%gemvRows != 0) {
 		b.MatMul(q, x, wq, n)
 		b.MatMul(k, x, wk, n)
 		b.MatMul(v, x, wv, n)
@@ -120,6 +121,14 @@ func (b *Backend) MatMulQKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, n 
 		for i, ob := range outs {
 			b.cublasNT(ob.ptr, cuda.TypeF32, xp, t, ws[i], n)
 		}
+		return
+	}
+	if v4 {
+		tiles := gemv4Tiles(ws)
+		ks, ki := b.gemv4Split(tiles)
+		b.launch(b.k.gemvQKV4[ws[0].wdt()-1][ki], cuda.Dim3{X: tiles}, cuda.Dim3{X: 32 * ks},
+			cuda.Ptr(qb.ptr), cuda.Ptr(kb.ptr), cuda.Ptr(vb.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ws[0].ptr), cuda.Ptr(ws[1].ptr), cuda.Ptr(ws[2].ptr),
+			i32(n), i32(ws[0].rows), i32(ws[1].rows), i32(ws[2].rows), i32(xb.cols))
 		return
 	}
 	rows := ws[0].rows + ws[1].rows + ws[2].rows
@@ -148,8 +157,10 @@ var _ model.QKVRoPEStorer = (*Backend)(nil)
 // MatMulQKVRoPEStoreKV: MatMulQKV, then RoPEStoreKV, in one launch of
 // gemv_<dt>_v3_qkv_rope_<kv>_n<B> (kernels/gemv.cu) where MatMulQKV would launch the v3 q/k/v
 // kernel with ks = 4: float weights of one dtype, at most 8 rows, row counts multiples of 4 and
-// k, v of the cache's kv_heads·head_dim. Elsewhere (and under Options.SeparateRoPE) it runs the
-// two ops. Either way the bits are the same: q and k rotated, k and v in the cache.
+// k, v of the cache's kv_heads·head_dim; or of gemv_<dt>_v4_qkv_rope_<kv> (kernels/gemv_mma.cu)
+// where MatMulQKV would launch v4 (gemvV4) and k, v have that shape. Elsewhere (and under
+// Options.SeparateRoPE) it runs the two ops. Either way the bits are the same: q and k rotated,
+// k and v in the cache.
 //
 // Prefill (more than 8 rows with cuBLAS; F16 or BF16 weights of one dtype): x is rounded once,
 // cuBLAS writes q, k and v in the weight dtype (the qkvHalf scratch), and
@@ -169,9 +180,10 @@ func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model
 		b.qkvRoPEHalf(qb, kb, vb, xb, ws, cc, layer, bt, headDim, theta)
 		return
 	}
-	if b.opts.SeparateRoPE || b.opts.GEMVv2 || b.gemvSplit() != 4 || !b.fusable(n, false, ws...) || ws[0].quantised() ||
-		ws[0].rows%gemvRows != 0 || ws[1].rows != kvDim || ws[2].rows != kvDim || kvDim%gemvRows != 0 ||
-		headDim != cc.l.HeadDim || headDim%2 != 0 || ws[0].rows%headDim != 0 {
+	ropeShape := ws[1].rows == kvDim && ws[2].rows == kvDim && headDim == cc.l.HeadDim && headDim%2 == 0 && ws[0].rows%headDim == 0
+	v4 := !b.opts.SeparateRoPE && ropeShape && b.gemvV4(n, ws...)
+	if !v4 && (b.opts.SeparateRoPE || b.opts.GEMVv2 || b.gemvSplit() != 4 || !b.fusable(n, false, ws...) || ws[0].quantised() ||
+		ws[0].rows%gemvRows != 0 || kvDim%gemvRows != 0 || !ropeShape) {
 		b.MatMulQKV(q, k, v, x, wq, wk, wv, n)
 		b.RoPEStoreKV(q, k, v, c, layer, bt, headDim, theta)
 		return
@@ -186,6 +198,16 @@ func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model
 		kvi = 0
 	}
 	l := cc.l
+	if v4 {
+		tiles := gemv4Tiles(ws)
+		ks, ki := b.gemv4Split(tiles)
+		b.launch(b.k.gemvQKVRoPE4[ws[0].wdt()-1][kvi][ki], cuda.Dim3{X: tiles}, cuda.Dim3{X: 32 * ks},
+			cuda.Ptr(qb.ptr), cuda.Ptr(kb.ptr), cuda.Ptr(vb.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ws[0].ptr), cuda.Ptr(ws[1].ptr), cuda.Ptr(ws[2].ptr),
+			cuda.Ptr(cc.k), cuda.Ptr(cc.v), cuda.Ptr(d.pos), cuda.Ptr(d.rowTab), cuda.Ptr(d.tables),
+			i32(n), i32(ws[0].rows), i32(kvDim), i32(xb.cols), i32(headDim), cuda.F32(theta),
+			i32(layer), i32(l.NumBlocks), i32(l.BlockSize))
+		return
+	}
 	grid, _ := gemvV3Grid(ws[0].rows+2*kvDim, 4)
 	b.launch(b.k.gemvQKVRoPE[ws[0].wdt()][kvi][batchWidth(n)], grid, cuda.Dim3{X: gemvThreads},
 		cuda.Ptr(qb.ptr), cuda.Ptr(kb.ptr), cuda.Ptr(vb.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ws[0].ptr), cuda.Ptr(ws[1].ptr), cuda.Ptr(ws[2].ptr),
@@ -221,8 +243,8 @@ func (b *Backend) qkvRoPEHalf(qb, kb, vb, xb *Buffer, ws []*Weight, cc *KVCache,
 		i32(layer), i32(l.NumBlocks), i32(l.BlockSize))
 }
 
-// MatMulSwiGLU: out = silu(x·gateᵀ)·(x·upᵀ) in one launch of gemv_<dt>_v2_glu; else MatMul into
-// out and tmp and SwiGLU. tmp (n, N) is scratch for the unfused path; it may be left as it was.
+// MatMulSwiGLU: out = silu(x·gateᵀ)·(x·upᵀ) in one launch of gemv_<dt>_v3_glu (gemv_<dt>_v4_glu
+// where gemvV4 says); else MatMul into out and tmp and SwiGLU. tmp (n, N) is scratch for the unfused path; it may be left as it was.
 func (b *Backend) MatMulSwiGLU(out, tmp, x model.Buffer, gate, up model.Weight, n int) {
 	ob, xb, wg, wu := buf(out), buf(x), wt(gate), wt(up)
 	if !b.fusable(n, true, wg, wu) || wg.rows != wu.rows {
@@ -236,6 +258,13 @@ func (b *Backend) MatMulSwiGLU(out, tmp, x model.Buffer, gate, up model.Weight, 
 		panic(fmt.Sprintf("gpu: MatMulSwiGLU: out (%d, %d) = x (%d, %d) · w%v ᵀ (out must not be x)", n, ob.cols, n, xb.cols, wg.shape))
 	}
 	if n == 0 || !b.ok() {
+		return
+	}
+	if b.gemvV4(n, wg, wu) {
+		tiles := ceilDiv(wg.rows, gemv4Tile)
+		ks, ki := b.gemv4Split(tiles)
+		b.launch(b.k.gemvGLU4[wg.wdt()-1][ki], cuda.Dim3{X: tiles}, cuda.Dim3{X: 32 * ks},
+			cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(wg.ptr), cuda.Ptr(wu.ptr), i32(n), i32(wg.rows), i32(wg.cols))
 		return
 	}
 	if wg.quantised() {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/llamacu/llamacu/cuda"
@@ -242,14 +243,19 @@ func TestPDLOption(t *testing.T) {
 
 // TestGEMVSplit: gemv v3 gives the same bits whatever its K split (ks = 1, 2, 4 warps per row
 // group: chosen on the host from the rows and the SM count, so it differs between GPUs and between
-// a fused grid and its unfused matrices), plain, fused q/k/v and fused gate/up alike; and agrees
-// with v2 and the naive v1 to fp32 rounding.
+// a fused grid and its unfused matrices), plain, fused q/k/v and fused gate/up alike; so does v4
+// (tensor cores: ks = 4, 8 warps per 16-row tile, here at every row count, one included); and
+// they agree with v2 and the naive v1 to fp32 rounding (v4 too: x keeps fp32's accuracy).
 func TestGEMVSplit(t *testing.T) {
 	bes := map[string]*gpu.Backend{"v2": open(t, gpu.Options{NoCublas: true, GEMVv2: true}), "v1": open(t, gpu.Options{NoCublas: true, Naive: true})}
 	for _, ks := range []int{1, 2, 4} {
-		bes[fmt.Sprint("ks=", ks)] = open(t, gpu.Options{NoCublas: true, GEMVSplit: ks})
+		bes[fmt.Sprint("ks=", ks)] = open(t, gpu.Options{NoCublas: true, GEMVSplit: ks, GEMVv3: true})
 	}
-	order := []string{"ks=1", "ks=2", "ks=4", "v2", "v1"}
+	// v4 (tensor cores) at every row count, with each of its splits.
+	for _, ks := range []int{4, 8} {
+		bes[fmt.Sprint("v4 ks=", ks)] = open(t, gpu.Options{NoCublas: true, GEMVv4Split: ks, GEMVv4OneRow: true})
+	}
+	order := []string{"ks=1", "ks=2", "ks=4", "v4 ks=4", "v4 ks=8", "v2", "v1"}
 	r := rand.New(rand.NewPCG(31, 32))
 	K, N, kvN := 512, 260, 66 // N, kvN: tails of 4-row groups; K: 1 vector per lane per K group and more
 	if !cuda.Emulated {
@@ -283,10 +289,25 @@ func TestGEMVSplit(t *testing.T) {
 						t.Fatalf("ks=1: MatMulQKV q[%d] = %v, MatMul %v", i, ref[1][i], ref[0][i])
 					}
 				}
+				// v4 ran: F16 and BF16 rows that are v3's sums to rounding, not v3's bits.
+				if d != tensor.F32 && slices.EqualFunc(got["v4 ks=4"][0], ref[0], func(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) }) {
+					t.Fatal("v4 ks=4: MatMul gives v3's bits: the tensor-core kernel did not run")
+				}
+				// The same within v4, ks=4: its q is its MatMul.
+				for i, w := range got["v4 ks=4"][0] {
+					if g := got["v4 ks=4"][1][i]; math.Float32bits(g) != math.Float32bits(w) {
+						t.Fatalf("v4 ks=4: MatMulQKV q[%d] = %v, MatMul %v", i, g, w)
+					}
+				}
 				for _, name := range order[1:] {
 					for j := range ref {
 						for i := range ref[j] {
 							g, w := got[name][j][i], ref[j][i]
+							if name == "v4 ks=8" { // v4's bits do not depend on its split either
+								if w4 := got["v4 ks=4"][j][i]; math.Float32bits(g) != math.Float32bits(w4) {
+									t.Fatalf("%s: %s[%d] = %v, v4 ks=4 gives %v", name, what[j], i, g, w4)
+								}
+							}
 							if name[0] == 'k' {
 								if math.Float32bits(g) != math.Float32bits(w) {
 									t.Fatalf("%s: %s[%d] = %v, ks=1 gives %v", name, what[j], i, g, w)

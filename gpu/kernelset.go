@@ -35,6 +35,10 @@ type kernelFuncs[F any] struct {
 	gemvQKV3      [3][4][3]F
 	gemvGLU3      [3][4][3]F
 	gemvQKVRoPE   [3][2][4]F // v3 q, k, v with RoPE and the KV store (ks = 4), by wdt, cache (f32, f16), batch width
+	gemvV4        [2][2]F    // gemv_mma.cu (v4, tensor cores), by dtype (F16, BF16) and ks (4, 8)
+	gemvQKV4      [2][2]F
+	gemvGLU4      [2][2]F
+	gemvQKVRoPE4  [2][2][2]F // by dtype, cache (f32, f16) and ks
 	gemvQV1       [5]F       // gemv.cu, kquant.cu, by quantised type: Q8_0, Q4_0, Q4_K, Q6_K, Q5_K
 	gemvQV2       [5][4]F    // by quantised type, batch width 1, 2, 4, 8
 	gemvQQKV      [2][4]F    // fused q, k, v projections, by quantised type (Q8_0, Q4_0) and batch width
@@ -98,6 +102,14 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 	for d, dt := range dts[1:] {
 		for c, kv := range [2]string{"f32", "f16"} {
 			table[fmt.Sprintf("rope_qk_store_kv_%s_from_%s", kv, dt)] = &k.ropeStoreFrom[d][c]
+		}
+		for i, ks := range [2]int{4, 8} {
+			table[fmt.Sprintf("gemv_%s_v4_k%d", dt, ks)] = &k.gemvV4[d][i]
+			table[fmt.Sprintf("gemv_%s_v4_qkv_k%d", dt, ks)] = &k.gemvQKV4[d][i]
+			table[fmt.Sprintf("gemv_%s_v4_glu_k%d", dt, ks)] = &k.gemvGLU4[d][i]
+			for c, kv := range [2]string{"f32", "f16"} {
+				table[fmt.Sprintf("gemv_%s_v4_qkv_rope_%s_k%d", dt, kv, ks)] = &k.gemvQKVRoPE4[d][c][i]
+			}
 		}
 	}
 	for d, dt := range dts {

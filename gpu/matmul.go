@@ -42,7 +42,8 @@ func gemvV3Grid(N, ks int) (cuda.Dim3, int) {
 //
 // Path (kernels/gemv.cu, kernels/gemm.cu):
 //   - n ≤ 8: gemv_<dt>_v3_n{1,2,4,8} (weights streamed once, 16-byte loads, K split over
-//     1–4 warps per row group; v2 under Options.GEMVv2);
+//     1–4 warps per row group; v2 under Options.GEMVv2); for 2–8 rows of F16/BF16 weights,
+//     gemv_<dt>_v4 on the tensor cores (gemv_mma.go);
 //   - n > 8 with cuBLAS: x rounded to the weight dtype (convert_f32_to_<dt>; F32 weights use x
 //     as is), then cublasGemmEx with fp32 accumulation and fp32 output;
 //   - n > 8 without cuBLAS: the n ≤ 8 kernel over 8-row slices;
@@ -82,9 +83,13 @@ func (b *Backend) MatMul(out, x model.Buffer, w model.Weight, n int) {
 	}
 }
 
-// gemv launches gemv_<dt>_v3_n<B> (gemv_<dt>_v2_n<B> under Options.GEMVv2) for m ≤ 8 rows:
-// out (m, N), x (m, K).
+// gemv launches gemv_<dt>_v4 where gemvV4 says (2–8 rows of F16/BF16 weights), else
+// gemv_<dt>_v3_n<B> (gemv_<dt>_v2_n<B> under Options.GEMVv2) for m ≤ 8 rows: out (m, N), x (m, K).
 func (b *Backend) gemv(out, x cuda.DevicePtr, w *Weight, m int) {
+	if b.gemvV4(m, w) {
+		b.gemv4(out, x, w, m)
+		return
+	}
 	j := batchWidth(m)
 	if b.opts.GEMVv2 {
 		b.launch(b.k.gemvV2[w.wdt()][j], cuda.Dim3{X: ceilDiv(w.rows, gemvRowsPerBlock)}, cuda.Dim3{X: gemvThreads},

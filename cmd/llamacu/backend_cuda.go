@@ -23,7 +23,9 @@ import (
 // block's gate and up, and SwiGLU's output) stays in the weight dtype ($LLAMACU_INTERMEDIATES=f32:
 // through fp32, for comparisons).
 // Repeated steps (decode) replay as CUDA graphs ($LLAMACU_GRAPHS=0: launch by launch). Decode
-// matmuls run the split-K GEMV kernels ($LLAMACU_GEMV=v2: the previous version, for comparisons),
+// matmuls run the split-K GEMV kernels for one row and the tensor-core ones (v4) for 2–8
+// ($LLAMACU_GEMV=v3: split-K for every step, =v2: the version before it, =v4-all: v4 for one
+// row too, for comparisons),
 // the q/k/v one with RoPE and the KV store in its epilogue ($LLAMACU_ROPE=separate: their own
 // launch); decode attention runs v4 (cp.async-pipelined) on the fp16 cache, and otherwise v3 in
 // steps of 8 or more decode rows and v2 below ($LLAMACU_DECODE=v2 or =v3 forces one).
@@ -90,8 +92,10 @@ var cudaSwitches = []struct {
 	{"LLAMACU_DECODE", map[string]func(*gpu.Options){"": nil, "auto": nil, "v4": nil,
 		"v2": func(o *gpu.Options) { o.Decode = 2 }, "v3": func(o *gpu.Options) { o.Decode = 3 }},
 		"auto (decode attention v4 for an fp16 cache, the default), v2 or v3"},
-	{"LLAMACU_GEMV", map[string]func(*gpu.Options){"": nil, "v3": nil, "v2": func(o *gpu.Options) { o.GEMVv2 = true }},
-		"v3 (K split over warps, the default) or v2"},
+	{"LLAMACU_GEMV", map[string]func(*gpu.Options){"": nil, "v4": nil,
+		"v4-all": func(o *gpu.Options) { o.GEMVv4OneRow = true },
+		"v3":     func(o *gpu.Options) { o.GEMVv3 = true }, "v2": func(o *gpu.Options) { o.GEMVv2 = true }},
+		"v4 (tensor cores for 2–8 rows, v3 for one: the default), v4-all (v4 for one row too), v3 (K split over warps, every step) or v2"},
 	{"LLAMACU_PDL", map[string]func(*gpu.Options){"": nil, "0": nil, "1": func(o *gpu.Options) { o.PDL = true }},
 		"0 (launch kernels in stream order, the default) or 1 (programmatic dependent launch on sm_90)"},
 	{"LLAMACU_ROPE", map[string]func(*gpu.Options){"": nil, "fused": nil, "separate": func(o *gpu.Options) { o.SeparateRoPE = true }},
