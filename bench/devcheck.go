@@ -312,6 +312,7 @@ var abRuns = []struct {
 	{"-simt-prefill", "prefill with tensor-core attention ÷ SIMT", false},
 	{"-no-graphs", "decode with CUDA graphs ÷ without", false},
 	{"-v2-kernels", "decode with GEMV v3 and decode attention v3 ÷ their v2 (LLAMACU_GEMV=v2 LLAMACU_DECODE=v2)", false},
+	{"-gemv-v3", "decode with GEMV v4 (tensor cores, 2–8 rows) ÷ v3 (LLAMACU_GEMV=v3)", false},
 	{"-ubatch2048", "prefill in one 2048-token step ÷ in steps of 512 (--ubatch 2048)", true},
 	{"-separate-rope", "decode with RoPE and the KV store in the q/k/v GEMV ÷ their own launch (LLAMACU_ROPE=separate)", false},
 	{"-prefill-v3", "prefill with attention v4 ÷ v3 (LLAMACU_PREFILL=v3)", false},

@@ -63,17 +63,26 @@ func run(b *testing.B, be *gpu.Backend, f func()) {
 }
 
 // BenchmarkGEMV: decode matmuls of LLaMA 2 7B's shapes (N×K weights), n activation rows, by
-// kernel version: v3 (the default: K split over ks warps per 4-row group, ks chosen from N), v2
-// (one warp per row group), and for F16 at n = 1 v3 with each ks forced.
+// kernel version, each forced: v3 (K split over 4 warps per 4-row group; the default at n = 1),
+// v4 (tensor cores; the default at n = 2…8), v2 (one warp per row group); for F16, v3 at n = 1
+// with each ks and v4 at n = 8 with each ks.
 func BenchmarkGEMV(b *testing.B) {
 	type variant struct {
 		name string
 		be   *gpu.Backend
-		f16  bool // F16 n = 1 only
+		rows []int // activation rows timed
+		f16  bool  // F16 only
 	}
-	variants := []variant{{"v3", open(b, gpu.Options{}), false}, {"v2", open(b, gpu.Options{GEMVv2: true}), false}}
+	variants := []variant{
+		{"v3", open(b, gpu.Options{GEMVv3: true}), []int{1, 4, 8}, false},
+		{"v4", open(b, gpu.Options{GEMVv4OneRow: true}), []int{1, 4, 8}, false},
+		{"v2", open(b, gpu.Options{GEMVv2: true}), []int{1, 8}, false},
+	}
 	for _, ks := range []int{1, 2, 4} {
-		variants = append(variants, variant{fmt.Sprintf("v3-ks%d", ks), open(b, gpu.Options{GEMVSplit: ks}), true})
+		variants = append(variants, variant{fmt.Sprintf("v3-ks%d", ks), open(b, gpu.Options{GEMVSplit: ks, GEMVv3: true}), []int{1}, true})
+	}
+	for _, ks := range []int{4, 8} {
+		variants = append(variants, variant{fmt.Sprintf("v4-ks%d", ks), open(b, gpu.Options{GEMVv4Split: ks}), []int{8}, true})
 	}
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, d := range []tensor.DType{tensor.F16, tensor.BF16} {
@@ -89,10 +98,7 @@ func BenchmarkGEMV(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				for _, n := range []int{1, 8} {
-					if v.f16 && n != 1 {
-						continue
-					}
+				for _, n := range v.rows {
 					b.Run(fmt.Sprintf("%s/%v/%dx%d/n=%d", v.name, d, N, K, n), func(b *testing.B) {
 						x := newBuf(b, be, n, K, normal(r, n*K))
 						out := newBuf(b, be, n, N, nil)

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The GPU check after a kernel change, for a lease too short for check.sh: the GPU tests (the
 # default kernels against the CPU and v1; attention also at LLaMA sizes), the kernel benchmarks
-# that compare the new versions with the old (GEMV v3 ÷ v2 and each split; decode attention v4
+# that compare the new versions with the old (GEMV v4 ÷ v3 ÷ v2 at 1, 4 and 8 rows, and each
+# split; decode attention v4
 # ÷ v3 ÷ v2, and v4's splits aimed at 2, 3 and 6 blocks per SM;
 # prefill attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with RoPE and the KV store fused ÷
 # separate), the synthetic 7B decode and prefill with the default kernels, ncu's time for every
-# kernel of one decode step, and, in the same run, the 7B with each change of sessions 9 to 11
+# kernel of one decode step, and, in the same run, the 7B with each change of sessions 9 to 12
 # undone or added (LLAMACU_ROPE=separate: RoPE and the KV store in their own launch;
-# LLAMACU_DECODE=v3: the previous decode attention, at depth 0 and 2048; LLAMACU_PDL=1:
+# LLAMACU_DECODE=v3: the previous decode attention, at depth 0 and 2048; LLAMACU_GEMV=v3: GEMV
+# v3 for 8 decode rows instead of session 12's tensor-core v4; LLAMACU_PDL=1:
 # programmatic dependent launch, off by default until measured; LLAMACU_PREFILL=v3: the previous
 # prefill attention; LLAMACU_INTERMEDIATES=f32: prefill's GEMM outputs through fp32), prefill in
 # one step (--ubatch 2048) against steps of 512, ncu's time for every kernel of one prefill
@@ -40,7 +42,7 @@ step "GPU tests (-short): conformance, matmul paths at 7B shapes, GEMV splits, f
 step "attention at LLaMA sizes: the default kernels (decode v4, prefill v4) against the CPU at 7B's and 70B's shapes, 4096-token contexts"
 (cd pkg/gpu && run 40 ../../gpu.test -test.count=1 -test.v -test.run 'TestConformance/^fast$/^kv-f16$/^Attention$/^llama')
 
-step "kernel benchmarks: copy, GEMV v3/v2/splits, decode attention v4/v3/v2, prefill attention v4/v3/SIMT, gate/up, q/k/v + RoPE fused/separate"
+step "kernel benchmarks: copy, GEMV v3/v4/v2/splits, decode attention v4/v3/v2, prefill attention v4/v3/SIMT, gate/up, q/k/v + RoPE fused/separate"
 (cd pkg/gpu && run 60 ../../gpu.test -test.run '^$' -test.bench "$KBENCH" -test.benchtime 200x)
 
 step "llamacu bench: synthetic $SHAPE fp16 on cuda, the default kernels"
@@ -63,6 +65,10 @@ run 35 env LLAMACU_ROPE=separate ./llamacu bench --synthetic "$SHAPE" --dtype f1
 step "decode A/B: the previous decode attention, same shape (LLAMACU_DECODE=v3)"
 run 35 env LLAMACU_DECODE=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
   --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-decode-v3"
+
+step "decode A/B: GEMV v3 for steps of 2–8 rows instead of v4 (tensor cores), same shape (LLAMACU_GEMV=v3)"
+run 30 env LLAMACU_GEMV=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
+  --batch 8 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-gemv-v3"
 
 step "decode A/B: programmatic dependent launch, same shape (LLAMACU_PDL=1)"
 run 45 env LLAMACU_PDL=1 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
