@@ -119,6 +119,18 @@ LLAMACU_DEVICE uint4 load16_stream(const void* p) {
     return r;
 }
 
+// load8_stream and load4_stream are load16_stream for 8 and 4 bytes (quantised rows in GEMV v4).
+LLAMACU_DEVICE uint2 load8_stream(const void* p) {
+    uint2 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+    return r;
+}
+LLAMACU_DEVICE uint32_t load4_stream(const void* p) {
+    uint32_t r;
+    asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(r) : "l"(p));
+    return r;
+}
+
 // unpack16<T> converts a 16-byte vector of T to Vec16<T>::N floats.
 template <typename T> LLAMACU_DEVICE void unpack16(uint4 u, float* f);
 template <> LLAMACU_DEVICE void unpack16<float>(uint4 u, float* f) {

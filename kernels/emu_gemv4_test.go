@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/llamacu/llamacu/model"
@@ -13,7 +14,8 @@ import (
 
 // ---- GEMV v4 (kernels/gemv_mma.cu; gpu/gemv_mma.go: a block per 16-row tile, 32·ks threads)
 
-// testGEMVMMA checks the tensor-core GEMV against the cpu backend on shapes with partial tiles,
+// testGEMVMMA checks the tensor-core GEMV (fp16, bf16; Q8_0 and Q4_0 as resident) against the
+// cpu backend on shapes with partial tiles,
 // K groups left empty or uneven (K = 32 … 544: 1 to 17 chunks over 8 groups) and x at three
 // scales (1e-5: fp16 subnormals, where the lo part needs its scaling); that its bits do not
 // depend on the split (ks 4 and 8) and that the fused q/k/v kernel gives the separate launches'
@@ -21,8 +23,9 @@ import (
 // to fp16 once (no lo part) misses it by ~50×, to bf16 by ~400×.
 func testGEMVMMA(t *testing.T, e *emulator) {
 	r := rand.New(rand.NewPCG(31, 31))
-	for _, d := range []tensor.DType{tensor.F16, tensor.BF16} {
+	for _, d := range []tensor.DType{tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0} {
 		dt := kvName(d)
+		quant := d == tensor.Q8_0 || d == tensor.Q4_0
 		for _, c := range []struct {
 			n, N0, N1, N2, K int
 			scale            float32
@@ -35,16 +38,28 @@ func testGEMVMMA(t *testing.T, e *emulator) {
 				be := newCPU(t)
 				xb, _ := hostBuf(t, be, c.n, c.K, x)
 				ns := []int{c.N0, c.N1, c.N2}
+				// ws: the weights as the kernels see them (float rounded, or quantised and
+				// dequantised exactly); enc: as they go to the device (Q8_0, Q4_0 repacked as
+				// gpu/upload.go does: quants, then the scales).
 				var ws, want [3][]float32
+				var enc [3][]byte
 				for i, N := range ns {
-					ws[i] = roundTo(d, normal(r, N*c.K, 1))
+					if quant {
+						q := tensor.Encode(d, normal(r, N*c.K, 1))
+						ws[i] = make([]float32, N*c.K)
+						tensor.Decode(ws[i], d, q)
+						enc[i] = repackQuantForTest(d, q, N, c.K)
+					} else {
+						ws[i] = roundTo(d, normal(r, N*c.K, 1))
+						enc[i] = tensor.Encode(d, ws[i])
+					}
 					var ob model.Buffer
 					ob, want[i] = hostBuf(t, be, c.n, N, nil)
-					be.MatMul(ob, xb, upload(t, be, d, N, c.K, ws[i]), c.n)
+					be.MatMul(ob, xb, upload(t, be, tensor.F32, N, c.K, ws[i]), c.n)
 				}
 				// The CPU's SwiGLU of gate (W0's first N1 rows) and up (W1).
 				gate, gw := hostBuf(t, be, c.n, c.N1, nil)
-				be.MatMul(gate, xb, upload(t, be, d, c.N1, c.K, ws[0][:c.N1*c.K]), c.n)
+				be.MatMul(gate, xb, upload(t, be, tensor.F32, c.N1, c.K, ws[0][:c.N1*c.K]), c.n)
 				up, _ := hostBuf(t, be, c.n, c.N1, want[1])
 				be.SwiGLU(gate, gate, up, c.n)
 
@@ -52,26 +67,40 @@ func testGEMVMMA(t *testing.T, e *emulator) {
 				for si, ks := range []int{4, 8} {
 					s := &script{}
 					xd := s.buf(f32Bytes(x))
-					var wds, outs, qkv [3]dev
+					// mat is a matrix's kernel parameters: its pointer, or its quants' and scales'.
+					mat := func(data []byte, rows int) []arg {
+						b := s.buf(data)
+						if quant {
+							return []arg{ptr(b), ptrAt(b, len(data)-rows*c.K/32*2)}
+						}
+						return []arg{ptr(b)}
+					}
+					var mats [3][]arg
+					var outs, qkv [3]dev
 					var gotPlain, gotQKV [3]*[]byte
 					for i, N := range ns {
-						wds[i] = s.buf(tensor.Encode(d, ws[i]))
+						mats[i] = mat(enc[i], N)
 						outs[i] = s.buf(f32Bytes(nanFill((c.n + 1) * N))) // a row beyond n stays NaN
 						qkv[i] = s.buf(f32Bytes(nanFill(c.n * N)))
 						s.launch(fmt.Sprintf("gemv_%s_v4_k%d", dt, ks), d1(ceilDiv(N, 16)), d1(32*ks),
-							ptr(outs[i]), ptr(xd), ptr(wds[i]), i32(c.n), i32(N), i32(c.K))
+							slices.Concat([]arg{ptr(outs[i]), ptr(xd)}, mats[i], []arg{i32(c.n), i32(N), i32(c.K)})...)
 						gotPlain[i] = s.read(outs[i])
 					}
 					s.launch(fmt.Sprintf("gemv_%s_v4_qkv_k%d", dt, ks), d1(ceilDiv(c.N0, 16)+ceilDiv(c.N1, 16)+ceilDiv(c.N2, 16)), d1(32*ks),
-						ptr(qkv[0]), ptr(qkv[1]), ptr(qkv[2]), ptr(xd), ptr(wds[0]), ptr(wds[1]), ptr(wds[2]),
-						i32(c.n), i32(c.N0), i32(c.N1), i32(c.N2), i32(c.K))
+						slices.Concat([]arg{ptr(qkv[0]), ptr(qkv[1]), ptr(qkv[2]), ptr(xd)}, mats[0], mats[1], mats[2],
+							[]arg{i32(c.n), i32(c.N0), i32(c.N1), i32(c.N2), i32(c.K)})...)
 					for i := range qkv {
 						gotQKV[i] = s.read(qkv[i])
 					}
 					glu := s.buf(f32Bytes(nanFill(c.n * c.N1)))
-					w0top := s.buf(tensor.Encode(d, ws[0][:c.N1*c.K]))
+					// W0's first N1 rows: the first N1 rows of its quants and of its scales.
+					top := enc[0][:c.N1*c.K*len(enc[0])/(c.N0*c.K)]
+					if quant {
+						qb := len(enc[0]) - c.N0*c.K/32*2 // W0's quant bytes
+						top = slices.Concat(enc[0][:qb*c.N1/c.N0], enc[0][qb:qb+c.N1*c.K/32*2])
+					}
 					s.launch(fmt.Sprintf("gemv_%s_v4_glu_k%d", dt, ks), d1(ceilDiv(c.N1, 16)), d1(32*ks),
-						ptr(glu), ptr(xd), ptr(w0top), ptr(wds[1]), i32(c.n), i32(c.N1), i32(c.K))
+						slices.Concat([]arg{ptr(glu), ptr(xd)}, mat(top, c.N1), mats[1], []arg{i32(c.n), i32(c.N1), i32(c.K)})...)
 					gotGLU := s.read(glu)
 					e.run(t, s)
 

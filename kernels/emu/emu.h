@@ -76,10 +76,12 @@ struct dim3 {
 struct __align__(8) float2 { float x, y; };
 struct __align__(16) float4 { float x, y, z, w; };
 struct __align__(16) uint4 { uint32_t x, y, z, w; };
+struct __align__(8) uint2 { uint32_t x, y; };
 
 inline float2 make_float2(float a, float b) { return {a, b}; }
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 inline uint4 make_uint4(uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return {a, b, c, d}; }
+inline uint2 make_uint2(uint32_t a, uint32_t b) { return {a, b}; }
 inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
@@ -132,12 +134,23 @@ inline void check_align(const void* p, size_t a, const char* what) {
 // prefetch past an allocation's end faults on its guard page, as a load would.
 inline void prefetch(const void* p) { (void)*static_cast<const volatile char*>(p); }
 
-// ptx runs the inline PTX of common.cuh's load16_stream, the only asm statement in the kernels:
-// 16 bytes through the non-coherent path, i.e. a plain aligned load here. Anything else aborts.
+// ptx runs the inline PTX of common.cuh's load16_stream, load8_stream and load4_stream, the only
+// asm statements in the kernels: 16, 8 or 4 bytes through the non-coherent path, i.e. a plain
+// aligned load here. Anything else aborts.
 inline void ptx(const char* text, uint4& r, const void* p) {
     if (!strstr(text, "ld.global.nc.L1::no_allocate.v4.u32")) fail("unsupported inline PTX: %s", text);
     check_align(p, 16, "ld.global.nc.v4");
     memcpy(&r, p, 16);
+}
+inline void ptx(const char* text, uint2& r, const void* p) {
+    if (!strstr(text, "ld.global.nc.L1::no_allocate.v2.u32")) fail("unsupported inline PTX: %s", text);
+    check_align(p, 8, "ld.global.nc.v2");
+    memcpy(&r, p, 8);
+}
+inline void ptx(const char* text, uint32_t& r, const void* p) {
+    if (!strstr(text, "ld.global.nc.L1::no_allocate.u32")) fail("unsupported inline PTX: %s", text);
+    check_align(p, 4, "ld.global.nc");
+    memcpy(&r, p, 4);
 }
 }  // namespace emu
 
