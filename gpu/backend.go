@@ -60,8 +60,9 @@ type Options struct {
 	// GEMVSplit forces v3's warps per row group (1, 2 or 4); 0 chooses (gemvSplit: 4). The
 	// results are the same bits whatever it is; for benchmarks.
 	GEMVSplit int
-	// GEMVv3 runs GEMV v3 for steps of 2–8 rows too, where F16 and BF16 weights go to v4
-	// (tensor cores, kernels/gemv_mma.cu) by default: for benchmarks that compare them.
+	// GEMVv3 runs GEMV v3 (v2 for Q8_0 and Q4_0) for steps of 2–8 rows too, where F16, BF16,
+	// Q8_0 and Q4_0 weights go to v4 (tensor cores, kernels/gemv_mma.cu) by default: for
+	// benchmarks that compare them.
 	GEMVv3 bool
 	// GEMVv4OneRow runs v4 for one row too (v3 by default: fp32 FMAs, 79–100% of the copy
 	// bandwidth at one row on an H100): for benchmarks that compare them.

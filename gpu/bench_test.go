@@ -138,27 +138,39 @@ func randomBlocks(r *rand.Rand, d tensor.DType, rows, cols int) []byte {
 
 // BenchmarkGEMVQuant: decode GEMV (n = 1) on weights kept quantised, 7B shapes; bytes are the
 // stored bytes (Q8_0 1.06, Q4_0 0.56, Q4_K 0.56, Q5_K 0.69, Q6_K 0.82 per weight), so MB/s compares with
-// BenchmarkCopy and BenchmarkGEMV's fp16 directly.
+// BenchmarkCopy and BenchmarkGEMV's fp16 directly. Q8_0 and Q4_0 also at n = 8: v4 (tensor
+// cores, the default) and v2 ("v2/…", LLAMACU_GEMV=v3's choice for them).
 func BenchmarkGEMVQuant(b *testing.B) {
-	be := open(b, gpu.Options{})
 	r := rand.New(rand.NewPCG(3, 3))
-	for _, d := range []tensor.DType{tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q5_K, tensor.Q6_K} {
-		for _, s := range [][2]int{{4096, 4096}, {11008, 4096}, {4096, 11008}} {
-			N, K := s[0], s[1]
-			data := randomBlocks(r, d, N, K)
-			w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{N, K}, Data: data})
-			if err != nil {
-				b.Fatal(err)
+	for _, v := range []struct {
+		name string
+		be   *gpu.Backend
+		rows []int
+	}{{"", open(b, gpu.Options{}), []int{1, 8}}, {"v2/", open(b, gpu.Options{GEMVv3: true}), []int{8}}} {
+		be := v.be
+		for _, d := range []tensor.DType{tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.Q5_K, tensor.Q6_K} {
+			for _, s := range [][2]int{{4096, 4096}, {11008, 4096}, {4096, 11008}} {
+				N, K := s[0], s[1]
+				data := randomBlocks(r, d, N, K)
+				w, err := be.Upload(&tensor.Tensor{Name: "w", DType: d, Shape: []int{N, K}, Data: data})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if w.DType() != d {
+					b.Fatalf("%v resides as %v", d, w.DType())
+				}
+				for _, n := range v.rows {
+					if n > 1 && d != tensor.Q8_0 && d != tensor.Q4_0 {
+						continue // the k-quants have no v4: the same kernel either way
+					}
+					b.Run(fmt.Sprintf("%s%v/%dx%d/n=%d", v.name, d, N, K, n), func(b *testing.B) {
+						x := newBuf(b, be, n, K, normal(r, n*K))
+						out := newBuf(b, be, n, N, nil)
+						b.SetBytes(int64(len(data)))
+						run(b, be, func() { be.MatMul(out, x, w, n) })
+					})
+				}
 			}
-			if w.DType() != d {
-				b.Fatalf("%v resides as %v", d, w.DType())
-			}
-			b.Run(fmt.Sprintf("%v/%dx%d/n=1", d, N, K), func(b *testing.B) {
-				x := newBuf(b, be, 1, K, normal(r, K))
-				out := newBuf(b, be, 1, N, nil)
-				b.SetBytes(int64(len(data)))
-				run(b, be, func() { be.MatMul(out, x, w, 1) })
-			})
 		}
 	}
 }

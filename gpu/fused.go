@@ -124,11 +124,7 @@ func (b *Backend) MatMulQKV(q, k, v, x model.Buffer, wq, wk, wv model.Weight, n 
 		return
 	}
 	if v4 {
-		tiles := gemv4Tiles(ws)
-		ks, ki := b.gemv4Split(tiles)
-		b.launch(b.k.gemvQKV4[ws[0].wdt()-1][ki], cuda.Dim3{X: tiles}, cuda.Dim3{X: 32 * ks},
-			cuda.Ptr(qb.ptr), cuda.Ptr(kb.ptr), cuda.Ptr(vb.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(ws[0].ptr), cuda.Ptr(ws[1].ptr), cuda.Ptr(ws[2].ptr),
-			i32(n), i32(ws[0].rows), i32(ws[1].rows), i32(ws[2].rows), i32(xb.cols))
+		b.gemv4QKV(qb.ptr, kb.ptr, vb.ptr, xb.ptr, ws, n)
 		return
 	}
 	rows := ws[0].rows + ws[1].rows + ws[2].rows
@@ -181,7 +177,7 @@ func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model
 		return
 	}
 	ropeShape := ws[1].rows == kvDim && ws[2].rows == kvDim && headDim == cc.l.HeadDim && headDim%2 == 0 && ws[0].rows%headDim == 0
-	v4 := !b.opts.SeparateRoPE && ropeShape && b.gemvV4(n, ws...)
+	v4 := !b.opts.SeparateRoPE && ropeShape && !ws[0].quantised() && b.gemvV4(n, ws...)
 	if !v4 && (b.opts.SeparateRoPE || b.opts.GEMVv2 || b.gemvSplit() != 4 || !b.fusable(n, false, ws...) || ws[0].quantised() ||
 		ws[0].rows%gemvRows != 0 || kvDim%gemvRows != 0 || !ropeShape) {
 		b.MatMulQKV(q, k, v, x, wq, wk, wv, n)
@@ -261,10 +257,7 @@ func (b *Backend) MatMulSwiGLU(out, tmp, x model.Buffer, gate, up model.Weight, 
 		return
 	}
 	if b.gemvV4(n, wg, wu) {
-		tiles := ceilDiv(wg.rows, gemv4Tile)
-		ks, ki := b.gemv4Split(tiles)
-		b.launch(b.k.gemvGLU4[wg.wdt()-1][ki], cuda.Dim3{X: tiles}, cuda.Dim3{X: 32 * ks},
-			cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(wg.ptr), cuda.Ptr(wu.ptr), i32(n), i32(wg.rows), i32(wg.cols))
+		b.gemv4GLU(ob.ptr, xb.ptr, wg, wu, n)
 		return
 	}
 	if wg.quantised() {

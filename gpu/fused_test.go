@@ -244,8 +244,9 @@ func TestPDLOption(t *testing.T) {
 // TestGEMVSplit: gemv v3 gives the same bits whatever its K split (ks = 1, 2, 4 warps per row
 // group: chosen on the host from the rows and the SM count, so it differs between GPUs and between
 // a fused grid and its unfused matrices), plain, fused q/k/v and fused gate/up alike; so does v4
-// (tensor cores: ks = 4, 8 warps per 16-row tile, here at every row count, one included); and
-// they agree with v2 and the naive v1 to fp32 rounding (v4 too: x keeps fp32's accuracy).
+// (tensor cores: ks = 4, 8 warps per 16-row tile, here at every row count, one included; also
+// for Q8_0 and Q4_0, whose other path is v2's); and they agree with v2 and the naive v1 to fp32
+// rounding (v4 too: x keeps fp32's accuracy).
 func TestGEMVSplit(t *testing.T) {
 	bes := map[string]*gpu.Backend{"v2": open(t, gpu.Options{NoCublas: true, GEMVv2: true}), "v1": open(t, gpu.Options{NoCublas: true, Naive: true})}
 	for _, ks := range []int{1, 2, 4} {
@@ -261,7 +262,7 @@ func TestGEMVSplit(t *testing.T) {
 	if !cuda.Emulated {
 		K, N, kvN = 4096, 4100, 1026
 	}
-	for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16} {
+	for _, d := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0} {
 		wdata := [4][]float32{normal(r, N*K), normal(r, kvN*K), normal(r, kvN*K), normal(r, N*K)}
 		for _, n := range []int{1, 3, 8} {
 			t.Run(fmt.Sprintf("%v/n=%d", d, n), func(t *testing.T) {

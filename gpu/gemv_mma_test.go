@@ -14,17 +14,21 @@ import (
 // TestBatchedDecodeKeepsAccuracy: sequences decoded together (steps of 4 rows: GEMV v4 on the
 // tensor cores) get the logits each gets decoded alone (steps of one row: GEMV v3, fp32 x) to
 // fp32 rounding — not to the rounding of x to the weight dtype, which an mma fed x as fp16 or
-// bf16 would cost (about 2⁻¹¹ or 2⁻⁸ of each product). F16 and BF16 weights; an fp32 KV cache,
-// so that only the matmuls differ between the two.
+// bf16 would cost (about 2⁻¹¹ or 2⁻⁸ of each product). F16, BF16, Q8_0 and Q4_0 weights (one
+// row: v3, or v2 for the quantised); an fp32 KV cache, so that only the matmuls differ.
 func TestBatchedDecodeKeepsAccuracy(t *testing.T) {
 	cfg := model.Tiny // every K (128, 352) a multiple of v4's 32
 	const seqs, steps = 4, 3
-	for _, d := range []tensor.DType{tensor.F16, tensor.BF16} {
+	for _, d := range []tensor.DType{tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0} {
 		t.Run(d.String(), func(t *testing.T) {
+			stored := d // the dtype the float tensors (norms, embeddings) take on the device
+			if d == tensor.Q8_0 || d == tensor.Q4_0 {
+				stored = tensor.F16
+			}
 			var logits [2][]float32 // alone, together: the last step's (seqs, vocab)
 			var launches [2]int64
 			for path := range logits {
-				be := open(t, gpu.Options{Weights: d, KVF32: true, NoCublas: true})
+				be := open(t, gpu.Options{Weights: stored, KVF32: true, NoCublas: true})
 				m, err := model.New(be, cfg, model.Synthetic(cfg, 7, d), nil)
 				if err != nil {
 					t.Fatal(err)

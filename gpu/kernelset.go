@@ -38,6 +38,9 @@ type kernelFuncs[F any] struct {
 	gemvV4        [2][2]F    // gemv_mma.cu (v4, tensor cores), by dtype (F16, BF16) and ks (4, 8)
 	gemvQKV4      [2][2]F
 	gemvGLU4      [2][2]F
+	gemvQV4       [2][2]F // v4 for Q8_0 and Q4_0 weights, by quantised type and ks
+	gemvQQKV4     [2][2]F
+	gemvQGLU4     [2][2]F
 	gemvQKVRoPE4  [2][2][2]F // by dtype, cache (f32, f16) and ks
 	gemvQV1       [5]F       // gemv.cu, kquant.cu, by quantised type: Q8_0, Q4_0, Q4_K, Q6_K, Q5_K
 	gemvQV2       [5][4]F    // by quantised type, batch width 1, 2, 4, 8
@@ -104,12 +107,21 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 			table[fmt.Sprintf("rope_qk_store_kv_%s_from_%s", kv, dt)] = &k.ropeStoreFrom[d][c]
 		}
 		for i, ks := range [2]int{4, 8} {
-			table[fmt.Sprintf("gemv_%s_v4_k%d", dt, ks)] = &k.gemvV4[d][i]
-			table[fmt.Sprintf("gemv_%s_v4_qkv_k%d", dt, ks)] = &k.gemvQKV4[d][i]
-			table[fmt.Sprintf("gemv_%s_v4_glu_k%d", dt, ks)] = &k.gemvGLU4[d][i]
 			for c, kv := range [2]string{"f32", "f16"} {
 				table[fmt.Sprintf("gemv_%s_v4_qkv_rope_%s_k%d", dt, kv, ks)] = &k.gemvQKVRoPE4[d][c][i]
 			}
+		}
+	}
+	for i, ks := range [2]int{4, 8} {
+		for d, dt := range dts[1:] {
+			table[fmt.Sprintf("gemv_%s_v4_k%d", dt, ks)] = &k.gemvV4[d][i]
+			table[fmt.Sprintf("gemv_%s_v4_qkv_k%d", dt, ks)] = &k.gemvQKV4[d][i]
+			table[fmt.Sprintf("gemv_%s_v4_glu_k%d", dt, ks)] = &k.gemvGLU4[d][i]
+		}
+		for q, name := range []string{"q8_0", "q4_0"} {
+			table[fmt.Sprintf("gemv_%s_v4_k%d", name, ks)] = &k.gemvQV4[q][i]
+			table[fmt.Sprintf("gemv_%s_v4_qkv_k%d", name, ks)] = &k.gemvQQKV4[q][i]
+			table[fmt.Sprintf("gemv_%s_v4_glu_k%d", name, ks)] = &k.gemvQGLU4[q][i]
 		}
 	}
 	for d, dt := range dts {

@@ -105,7 +105,8 @@ func (b *Backend) gemv(out, x cuda.DevicePtr, w *Weight, m int) {
 // Q4_K, Q5_K, Q6_K): gemv_<q>_v2_n{1,2,4,8}
 // over 8-row slices; for more than 8 rows with cuBLAS, the matrix dequantised to fp16 scratch
 // (dequant_<q>_f16: under 3 bytes moved per weight, small beside a prefill GEMM's arithmetic)
-// and cuBLAS's fp16 path; under Options.Naive, gemv_<q>_v1.
+// and cuBLAS's fp16 path; under Options.Naive, gemv_<q>_v1. Slices of 2–8 rows of Q8_0 or Q4_0
+// run GEMV v4 (gemv_mma.go).
 func (b *Backend) matMulQuant(out, x *Buffer, w *Weight, n int) {
 	N, K, q := w.rows, w.cols, w.qi()
 	if b.opts.Naive {
@@ -126,6 +127,10 @@ func (b *Backend) matMulQuant(out, x *Buffer, w *Weight, n int) {
 	}
 	for i := 0; i < n; i += gemvMaxBatch {
 		m := min(gemvMaxBatch, n-i)
+		if b.gemvV4(m, w) {
+			b.gemv4(out.row(i), x.row(i), w, m)
+			continue
+		}
 		j := 0 // batch width index: 1, 2, 4, 8
 		for 1<<j < m {
 			j++

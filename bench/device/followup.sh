@@ -31,7 +31,7 @@ SHAPE=${CHECK_SHAPE:-7b}
 RANK_SHAPE=${CHECK_RANK_SHAPE:-70b}
 RANKS=${CHECK_RANKS:-8}
 PREFILL=${CHECK_PREFILL:-2048}
-KBENCH=${CHECK_BENCH:-'^Benchmark(Copy|GEMV|AttentionDecode|AttentionPrefill|GateUp|QKVRoPE)$'}
+KBENCH=${CHECK_BENCH:-'^Benchmark(Copy|GEMV|GEMVQuant|AttentionDecode|AttentionPrefill|GateUp|QKVRoPE)$'}
 GEN=${CHECK_GEN:-128}
 BUDGET=${CHECK_BUDGET:-400}
 . ./lib.sh # $OUT, $R, step, run, pack; the device step
@@ -42,8 +42,8 @@ step "GPU tests (-short): conformance, matmul paths at 7B shapes, GEMV splits, f
 step "attention at LLaMA sizes: the default kernels (decode v4, prefill v4) against the CPU at 7B's and 70B's shapes, 4096-token contexts"
 (cd pkg/gpu && run 40 ../../gpu.test -test.count=1 -test.v -test.run 'TestConformance/^fast$/^kv-f16$/^Attention$/^llama')
 
-step "kernel benchmarks: copy, GEMV v3/v4/v2/splits, decode attention v4/v3/v2, prefill attention v4/v3/SIMT, gate/up, q/k/v + RoPE fused/separate"
-(cd pkg/gpu && run 60 ../../gpu.test -test.run '^$' -test.bench "$KBENCH" -test.benchtime 200x)
+step "kernel benchmarks: copy, GEMV v3/v4/v2/splits, quantised GEMV (Q8_0, Q4_0 v4 ÷ v2 at 8 rows), decode attention v4/v3/v2, prefill attention v4/v3/SIMT, gate/up, q/k/v + RoPE fused/separate"
+(cd pkg/gpu && run 90 ../../gpu.test -test.run '^$' -test.bench "$KBENCH" -test.benchtime 200x)
 
 step "llamacu bench: synthetic $SHAPE fp16 on cuda, the default kernels"
 run 60 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n "$GEN" --batch 1,8 --depth 0,"$PREFILL" \
