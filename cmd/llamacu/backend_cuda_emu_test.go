@@ -89,7 +89,7 @@ func TestCUDABackendSettings(t *testing.T) {
 	for _, tc := range []struct{ env, val, want string }{
 		{"LLAMACU_PREFILL", "fast", "want mma (tensor cores, v4: the default), v3"},
 		{"LLAMACU_GRAPHS", "yes", "want 1"},
-		{"LLAMACU_GEMV", "v4", "want v3"},
+		{"LLAMACU_GEMV", "v5", "want v4 (tensor cores for 2–8 rows"},
 		{"LLAMACU_ROPE", "fast", "want fused"},
 		{"LLAMACU_INTERMEDIATES", "fp8", "want half (prefill's GEMM outputs"},
 		{"LLAMACU_PDL", "yes", "want 0"},
