@@ -60,12 +60,12 @@
 #define GEMV4_G 8          // K groups
 #define GEMV4_TILE 16      // weight rows a block
 #define GEMV4_CHUNK 32     // k a chunk
-// Blocks an SM must hold (fp16): 6 of 4 warps, 3 of 8 — 80 registers a thread at most. At 7B's
-// gate/up (11008 rows: 688 tiles, ks = 4) that keeps every tile in one wave on an H100
-// (6 × 132 = 792; the 90 registers the kernel takes unbounded hold 5, 660 tiles, and leave 28
-// for a second wave). Its cost: the gate/up kernel spills 8 bytes (ptxas, sm_90). bf16 carries
-// x in 3 parts, not 2: at 80 registers its gate/up kernel would spill 180 bytes, so it is left
-// unbounded (117 registers there: 4 blocks an SM).
+// Blocks an SM must hold (fp16, Q8_0, Q4_0): 6 of 4 warps, 3 of 8 — 80 registers a thread at
+// most. At 7B's gate/up (11008 rows: 688 tiles, ks = 4) that keeps every tile in one wave on an
+// H100 (6 × 132 = 792; the 90 registers the kernel took unbounded held 5, 660 tiles, and left 28
+// for a second wave). ptxas (sm_90) spills nothing but 16 bytes in Q8_0's q/k/v kernel. bf16
+// carries x in 3 parts, not 2: bounded so, its gate/up kernel spilled 180 bytes, so it is left
+// unbounded (126 registers there: 4 blocks an SM).
 #define GEMV4_MINBLOCKS_f16(KS) (24 / (KS))
 #define GEMV4_MINBLOCKS_bf16(KS) 1
 #define GEMV4_MINBLOCKS_q8_0(KS) (24 / (KS))
@@ -312,10 +312,11 @@ LLAMACU_DEVICE void gemv4_tile(float (&tile)[M][GEMV4_TILE][8], const typename F
         for (int u = 0; u < U; u++)
 #pragma unroll
             for (int j = 0; j < GPW; j++) {
+                // No branch on c < nch (past the end, the weights are zeros and so are the
+                // products): the compiler may then issue every chunk's x loads early.
                 const int c = base + u * GEMV4_G + warp + KS * j;
-                if (c >= nch) continue;  // the same for the whole warp
                 float xf[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-                if (xin) F::x8(xr, c, tig, xf);
+                if (xin && c < nch) F::x8(xr, c, tig, xf);
                 uint32_t xp[P][4];
                 gemv4_split<W>(xf, xp);
 #pragma unroll
