@@ -77,6 +77,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-separate-rope.json"), "llamacu", res("tg", 128, 1, 0, 180))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-prefill-v3.json"), "llamacu", res("pp", 2048, 1, 0, 28000))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-decode-v3.json"), "llamacu", res("tg", 128, 1, 0, 185))
+	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-gemv-v3.json"), "llamacu", res("tg", 1024, 8, 0, 900))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-f32-intermediates.json"), "llamacu", res("pp", 2048, 1, 0, 29000))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-topk40.json"), "llamacu", res("tg", 1024, 8, 0, 1540))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-q8_0-cuda.json"), "llamacu", res("tg", 128, 1, 0, 342), res("pp", 2048, 1, 0, 24800))
@@ -144,6 +145,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"decode with RoPE and the KV store in the q/k/v GEMV ÷ their own launch (LLAMACU_ROPE=separate), tg128 b1 d0", 190.0 / 180, true},
 		{"prefill with attention v4 ÷ v3 (LLAMACU_PREFILL=v3), pp2048", 31000.0 / 28000, true},
 		{"decode with attention v4 ÷ v3 (LLAMACU_DECODE=v3), tg128 b1 d0", 190.0 / 185, true},
+		{"decode with GEMV v4 (tensor cores, 2–8 rows) ÷ v3 (LLAMACU_GEMV=v3), tg128 b8 d0", 1400.0 / 900, true},
 		{"prefill with the GEMMs' outputs kept in fp16 ÷ through fp32 (LLAMACU_INTERMEDIATES=f32), pp2048", 31000.0 / 29000, true},
 		{"decode reading each row's 40 best logits (device top-k) ÷ whole rows, tg128 b8 d0", 1540.0 / 1400, true},
 		{"Q8_0 weights kept quantised ÷ fp16, tg128 b1 d0", 342.0 / 190, true},
