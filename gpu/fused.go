@@ -153,8 +153,8 @@ var _ model.QKVRoPEStorer = (*Backend)(nil)
 // MatMulQKVRoPEStoreKV: MatMulQKV, then RoPEStoreKV, in one launch of
 // gemv_<dt>_v3_qkv_rope_<kv>_n<B> (kernels/gemv.cu) where MatMulQKV would launch the v3 q/k/v
 // kernel with ks = 4: float weights of one dtype, at most 8 rows, row counts multiples of 4 and
-// k, v of the cache's kv_heads·head_dim; or of gemv_<dt>_v4_qkv_rope_<kv> (kernels/gemv_mma.cu)
-// where MatMulQKV would launch v4 (gemvV4) and k, v have that shape. Elsewhere (and under
+// k, v of the cache's kv_heads·head_dim; or of gemv_<dt>_v4_qkv_rope_<kv> (kernels/gemv_mma.cu;
+// fp16, bf16, Q8_0, Q4_0) where MatMulQKV would launch v4 (gemvV4) and k, v have that shape. Elsewhere (and under
 // Options.SeparateRoPE) it runs the two ops. Either way the bits are the same: q and k rotated,
 // k and v in the cache.
 //
@@ -177,7 +177,7 @@ func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model
 		return
 	}
 	ropeShape := ws[1].rows == kvDim && ws[2].rows == kvDim && headDim == cc.l.HeadDim && headDim%2 == 0 && ws[0].rows%headDim == 0
-	v4 := !b.opts.SeparateRoPE && ropeShape && !ws[0].quantised() && b.gemvV4(n, ws...)
+	v4 := !b.opts.SeparateRoPE && ropeShape && b.gemvV4(n, ws...)
 	if !v4 && (b.opts.SeparateRoPE || b.opts.GEMVv2 || b.gemvSplit() != 4 || !b.fusable(n, false, ws...) || ws[0].quantised() ||
 		ws[0].rows%gemvRows != 0 || kvDim%gemvRows != 0 || !ropeShape) {
 		b.MatMulQKV(q, k, v, x, wq, wk, wv, n)
@@ -194,6 +194,17 @@ func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model
 		kvi = 0
 	}
 	l := cc.l
+	if v4 && ws[0].quantised() {
+		tiles := gemv4Tiles(ws)
+		ks, ki := b.gemv4Split(tiles)
+		b.launch(b.k.gemvQQKVRoPE4[ws[0].qi()][kvi][ki], cuda.Dim3{X: tiles}, cuda.Dim3{X: 32 * ks},
+			cuda.Ptr(qb.ptr), cuda.Ptr(kb.ptr), cuda.Ptr(vb.ptr), cuda.Ptr(xb.ptr),
+			cuda.Ptr(ws[0].ptr), cuda.Ptr(ws[0].scales), cuda.Ptr(ws[1].ptr), cuda.Ptr(ws[1].scales), cuda.Ptr(ws[2].ptr), cuda.Ptr(ws[2].scales),
+			cuda.Ptr(cc.k), cuda.Ptr(cc.v), cuda.Ptr(d.pos), cuda.Ptr(d.rowTab), cuda.Ptr(d.tables),
+			i32(n), i32(ws[0].rows), i32(kvDim), i32(xb.cols), i32(headDim), cuda.F32(theta),
+			i32(layer), i32(l.NumBlocks), i32(l.BlockSize))
+		return
+	}
 	if v4 {
 		tiles := gemv4Tiles(ws)
 		ks, ki := b.gemv4Split(tiles)

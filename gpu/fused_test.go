@@ -89,8 +89,8 @@ func TestFusedOps(t *testing.T) {
 
 // TestQKVRoPEStoreKV: the attention block's prologue in one op (MatMulQKVRoPEStoreKV) equals
 // MatMulQKV then RoPEStoreKV bit for bit — q, k, v and both caches, paged positions, GQA — in
-// one launch where the fused kernel applies (float weights, ≤ 8 rows) and through the two ops
-// where it does not (Q8_0 weights, 9 rows, Options.SeparateRoPE).
+// one launch where the fused kernel applies (float weights, ≤ 8 rows; Q8_0 and Q4_0 at 2–8 rows,
+// v4) and through the two ops where it does not (one row of Q8_0, 9 rows, Options.SeparateRoPE).
 func TestQKVRoPEStoreKV(t *testing.T) {
 	heads, kvHeads, hd, dim := 8, 2, 16, 128
 	if !cuda.Emulated {
@@ -121,7 +121,9 @@ func TestQKVRoPEStoreKV(t *testing.T) {
 		{"f32/n=2/kv-f32", gpu.Options{KVF32: true}, tensor.F32, 2, true},
 		{"f16/n=4/kv-f32", gpu.Options{KVF32: true}, tensor.F16, 4, true},
 		{"f16/n=9", gpu.Options{NoCublas: true}, tensor.F16, 9, false},
-		{"q8_0/n=2", gpu.Options{}, tensor.Q8_0, 2, false},
+		{"q8_0/n=1", gpu.Options{}, tensor.Q8_0, 1, false}, // v2: no RoPE epilogue
+		{"q8_0/n=2", gpu.Options{}, tensor.Q8_0, 2, true},  // v4
+		{"q4_0/n=5/kv-f32", gpu.Options{KVF32: true}, tensor.Q4_0, 5, true},
 		{"f16/n=2/separate", gpu.Options{SeparateRoPE: true}, tensor.F16, 2, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

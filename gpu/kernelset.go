@@ -41,6 +41,7 @@ type kernelFuncs[F any] struct {
 	gemvQV4       [2][2]F // v4 for Q8_0 and Q4_0 weights, by quantised type and ks
 	gemvQQKV4     [2][2]F
 	gemvQGLU4     [2][2]F
+	gemvQQKVRoPE4 [2][2][2]F // by quantised type, cache (f32, f16) and ks
 	gemvQKVRoPE4  [2][2][2]F // by dtype, cache (f32, f16) and ks
 	gemvQV1       [5]F       // gemv.cu, kquant.cu, by quantised type: Q8_0, Q4_0, Q4_K, Q6_K, Q5_K
 	gemvQV2       [5][4]F    // by quantised type, batch width 1, 2, 4, 8
@@ -122,6 +123,9 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 			table[fmt.Sprintf("gemv_%s_v4_k%d", name, ks)] = &k.gemvQV4[q][i]
 			table[fmt.Sprintf("gemv_%s_v4_qkv_k%d", name, ks)] = &k.gemvQQKV4[q][i]
 			table[fmt.Sprintf("gemv_%s_v4_glu_k%d", name, ks)] = &k.gemvQGLU4[q][i]
+			for c, kv := range [2]string{"f32", "f16"} {
+				table[fmt.Sprintf("gemv_%s_v4_qkv_rope_%s_k%d", name, kv, ks)] = &k.gemvQQKVRoPE4[q][c][i]
+			}
 		}
 	}
 	for d, dt := range dts {

@@ -788,7 +788,8 @@ func testQKVRoPE(t *testing.T, e *emulator) {
 	// K: 12 f16 vectors and 3 chunks of 32, so that v3's and v4's K groups are uneven.
 	const theta, K = 10000, 96
 	for _, c := range kvCases {
-		for _, d := range []tensor.DType{tensor.F16, tensor.BF16, tensor.F32} {
+		for _, d := range []tensor.DType{tensor.F16, tensor.BF16, tensor.F32, tensor.Q8_0, tensor.Q4_0} {
+			quant := d == tensor.Q8_0 || d == tensor.Q4_0
 			for _, kd := range []tensor.DType{tensor.F32, tensor.F16} {
 				// The case's batch and its first 1, 2 and 3 rows: every compiled batch width.
 				for _, rows := range []int{1, 2, 3, 8} {
@@ -810,10 +811,19 @@ func testQKVRoPE(t *testing.T, e *emulator) {
 						xb, _ := hostBuf(t, be, B, K, x)
 						var outs [3]model.Buffer
 						var want [3][]float32
+						var enc [3][]byte // as the device holds them (Q8_0, Q4_0: repacked)
 						for i, N := range ns {
-							ws[i] = roundTo(d, normal(r, N*K, 1))
+							if quant {
+								q := tensor.Encode(d, normal(r, N*K, 1))
+								ws[i] = make([]float32, N*K)
+								tensor.Decode(ws[i], d, q)
+								enc[i] = repackQuantForTest(d, q, N, K)
+							} else {
+								ws[i] = roundTo(d, normal(r, N*K, 1))
+								enc[i] = tensor.Encode(d, ws[i])
+							}
 							outs[i], want[i] = hostBuf(t, be, B, N, nil)
-							be.MatMul(outs[i], xb, upload(t, be, d, N, K, ws[i]), B)
+							be.MatMul(outs[i], xb, upload(t, be, tensor.F32, N, K, ws[i]), B)
 						}
 						cc, _ := be.NewKVCache(c.layout())
 						cache := cc.(*cpu.KVCache)
@@ -821,13 +831,17 @@ func testQKVRoPE(t *testing.T, e *emulator) {
 						be.RoPE(outs[1], c.hd, bt.Pos, theta)
 						be.StoreKV(cc, c.layer, outs[1], outs[2], bt)
 
-						// v3 (grid ceil(rows·4/16), 128 threads) and, for fp16/bf16 weights, v4
-						// with each split (a block per 16-row tile of each matrix, 32·ks threads).
+						// v3 (grid ceil(rows·4/16), 128 threads; not for Q8_0, Q4_0) and, for all
+						// but fp32 weights, v4 with each split (a block per 16-row tile of each
+						// matrix, 32·ks threads).
 						type launch struct {
 							name        string
 							grid, block dim3
 						}
-						launches := []launch{{fmt.Sprintf("gemv_%s_v3_qkv_rope_%s_n%d", kvName(d), kvName(kd), width), d1(ceilDiv((qCols+2*kvDim)*4, 16)), d1(128)}}
+						var launches []launch
+						if !quant {
+							launches = append(launches, launch{fmt.Sprintf("gemv_%s_v3_qkv_rope_%s_n%d", kvName(d), kvName(kd), width), d1(ceilDiv((qCols+2*kvDim)*4, 16)), d1(128)})
+						}
 						if d != tensor.F32 {
 							for _, ks := range []int{4, 8} {
 								launches = append(launches, launch{fmt.Sprintf("gemv_%s_v4_qkv_rope_%s_k%d", kvName(d), kvName(kd), ks),
@@ -837,18 +851,22 @@ func testQKVRoPE(t *testing.T, e *emulator) {
 						for _, l := range launches {
 							s := &script{}
 							xd := s.buf(f32Bytes(x))
-							var od, wd [3]dev
+							var od [3]dev
+							var wargs []arg // each matrix's pointer, or its quants' and scales'
 							for i, N := range ns {
 								od[i] = s.buf(f32Bytes(nanFill(B * N)))
-								wd[i] = s.buf(tensor.Encode(d, ws[i]))
+								wd := s.buf(enc[i])
+								wargs = append(wargs, ptr(wd))
+								if quant {
+									wargs = append(wargs, ptrAt(wd, len(enc[i])-N*K/32*2))
+								}
 							}
 							n := len(cache.K())
 							kc, vc := s.buf(tensor.Encode(kd, make([]float32, n))), s.buf(tensor.Encode(kd, make([]float32, n)))
 							meta := s.buf(i32Bytes(batchSlab(bt)))
-							s.launch(l.name, l.grid, l.block,
-								ptr(od[0]), ptr(od[1]), ptr(od[2]), ptr(xd), ptr(wd[0]), ptr(wd[1]), ptr(wd[2]), ptr(kc), ptr(vc),
-								ptr(meta), ptrAt(meta, 4*B), ptrAt(meta, 8*B), i32(B), i32(qCols), i32(kvDim), i32(K), i32(c.hd), f32(theta),
-								i32(c.layer), i32(c.numBlocks), i32(c.bs))
+							s.launch(l.name, l.grid, l.block, slices.Concat([]arg{ptr(od[0]), ptr(od[1]), ptr(od[2]), ptr(xd)}, wargs,
+								[]arg{ptr(kc), ptr(vc), ptr(meta), ptrAt(meta, 4*B), ptrAt(meta, 8*B), i32(B), i32(qCols), i32(kvDim), i32(K), i32(c.hd), f32(theta),
+									i32(c.layer), i32(c.numBlocks), i32(c.bs)})...)
 							var got [3]*[]byte
 							for i := range od {
 								got[i] = s.read(od[i])
@@ -1944,6 +1962,7 @@ var launchSites = []string{
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKV: grid | cuda.Dim3{X: gemvThreads}",
+	"MatMulQKVRoPEStoreKV: cuda.Dim3{X: tiles} | cuda.Dim3{X: 32 * ks}",
 	"MatMulQKVRoPEStoreKV: cuda.Dim3{X: tiles} | cuda.Dim3{X: 32 * ks}",
 	"MatMulQKVRoPEStoreKV: grid | cuda.Dim3{X: gemvThreads}",
 	"qkvRoPEHalf: cuda.Dim3{X: n} | cuda.Dim3{X: 128}",

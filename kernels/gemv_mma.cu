@@ -42,8 +42,7 @@
 // Q8_0 and Q4_0 weights (section "weight formats"): a chunk is one block, whose quants are exact
 // small integers in fp16; each chunk's mma sums are scaled by the rows' d in fp32.
 //
-// Versions (f16, bf16, q8_0, q4_0 but RoPE's: f16, bf16; block (32·KS), KS = 4 or 8; grid one
-// block per 16-row tile):
+// Versions (f16, bf16, q8_0, q4_0; block (32·KS), KS = 4 or 8; grid one block per 16-row tile):
 //   gemv_<dt>_v4_k<KS>          : out = x·wᵀ.                          grid (ceil(N/16))
 //   gemv_<dt>_v4_qkv_k<KS>      : q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ; tiles of q, then k, then v (any
 //                                 row counts).                         grid (Σ ceil(Nᵢ/16))
@@ -416,9 +415,9 @@ LLAMACU_DEVICE void gemv_v4_glu(float* out, const float* x, typename F::Mat w1, 
 // The q/k/v tile, then RoPE on q's and k's (pairs (2j, 2j+1) of a head lie in one tile: Nq and
 // head_dim even, tiles start at multiples of 16) and k, v into the cache, as gemv_v3_qkv_rope:
 // the same angle and rounding (rope.cu's rope_angle, rope_pair) and cache conversion.
-template <typename W, typename KV, int KS>
-LLAMACU_DEVICE void gemv_v4_qkv_rope(float* q, float* k, float* v, const float* x, const W* wq,
-                                     const W* wk, const W* wv, KV* kc, KV* vc, const int* pos,
+template <typename F, typename KV, int KS>
+LLAMACU_DEVICE void gemv_v4_qkv_rope(float* q, float* k, float* v, const float* x, typename F::Mat wq,
+                                     typename F::Mat wk, typename F::Mat wv, KV* kc, KV* vc, const int* pos,
                                      const int* row_tab, const int* tables, int n, int Nq, int Nkv,
                                      int K, int head_dim, float theta, int layer, int num_blocks,
                                      int block_size) {
@@ -426,8 +425,8 @@ LLAMACU_DEVICE void gemv_v4_qkv_rope(float* q, float* k, float* v, const float* 
     int r0;
     const int mat = gemv4_pick(r0, Nq, Nkv);  // 0 q, 1 k, 2 v
     const int N = mat == 0 ? Nq : Nkv;
-    const W* ws[1] = {mat == 0 ? wq : mat == 1 ? wk : wv};
-    gemv4_tile<Gemv4Float<W>, KS, 1>(tile, ws, N, x, n, K, r0);
+    const typename F::Mat ws[1] = {mat == 0 ? wq : mat == 1 ? wk : wv};
+    gemv4_tile<F, KS, 1>(tile, ws, N, x, n, K, r0);
     float* out = mat == 0 ? q : mat == 1 ? k : v;
     for (int e = threadIdx.x; e < 128; e += blockDim.x) {
         const int b = e / 16, row = e % 16, el = r0 + row;
@@ -523,9 +522,28 @@ LLAMACU_DEVICE void gemv_v4_qkv_rope(float* q, float* k, float* v, const float* 
             const int mat = gemv4_pick(r0, Nq, Nkv);                                              \
             gemv4_prefetch<Gemv4Float<WT>>(mat == 0 ? wq : mat == 1 ? wk : wv, mat == 0 ? Nq : Nkv, K, r0); \
         });                                                                                       \
-        gemv_v4_qkv_rope<WT, KVT, KS>(q, k, v, x, wq, wk, wv, kc, vc, pos, row_tab, tables, n,    \
+        gemv_v4_qkv_rope<Gemv4Float<WT>, KVT, KS>(q, k, v, x, wq, wk, wv, kc, vc, pos, row_tab,   \
+                                                  tables, n,                                      \
                                       Nq, Nkv, K, head_dim, theta, layer, num_blocks,             \
                                       block_size);                                                \
+    }
+
+#define GEMV_V4Q_ROPE_ENTRY(DT, FMT, QT, KVNAME, KVT, KS)                                        \
+    extern "C" __global__ void __launch_bounds__(32 * KS, GEMV4_MINBLOCKS_##DT(KS))               \
+        gemv_##DT##_v4_qkv_rope_##KVNAME##_k##KS(                                                 \
+            float* q, float* k, float* v, const float* x, const QT* q0, const __half* d0,         \
+            const QT* q1, const __half* d1, const QT* q2, const __half* d2, KVT* kc, KVT* vc,     \
+            const int* pos, const int* row_tab, const int* tables, int n, int Nq, int Nkv, int K, \
+            int head_dim, float theta, int layer, int num_blocks, int block_size) {               \
+        pdl_begin_after([&] {                                                                     \
+            int r0;                                                                               \
+            const int mat = gemv4_pick(r0, Nq, Nkv);                                              \
+            gemv4_prefetch<FMT>(mat == 0 ? FMT::Mat{q0, d0} : mat == 1 ? FMT::Mat{q1, d1} : FMT::Mat{q2, d2}, \
+                                mat == 0 ? Nq : Nkv, K, r0);                                      \
+        });                                                                                       \
+        gemv_v4_qkv_rope<FMT, KVT, KS>(q, k, v, x, {q0, d0}, {q1, d1}, {q2, d2}, kc, vc, pos,     \
+                                       row_tab, tables, n, Nq, Nkv, K, head_dim, theta, layer,    \
+                                       num_blocks, block_size);                                   \
     }
 
 // block (32·KS); K % 32 == 0, n ≤ 8. Quantised: q then d for each matrix (gpu/upload.go's arrays).
@@ -545,3 +563,11 @@ GEMV_V4_ROPE_ENTRY(bf16, __nv_bfloat16, f32, float, 4)
 GEMV_V4_ROPE_ENTRY(bf16, __nv_bfloat16, f32, float, 8)
 GEMV_V4_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half, 4)
 GEMV_V4_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half, 8)
+GEMV_V4Q_ROPE_ENTRY(q8_0, Gemv4Q8, int8_t, f32, float, 4)
+GEMV_V4Q_ROPE_ENTRY(q8_0, Gemv4Q8, int8_t, f32, float, 8)
+GEMV_V4Q_ROPE_ENTRY(q8_0, Gemv4Q8, int8_t, f16, __half, 4)
+GEMV_V4Q_ROPE_ENTRY(q8_0, Gemv4Q8, int8_t, f16, __half, 8)
+GEMV_V4Q_ROPE_ENTRY(q4_0, Gemv4Q4, uint8_t, f32, float, 4)
+GEMV_V4Q_ROPE_ENTRY(q4_0, Gemv4Q4, uint8_t, f32, float, 8)
+GEMV_V4Q_ROPE_ENTRY(q4_0, Gemv4Q4, uint8_t, f16, __half, 4)
+GEMV_V4Q_ROPE_ENTRY(q4_0, Gemv4Q4, uint8_t, f16, __half, 8)

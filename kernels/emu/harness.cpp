@@ -386,8 +386,8 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(gemv_##dt##_v2_qkv_n1) X(gemv_##dt##_v2_qkv_n2) X(gemv_##dt##_v2_qkv_n4) X(gemv_##dt##_v2_qkv_n8)                        \
     X(gemv_##dt##_v2_glu_n1) X(gemv_##dt##_v2_glu_n2) X(gemv_##dt##_v2_glu_n4) X(gemv_##dt##_v2_glu_n8)                        \
     GEMV3(dt, 1) GEMV3(dt, 2) GEMV3(dt, 4) GEMV3(dt, 8) ROPE3(dt, f32) ROPE3(dt, f16)
-#define GEMV4Q(dt, ks) X(gemv_##dt##_v4_k##ks) X(gemv_##dt##_v4_qkv_k##ks) X(gemv_##dt##_v4_glu_k##ks)
-#define GEMV4(dt, ks) GEMV4Q(dt, ks) X(gemv_##dt##_v4_qkv_rope_f32_k##ks) X(gemv_##dt##_v4_qkv_rope_f16_k##ks)
+#define GEMV4(dt, ks) X(gemv_##dt##_v4_k##ks) X(gemv_##dt##_v4_qkv_k##ks) X(gemv_##dt##_v4_glu_k##ks) \
+    X(gemv_##dt##_v4_qkv_rope_f32_k##ks) X(gemv_##dt##_v4_qkv_rope_f16_k##ks)
 #define ROPE3(dt, kv) X(gemv_##dt##_v3_qkv_rope_##kv##_n1) X(gemv_##dt##_v3_qkv_rope_##kv##_n2) \
     X(gemv_##dt##_v3_qkv_rope_##kv##_n4) X(gemv_##dt##_v3_qkv_rope_##kv##_n8)
 #define GEMV3(dt, nb) X(gemv_##dt##_v3_n##nb##_k1) X(gemv_##dt##_v3_n##nb##_k2) X(gemv_##dt##_v3_n##nb##_k4) \
@@ -409,7 +409,7 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(attention_prefill_f32) X(attention_prefill_f16) X(attention_prefill_f16_v3_hd64) X(attention_prefill_f16_v3_hd128) \
     X(attention_prefill_f16_v4_hd64) X(attention_prefill_f16_v4_hd128) GEMV(f32) GEMV(f16) GEMV(bf16)        \
     GEMV4(f16, 4) GEMV4(f16, 8) GEMV4(bf16, 4) GEMV4(bf16, 8) \
-    GEMV4Q(q8_0, 4) GEMV4Q(q8_0, 8) GEMV4Q(q4_0, 4) GEMV4Q(q4_0, 8) \
+    GEMV4(q8_0, 4) GEMV4(q8_0, 8) GEMV4(q4_0, 4) GEMV4(q4_0, 8) \
     X(convert_f32_to_f16) X(convert_f32_to_bf16) X(swiglu_f32_v1) X(swiglu_f32) X(swiglu_f16) X(swiglu_bf16) \
     X(add_f32_v1) X(add_f32) X(gather_rows_f32) X(argmax_f32) X(emu_selftest_pipeline) \
     X(topk_f32_v1) X(topk_f32) X(gemv_q8_0_v1) X(gemv_q8_0_v2_n1) X(gemv_q8_0_v2_n2) X(gemv_q8_0_v2_n4)   \
