@@ -6,8 +6,9 @@
 // with RoPE and the K/V store in one GEMV, gate/up with SwiGLU, add with RMSNorm), the fused
 // RoPE and K/V store, prefill's attention prologue and feed-forward block with cuBLAS's outputs
 // kept in the weight dtype (fused.go: MatMulQKVRoPEStoreKV, MatMulFFN), top-k on the device
-// (topk.go), steps run as CUDA graphs (graph.go), and programmatic dependent launch
-// (Options.PDL).
+// (topk.go), decode steps of 2–8 rows on the tensor cores (gemv_mma.go: GEMV v4, for every
+// decode matmul and its fused forms), steps run as CUDA graphs (graph.go), and programmatic
+// dependent launch (Options.PDL).
 //
 // Every file but this one is built only with -tags cuda (see the cuda package: linking
 // gorgonia.org/cu needs libcuda.so.1 and exits without a GPU), so the default build has an empty
