@@ -173,7 +173,7 @@ func (b *Backend) cublasNT(out cuda.DevicePtr, ot cuda.DataType, x cuda.DevicePt
 		return
 	}
 	N, K := w.rows, w.cols
-	b.flush() // cuBLAS is not recorded: the step runs directly from here
+	b.flushDirect() // cuBLAS is not recorded: the step runs directly from here
 	if err := b.blas.MatMulNT(n, N, K, x, t, w.ptr, t, out, ot); err != nil {
 		b.fail(fmt.Errorf("gpu: MatMul (%d, %d)·(%d, %d)ᵀ: %w", n, K, N, K, err))
 	}
