@@ -37,7 +37,7 @@ BUDGET=${CHECK_BUDGET:-400}
 . ./lib.sh # $OUT, $R, step, run, pack; the device step
 
 step "GPU tests (-short): conformance, matmul paths at 7B shapes, GEMV splits, fused ops, end to end"
-(cd pkg/gpu && run "${CHECK_GPU_TEST_LIMIT:-100}" ../../gpu.test -test.count=1 -test.short)
+(cd pkg/gpu && run "${CHECK_GPU_TEST_LIMIT:-240}" ../../gpu.test -test.count=1 -test.short)
 
 step "attention at LLaMA sizes: the default kernels (decode v4, prefill v4) against the CPU at 7B's and 70B's shapes, 4096-token contexts"
 (cd pkg/gpu && run 40 ../../gpu.test -test.count=1 -test.v -test.run 'TestConformance/^fast$/^kv-f16$/^Attention$/^llama')
