@@ -160,30 +160,13 @@ func (b *Backend) recordAllReduce(c *cuda.Comm, ptr cuda.DevicePtr, count int) {
 }
 
 // flush ends the recording and runs the log (see the file comment).
-func (b *Backend) flush() { b.flushLog(false) }
-
-// flushDirect ends the recording and runs the log launch by launch, never as a graph: for the
-// start of a step that cuBLAS interrupts (prefill). Replaying such a partial log crashed in
-// cuGraphLaunch on an H200 (SIGSEGV in the driver: pp16 at depth 2048 after pp16 at depth 0,
-// bench/results/gpu-h200-2026-11-28-run3/check.log), and it is a few small kernels before the
-// GEMMs, nothing a graph saves much on.
-func (b *Backend) flushDirect() { b.flushLog(true) }
-
-func (b *Backend) flushLog(direct bool) {
+func (b *Backend) flush() {
 	r := &b.rec
 	if !r.on {
 		return
 	}
 	r.on = false
 	if len(r.ops) == 0 || !b.ok() {
-		return
-	}
-	if direct {
-		r.pending = true
-		r.stats.Direct++
-		b.fail(b.runOps(r.ops, r.args))
-		r.prevOps = r.prevOps[:0]
-		r.prevArgs = r.prevArgs[:0]
 		return
 	}
 	r.pending = true
@@ -210,6 +193,26 @@ func (b *Backend) flushLog(direct bool) {
 	b.fail(b.runOps(r.ops, r.args))
 	r.prevOps = append(r.prevOps[:0], r.ops...)
 	r.prevArgs = append(r.prevArgs[:0], r.args...)
+}
+
+// flushDirect ends the recording and runs the log launch by launch, never as a graph: for the
+// start of a step that cuBLAS interrupts (prefill). Replaying such a partial log crashed in
+// cuGraphLaunch on an H200 (SIGSEGV in the driver: pp16 at depth 2048 after pp16 at depth 0,
+// bench/results/gpu-h200-2026-11-28-run3/check.log), and it is a few small kernels before the
+// GEMMs, nothing a graph saves much on.
+func (b *Backend) flushDirect() {
+	r := &b.rec
+	if !r.on {
+		return
+	}
+	r.on = false
+	if len(r.ops) == 0 || !b.ok() {
+		return
+	}
+	r.pending = true
+	r.stats.Direct++
+	b.fail(b.runOps(r.ops, r.args))
+	r.prevOps, r.prevArgs = r.prevOps[:0], r.prevArgs[:0]
 }
 
 // capture captures the current log into a cached graph, or returns nil (nothing ran).
