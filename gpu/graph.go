@@ -159,17 +159,27 @@ func (b *Backend) recordAllReduce(c *cuda.Comm, ptr cuda.DevicePtr, count int) {
 	b.rec.ops = append(b.rec.ops, graphOp{comm: c, ptr: ptr, count: count})
 }
 
-// flush ends the recording and runs the log (see the file comment).
-func (b *Backend) flush() {
+// endRecording ends the step's recording; true when its log has operations to run (and the
+// arena is then pending: they will copy from it).
+func (b *Backend) endRecording() bool {
 	r := &b.rec
 	if !r.on {
-		return
+		return false
 	}
 	r.on = false
 	if len(r.ops) == 0 || !b.ok() {
-		return
+		return false
 	}
 	r.pending = true
+	return true
+}
+
+// flush ends the recording and runs the log (see the file comment).
+func (b *Backend) flush() {
+	if !b.endRecording() {
+		return
+	}
+	r := &b.rec
 	r.tick++
 	for _, g := range r.graphs {
 		if sameLog(g.ops, g.args, r.ops, r.args) {
@@ -201,15 +211,10 @@ func (b *Backend) flush() {
 // bench/results/gpu-h200-2026-11-28-run3/check.log), and it is a few small kernels before the
 // GEMMs, nothing a graph saves much on.
 func (b *Backend) flushDirect() {
+	if !b.endRecording() {
+		return
+	}
 	r := &b.rec
-	if !r.on {
-		return
-	}
-	r.on = false
-	if len(r.ops) == 0 || !b.ok() {
-		return
-	}
-	r.pending = true
 	r.stats.Direct++
 	b.fail(b.runOps(r.ops, r.args))
 	r.prevOps, r.prevArgs = r.prevOps[:0], r.prevArgs[:0]
