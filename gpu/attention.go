@@ -47,11 +47,23 @@ const (
 	// at G = 8 (168 registers, __launch_bounds__(128, 3)), and each block keeps a 16 KB tile in
 	// flight by itself, so more blocks (v2/v3 aim at 4) would only add splits to merge.
 	d4BlocksPerSM = 3
+	// d4BlockCost is what decodeSplitsV4 counts for a block's start, in token-times (one token's
+	// K and V of one KV head streamed by an SM): ~1 µs before the first tile lands, at the ~64
+	// tokens a µs an SM streams at head_dim 128 (H100), shared by the ~3 blocks that start
+	// together on it, rounded down. An estimate, not a measurement.
+	d4BlockCost = 16
 	// d4MergeMax bounds G·splits for the in-kernel merge (D4_MERGE: the last block of a row and
 	// KV head merges its G heads' splits, each thread summing G·splits·head_dim/128 partials);
 	// beyond it attention_reduce_f32_v2 merges, spread over heads·rows blocks. D4_MERGE_MAX.
 	d4MergeMax = 32
-	// v4's modes (D4_REDUCE, D4_DIRECT, D4_MERGE).
+	// decodeV5MinGroup is the fewest query heads per KV head for which v5's decode attention
+	// (tensor cores; kernels/attention.cu) is the default over v4. At G = 8 v4 issues ~800
+	// instructions a warp per 8 keys, about what the SMs issue at HBM speed (the H200 check
+	// measured it at 19% of the copy bandwidth, 70B shape, one row); v5 spends ~10× fewer. At
+	// G = 1 the two issue about as much and v4 measured 52%: v5's deeper pipeline is unmeasured
+	// there, so v4 stays (LLAMACU_DECODE=v5 or Options.Decode = 5 runs v5 for every G).
+	decodeV5MinGroup = 2
+	// v4's modes (D4_REDUCE, D4_DIRECT, D4_MERGE), v5's too.
 	d4Reduce, d4Direct, d4Merge = 0, 1, 2
 )
 
@@ -68,6 +80,7 @@ type attnPlan struct {
 	nV1, nDec, nTiles int
 	chunk, splits     int  // decode: tokens per split, splits of the longest row
 	decV4             bool // decode rows go to v4 (fp16 cache, head_dim 64 or 128)
+	decV5             bool // … and to v5 rather than v4 (the same splits and merges)
 	mma               bool // prefill tiles go to the tensor-core kernel (v3)
 }
 
@@ -106,7 +119,17 @@ func prefillMMA(g, hd int, f32 bool) bool { return !f32 && (hd == 64 || hd == 12
 func (b *Backend) makePlan(p *attnPlan, bt *model.Batch, key planKey) cuda.DevicePtr {
 	g := key.heads / key.kvHeads
 	dec := !b.opts.Naive && decodeFits(g, key.headDim, key.f32)
-	p.decV4 = dec && (b.opts.Decode == 0 || b.opts.Decode == 4) && decodeV4Fits(g, key.headDim, key.f32)
+	fits := dec && decodeV4Fits(g, key.headDim, key.f32)
+	switch b.opts.Decode {
+	case 0: // v5 from two query heads per KV head (decodeV5MinGroup), v4 below
+		p.decV4, p.decV5 = fits, fits && g >= decodeV5MinGroup
+	case 4:
+		p.decV4, p.decV5 = fits, false
+	case 5:
+		p.decV4, p.decV5 = fits, fits
+	default:
+		p.decV4, p.decV5 = false, false
+	}
 	pre := !b.opts.Naive && prefillFits(g, key.headDim)
 	p.mma = pre && !b.opts.SIMTPrefill && prefillMMA(g, key.headDim, key.f32)
 	rowsPerTile := pfQuery / g
@@ -174,26 +197,56 @@ func (b *Backend) makePlan(p *attnPlan, bt *model.Batch, key planKey) cuda.Devic
 				perSM = n
 			}
 		}
-		p.chunk, p.splits = decodeSplits(maxCtx, p.nDec*key.kvHeads, b.sms, perSM, p.decV4)
+		if p.decV4 {
+			p.chunk, p.splits = decodeSplitsV4(maxCtx, p.nDec*key.kvHeads, b.sms, perSM, g)
+		} else {
+			p.chunk, p.splits = decodeSplits(maxCtx, p.nDec*key.kvHeads, b.sms, perSM)
+		}
 	}
 	p.key, p.valid = key, true
 	return b.upload(&p.slab, p.host)
 }
 
-// decodeSplits chooses the decode chunk (tokens per block) and the split count of the longest
-// context for blocks = rows·kv_heads blocks per split: enough splits to give every SM about perSM
-// blocks (v2 and v3: 4; v4: d4BlocksPerSM), chunks of at least decMinChunk tokens and a multiple
-// of 32 (d4Tile for v4; v2 and v3 keep the same rounding); v2 and v3 keep a chunk's scores in
-// shared memory (at most decChunkMax), v4 nothing per token.
-func decodeSplits(maxCtx, blocks, sms, perSM int, v4 bool) (chunk, splits int) {
-	most := decChunkMax
-	if v4 {
-		most = math.MaxInt32
-	}
+// decodeSplits chooses v2's and v3's decode chunk (tokens per block) and the split count of the
+// longest context for blocks = rows·kv_heads blocks per split: enough splits to give every SM
+// about perSM blocks (4), chunks of at least decMinChunk tokens, a multiple of 32 and at most
+// decChunkMax (they keep a chunk's scores in shared memory).
+func decodeSplits(maxCtx, blocks, sms, perSM int) (chunk, splits int) {
 	splits = ceilDiv(perSM*sms, blocks)
 	splits = max(1, min(splits, ceilDiv(maxCtx, decMinChunk), decSplitsMax))
-	chunk = min(ceilDiv(maxCtx, splits*d4Tile)*d4Tile, most)
+	chunk = min(ceilDiv(maxCtx, splits*d4Tile)*d4Tile, decChunkMax)
 	return chunk, ceilDiv(maxCtx, chunk)
+}
+
+// decodeSplitsV4 chooses v4's and v5's chunk (a multiple of d4Tile, at least decMinChunk unless
+// the context is shorter) for blocks = rows·kv_heads blocks per split and G query heads per KV
+// head, by a model of the busiest SM. With n splits, the n·blocks blocks spread over the SMs
+// put k = ⌈n·blocks/sms⌉ on the busiest; it streams k·chunk tokens' K and V, at full speed once
+// it runs perSM blocks (fewer keep too few bytes in flight: Little's law), so it takes about
+// chunk·max(k, perSM) token-times. Each block adds its start (d4BlockCost token-times: about a
+// microsecond of latency before its first tile lands, shared by the blocks that start together)
+// and, with partials to merge, 2·G more (G·head_dim fp32 values written and read back, against
+// 2·head_dim fp16 values a token). Ties go to fewer splits. The rule it replaces, ⌈perSM·sms/blocks⌉ splits, overshoots: 7B's 32
+// KV heads at 4096 tokens got 13 splits of 320, 416 blocks on 132 SMs, 20 of them running a
+// fourth block of 320 tokens after the others were done (this model: 16 splits of 256, 512
+// blocks, 1024 token-times against 1280).
+func decodeSplitsV4(maxCtx, blocks, sms, perSM, g int) (chunk, splits int) {
+	most := max(1, min(ceilDiv(maxCtx, decMinChunk), decSplitsMax))
+	best := math.MaxInt
+	for s := 1; s <= most; s++ {
+		c := ceilDiv(maxCtx, s*d4Tile) * d4Tile
+		n := ceilDiv(maxCtx, c)
+		k := ceilDiv(n*blocks, sms)
+		cost := c * max(k, perSM)
+		cost += k * d4BlockCost
+		if n > 1 {
+			cost += k * 2 * g
+		}
+		if cost < best {
+			best, chunk, splits = cost, c, n
+		}
+	}
+	return chunk, splits
 }
 
 // decodeV3 says whether a step with nDec decode rows runs v3's decode attention (Options.Decode).
@@ -276,8 +329,12 @@ func (b *Backend) Attention(out, q model.Buffer, c model.KVCache, layer int, bt 
 		grid := cuda.Dim3{X: p.splits, Y: kvHeads, Z: p.nDec}
 		reduce := b.k.attnReduceV2
 		if p.decV4 {
-			// Compiled per head_dim (64 or 128): no head_dim argument.
-			b.launch(b.k.attnDecV4[hd/128][gi], grid, cuda.Dim3{X: d4Threads}, cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml),
+			// Compiled per head_dim (64 or 128): no head_dim argument; v5 takes any G ≤ 8.
+			f := b.k.attnDecV4[hd/128][gi]
+			if p.decV5 {
+				f = b.k.attnDecV5[hd/128]
+			}
+			b.launch(f, grid, cuda.Dim3{X: d4Threads}, cuda.Ptr(ob.ptr), cuda.Ptr(po), cuda.Ptr(pml),
 				cuda.Ptr(cnt), cuda.Ptr(qb.ptr), cache[0], cache[1], cuda.Ptr(decRows), common[0], common[1], common[2],
 				common[3], common[4], common[6], common[7], common[8], i32(p.chunk), i32(p.splits), i32(mode))
 		} else {

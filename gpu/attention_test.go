@@ -13,13 +13,13 @@ import (
 	"github.com/llamacu/llamacu/tensor"
 )
 
-// TestDecodeV4InModel runs decode attention v4 where the model uses it (fp16 cache, head_dim
-// 128, GQA 4): a 64-token prompt, then decode steps whose context crosses a split boundary, so
-// that v4 merges two splits in the kernel (its last block per KV head) instead of launching the
-// reduce. Checked against v3's decode attention (its partials merged by attention_reduce_f32_v2)
-// and with the steps replayed as CUDA graphs, where the split counters the kernel leaves at zero
-// must be zero again at every replay.
-func TestDecodeV4InModel(t *testing.T) {
+// TestDecodeV4V5InModel runs decode attention v5 and v4 where the model uses them (fp16 cache,
+// head_dim 128, GQA 4: v5 by default, v4 forced): a 64-token prompt, then decode steps whose
+// context crosses a split boundary, so that each merges two splits in the kernel (its last block
+// per KV head) instead of launching the reduce. Checked against v3's decode attention (its
+// partials merged by attention_reduce_f32_v2) and with the steps replayed as CUDA graphs, where
+// the split counters the kernel leaves at zero must be zero again at every replay.
+func TestDecodeV4V5InModel(t *testing.T) {
 	cfg := model.Config{Name: "hd128-gqa4", Dim: 512, Layers: 2, Heads: 4, KVHeads: 1, FFN: 1024, Vocab: 512,
 		MaxSeq: 512, NormEps: 1e-5, RopeTheta: 10000}
 	const prompt, steps = 64, 6
@@ -59,25 +59,33 @@ func TestDecodeV4InModel(t *testing.T) {
 		}
 		return r
 	}
-	v4 := do(gpu.Options{Weights: tensor.F16})
+	v5 := do(gpu.Options{Weights: tensor.F16})
+	v4 := do(gpu.Options{Weights: tensor.F16, Decode: 4})
 	v3 := do(gpu.Options{Weights: tensor.F16, Decode: 3})
 	graphs := do(gpu.Options{Weights: tensor.F16, Graphs: true})
 
 	for i := 0; i < steps; i++ {
-		// Context prompt + i + 1 ≥ 65: two 64-token splits, merged by v4 itself and by v3's reduce.
-		if want := v3.launches[i] - int64(cfg.Layers); v4.launches[i] != want {
-			t.Errorf("decode step %d: %d launches with v4, %d with v3: want v4 one per layer fewer (no reduce)", i, v4.launches[i], v3.launches[i])
-		}
 		scale := 0.0
 		for _, x := range v3.logits[i] {
 			scale = max(scale, math.Abs(float64(x)))
 		}
-		for j := range v4.logits[i] {
-			if d := math.Abs(float64(v4.logits[i][j] - v3.logits[i][j])); d > 1e-4*scale {
-				t.Fatalf("decode step %d, logit %d: %v with v4, %v with v3 (|diff| %.3g, scale %.3g)", i, j, v4.logits[i][j], v3.logits[i][j], d, scale)
+		for _, v := range []struct {
+			name string
+			r    run
+		}{{"v5", v5}, {"v4", v4}} {
+			// Context prompt + i + 1 ≥ 65: two splits, merged by the kernel itself and by v3's reduce.
+			if want := v3.launches[i] - int64(cfg.Layers); v.r.launches[i] != want {
+				t.Errorf("decode step %d: %d launches with %s, %d with v3: want one per layer fewer (no reduce)", i, v.r.launches[i], v.name, v3.launches[i])
 			}
-			if math.Float32bits(graphs.logits[i][j]) != math.Float32bits(v4.logits[i][j]) {
-				t.Fatalf("decode step %d, logit %d: %v replayed as a graph, %v launched directly", i, j, graphs.logits[i][j], v4.logits[i][j])
+			for j := range v.r.logits[i] {
+				if d := math.Abs(float64(v.r.logits[i][j] - v3.logits[i][j])); d > 1e-4*scale {
+					t.Fatalf("decode step %d, logit %d: %v with %s, %v with v3 (|diff| %.3g, scale %.3g)", i, j, v.r.logits[i][j], v.name, v3.logits[i][j], d, scale)
+				}
+			}
+		}
+		for j := range v5.logits[i] {
+			if math.Float32bits(graphs.logits[i][j]) != math.Float32bits(v5.logits[i][j]) {
+				t.Fatalf("decode step %d, logit %d: %v replayed as a graph, %v launched directly", i, j, graphs.logits[i][j], v5.logits[i][j])
 			}
 		}
 	}

@@ -46,11 +46,13 @@ type Options struct {
 	// PrefillV3 runs the previous tensor-core prefill attention (v3: no cp.async pipeline, no
 	// ldmatrix) instead of v4: for benchmarks that compare them.
 	PrefillV3 bool
-	// Decode picks the decode attention kernels: 0 (or 4) runs v4 where it applies (fp16
-	// cache, head_dim 64 or 128) and otherwise chooses by the step (v3 for steps of at least
-	// decV3MinRows decode rows, v2 below: see gpu/attention.go); 2 or 3 forces that version.
+	// Decode picks the decode attention kernels: 0 runs v5 (tensor cores) where it applies
+	// (fp16 cache, head_dim 64 or 128, 2 ≤ G ≤ 8 query heads per KV head), v4 for G = 1, and
+	// otherwise chooses by the step (v3 for steps of at least decV3MinRows decode rows, v2
+	// below: see gpu/attention.go); 4 or 5 runs that version wherever v4 and v5 apply; 2 or 3
+	// forces that version.
 	Decode int
-	// DecodeBlocksPerSM sets the blocks per SM that v4 decode attention's splits aim at; 0
+	// DecodeBlocksPerSM sets the blocks per SM that v4 and v5 decode attention's splits aim at; 0
 	// chooses (d4BlocksPerSM: 3). More splits fill the GPU sooner but leave more partials to
 	// merge; for benchmarks that tune it.
 	DecodeBlocksPerSM int

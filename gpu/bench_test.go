@@ -176,13 +176,15 @@ func BenchmarkGEMVQuant(b *testing.B) {
 }
 
 // BenchmarkAttentionDecode: one decode token per sequence at a 4096-token context, fp16 cache;
-// bytes are the K and V rows read. The default kernels (v4), v4 with its splits aimed at 2 and 6
-// blocks per SM instead of 3 ("v4-bps2/…", "v4-bps6/…"), then v3's ("v3/…") and v2's ("v2/…"),
-// each forced.
+// bytes are the K and V rows read. The default kernels (v4 at 7B's G = 1, v5 at 70B's G = 8),
+// then v5 and v4 each forced ("v5/…", "v4/…"), the default with its splits aimed at 2 and 6
+// blocks per SM instead of 3 ("bps2/…", "bps6/…"), then v3's ("v3/…") and v2's ("v2/…").
 func BenchmarkAttentionDecode(b *testing.B) {
-	v4 := open(b, gpu.Options{})
-	v4bps2 := open(b, gpu.Options{DecodeBlocksPerSM: 2})
-	v4bps6 := open(b, gpu.Options{DecodeBlocksPerSM: 6})
+	def := open(b, gpu.Options{})
+	v5 := open(b, gpu.Options{Decode: 5})
+	v4 := open(b, gpu.Options{Decode: 4})
+	bps2 := open(b, gpu.Options{DecodeBlocksPerSM: 2})
+	bps6 := open(b, gpu.Options{DecodeBlocksPerSM: 6})
 	v3 := open(b, gpu.Options{Decode: 3})
 	v2 := open(b, gpu.Options{Decode: 2})
 	for _, c := range []struct {
@@ -193,7 +195,7 @@ func BenchmarkAttentionDecode(b *testing.B) {
 		for _, v := range []struct {
 			name string
 			be   *gpu.Backend
-		}{{"", v4}, {"v4-bps2/", v4bps2}, {"v4-bps6/", v4bps6}, {"v3/", v3}, {"v2/", v2}} {
+		}{{"", def}, {"v5/", v5}, {"v4/", v4}, {"bps2/", bps2}, {"bps6/", bps6}, {"v3/", v3}, {"v2/", v2}} {
 			be := v.be
 			b.Run(v.name+c.name, func(b *testing.B) {
 				const hd, bs, ctxLen = 128, 16, 4096

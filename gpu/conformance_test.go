@@ -67,8 +67,12 @@ func TestConformance(t *testing.T) {
 		{"fast/kv-f16", gpu.Options{}, large},
 		// Fast kernels checked tightly: fp32 KV, GEMV slices instead of cuBLAS.
 		{"fast/kv-f32/no-cublas", gpu.Options{KVF32: true, NoCublas: true}, tight},
-		// Decode attention v3 at every batch (by default v4 runs on an fp16 cache, and v3 on an
-		// fp32 one in steps of 8 or more decode rows), and v2 on an fp16 cache.
+		// Decode attention v5 (tensor cores) and v4 wherever they apply (by default v5 runs on
+		// an fp16 cache from 2 query heads per KV head, v4 at 1).
+		{"fast/decode-v5/kv-f16", gpu.Options{Decode: 5}, half},
+		{"fast/decode-v4/kv-f16", gpu.Options{Decode: 4}, half},
+		// Decode attention v3 at every batch (by default v3 runs on an fp32 cache in steps of 8
+		// or more decode rows), and v2 on an fp16 cache.
 		{"fast/decode-v3/kv-f16", gpu.Options{Decode: 3}, half},
 		{"fast/decode-v2/kv-f16", gpu.Options{Decode: 2}, half},
 		{"fast/decode-v3/kv-f32/no-cublas", gpu.Options{Decode: 3, KVF32: true, NoCublas: true}, tight},

@@ -23,6 +23,7 @@ type kernelFuncs[F any] struct {
 	attnDecV3F32, attnDecV3F16     [4]F // v3 decode, by group width
 	attnReduceV2                   F
 	attnDecV4                      [2][4]F // v4 decode (fp16 cache), by head_dim (64, 128) and group width
+	attnDecV5                      [2]F    // v5 decode (fp16 cache, tensor cores), by head_dim (64, 128)
 	attnPrefillF32, attnPrefillF16 F
 	attnPrefillMMA                 [2]F // fp16 cache, tensor cores (v3): head_dim 64, 128
 	attnPrefillV4                  [2]F // v4: pipelined, ldmatrix; head_dim 64, 128
@@ -83,6 +84,7 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 		"add_f32_v1": &k.addV1, "add_f32": &k.add,
 		"gather_rows_f32": &k.gather, "argmax_f32": &k.argmax,
 		"topk_f32_v1": &k.topkV1, "topk_f32": &k.topk,
+		"attention_decode_v5_f16_hd64": &k.attnDecV5[0], "attention_decode_v5_f16_hd128": &k.attnDecV5[1],
 	}
 	for g, w := range widths {
 		table[fmt.Sprintf("attention_decode_f32_g%d", w)] = &k.attnDecF32[g]

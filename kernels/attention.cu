@@ -49,6 +49,10 @@
 //       tiles through two shared stages with cp.async, each warp keeps its own online softmax
 //       (one block barrier a tile), and the splits of a row and KV head are merged by their last
 //       block when there are few (G·splits ≤ 32), else by attention_reduce_f32_v2.
+//   attention_decode_v5_f16_hd<HD> (v5, the default where G ≥ 2; section "v5 decode"): v4's
+//       splits and merges with both products on the tensor cores (mma.sync m16n8k16): the G ≤ 8
+//       heads' q and the probabilities each as an fp16 pair (hi, lo·2¹¹) in the A operand's
+//       16 rows, so the sums keep ~22 bits; 16-key tiles in 4 cp.async stages.
 //   attention_prefill_<kv> (v2, flash-attention style, Dao 2022, fp32 SIMT):
 //       grid (tiles, kv_heads). A block holds 32 "query vectors" = (rows of the tile) × (the G
 //       query heads of its KV head) in shared memory, streams 32-key tiles of K and then V of the
@@ -495,7 +499,9 @@ extern "C" __global__ void attention_reduce_f32_v2(float* out, const float* part
 //   D4_MERGE   the last block of each (row, KV head) to finish merges its G heads' splits
 //              (≤ D4_MERGE_MAX of them): no second launch. Blocks count themselves in
 //              counts[row·kv_heads + g] (zero before the launch; the last block resets it, so
-//              a replayed graph finds it zero again), after fencing their partials.
+//              a replayed graph finds it zero again), after fencing their partials. A row
+//              whose context fits one chunk (a short row in a batch, the first tokens of a
+//              graph's context bucket) has one split: its block writes out as D4_DIRECT.
 //   grid (max_splits, kv_heads, nr), block (D4_THREADS); chunk a multiple of D4_BK.
 #define D4_BK 32  // keys per tile
 #define D4_THREADS 128
@@ -551,6 +557,54 @@ template <int GM> LLAMACU_DEVICE float reduce_scatter(float (&a)[GM], int lane) 
     return a[0];
 }
 
+// decode_merge_last is D4_MERGE's ending, shared by v4 and v5 (D4_THREADS threads a block):
+// each block of (row di = batch row i, KV head g) has written its partials; the last of the row's
+// ns splits to finish merges them for the G ≤ GM query heads of g into out, as
+// attention_reduce_f32_v2 would. Every thread fences its partials before the count
+// (threadFenceReduction's pattern), so the last block sees all of them.
+template <int GM, int HD>
+__device__ void decode_merge_last(float* out, const float* part_o, const float* part_ml,
+                                  int* counts, int di, int i, int g, int G, int heads,
+                                  int kv_heads, int max_splits, int ns) {
+    __shared__ int last;
+    __shared__ float mw[GM][D4_MERGE_MAX];  // e^(m_s − M) by head and split
+    __shared__ float inv_l[GM];
+    const int tid = threadIdx.x;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        int* c = counts + (int64_t)di * kv_heads + g;
+        last = atomicAdd(c, 1) == ns - 1;
+        if (last) *c = 0;  // no other block touches it again in this launch
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // attention_reduce_f32_v2's sums, read through L2 (__ldcg: other SMs wrote them).
+    const int64_t base = ((int64_t)di * heads + (int64_t)g * G) * max_splits;  // head g·G, split 0
+    if (tid < G) {
+        const float* ml = part_ml + (base + (int64_t)tid * max_splits) * 2;
+        float M = -INFINITY;
+        for (int x = 0; x < ns; x++) M = fmaxf(M, __ldcg(ml + 2 * x));
+        float L = 0.f;
+        for (int x = 0; x < ns; x++) {
+            const float w = expf(__ldcg(ml + 2 * x) - M);
+            mw[tid][x] = w;
+            L += w * __ldcg(ml + 2 * x + 1);
+        }
+        inv_l[tid] = 1.f / L;
+    }
+    __syncthreads();
+    for (int k = tid; k < G * HD; k += D4_THREADS) {
+        const int gg = k / HD, d = k % HD;
+        const float* po = part_o + (base + (int64_t)gg * max_splits) * HD + d;
+        float o = 0.f;
+#pragma unroll 8
+        for (int x = 0; x < ns; x++) o += mw[gg][x] * __ldcg(po + (int64_t)x * HD);
+        out[((int64_t)i * heads + g * G + gg) * HD + d] = o * inv_l[gg];
+    }
+}
+
 template <int HD, int GM>
 __device__ void attention_decode_v4(float* out, float* part_o, float* part_ml, int* counts,
                                     const float* q, const __half* kc, const __half* vc,
@@ -572,6 +626,8 @@ __device__ void attention_decode_v4(float* out, float* part_o, float* part_ml, i
     const int i = rows[di];
     const int ctx = pos[i] + 1, t0 = split * chunk;
     if (t0 >= ctx) return;  // uniform over the block: this row has fewer splits
+    // A row whose context fits one chunk has nothing to merge: its block writes out itself.
+    if (mode == D4_MERGE && ctx <= chunk) mode = D4_DIRECT;
     const int t1 = min(t0 + chunk, ctx), ntiles = (t1 - t0 + D4_BK - 1) / D4_BK;
     const int G = heads / kv_heads, kv_dim = kv_heads * HD;
     const int* tab = tables + row_tab[i];
@@ -726,47 +782,9 @@ __device__ void attention_decode_v4(float* out, float* part_o, float* part_ml, i
             }
         }
     }
-    if (mode != D4_MERGE) return;
-
-    // Am I the last of this (row, KV head)'s ns splits? Every thread fences its partials before
-    // the count (threadFenceReduction's pattern), so the last block sees all of them.
-    __shared__ int last;
-    __shared__ float mw[GM][D4_MERGE_MAX];  // e^(m_s − M) by head and split
-    __shared__ float inv_l[GM];
-    const int ns = (ctx + chunk - 1) / chunk;
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) {
-        int* c = counts + (int64_t)di * kv_heads + g;
-        last = atomicAdd(c, 1) == ns - 1;
-        if (last) *c = 0;  // no other block touches it again in this launch
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    // attention_reduce_f32_v2's sums, read through L2 (__ldcg: other SMs wrote them).
-    const int64_t base = ((int64_t)di * heads + (int64_t)g * G) * max_splits;  // head g·G, split 0
-    if (tid < G) {
-        const float* ml = part_ml + (base + (int64_t)tid * max_splits) * 2;
-        float M = -INFINITY;
-        for (int x = 0; x < ns; x++) M = fmaxf(M, __ldcg(ml + 2 * x));
-        float L = 0.f;
-        for (int x = 0; x < ns; x++) {
-            const float w = expf(__ldcg(ml + 2 * x) - M);
-            mw[tid][x] = w;
-            L += w * __ldcg(ml + 2 * x + 1);
-        }
-        inv_l[tid] = 1.f / L;
-    }
-    __syncthreads();
-    for (int k = tid; k < G * HD; k += D4_THREADS) {
-        const int gg = k / HD, d = k % HD;
-        const float* po = part_o + (base + (int64_t)gg * max_splits) * HD + d;
-        float o = 0.f;
-#pragma unroll 8
-        for (int x = 0; x < ns; x++) o += mw[gg][x] * __ldcg(po + (int64_t)x * HD);
-        out[((int64_t)i * heads + g * G + gg) * HD + d] = o * inv_l[gg];
-    }
+    if (mode == D4_MERGE)
+        decode_merge_last<GM, HD>(out, part_o, part_ml, counts, di, i, g, G, heads, kv_heads,
+                                  max_splits, (ctx + chunk - 1) / chunk);
 }
 
 #define DECODE_V4_ENTRY(HD, GM)                                                                    \
@@ -790,6 +808,216 @@ DECODE_V4_ENTRY(128, 1)
 DECODE_V4_ENTRY(128, 2)
 DECODE_V4_ENTRY(128, 4)
 DECODE_V4_ENTRY(128, 8)
+
+// ================================================================ v5 decode (tensor cores)
+//
+// attention_decode_v5_f16_hd<HD>: v4's splits, partials and merges with the products on the
+// tensor cores, after what the H200 check measured (bench/results/gpu-h200-2026-11-28-run3): v4
+// at one row reached 52% of the copy bandwidth at 7B (G = 1) but 19% at the 70B shape (G = 8),
+// where every lane spends 64 FMAs on each K row it holds and 64 on each V row, plus a
+// reduce-scatter of 7 shuffles — ~800 instructions a warp per 8 keys, about what the SMs can
+// issue at HBM speed, so nothing is left for latency. v5:
+//   - puts the G ≤ 8 query heads of the KV head in the 16 rows of an mma A operand twice: row r
+//     holds head r's q (pre-scaled by log2(e)/sqrt(HD)) rounded to fp16, row r + 8 the rounding's
+//     remainder times 2¹¹, also in fp16. One m16n8k16 gives both halves of the scores of 8 keys
+//     (S = Q·Kᵀ, K as stored: ldmatrix), and s = hi + lo·2⁻¹¹ carries ~22 bits of q — as v4's
+//     fp32 q did, to fp32 rounding of the sums, where an fp16 q (prefill v3/v4) loses 2⁻¹¹;
+//   - does the same with P for O += P·V (V with ldmatrix.trans): the probabilities' hi and lo
+//     halves are the A operand's rows r and r + 8, and they come from S's accumulators in the
+//     lane that holds them (the accumulator layout of 16 keys is the A layout), so o = hi +
+//     lo·2⁻¹¹ with no shuffle;
+//   - every warp computes the (cheap) scores of the whole tile and the same online softmax, and
+//     owns HD/4 of the output dims: no merge between warps;
+//   - tiles of D5_BK = 16 keys in D5_STAGES = 4 shared stages: three tiles (24 KB of K and V at
+//     HD 128) in flight while one is computed, where v4 had one of 32 keys (16 KB).
+// Per warp and 16 keys: 16 + 2·HD/64 mmas, 8 + HD/64 ldmatrix, ~40 other instructions.
+// G > 8 is not handled (v2's kernels take it, as for v4).
+//   grid (max_splits, kv_heads, nr), block (D5_THREADS); chunk a multiple of D5_BK.
+#define D5_BK 16
+#define D5_STAGES 4
+#define D5_THREADS 128
+#define D5_WARPS (D5_THREADS / 32)
+
+// split_half2 rounds (a, b) to fp16 (hi) and the rounding's remainders, times 2¹¹, to fp16 (lo):
+// a ≈ hi + lo·2⁻¹¹ to ~22 bits (the remainder and its scaling are exact in fp32).
+LLAMACU_DEVICE void split_half2(float a, float b, uint32_t& hi, uint32_t& lo) {
+    hi = pack_half2(a, b);
+    const float2 h = h2_to_f2(hi);
+    lo = pack_half2((a - h.x) * 2048.f, (b - h.y) * 2048.f);
+}
+
+template <int HD>
+__device__ void attention_decode_v5(float* out, float* part_o, float* part_ml, int* counts,
+                                    const float* q, const __half* kc, const __half* vc,
+                                    const int* rows, const int* pos, const int* row_tab,
+                                    const int* tables, int heads, int kv_heads, int layer,
+                                    int num_blocks, int block_size, int chunk, int max_splits,
+                                    int mode) {
+    constexpr int S = HD + 8;                // row stride in halves (conflict-free ldmatrix)
+    constexpr int KS = HD / 16;              // k-steps of S = Q·Kᵀ
+    constexpr int NW = HD / 8 / D5_WARPS;    // 8-dim n-tiles of O per warp (4 at HD 128)
+    constexpr float LO = 1.f / 2048.f;       // weight of a lo half
+    static_assert(NW % 2 == 0 && D5_BK % 16 == 0, "geometry");
+    __shared__ __align__(16) __half ks[D5_STAGES][D5_BK * S];  // (stage, key, HD)
+    __shared__ __align__(16) __half vs[D5_STAGES][D5_BK * S];
+
+    const int split = blockIdx.x, g = blockIdx.y, di = blockIdx.z;
+    const int i = rows[di];
+    const int ctx = pos[i] + 1, t0 = split * chunk;
+    if (t0 >= ctx) return;  // uniform over the block: this row has fewer splits
+    // A row whose context fits one chunk has nothing to merge: its block writes out itself.
+    if (mode == D4_MERGE && ctx <= chunk) mode = D4_DIRECT;
+    const int t1 = min(t0 + chunk, ctx), ntiles = (t1 - t0 + D5_BK - 1) / D5_BK;
+    const int G = heads / kv_heads, kv_dim = kv_heads * HD;
+    const int* tab = tables + row_tab[i];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
+
+    // Tile t is copy group t: past the last tile the group is empty, so that waiting for
+    // "all but D5_STAGES − 2 groups" always means tile t has landed.
+    auto load_tile = [&](int t) {
+        if (t < ntiles)
+            kv_tile_async<D5_BK, HD, S, D5_THREADS>(ks[t % D5_STAGES], vs[t % D5_STAGES], kc, vc,
+                                                    tab, t0 + t * D5_BK, t1, g, layer, num_blocks,
+                                                    block_size, kv_dim);
+        else
+            cp_async_commit();
+    };
+#pragma unroll
+    for (int t = 0; t < D5_STAGES - 1; t++) load_tile(t);  // in flight while q is read
+
+    // Q as A fragments: rows gid (hi) and gid + 8 (lo) are head g·G + gid (zero for gid ≥ G);
+    // qf[kk] covers dims 16kk + 2tig, +1 (regs 0, 1) and +8, +9 (regs 2, 3).
+    const float scale = 1.4426950408889634f / sqrtf((float)HD);
+    const bool hv = gid < G;
+    const float* qrow = q + ((int64_t)i * heads + (int64_t)g * G + (hv ? gid : 0)) * HD + 2 * tig;
+    uint32_t qf[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        float2 a = make_float2(0.f, 0.f), b = a;
+        if (hv) {
+            a = __ldg(reinterpret_cast<const float2*>(qrow + 16 * kk));
+            b = __ldg(reinterpret_cast<const float2*>(qrow + 16 * kk + 8));
+        }
+        split_half2(a.x * scale, a.y * scale, qf[kk][0], qf[kk][1]);
+        split_half2(b.x * scale, b.y * scale, qf[kk][2], qf[kk][3]);
+    }
+
+    // O: dims dw + 8n + 2tig, +1 (dw = the warp's first dim) of rows gid (hi: 0, 1) and gid + 8
+    // (lo: 2, 3). The online softmax of head gid (base 2): running max m, the lane's share l of
+    // the sum (its keys 2tig, 2tig + 1 of each 8), the same in every warp.
+    const int dw = warp * NW * 8;
+    float o[NW][4];
+#pragma unroll
+    for (int n = 0; n < NW; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m = -INFINITY, l = 0.f;
+
+    for (int t = 0; t < ntiles; t++) {
+        const int st = t % D5_STAGES, k0 = t0 + t * D5_BK;
+        cp_async_wait<D5_STAGES - 2>();  // this thread's copies of tile t have landed
+        __syncthreads();  // … and every thread's; every warp is past tile t − 1, whose stage …
+        load_tile(t + D5_STAGES - 1);  // … tile t + D5_STAGES − 1 refills
+        const __half* kt = ks[st];
+        const __half* vt = vs[st];
+
+        // S = Q·Kᵀ: s[n] holds keys k0 + 8n + 2tig, +1 of rows gid (hi) and gid + 8 (lo). The
+        // ldmatrix matrices of keys 8n …: dims 16kk …, 16kk + 8 …, 16(kk + 1) …, 16(kk + 1) + 8 ….
+        float s[D5_BK / 8][4];
+#pragma unroll
+        for (int n = 0; n < D5_BK / 8; n++) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk += 2) {
+                uint32_t b[4];
+                ldmatrix_x4<false>(b, kt + (8 * n + (lane & 7)) * S + 16 * kk + 8 * (lane >> 3));
+                mma_m16n8k16(s[n], qf[kk], b);
+                mma_m16n8k16(s[n], qf[kk + 1], b + 2);
+            }
+        }
+
+        // Head gid's scores (keys past the chunk's end masked), the tile's max over the 4 lanes
+        // that hold the head, and the running max. Key k0 < t1 is in every tile, so mx is finite.
+        float x[D5_BK / 8][2];
+        float mx = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < D5_BK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                x[n][e] = k0 + 8 * n + 2 * tig + e < t1 ? s[n][e] + s[n][2 + e] * LO : -INFINITY;
+                mx = fmaxf(mx, x[n][e]);
+            }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mn = fmaxf(m, mx);
+        const float corr = exp2f(m - mn);  // 0 on the first tile (m = −∞)
+        m = mn;
+        l *= corr;
+#pragma unroll
+        for (int n = 0; n < NW; n++) o[n][0] *= corr, o[n][1] *= corr, o[n][2] *= corr, o[n][3] *= corr;
+
+        // P = 2^(s − m) as A fragments, hi and lo: keys 16j + 2tig, +1 (n = 2j) in regs 0 (hi)
+        // and 1 (lo), keys 16j + 8 + 2tig, +1 (n = 2j + 1) in regs 2 and 3.
+        uint32_t pf[D5_BK / 16][4];
+#pragma unroll
+        for (int j = 0; j < D5_BK / 16; j++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const float p0 = exp2f(x[2 * j + h][0] - mn), p1 = exp2f(x[2 * j + h][1] - mn);
+                l += p0 + p1;
+                split_half2(p0, p1, pf[j][2 * h], pf[j][2 * h + 1]);
+            }
+
+        // O += P·V over the warp's dims. ldmatrix.trans matrices for keys 16j …: (keys 16j … +7,
+        // dims d …), (16j + 8 …, d …), (16j …, d + 8 …), (16j + 8 …, d + 8 …), d = dw + 8n.
+#pragma unroll
+        for (int n = 0; n < NW; n += 2)
+#pragma unroll
+            for (int j = 0; j < D5_BK / 16; j++) {
+                uint32_t b[4];
+                ldmatrix_x4<true>(b, vt + (16 * j + 8 * ((lane >> 3) & 1) + (lane & 7)) * S + dw +
+                                         8 * n + 8 * (lane >> 4));
+                mma_m16n8k16(o[n], pf[j], b);
+                mma_m16n8k16(o[n + 1], pf[j], b + 2);
+            }
+    }
+    cp_async_wait<0>();  // only empty groups are left: nothing lands after the block ends
+
+    // Head gid's sum over its 4 lanes; the chunk's output o = hi + lo·2⁻¹¹ (base-2 max m).
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    if (hv) {
+        const int h = g * G + gid;
+        const int64_t po = ((int64_t)di * heads + h) * max_splits + split;
+        const float inv = mode == D4_DIRECT ? 1.f / l : 1.f;
+        float* dst = mode == D4_DIRECT ? out + ((int64_t)i * heads + h) * HD : part_o + po * HD;
+#pragma unroll
+        for (int n = 0; n < NW; n++)
+            *reinterpret_cast<float2*>(dst + dw + 8 * n + 2 * tig) =
+                make_float2((o[n][0] + o[n][2] * LO) * inv, (o[n][1] + o[n][3] * LO) * inv);
+        if (mode != D4_DIRECT && warp == 0 && tig == 0) {
+            part_ml[po * 2] = m * 0.6931471805599453f;  // back to base e for the merge
+            part_ml[po * 2 + 1] = l;
+        }
+    }
+    if (mode == D4_MERGE)
+        decode_merge_last<8, HD>(out, part_o, part_ml, counts, di, i, g, G, heads, kv_heads,
+                                 max_splits, (ctx + chunk - 1) / chunk);
+}
+
+#define DECODE_V5_ENTRY(HD)                                                                       \
+    extern "C" __global__ void __launch_bounds__(D5_THREADS, 4) attention_decode_v5_f16_hd##HD( \
+        float* out, float* part_o, float* part_ml, int* counts, const float* q, const __half* kc, \
+        const __half* vc, const int* rows, const int* pos, const int* row_tab, const int* tables, \
+        int heads, int kv_heads, int layer, int num_blocks, int block_size, int chunk,            \
+        int max_splits, int mode) {                                                               \
+        pdl_begin();                                                                              \
+        attention_decode_v5<HD>(out, part_o, part_ml, counts, q, kc, vc, rows, pos, row_tab,      \
+                                tables, heads, kv_heads, layer, num_blocks, block_size, chunk,    \
+                                max_splits, mode);                                                \
+    }
+
+// grid (max_splits, kv_heads, nr), block (D5_THREADS).
+DECODE_V5_ENTRY(64)
+DECODE_V5_ENTRY(128)
 
 // ================================================================ v2 prefill (flash attention)
 

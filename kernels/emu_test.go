@@ -917,6 +917,7 @@ type attnPlan struct {
 	prefillV3     bool // … or to v3's (Options.PrefillV3)
 	decV3         bool // decode rows go to attention_decode_v3_<kv>_g<GM> + attention_reduce_f32_v2
 	decV4         bool // … or to attention_decode_v4_f16_hd<hd>_g<GM> (+ attention_reduce_f32_v2)
+	decV5         bool // … or to attention_decode_v5_f16_hd<hd> (decV4's plan and modes)
 	noMerge       bool // v4: always merge with attention_reduce_f32_v2, never in the kernel
 }
 
@@ -978,20 +979,40 @@ func makePlan(bt *model.Batch, heads, kvHeads, hd int, f32, naive, simt, v4 bool
 		for _, r := range p.dec {
 			maxCtx = max(maxCtx, int(bt.Pos[r])+1)
 		}
-		perSM, most := 4, decChunkMax
+		blocks := len(p.dec) * kvHeads
+		var chunk int
 		if p.decV4 {
-			perSM, most = 3, math.MaxInt32
+			chunk, _ = decodeSplitsV4(maxCtx, blocks, sms, 3, g)
+		} else {
+			splits := ceilDiv(4*sms, blocks)
+			splits = max(1, min(splits, ceilDiv(maxCtx, decMinChunk)))
+			chunk = min((ceilDiv(maxCtx, splits)+31)/32*32, decChunkMax)
 		}
-		splits := ceilDiv(perSM*sms, len(p.dec)*kvHeads)
-		splits = max(1, min(splits, ceilDiv(maxCtx, decMinChunk)))
-		chunk := (ceilDiv(maxCtx, splits) + 31) / 32 * 32
-		chunk = min(chunk, most)
 		if chunkOverride > 0 {
 			chunk = chunkOverride
 		}
 		p.chunk, p.splits = chunk, ceilDiv(maxCtx, chunk)
 	}
 	return p
+}
+
+// decodeSplitsV4 is gpu/attention.go's (d4BlockCost 16, d4Tile 32).
+func decodeSplitsV4(maxCtx, blocks, sms, perSM, g int) (chunk, splits int) {
+	most := max(1, min(ceilDiv(maxCtx, decMinChunk), 1024))
+	best := math.MaxInt
+	for s := 1; s <= most; s++ {
+		c := ceilDiv(maxCtx, s*32) * 32
+		n := ceilDiv(maxCtx, c)
+		k := ceilDiv(n*blocks, sms)
+		cost := c*max(k, perSM) + k*16
+		if n > 1 {
+			cost += k * 2 * g
+		}
+		if cost < best {
+			best, chunk, splits = cost, c, n
+		}
+	}
+	return chunk, splits
 }
 
 var attnCases = []kvCase{
@@ -1072,8 +1093,21 @@ func testAttention(t *testing.T, e *emulator) {
 				p := plans["H100"]
 				p.prefillV3 = true
 				plans["H100/prefill-v3"] = p
-				// v4 with its partials merged by the reduce kernel where it would merge them itself.
-				for _, pn := range []string{"H100", "chunk32"} {
+				// v5 (tensor cores) on v4's plans, and on 16-key chunks (one tile a split: the most
+				// splits, merged by the kernel or by the reduce kernel).
+				for _, pn := range []string{"H100", "1sm", "chunk32"} {
+					if p := plans[pn]; p.decV4 {
+						p.decV5 = true
+						plans[pn+"/v5"] = p
+					}
+				}
+				if p := makePlan(bt, c.heads, c.kvHeads, c.hd, f32, false, false, true, 132, 16); p.decV4 {
+					p.decV5 = true
+					plans["chunk16/v5"] = p
+				}
+				// v4 and v5 with their partials merged by the reduce kernel where they would merge
+				// them themselves.
+				for _, pn := range []string{"H100", "chunk32", "H100/v5", "chunk32/v5", "chunk16/v5"} {
 					if p := plans[pn]; p.decV4 && p.splits > 1 && p.splits*c.heads/c.kvHeads <= 32 {
 						p.noMerge = true
 						plans[pn+"/no-merge"] = p
@@ -1087,7 +1121,7 @@ func testAttention(t *testing.T, e *emulator) {
 					if counts != nil && !bytes.Equal(*counts, make([]byte, len(*counts))) {
 						t.Errorf("plan %s: decode v4's split counts not left zero: %v", pn, *counts)
 					}
-					what := fmt.Sprintf("plan %s (v1 %d rows, decode %d rows in %d splits of %d, v3 %v, v4 %v, prefill %d tiles, mma %v)", pn, len(p.v1), len(p.dec), p.splits, p.chunk, p.decV3, p.decV4, len(p.tiles)/2, p.mma)
+					what := fmt.Sprintf("plan %s (v1 %d rows, decode %d rows in %d splits of %d, v3 %v, v4 %v, v5 %v, prefill %d tiles, mma %v)", pn, len(p.v1), len(p.dec), p.splits, p.chunk, p.decV3, p.decV4, p.decV5, len(p.tiles)/2, p.mma)
 					tl := tol{2e-6, 2e-5}
 					if p.mma && len(p.tiles) > 0 {
 						// fp16 Q (scaled) and P on the tensor cores: 2⁻¹¹ relative on each score's
@@ -1146,6 +1180,9 @@ func attentionScript(s *script, c kvCase, kd tensor.DType, bt *model.Batch, p at
 			}
 			cb = s.buf(make([]byte, 4*nDec*c.kvHeads))
 			dec, reduce = fmt.Sprintf("attention_decode_v4_f16_hd%d_g%d", hd, gm), "attention_reduce_f32_v2"
+			if p.decV5 {
+				dec = fmt.Sprintf("attention_decode_v5_f16_hd%d", hd) // one kernel for every G ≤ 8
+			}
 			args = slices.Insert(slices.Delete(args, 12, 13), 3, ptr(cb))
 		case p.decV3:
 			dec, reduce = fmt.Sprintf("attention_decode_v3_%s_g%d", kv, gm), "attention_reduce_f32_v2"
@@ -2000,7 +2037,7 @@ var launchSites = []string{
 	"helper decodeFits: afb3be25ed9f",
 	"helper prefillFits: 57ab19b55cba",
 	"helper prefillMMA: afa8543c2a56",
-	"helper makePlan: b41fd7db4cd3",
+	"helper makePlan: 620ea7f61d41",
 	"helper gemv: dad61b14d17d",
 }
 

@@ -27,8 +27,9 @@ import (
 // ($LLAMACU_GEMV=v3: split-K for every step, =v2: the version before it, =v4-all: v4 for one
 // row too, for comparisons),
 // the q/k/v one with RoPE and the KV store in its epilogue ($LLAMACU_ROPE=separate: their own
-// launch); decode attention runs v4 (cp.async-pipelined) on the fp16 cache, and otherwise v3 in
-// steps of 8 or more decode rows and v2 below ($LLAMACU_DECODE=v2 or =v3 forces one).
+// launch); decode attention on the fp16 cache runs v5 (tensor cores) where query heads share a
+// KV head and v4 (cp.async-pipelined) where they do not, and otherwise v3 in steps of 8 or more
+// decode rows and v2 below ($LLAMACU_DECODE=v5, =v4, =v3 or =v2 forces one).
 // $LLAMACU_PDL=1 launches kernels with programmatic dependent launch on sm_90 (each overlaps the
 // end of the one before; off until measured).
 //
@@ -89,9 +90,10 @@ var cudaSwitches = []struct {
 	{"LLAMACU_PREFILL", map[string]func(*gpu.Options){"": nil, "mma": nil, "v4": nil,
 		"v3": func(o *gpu.Options) { o.PrefillV3 = true }, "simt": func(o *gpu.Options) { o.SIMTPrefill = true }},
 		"mma (tensor cores, v4: the default), v3 (the previous tensor-core kernel) or simt"},
-	{"LLAMACU_DECODE", map[string]func(*gpu.Options){"": nil, "auto": nil, "v4": nil,
+	{"LLAMACU_DECODE", map[string]func(*gpu.Options){"": nil, "auto": nil,
+		"v5": func(o *gpu.Options) { o.Decode = 5 }, "v4": func(o *gpu.Options) { o.Decode = 4 },
 		"v2": func(o *gpu.Options) { o.Decode = 2 }, "v3": func(o *gpu.Options) { o.Decode = 3 }},
-		"auto (decode attention v4 for an fp16 cache, the default), v2 or v3"},
+		"auto (decode attention on an fp16 cache: v5 on the tensor cores for grouped-query heads, v4 for one query head per KV head; the default), v5, v4, v3 or v2"},
 	{"LLAMACU_GEMV", map[string]func(*gpu.Options){"": nil, "v4": nil,
 		"v4-all": func(o *gpu.Options) { o.GEMVv4OneRow = true },
 		"v3":     func(o *gpu.Options) { o.GEMVv3 = true }, "v2": func(o *gpu.Options) { o.GEMVv2 = true }},

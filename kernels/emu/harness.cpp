@@ -405,7 +405,7 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
     X(embed_f32) X(embed_f16) X(embed_bf16) X(rmsnorm_f32_v1) X(rmsnorm_f32) X(add_rmsnorm_f32) X(rope_f32)    \
     X(rope_qk_store_kv_f32) X(rope_qk_store_kv_f16) X(store_kv_f32) X(store_kv_f16)         \
     X(rope_qk_store_kv_f32_from_f16) X(rope_qk_store_kv_f32_from_bf16) X(rope_qk_store_kv_f16_from_f16) X(rope_qk_store_kv_f16_from_bf16) \
-    X(attention_f32_v1) X(attention_f16_v1) DECODE(f32) DECODE(f16) DECODE4(64) DECODE4(128) X(attention_reduce_f32) X(attention_reduce_f32_v2) \
+    X(attention_f32_v1) X(attention_f16_v1) DECODE(f32) DECODE(f16) DECODE4(64) DECODE4(128) X(attention_decode_v5_f16_hd64) X(attention_decode_v5_f16_hd128) X(attention_reduce_f32) X(attention_reduce_f32_v2) \
     X(attention_prefill_f32) X(attention_prefill_f16) X(attention_prefill_f16_v3_hd64) X(attention_prefill_f16_v3_hd128) \
     X(attention_prefill_f16_v4_hd64) X(attention_prefill_f16_v4_hd128) GEMV(f32) GEMV(f16) GEMV(bf16)        \
     GEMV4(f16, 4) GEMV4(f16, 8) GEMV4(bf16, 4) GEMV4(bf16, 8) \
