@@ -36,14 +36,23 @@ type GoBench struct {
 
 var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+([0-9.e+]+) ns/op(.*)$`)
 
-// ParseGoBench returns the benchmark lines of a test log, in order.
+// ParseGoBench returns the benchmark lines of a test log, in order. Lines in a section of the
+// device check's log headed `===== ncu…` are left out: there a benchmark runs once
+// (-test.benchtime 1x) under the profiler, which replays each kernel it profiles, so its ns/op
+// is no timing (run 3's summary listed them as figures: "decode attention 70B 1.42 % of copy").
 func ParseGoBench(r io.Reader) ([]GoBench, error) {
 	var out []GoBench
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	profiled := false
 	for sc.Scan() {
-		m := benchLine.FindStringSubmatch(strings.TrimSpace(sc.Text()))
-		if m == nil {
+		line := strings.TrimSpace(sc.Text())
+		if h, ok := strings.CutPrefix(line, "===== "); ok {
+			profiled = strings.HasPrefix(h, "ncu")
+			continue
+		}
+		m := benchLine.FindStringSubmatch(line)
+		if m == nil || profiled {
 			continue
 		}
 		n, _ := strconv.Atoi(m[2])
@@ -162,8 +171,9 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 			decode[rest] = b.NsPerOp
 			what := "decode attention " + rest + ", 4096 context"
 			target := 0.0
-			// The target is the default kernels' (unprefixed; "v3/…", "v2/…" are forced).
-			if !strings.Contains(rest, "seqs") && !strings.HasPrefix(rest, "v") {
+			// The target is the default kernels' at one row ("7B", "70B"; "v4/…", "bps2/…" are
+			// forced or tuned, "7B/8seqs" is eight rows).
+			if !strings.Contains(rest, "/") {
 				target = 80
 			}
 			s.Checks = append(s.Checks, Check{What: what, Value: 100 * b.Metrics["MB/s"] / s.CopyMBps, Unit: "% of copy", Target: target,
@@ -197,10 +207,24 @@ func (s *DeviceCheck) addKernels(benches []GoBench) {
 				Value: sep / qkvRoPE[k], Unit: "×", Note: fmt.Sprintf("%.1f vs %.1f µs", qkvRoPE[k]/1e3, sep/1e3)})
 		}
 	}
+	// Decode attention by shape ("7B", "70B", "7B/8seqs": the names without a version or tuning
+	// prefix): v5 ÷ v4 and v4 ÷ v3, each forced ("v5/…", "v4/…", "v3/…"; logs from before v5
+	// have no "v4/…": their default was v4).
 	for _, k := range slices.Sorted(maps.Keys(decode)) {
-		if v3 := decode["v3/"+k]; !strings.HasPrefix(k, "v") && v3 > 0 && decode[k] > 0 {
-			s.Checks = append(s.Checks, Check{What: "decode attention v4 (cp.async pipeline) ÷ v3, " + k + ", 4096 context", Value: v3 / decode[k], Unit: "×",
-				Note: fmt.Sprintf("%.1f vs %.1f µs", decode[k]/1e3, v3/1e3)})
+		if strings.HasPrefix(k, "v") || strings.HasPrefix(k, "bps") {
+			continue
+		}
+		v4 := decode["v4/"+k]
+		if v4 == 0 {
+			v4 = decode[k]
+		}
+		if v5 := decode["v5/"+k]; v5 > 0 && v4 > 0 {
+			s.Checks = append(s.Checks, Check{What: "decode attention v5 (tensor cores) ÷ v4, " + k + ", 4096 context", Value: v4 / v5, Unit: "×",
+				Note: fmt.Sprintf("%.1f vs %.1f µs", v5/1e3, v4/1e3)})
+		}
+		if v3 := decode["v3/"+k]; v3 > 0 && v4 > 0 {
+			s.Checks = append(s.Checks, Check{What: "decode attention v4 (cp.async pipeline) ÷ v3, " + k + ", 4096 context", Value: v3 / v4, Unit: "×",
+				Note: fmt.Sprintf("%.1f vs %.1f µs", v4/1e3, v3/1e3)})
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(topk)) {
@@ -293,11 +317,33 @@ func (s *DeviceCheck) addRanks(reports map[string]*Report) {
 				Note: fmt.Sprintf("rank 0 alone %.2f ms/token (%s, %s) + %d × %s", 1e3/x.TokS.Mean, name, r.Model.DType, 2*layers, how)}
 			if ab := abRun(name); ab != "" { // an A/B run of the rank: named, no target
 				c.What += " (" + ab + ")"
+				s.rankAB(reports, name, x)
 			} else if r.Model.Config.Name == model.Llama2_70B.Name && tpN == 8 && r.Model.DType == "F16" && x.Depth == 0 {
 				c.Target = 100
 			}
 			s.Checks = append(s.Checks, c)
 		}
+	}
+}
+
+// rankAB sets an A/B run of one rank (result x of report name) against the rank's main run, as
+// addModels does for whole models.
+func (s *DeviceCheck) rankAB(reports map[string]*Report, name string, x Result) {
+	for _, ab := range abRuns {
+		main := reports[strings.TrimSuffix(name, ab.suffix)]
+		if !strings.HasSuffix(name, ab.suffix) || main == nil {
+			continue
+		}
+		y, ok := find(main, x.Label())
+		if !ok || y.TokS.Mean <= 0 || x.TokS.Mean <= 0 {
+			return
+		}
+		if ab.abHasIt {
+			x, y = y, x
+		}
+		s.Checks = append(s.Checks, Check{What: fmt.Sprintf("%s, %s, %s", ab.what, main.Model.Config.Name+" rank", x.Label()),
+			Value: y.TokS.Mean / x.TokS.Mean, Unit: "×", Note: fmt.Sprintf("%.1f vs %.1f tok/s", y.TokS.Mean, x.TokS.Mean)})
+		return
 	}
 }
 
@@ -317,6 +363,8 @@ var abRuns = []struct {
 	{"-separate-rope", "decode with RoPE and the KV store in the q/k/v GEMV ÷ their own launch (LLAMACU_ROPE=separate)", false},
 	{"-prefill-v3", "prefill with attention v4 ÷ v3 (LLAMACU_PREFILL=v3)", false},
 	{"-decode-v3", "decode with attention v4 ÷ v3 (LLAMACU_DECODE=v3)", false},
+	{"-decode-v4", "decode with attention v5 (tensor cores) ÷ v4 (LLAMACU_DECODE=v4)", false},
+	{"-decode-v5", "decode with attention v5 (tensor cores) at every group size ÷ the default (LLAMACU_DECODE=v5)", true},
 	{"-f32-intermediates", "prefill with the GEMMs' outputs kept in fp16 ÷ through fp32 (LLAMACU_INTERMEDIATES=f32)", false},
 	{"-pdl", "decode with programmatic dependent launch ÷ without (LLAMACU_PDL=1)", true},
 	{"-topk40", "decode reading each row's 40 best logits (device top-k) ÷ whole rows", true},
@@ -344,19 +392,21 @@ func abRun(name string) string {
 
 var reUBatchRun = regexp.MustCompile(`-(ubatch\d+)$`)
 
-// addModels sets the llamacu reports against the targets and their peers.
-func (s *DeviceCheck) addModels(reports map[string]*Report) {
-	find := func(r *Report, label string) (Result, bool) {
-		if r == nil {
-			return Result{}, false
-		}
-		for _, x := range r.Results {
-			if x.Label() == label {
-				return x, true
-			}
-		}
+// find is r's result with this label.
+func find(r *Report, label string) (Result, bool) {
+	if r == nil {
 		return Result{}, false
 	}
+	for _, x := range r.Results {
+		if x.Label() == label {
+			return x, true
+		}
+	}
+	return Result{}, false
+}
+
+// addModels sets the llamacu reports against the targets and their peers.
+func (s *DeviceCheck) addModels(reports map[string]*Report) {
 	var names []string
 	for name := range reports {
 		if strings.HasPrefix(name, "llamacu-") && !isABRun(name) && reports[name].Settings.RankOf == 0 {

@@ -27,6 +27,10 @@ BenchmarkGEMVQuant/Q4_K/4096x4096/n=1-16 	     200	     40000 ns/op	 240000.00 M
 BenchmarkAttentionDecode/7B-16       	     200	    400000 ns/op	 336000.00 MB/s
 BenchmarkAttentionDecode/7B/8seqs-16 	     200	   2000000 ns/op	 300000.00 MB/s
 BenchmarkAttentionDecode/v3/7B-16    	     200	    800000 ns/op	 168000.00 MB/s
+BenchmarkAttentionDecode/bps2/7B-16  	     200	    500000 ns/op	 268800.00 MB/s
+BenchmarkAttentionDecode/70B-16      	     200	    100000 ns/op	 320000.00 MB/s
+BenchmarkAttentionDecode/v5/70B-16   	     200	    100000 ns/op	 320000.00 MB/s
+BenchmarkAttentionDecode/v4/70B-16   	     200	    300000 ns/op	 106666.67 MB/s
 BenchmarkAttentionPrefill/v4-mma/7B/n=2048-16  	200	 150000 ns/op	 229.0 TFLOP/s
 BenchmarkAttentionPrefill/v3-mma/7B/n=2048-16  	200	 300000 ns/op	 114.5 TFLOP/s
 BenchmarkAttentionPrefill/v3-mma/70B/n=2048-16 	200	 300000 ns/op	 100.0 TFLOP/s
@@ -40,6 +44,11 @@ BenchmarkTopK/v2/n=8/k=40-16         	     200	     30000 ns/op	 34133.33 MB/s
 BenchmarkTopK/read+host/n=8/k=40-16  	     200	    600000 ns/op	  1706.67 MB/s
 BenchmarkAllReduce/1x4096-16         	    1000	     25000 ns/op
 BenchmarkAllReduce/8/NCCL-16         	    1000	     30000 ns/op	  1092.27 MB/s	 25.00 µs/allreduce	 4.000 ms/token-70B
+PASS
+===== ncu: what limits decode attention at the 70B shape =====
+==PROF== Profiling "attention_decode_v5_f16_hd128": 0%....50%....100% - 10 passes
+BenchmarkAttentionDecode/70B-16         	       1	    277644 ns/op	60427.08 MB/s
+BenchmarkAttentionDecode/v9/70B-16      	       1	    277644 ns/op	60427.08 MB/s
 PASS
 `
 
@@ -101,6 +110,10 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 	rb.Reset()
 	require.NoError(t, rank.WriteJSON(&rb))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "llamacu-70b-rank-of-8-f16-cuda-pdl.json"), rb.Bytes(), 0o644))
+	rank.Results = []Result{res("tg", 128, 1, 0, 70)} // the same rank with LLAMACU_DECODE=v4
+	rb.Reset()
+	require.NoError(t, rank.WriteJSON(&rb))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "llamacu-70b-rank-of-8-f16-cuda-decode-v4.json"), rb.Bytes(), 0o644))
 	writeReport(t, filepath.Join(dir, "llamacu-7b-f16-cuda-pdl.json"), "llamacu", res("tg", 128, 1, 0, 200))
 
 	s, err := SummarizeDeviceCheck(dir)
@@ -124,6 +137,10 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"decode attention 7B/8seqs, 4096 context", 75, true}, // reported only
 		{"decode attention v3/7B, 4096 context", 42, true},    // forced: reported only
 		{"decode attention v4 (cp.async pipeline) ÷ v3, 7B, 4096 context", 2, true},
+		{"decode attention bps2/7B, 4096 context", 67.2, true}, // tuned: reported only
+		// The profiled run of 70B in the ncu section (1 iteration, 60 GB/s) is no figure.
+		{"decode attention 70B, 4096 context", 80, true},
+		{"decode attention v5 (tensor cores) ÷ v4, 70B, 4096 context", 3, true},
 		{"prefill attention tensor cores ÷ SIMT, 7B n=2048", 229.0 / 22.9, true}, // v4's
 		{"prefill attention v4 (cp.async pipeline, ldmatrix) ÷ v3, 7B n=2048", 2, true},
 		{"prefill attention tensor cores ÷ SIMT, 70B n=2048", 5, true}, // v3's: no v4 figure
@@ -132,6 +149,8 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		{"llama-2-70b b1 d0 at TP 8: one rank measured alone + 160 all-reduces", 1 / (1.0/80 + 160*25e-6), false},       // 61.5 < 100
 		{"llama-2-70b b1 d0 at TP 8: one rank measured alone + 160 all-reduces (pdl)", 1 / (1.0/100 + 160*25e-6), true}, // no target
 		{"decode with programmatic dependent launch ÷ without (LLAMACU_PDL=1), tg128 b1 d0", 200.0 / 190, true},
+		{"decode with programmatic dependent launch ÷ without (LLAMACU_PDL=1), llama-2-70b rank, tg128 b1 d0", 100.0 / 80, true},
+		{"decode with attention v5 (tensor cores) ÷ v4 (LLAMACU_DECODE=v4), llama-2-70b rank, tg128 b1 d0", 80.0 / 70, true},
 		{"FFN gate/up + SwiGLU fused ÷ unfused (7B, fp16), n=1", 1.1, true},
 		{"top-k on the device: read+host ÷ v2, n=8 k=40", 20, true},
 		{"q/k/v GEMV with RoPE and the KV store fused ÷ separate (fp16), 7B n=1", 1.1, true},
@@ -159,6 +178,7 @@ func TestSummarizeDeviceCheck(t *testing.T) {
 		require.Equal(t, tc.met, c.Met(), tc.what)
 	}
 	require.Contains(t, got["llama-2-7b tg128 b1 d0"].Note, "5.00× PyTorch eager")
+	require.NotContains(t, got, "decode attention v9/70B, 4096 context", "a benchmark line under ncu")
 	for what := range got { // the one-GPU Q4_K run has no fp16 twin: no A/B of it against itself
 		if strings.Contains(what, "tg64") {
 			require.Equal(t, "llama-2-70b Q4_K tg64 b1 d0", what)

@@ -2,19 +2,17 @@
 # The GPU check after a kernel change, for a lease too short for check.sh: the GPU tests (the
 # default kernels against the CPU and v1; attention also at LLaMA sizes), the kernel benchmarks
 # that compare the new versions with the old (GEMV v4 ÷ v3 ÷ v2 at 1, 4 and 8 rows, and each
-# split; decode attention v4
-# ÷ v3 ÷ v2, and v4's splits aimed at 2, 3 and 6 blocks per SM;
-# prefill attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with RoPE and the KV store fused ÷
-# separate), the synthetic 7B decode and prefill with the default kernels, ncu's time for every
-# kernel of one decode step, and, in the same run, the 7B with each change of sessions 9 to 12
-# undone or added (LLAMACU_ROPE=separate: RoPE and the KV store in their own launch;
-# LLAMACU_DECODE=v3: the previous decode attention, at depth 0 and 2048; LLAMACU_GEMV=v3: GEMV
-# v3 for 8 decode rows instead of session 12's tensor-core v4; LLAMACU_PDL=1:
-# programmatic dependent launch, off by default until measured; LLAMACU_PREFILL=v3: the previous
-# prefill attention; LLAMACU_INTERMEDIATES=f32: prefill's GEMM outputs through fp32), prefill in
-# one step (--ubatch 2048) against steps of 512, ncu's time for every kernel of one prefill
-# step, 70B's one-rank-of-TP-8 step with and without PDL, and an ncu look at two kernels, with
-# what is left.
+# split; decode attention v5 (tensor cores, session 13) ÷ v4 ÷ v3 ÷ v2, and the default's splits
+# aimed at 2, 3 and 6 blocks per SM; prefill attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with
+# RoPE and the KV store fused ÷ separate), the synthetic 7B decode and prefill with the default
+# kernels, ncu's time for every kernel of one decode step, and, in the same run, the 7B with
+# changes undone or added (LLAMACU_DECODE=v5: decode attention v5 at 7B's one query head per KV
+# head too, at depth 0 and 2048; LLAMACU_ROPE=separate: RoPE and the KV store in their own
+# launch; LLAMACU_GEMV=v3: GEMV v3 for 8 decode rows instead of session 12's tensor-core v4),
+# prefill in one step (--ubatch 2048) against steps of 512, 70B's one-rank-of-TP-8 step with the
+# default kernels (decode attention v5 at G = 8), with v4 (LLAMACU_DECODE=v4) and with PDL, and
+# an ncu look at decode attention v5 (70B shape) and v4 (7B), with what is left. (Run 3 measured
+# the A/Bs dropped here: LLAMACU_PREFILL=v3, LLAMACU_INTERMEDIATES=f32, PDL on 7B, LLAMACU_DECODE=v3.)
 # The GPU tests include PDL's (TestConformance/fast/pdl, TestStories260K/pdl, TestGraphs/pdl):
 # if they fail, PDL stays off. Built by `make device-bundle`, run from the bundle:
 #
@@ -39,10 +37,10 @@ BUDGET=${CHECK_BUDGET:-400}
 step "GPU tests (-short): conformance, matmul paths at 7B shapes, GEMV splits, fused ops, end to end"
 (cd pkg/gpu && run "${CHECK_GPU_TEST_LIMIT:-240}" ../../gpu.test -test.count=1 -test.short)
 
-step "attention at LLaMA sizes: the default kernels (decode v4, prefill v4) against the CPU at 7B's and 70B's shapes, 4096-token contexts"
+step "attention at LLaMA sizes: the default kernels (decode v4 and v5, prefill v4) against the CPU at 7B's and 70B's shapes, 4096-token contexts"
 (cd pkg/gpu && run 40 ../../gpu.test -test.count=1 -test.v -test.run 'TestConformance/^fast$/^kv-f16$/^Attention$/^llama')
 
-step "kernel benchmarks: copy, GEMV v3/v4/v2/splits, quantised GEMV (Q8_0, Q4_0 v4 ÷ v2 at 8 rows), decode attention v4/v3/v2, prefill attention v4/v3/SIMT, gate/up, q/k/v + RoPE fused/separate"
+step "kernel benchmarks: copy, GEMV v3/v4/v2/splits, quantised GEMV (Q8_0, Q4_0 v4 ÷ v2 at 8 rows), decode attention v5/v4/v3/v2, prefill attention v4/v3/SIMT, gate/up, q/k/v + RoPE fused/separate"
 (cd pkg/gpu && run 90 ../../gpu.test -test.run '^$' -test.bench "$KBENCH" -test.benchtime 200x)
 
 step "llamacu bench: synthetic $SHAPE fp16 on cuda, the default kernels"
@@ -62,50 +60,33 @@ step "decode A/B: RoPE and the KV store in their own launch, same shape (LLAMACU
 run 35 env LLAMACU_ROPE=separate ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
   --batch 1,8 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-separate-rope"
 
-step "decode A/B: the previous decode attention, same shape (LLAMACU_DECODE=v3)"
-run 35 env LLAMACU_DECODE=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
-  --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-decode-v3"
+step "decode A/B: decode attention v5 (tensor cores) at one query head per KV head too, same shape (LLAMACU_DECODE=v5)"
+run 35 env LLAMACU_DECODE=v5 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
+  --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-decode-v5"
 
 step "decode A/B: GEMV v3 for steps of 2–8 rows instead of v4 (tensor cores), same shape (LLAMACU_GEMV=v3)"
 run 30 env LLAMACU_GEMV=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
   --batch 8 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-gemv-v3"
 
-step "decode A/B: programmatic dependent launch, same shape (LLAMACU_PDL=1)"
-run 45 env LLAMACU_PDL=1 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
-  --batch 1,8 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-pdl"
-
-step "prefill A/B: the previous tensor-core prefill attention, same shape (LLAMACU_PREFILL=v3)"
-run 30 env LLAMACU_PREFILL=v3 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 \
-  --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-prefill-v3"
-
-step "prefill A/B: q, k, v, gate, up and SwiGLU's output through fp32 after the GEMMs, same shape (LLAMACU_INTERMEDIATES=f32)"
-run 30 env LLAMACU_INTERMEDIATES=f32 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 \
-  --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-f32-intermediates"
-
 step "prefill A/B: the whole prompt in one forward step (--ubatch $PREFILL instead of 512)"
 run 40 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 --ubatch "$PREFILL" \
   --batch 1 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-ubatch$PREFILL"
-
-step "ncu: every kernel of one $SHAPE prefill step of $PREFILL tokens, time and DRAM bytes (cuBLAS's GEMMs against attention and the element-wise kernels between them)"
-if command -v ncu >/dev/null; then
-  run 45 ncu --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --print-summary per-kernel \
-    ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n 0 --ubatch "$PREFILL" --batch 1 --depth 0 \
-    --reps 1 --warmup 0 --no-profile --format md
-else
-  echo "no ncu on the PATH"
-fi
 
 step "$RANK_SHAPE at TP $RANKS: one rank's share of every step timed alone on this GPU"
 run 50 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
   --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$R" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda"
 
+step "$RANK_SHAPE at TP $RANKS, one rank alone, decode attention v4 instead of v5 (LLAMACU_DECODE=v4)"
+run 50 env LLAMACU_DECODE=v4 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
+  --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$R" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda-decode-v4"
+
 step "$RANK_SHAPE at TP $RANKS, one rank alone, with programmatic dependent launch (LLAMACU_PDL=1)"
 run 50 env LLAMACU_PDL=1 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
   --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$R" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda-pdl"
 
-step "ncu: what limits decode attention v4 at the 70B shape and prefill attention v4 at 7B n = 2048 (what the budget leaves)"
+step "ncu: what limits decode attention v5 at the 70B shape and v4 at 7B's, one row (what the budget leaves)"
 if command -v ncu >/dev/null; then
-  for k in 'attention_decode_v4_f16_hd128_g8 ^BenchmarkAttentionDecode$/^70B$' 'attention_prefill_f16_v4_hd128 ^BenchmarkAttentionPrefill$/^v4-mma$/^7B$'; do
+  for k in 'attention_decode_v5_f16_hd128 ^BenchmarkAttentionDecode$/^70B$' 'attention_decode_v4_f16_hd128_g1 ^BenchmarkAttentionDecode$/^7B$'; do
     set -- $k
     (cd pkg/gpu && run 30 ncu --clock-control none --kernel-name "$1" --launch-count 1 \
       --section SpeedOfLight --section Occupancy --section LaunchStats \
