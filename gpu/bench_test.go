@@ -65,7 +65,7 @@ func run(b *testing.B, be *gpu.Backend, f func()) {
 // BenchmarkGEMV: decode matmuls of LLaMA 2 7B's shapes (N×K weights), n activation rows, by
 // kernel version, each forced: v3 (K split over 4 warps per 4-row group; the default at n = 1),
 // v4 (tensor cores; the default at n = 2…8), v2 (one warp per row group); for F16, v3 at n = 1
-// with each ks and v4 at n = 8 with each ks.
+// with each ks and v4 at n = 8 with each ks. Then a 70B rank's shapes (TP 8), the defaults only.
 func BenchmarkGEMV(b *testing.B) {
 	type variant struct {
 		name string
@@ -107,6 +107,30 @@ func BenchmarkGEMV(b *testing.B) {
 					})
 				}
 			}
+		}
+	}
+	// One rank of Llama-2-70B at TP 8, F16: q/k/v (1280×8192), Wo (8192×1024), gate and up as one
+	// matrix (7168×8192), W2 (8192×3584) — smaller than 7B's, so their first and last
+	// microseconds weigh more (the rank measured 61% of the copy bandwidth end to end on the
+	// H200, 7B 79%). The default kernels: v3 at one row, v4 at eight.
+	for _, s := range [][2]int{{1280, 8192}, {8192, 1024}, {7168, 8192}, {8192, 3584}} {
+		N, K := s[0], s[1]
+		data := tensor.Encode(tensor.F16, normal(r, N*K))
+		for _, v := range []struct {
+			variant
+			n int
+		}{{variants[0], 1}, {variants[1], 8}} {
+			be, n := v.be, v.n
+			w, err := be.Upload(&tensor.Tensor{Name: "w", DType: tensor.F16, Shape: []int{N, K}, Data: data})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Run(fmt.Sprintf("%s/F16/%dx%d/n=%d", v.name, N, K, n), func(b *testing.B) {
+				x := newBuf(b, be, n, K, normal(r, n*K))
+				out := newBuf(b, be, n, N, nil)
+				b.SetBytes(int64(N) * int64(K) * 2)
+				run(b, be, func() { be.MatMul(out, x, w, n) })
+			})
 		}
 	}
 }

@@ -10,7 +10,8 @@
 # head too, at depth 0 and 2048; LLAMACU_ROPE=separate: RoPE and the KV store in their own
 # launch; LLAMACU_GEMV=v3: GEMV v3 for 8 decode rows instead of session 12's tensor-core v4),
 # prefill in one step (--ubatch 2048) against steps of 512, 70B's one-rank-of-TP-8 step with the
-# default kernels (decode attention v5 at G = 8), with v4 (LLAMACU_DECODE=v4) and with PDL, and
+# default kernels (decode attention v5 at G = 8), ncu's time for every kernel of its step, with
+# v4 (LLAMACU_DECODE=v4) and with PDL, and
 # an ncu look at decode attention v5 (70B shape) and v4 (7B), with what is left. (Run 3 measured
 # the A/Bs dropped here: LLAMACU_PREFILL=v3, LLAMACU_INTERMEDIATES=f32, PDL on 7B, LLAMACU_DECODE=v3.)
 # The GPU tests include PDL's (TestConformance/fast/pdl, TestStories260K/pdl, TestGraphs/pdl):
@@ -41,7 +42,7 @@ step "attention at LLaMA sizes: the default kernels (decode v4 and v5, prefill v
 (cd pkg/gpu && run 40 ../../gpu.test -test.count=1 -test.v -test.run 'TestConformance/^fast$/^kv-f16$/^Attention$/^llama')
 
 step "kernel benchmarks: copy, GEMV v3/v4/v2/splits, quantised GEMV (Q8_0, Q4_0 v4 ÷ v2 at 8 rows), decode attention v5/v4/v3/v2, prefill attention v4/v3/SIMT, gate/up, q/k/v + RoPE fused/separate"
-(cd pkg/gpu && run 90 ../../gpu.test -test.run '^$' -test.bench "$KBENCH" -test.benchtime 200x)
+(cd pkg/gpu && run 110 ../../gpu.test -test.run '^$' -test.bench "$KBENCH" -test.benchtime 200x)
 
 step "llamacu bench: synthetic $SHAPE fp16 on cuda, the default kernels"
 run 60 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREFILL" -n "$GEN" --batch 1,8 --depth 0,"$PREFILL" \
@@ -75,6 +76,15 @@ run 40 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p "$PREF
 step "$RANK_SHAPE at TP $RANKS: one rank's share of every step timed alone on this GPU"
 run 50 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
   --batch 1,8 --depth 0 --reps 2 --no-profile --format md --out "$R" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda"
+
+step "ncu: every kernel of one $RANK_SHAPE rank-of-$RANKS decode step at depth 0 (where its step loses against its bytes ÷ the copy bandwidth)"
+if command -v ncu >/dev/null; then
+  run 40 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+    ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n 1 --batch 1 --depth 0 \
+    --reps 1 --warmup 0 --no-profile --format md
+else
+  echo "no ncu on the PATH"
+fi
 
 step "$RANK_SHAPE at TP $RANKS, one rank alone, decode attention v4 instead of v5 (LLAMACU_DECODE=v4)"
 run 50 env LLAMACU_DECODE=v4 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
