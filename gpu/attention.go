@@ -226,10 +226,10 @@ func decodeSplits(maxCtx, blocks, sms, perSM int) (chunk, splits int) {
 // chunk·max(k, perSM) token-times. Each block adds its start (d4BlockCost token-times: about a
 // microsecond of latency before its first tile lands, shared by the blocks that start together)
 // and, with partials to merge, 2·G more (G·head_dim fp32 values written and read back, against
-// 2·head_dim fp16 values a token). Ties go to fewer splits. The rule it replaces, ⌈perSM·sms/blocks⌉ splits, overshoots: 7B's 32
-// KV heads at 4096 tokens got 13 splits of 320, 416 blocks on 132 SMs, 20 of them running a
-// fourth block of 320 tokens after the others were done (this model: 16 splits of 256, 512
-// blocks, 1024 token-times against 1280).
+// 2·head_dim fp16 values a token). Ties go to fewer splits. The rule it replaces,
+// ⌈perSM·sms/blocks⌉ splits, overshoots: 7B's 32 KV heads at 4096 tokens got 13 splits of 320,
+// 416 blocks on 132 SMs, 20 of them running a fourth block of 320 tokens after the others were
+// done (this model: 16 splits of 256, 512 blocks, 1096 token-times against 1352).
 func decodeSplitsV4(maxCtx, blocks, sms, perSM, g int) (chunk, splits int) {
 	most := max(1, min(ceilDiv(maxCtx, decMinChunk), decSplitsMax))
 	best := math.MaxInt
