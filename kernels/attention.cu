@@ -846,6 +846,48 @@ LLAMACU_DEVICE void split_half2(float a, float b, uint32_t& hi, uint32_t& lo) {
     lo = pack_half2((a - h.x) * 2048.f, (b - h.y) * 2048.f);
 }
 
+// mma_qk_tile sets s[n] = Q·Kᵀ for keys 8n … 8n + 7 of a shared K tile kt (BK keys, rows S
+// halves apart), Q given as A fragments (qf[kk]: dims 16kk … 16kk + 15). The ldmatrix matrices
+// of keys 8n …: dims 16kk …, 16kk + 8 …, 16(kk + 1) …, 16(kk + 1) + 8 … — the B fragments of
+// k-steps kk and kk + 1. s[n] holds keys 8n + 2tig, +1 of rows gid and gid + 8. Prefill v4 and
+// decode v5.
+template <int BK, int HD, int S>
+LLAMACU_DEVICE void mma_qk_tile(float (&s)[BK / 8][4], const uint32_t (&qf)[HD / 16][4],
+                                const __half* kt, int lane) {
+#pragma unroll
+    for (int n = 0; n < BK / 8; n++) {
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk += 2) {
+            uint32_t b[4];
+            ldmatrix_x4<false>(b, kt + (8 * n + (lane & 7)) * S + 16 * kk + 8 * (lane >> 3));
+            mma_m16n8k16(s[n], qf[kk], b);
+            mma_m16n8k16(s[n], qf[kk + 1], b + 2);
+        }
+    }
+}
+
+// mma_pv_tile adds P·V to o[n], dims d0 + 8n … d0 + 8n + 7 (n < NT), P as A fragments of the
+// tile's BK keys (pf[j]: keys 16j … 16j + 15), V a shared tile vt (rows S halves apart). The
+// ldmatrix.trans matrices for keys 16j …: (keys 16j … +7, dims d …), (16j + 8 …, d …),
+// (16j …, d + 8 …), (16j + 8 …, d + 8 …), d = d0 + 8n — the B fragments of dims d and d + 8;
+// lane l gives row l % 8 of matrix l / 8. Prefill v4 and decode v5.
+template <int BK, int NT, int S>
+LLAMACU_DEVICE void mma_pv_tile(float (&o)[NT][4], const uint32_t (&pf)[BK / 16][4],
+                                const __half* vt, int d0, int lane) {
+    static_assert(NT % 2 == 0, "ldmatrix.x4.trans covers two n-tiles");
+#pragma unroll
+    for (int n = 0; n < NT; n += 2)
+#pragma unroll
+        for (int j = 0; j < BK / 16; j++) {
+            uint32_t b[4];
+            ldmatrix_x4<true>(b, vt + (16 * j + 8 * ((lane >> 3) & 1) + (lane & 7)) * S + d0 + 8 * n +
+                                     8 * (lane >> 4));
+            mma_m16n8k16(o[n], pf[j], b);
+            mma_m16n8k16(o[n + 1], pf[j], b + 2);
+        }
+}
+
 template <int HD>
 __device__ void attention_decode_v5(float* out, float* part_o, float* part_ml, int* counts,
                                     const float* q, const __half* kc, const __half* vc,
@@ -919,20 +961,9 @@ __device__ void attention_decode_v5(float* out, float* part_o, float* part_ml, i
         const __half* kt = ks[st];
         const __half* vt = vs[st];
 
-        // S = Q·Kᵀ: s[n] holds keys k0 + 8n + 2tig, +1 of rows gid (hi) and gid + 8 (lo). The
-        // ldmatrix matrices of keys 8n …: dims 16kk …, 16kk + 8 …, 16(kk + 1) …, 16(kk + 1) + 8 ….
+        // S = Q·Kᵀ: s[n] holds keys k0 + 8n + 2tig, +1 of rows gid (hi) and gid + 8 (lo).
         float s[D5_BK / 8][4];
-#pragma unroll
-        for (int n = 0; n < D5_BK / 8; n++) {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-            for (int kk = 0; kk < KS; kk += 2) {
-                uint32_t b[4];
-                ldmatrix_x4<false>(b, kt + (8 * n + (lane & 7)) * S + 16 * kk + 8 * (lane >> 3));
-                mma_m16n8k16(s[n], qf[kk], b);
-                mma_m16n8k16(s[n], qf[kk + 1], b + 2);
-            }
-        }
+        mma_qk_tile<D5_BK, HD, S>(s, qf, kt, lane);
 
         // Head gid's scores (keys past the chunk's end masked), the tile's max over the 4 lanes
         // that hold the head, and the running max. Key k0 < t1 is in every tile, so mx is finite.
@@ -966,18 +997,8 @@ __device__ void attention_decode_v5(float* out, float* part_o, float* part_ml, i
                 split_half2(p0, p1, pf[j][2 * h], pf[j][2 * h + 1]);
             }
 
-        // O += P·V over the warp's dims. ldmatrix.trans matrices for keys 16j …: (keys 16j … +7,
-        // dims d …), (16j + 8 …, d …), (16j …, d + 8 …), (16j + 8 …, d + 8 …), d = dw + 8n.
-#pragma unroll
-        for (int n = 0; n < NW; n += 2)
-#pragma unroll
-            for (int j = 0; j < D5_BK / 16; j++) {
-                uint32_t b[4];
-                ldmatrix_x4<true>(b, vt + (16 * j + 8 * ((lane >> 3) & 1) + (lane & 7)) * S + dw +
-                                         8 * n + 8 * (lane >> 4));
-                mma_m16n8k16(o[n], pf[j], b);
-                mma_m16n8k16(o[n + 1], pf[j], b + 2);
-            }
+        // O += P·V over the warp's dims.
+        mma_pv_tile<D5_BK, NW, S>(o, pf, vt, dw, lane);
     }
     cp_async_wait<0>();  // only empty groups are left: nothing lands after the block ends
 
@@ -1511,39 +1532,16 @@ __device__ void attention_prefill_v4(float* out, const float* q, const __half* k
         const __half* kt = ks[st];
         const __half* vt = vs[st];
 
-        // S = Q·Kᵀ (16 × 32 per warp). ldmatrix matrices for keys 8n … 8n+7: dims 16kk … +7,
-        // 16kk+8 … +15, 16(kk+1) …, 16(kk+1)+8 … — the B fragments of chunks kk and kk + 1.
+        // S = Q·Kᵀ (16 × 32 per warp).
         float s[P4_BK / 8][4];
-#pragma unroll
-        for (int n = 0; n < P4_BK / 8; n++) {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk += 2) {
-                uint32_t b[4];
-                ldmatrix_x4<false>(b, kt + (8 * n + (lane & 7)) * S + 16 * kk + 8 * (lane >> 3));
-                mma_m16n8k16(s[n], qf[kk], b);
-                mma_m16n8k16(s[n], qf[kk + 1], b + 2);
-            }
-        }
+        mma_qk_tile<P4_BK, HD, S>(s, qf, kt, lane);
 
         // Causal mask and the online softmax, as v3, in base 2; P as A fragments.
         uint32_t pf[P4_BK / 16][4];
         pm_softmax<HD, P4_BK, true>(s, pf, o, m, l, qpos, k0, tig);
 
-        // O += P·V. ldmatrix.trans matrices for keys 16j …: (keys 16j … +7, dims 8n … +7),
-        // (keys 16j+8 … +15, dims 8n …), (16j …, 8(n+1) …), (16j+8 …, 8(n+1) …) — the B fragments
-        // of dims 8n and 8(n+1). Lane l gives row l % 8 of matrix l / 8.
-#pragma unroll
-        for (int n = 0; n < HD / 8; n += 2) {
-#pragma unroll
-            for (int j = 0; j < P4_BK / 16; j++) {
-                uint32_t b[4];
-                ldmatrix_x4<true>(b, vt + (16 * j + 8 * ((lane >> 3) & 1) + (lane & 7)) * S +
-                                         8 * n + 8 * (lane >> 4));
-                mma_m16n8k16(o[n], pf[j], b);
-                mma_m16n8k16(o[n + 1], pf[j], b + 2);
-            }
-        }
+        // O += P·V over all HD dims.
+        mma_pv_tile<P4_BK, HD / 8, S>(o, pf, vt, 0, lane);
         __syncthreads();  // every warp is done with stage st before iteration t + 1 refills it
     }
 
