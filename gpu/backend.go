@@ -76,6 +76,11 @@ type Options struct {
 	// (rope_qk_store_kv) instead of in its epilogue (gemv_<dt>_v3_qkv_rope): for benchmarks
 	// that compare them. The bits are the same.
 	SeparateRoPE bool
+	// SeparateNorm keeps the residual add and RMSNorm in front of a one-row decode step's q/k/v
+	// and gate/up GEMVs in a launch of their own (add_rmsnorm_f32) instead of folded into those
+	// GEMVs (gemv_<dt>_v3n_*, model.NormFolder): for benchmarks that compare them. The results
+	// differ by fp32 rounding.
+	SeparateNorm bool
 	// PDL launches kernels with programmatic dependent launch where the device has it (sm_90
 	// and a CUDA 12 driver; else it is ignored): each kernel may be scheduled while the one
 	// before it finishes, and waits for it in its first statement (kernels/common.cuh's

@@ -3,7 +3,8 @@
 // KV cache in fp16 (or fp32) with the same layout as the cpu reference, and one launcher per
 // kernel family of the kernels package (gpu/rmsnorm.go drives kernels/rmsnorm.cu, and so on).
 // It also offers the forward pass's optional fast paths: the fused decode ops (fused.go: q/k/v
-// with RoPE and the K/V store in one GEMV, gate/up with SwiGLU, add with RMSNorm), the fused
+// with RoPE and the K/V store in one GEMV, gate/up with SwiGLU, add with RMSNorm, and at one
+// row the add and RMSNorm folded into the q/k/v and gate/up GEMVs: foldnorm.go), the fused
 // RoPE and K/V store, prefill's attention prologue and feed-forward block with cuBLAS's outputs
 // kept in the weight dtype (fused.go: MatMulQKVRoPEStoreKV, MatMulFFN), top-k on the device
 // (topk.go), decode steps of 2–8 rows on the tensor cores (gemv_mma.go: GEMV v4, for every

@@ -171,19 +171,17 @@ func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model
 	qb, kb, vb, xb, cc := buf(q), buf(k), buf(v), buf(x), kvc(c)
 	ws := []*Weight{wt(wq), wt(wk), wt(wv)}
 	kvDim := cc.l.KVHeads * cc.l.HeadDim
-	if !b.opts.F32Intermediates && b.cublasShared(n, ws...) && ws[1].rows == kvDim && ws[2].rows == kvDim &&
-		headDim == cc.l.HeadDim && headDim%2 == 0 && headDim <= ropeMaxHeadDim && ws[0].rows%headDim == 0 {
+	path := b.qkvRoPEPath(n, ws, cc, headDim)
+	switch path {
+	case qkvRoPEHalf:
 		b.qkvRoPEHalf(qb, kb, vb, xb, ws, cc, layer, bt, headDim, theta)
 		return
-	}
-	ropeShape := ws[1].rows == kvDim && ws[2].rows == kvDim && headDim == cc.l.HeadDim && headDim%2 == 0 && ws[0].rows%headDim == 0
-	v4 := !b.opts.SeparateRoPE && ropeShape && b.gemvV4(n, ws...)
-	if !v4 && (b.opts.SeparateRoPE || b.opts.GEMVv2 || b.gemvSplit() != 4 || !b.fusable(n, false, ws...) || ws[0].quantised() ||
-		ws[0].rows%gemvRows != 0 || kvDim%gemvRows != 0 || !ropeShape) {
+	case qkvRoPEUnfused:
 		b.MatMulQKV(q, k, v, x, wq, wk, wv, n)
 		b.RoPEStoreKV(q, k, v, c, layer, bt, headDim, theta)
 		return
 	}
+	v4 := path == qkvRoPEV4
 	checkQKV("MatMulQKVRoPEStoreKV", n, []*Buffer{qb, kb, vb}, xb, ws)
 	d := b.prepareBatch("MatMulQKVRoPEStoreKV", cc, layer, bt, false, qb, kb, vb, xb)
 	if n == 0 || !b.ok() {
@@ -221,6 +219,31 @@ func (b *Backend) MatMulQKVRoPEStoreKV(q, k, v, x model.Buffer, wq, wk, wv model
 		cuda.Ptr(cc.k), cuda.Ptr(cc.v), cuda.Ptr(d.pos), cuda.Ptr(d.rowTab), cuda.Ptr(d.tables),
 		i32(n), i32(ws[0].rows), i32(kvDim), i32(xb.cols), i32(headDim), cuda.F32(theta),
 		i32(layer), i32(l.NumBlocks), i32(l.BlockSize))
+}
+
+// qkvRoPEPath is the way MatMulQKVRoPEStoreKV goes for n rows of x times ws into cache cc.
+type qkvRoPEPath int
+
+const (
+	qkvRoPEUnfused qkvRoPEPath = iota // MatMulQKV, then RoPEStoreKV
+	qkvRoPEHalf                       // prefill: cuBLAS in the weight dtype, then rope_qk_store_kv_<kv>_from_<dt>
+	qkvRoPEV4                         // gemv_<dt>_v4_qkv_rope_<kv>_k<ks> (tensor cores)
+	qkvRoPEV3                         // gemv_<dt>_v3_qkv_rope_<kv>_n<B> (ks = 4)
+)
+
+func (b *Backend) qkvRoPEPath(n int, ws []*Weight, cc *KVCache, headDim int) qkvRoPEPath {
+	kvDim := cc.l.KVHeads * cc.l.HeadDim
+	ropeShape := ws[1].rows == kvDim && ws[2].rows == kvDim && headDim == cc.l.HeadDim && headDim%2 == 0 && ws[0].rows%headDim == 0
+	switch {
+	case !b.opts.F32Intermediates && b.cublasShared(n, ws...) && ropeShape && headDim <= ropeMaxHeadDim:
+		return qkvRoPEHalf
+	case !b.opts.SeparateRoPE && ropeShape && b.gemvV4(n, ws...):
+		return qkvRoPEV4
+	case b.opts.SeparateRoPE || b.opts.GEMVv2 || b.gemvSplit() != 4 || !b.fusable(n, false, ws...) || ws[0].quantised() ||
+		ws[0].rows%gemvRows != 0 || kvDim%gemvRows != 0 || !ropeShape:
+		return qkvRoPEUnfused
+	}
+	return qkvRoPEV3
 }
 
 // qkvRoPEHalf is MatMulQKVRoPEStoreKV's prefill path (see there).
@@ -298,25 +321,40 @@ func (b *Backend) MatMulSwiGLU(out, tmp, x model.Buffer, gate, up model.Weight, 
 // AddRMSNorm: x += y, then out = rmsnorm(x)·w, in one launch of add_rmsnorm_f32 where RMSNorm
 // would run its v2 kernel (and Add its float4 one); else Add then RMSNorm. out may be y.
 func (b *Backend) AddRMSNorm(out, x, y model.Buffer, w model.Weight, n int, eps float32) {
-	ob, xb, yb, ww := buf(out), buf(x), buf(y), wt(w)
+	b.addRMSNormTo(out, x, x, y, w, n, eps)
+}
+
+// addRMSNormTo is AddRMSNorm with the sum written to xout: xout = x + y, out = rmsnorm(xout)·w.
+// xout is x, or another buffer (NormFolder's moving residual) which must not be out or y. Where
+// add_rmsnorm_f32 does not apply and xout is not x, x is copied to xout (GatherRows) first.
+func (b *Backend) addRMSNormTo(out, xout, x, y model.Buffer, w model.Weight, n int, eps float32) {
+	ob, xo, xb, yb, ww := buf(out), buf(xout), buf(x), buf(y), wt(w)
 	dim := xb.cols
 	d4 := dim / 4
-	if b.opts.Naive || dim%4 != 0 || d4 > rmsnormMaxV*1024 {
-		b.Add(x, y, n)
-		b.RMSNorm(out, x, w, n, eps)
-		return
+	checkRows("AddRMSNorm", n, ob, xo, xb, yb)
+	if ob.cols != dim || xo.cols != dim || yb.cols != dim || ww.rows*ww.cols != dim || ww.dtype != tensor.F32 || ob == xb || ob == xo ||
+		(xo != xb && xo == yb) {
+		panic(fmt.Sprintf("gpu: AddRMSNorm: out (%d, %d), x (%d, %d) + y (%d, %d) into (%d, %d), w %v %v (want F32 (%d); out must not be x or the sum, the sum not y)",
+			n, ob.cols, n, dim, n, yb.cols, n, xo.cols, ww.dtype, ww.shape, dim))
 	}
-	checkRows("AddRMSNorm", n, ob, xb, yb)
-	if ob.cols != dim || yb.cols != dim || ww.rows*ww.cols != dim || ww.dtype != tensor.F32 || ob == xb {
-		panic(fmt.Sprintf("gpu: AddRMSNorm: out (%d, %d), x (%d, %d), y (%d, %d), w %v %v (want F32 (%d); out must not be x)",
-			n, ob.cols, n, dim, n, yb.cols, ww.dtype, ww.shape, dim))
+	if b.opts.Naive || dim%4 != 0 || d4 > rmsnormMaxV*1024 {
+		if xo != xb {
+			rows := make([]int32, n)
+			for i := range rows {
+				rows[i] = int32(i)
+			}
+			b.GatherRows(xout, x, rows)
+		}
+		b.Add(xout, y, n)
+		b.RMSNorm(out, xout, w, n, eps)
+		return
 	}
 	if n == 0 || !b.ok() {
 		return
 	}
 	threads := min(1024, (d4+31)/32*32) // as RMSNorm
 	b.launch(b.k.addRMSNorm, cuda.Dim3{X: n}, cuda.Dim3{X: threads},
-		cuda.Ptr(ob.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(yb.ptr), cuda.Ptr(ww.ptr), i32(dim), cuda.F32(eps))
+		cuda.Ptr(ob.ptr), cuda.Ptr(xo.ptr), cuda.Ptr(xb.ptr), cuda.Ptr(yb.ptr), cuda.Ptr(ww.ptr), i32(dim), cuda.F32(eps))
 }
 
 // The feed-forward block in one op (model.FFNMatMuler).

@@ -180,7 +180,8 @@ func TestForwardFusesPrologue(t *testing.T) {
 	cfg := model.Tiny
 	var launches [2]int64
 	var logits [2][]float32
-	for i, opts := range []gpu.Options{{Weights: tensor.F16}, {Weights: tensor.F16, SeparateRoPE: true}} {
+	// SeparateNorm in both: folding the norm into the q/k/v kernel needs the fused RoPE (TestForwardFoldsNorm).
+	for i, opts := range []gpu.Options{{Weights: tensor.F16, SeparateNorm: true}, {Weights: tensor.F16, SeparateRoPE: true, SeparateNorm: true}} {
 		be := open(t, opts)
 		m, err := model.New(be, cfg, model.Synthetic(cfg, 1, tensor.F16), nil)
 		if err != nil {

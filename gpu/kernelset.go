@@ -28,30 +28,32 @@ type kernelFuncs[F any] struct {
 	attnPrefillMMA                 [2]F // fp16 cache, tensor cores (v3): head_dim 64, 128
 	attnPrefillV4                  [2]F // v4: pipelined, ldmatrix; head_dim 64, 128
 
-	gemvV1        [3]F       // gemv.cu, by wdt (F32, F16, BF16)
-	gemvV2        [3][4]F    // by wdt, batch width 1, 2, 4, 8
-	gemvQKV       [3][4]F    // fused q, k, v projections, by wdt and batch width
-	gemvGLU       [3][4]F    // fused gate/up projections and SwiGLU, by wdt and batch width
-	gemvV3        [3][4][3]F // v3 (split K), by wdt, batch width and ks (1, 2, 4)
-	gemvQKV3      [3][4][3]F
-	gemvGLU3      [3][4][3]F
-	gemvQKVRoPE   [3][2][4]F // v3 q, k, v with RoPE and the KV store (ks = 4), by wdt, cache (f32, f16), batch width
-	gemvV4        [2][2]F    // gemv_mma.cu (v4, tensor cores), by dtype (F16, BF16) and ks (4, 8)
-	gemvQKV4      [2][2]F
-	gemvGLU4      [2][2]F
-	gemvQV4       [2][2]F // v4 for Q8_0 and Q4_0 weights, by quantised type and ks
-	gemvQQKV4     [2][2]F
-	gemvQGLU4     [2][2]F
-	gemvQQKVRoPE4 [2][2][2]F // by quantised type, cache (f32, f16) and ks
-	gemvQKVRoPE4  [2][2][2]F // by dtype, cache (f32, f16) and ks
-	gemvQV1       [5]F       // gemv.cu, kquant.cu, by quantised type: Q8_0, Q4_0, Q4_K, Q6_K, Q5_K
-	gemvQV2       [5][4]F    // by quantised type, batch width 1, 2, 4, 8
-	gemvQQKV      [2][4]F    // fused q, k, v projections, by quantised type (Q8_0, Q4_0) and batch width
-	gemvQGLU      [2][4]F    // fused gate/up projections and SwiGLU, by quantised type (Q8_0, Q4_0) and batch width
-	gemvKGLU      [2][4]F    // kquant.cu: the same for Q4_K and Q5_K
-	dequantQ      [5]F       // Q8_0, Q4_0, Q4_K, Q6_K, Q5_K → fp16 for cuBLAS
-	gemmV1        [3]F       // gemm.cu
-	toF16, toBF16 F
+	gemvV1          [3]F       // gemv.cu, by wdt (F32, F16, BF16)
+	gemvV2          [3][4]F    // by wdt, batch width 1, 2, 4, 8
+	gemvQKV         [3][4]F    // fused q, k, v projections, by wdt and batch width
+	gemvGLU         [3][4]F    // fused gate/up projections and SwiGLU, by wdt and batch width
+	gemvV3          [3][4][3]F // v3 (split K), by wdt, batch width and ks (1, 2, 4)
+	gemvQKV3        [3][4][3]F
+	gemvGLU3        [3][4][3]F
+	gemvQKVRoPE     [3][2][4]F // v3 q, k, v with RoPE and the KV store (ks = 4), by wdt, cache (f32, f16), batch width
+	gemvQKVRoPENorm [3][2]F    // v3n: that kernel at one row with the residual add and RMSNorm folded in, by wdt, cache
+	gemvGLUNorm     [3]F       // v3n: gemv_<dt>_v3_glu_n1_k4 with them folded in, by wdt
+	gemvV4          [2][2]F    // gemv_mma.cu (v4, tensor cores), by dtype (F16, BF16) and ks (4, 8)
+	gemvQKV4        [2][2]F
+	gemvGLU4        [2][2]F
+	gemvQV4         [2][2]F // v4 for Q8_0 and Q4_0 weights, by quantised type and ks
+	gemvQQKV4       [2][2]F
+	gemvQGLU4       [2][2]F
+	gemvQQKVRoPE4   [2][2][2]F // by quantised type, cache (f32, f16) and ks
+	gemvQKVRoPE4    [2][2][2]F // by dtype, cache (f32, f16) and ks
+	gemvQV1         [5]F       // gemv.cu, kquant.cu, by quantised type: Q8_0, Q4_0, Q4_K, Q6_K, Q5_K
+	gemvQV2         [5][4]F    // by quantised type, batch width 1, 2, 4, 8
+	gemvQQKV        [2][4]F    // fused q, k, v projections, by quantised type (Q8_0, Q4_0) and batch width
+	gemvQGLU        [2][4]F    // fused gate/up projections and SwiGLU, by quantised type (Q8_0, Q4_0) and batch width
+	gemvKGLU        [2][4]F    // kquant.cu: the same for Q4_K and Q5_K
+	dequantQ        [5]F       // Q8_0, Q4_0, Q4_K, Q6_K, Q5_K → fp16 for cuBLAS
+	gemmV1          [3]F       // gemm.cu
+	toF16, toBF16   F
 
 	swigluV1, swiglu F    // swiglu.cu
 	swigluHalf       [2]F // fp16 and bf16 in and out: F16, BF16
@@ -145,6 +147,10 @@ func (k *kernelFuncs[F]) table() map[string]*F {
 			for c, kv := range [2]string{"f32", "f16"} {
 				table[fmt.Sprintf("gemv_%s_v3_qkv_rope_%s_n%d", dt, kv, w)] = &k.gemvQKVRoPE[d][c][j]
 			}
+		}
+		table["gemv_"+dt+"_v3n_glu_n1"] = &k.gemvGLUNorm[d]
+		for c, kv := range [2]string{"f32", "f16"} {
+			table[fmt.Sprintf("gemv_%s_v3n_qkv_rope_%s_n1", dt, kv)] = &k.gemvQKVRoPENorm[d][c]
 		}
 	}
 	return table

@@ -339,7 +339,7 @@ func TestEmulatedKernels(t *testing.T) {
 			{"Attention", testAttention},
 			{"MatMul", testMatMul}, {"GEMVMMA", testGEMVMMA}, {"GEMM", testGEMM}, {"Convert", testConvert},
 			{"SwiGLU", testSwiGLU}, {"SwiGLUHalf", testSwiGLUHalf}, {"Add", testAdd}, {"Gather", testGather}, {"Argmax", testArgmax},
-			{"TopK", testTopK}, {"Quant", testQuant}, {"KQuant", testKQuant}, {"Fused", testFused},
+			{"TopK", testTopK}, {"Quant", testQuant}, {"KQuant", testKQuant}, {"Fused", testFused}, {"FoldNorm", testFoldNorm},
 			{"Faults", testFaults}, {"Hazards", testHazards},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -1683,14 +1683,128 @@ func testFused(t *testing.T, e *emulator) {
 			yb, yw := hostBuf(t, be, c.n, c.dim, y)
 			be.Add(xb, yb, c.n)
 			be.RMSNorm(yb, xb, upload(t, be, tensor.F32, 1, c.dim, w), c.n, eps)
-			s := &script{}
-			xd, yd, wd := s.buf(f32Bytes(x)), s.buf(f32Bytes(y)), s.buf(f32Bytes(w))
-			s.launch("add_rmsnorm_f32", d1(c.n), d1(min(1024, roundUp(c.dim/4, 32))), ptr(yd), ptr(xd), ptr(yd), ptr(wd), i32(c.dim), f32(eps))
-			gx, gy := s.read(xd), s.read(yd)
-			e.run(t, s)
-			compare(t, "add_rmsnorm x", bytesF32(*gx), xw, nil, exact)
-			compare(t, "add_rmsnorm out", bytesF32(*gy), yw, nil, tol{1e-6, 2e-6})
+			// x + y in place (AddRMSNorm), and into another buffer, x kept (NormFolder's fallback).
+			for _, inPlace := range []bool{true, false} {
+				s := &script{}
+				xd, yd, wd := s.buf(f32Bytes(x)), s.buf(f32Bytes(y)), s.buf(f32Bytes(w))
+				xo := xd
+				if !inPlace {
+					xo = s.buf(f32Bytes(nanFill(c.n * c.dim)))
+				}
+				s.launch("add_rmsnorm_f32", d1(c.n), d1(min(1024, roundUp(c.dim/4, 32))), ptr(yd), ptr(xo), ptr(xd), ptr(yd), ptr(wd), i32(c.dim), f32(eps))
+				gx, gxo, gy := s.read(xd), s.read(xo), s.read(yd)
+				e.run(t, s)
+				compare(t, "add_rmsnorm x + y", bytesF32(*gxo), xw, nil, exact)
+				if !inPlace {
+					compare(t, "add_rmsnorm x", bytesF32(*gx), x, nil, exact)
+				}
+				compare(t, "add_rmsnorm out", bytesF32(*gy), yw, nil, tol{1e-6, 2e-6})
+			}
 		})
+	}
+}
+
+// ---- v3n: the residual add and RMSNorm folded into the one-row q/k/v + RoPE and gate/up GEMVs
+// (gpu/foldnorm.go: grid ceil(rows·4/16), block 128) = add_rmsnorm into another buffer, then the
+// v3 kernel: against the CPU's Add; RMSNorm; MatMul; RoPE; StoreKV (or SwiGLU).
+
+func testFoldNorm(t *testing.T, e *emulator) {
+	r := rand.New(rand.NewPCG(29, 29))
+	const eps, theta = 1e-5, 10000
+	// h = rmsnorm(x + y)·g on the CPU: the reference input of the GEMVs, and x + y.
+	ref := func(t *testing.T, be *cpu.Backend, x, y, g []float32, K int) (h model.Buffer, hw, xy []float32) {
+		xb, xw := hostBuf(t, be, 1, K, x)
+		yb, _ := hostBuf(t, be, 1, K, y)
+		be.Add(xb, yb, 1)
+		h, hw = hostBuf(t, be, 1, K, nil)
+		be.RMSNorm(h, xb, upload(t, be, tensor.F32, 1, K, g), 1, eps)
+		return h, hw, xw
+	}
+	for _, d := range []tensor.DType{tensor.F16, tensor.BF16, tensor.F32} {
+		dt := kvName(d)
+		// K: an uneven split over the 4 K groups (12 f16 vectors), and more than one trip (1032:
+		// 129 f16 vectors).
+		for _, K := range []int{96, 1032} {
+			x, y, g := normal(r, K, 1), normal(r, K, 1), normal(r, K, 1)
+			t.Run(fmt.Sprintf("glu/%s/K=%d", dt, K), func(t *testing.T) {
+				const N = 20
+				be := newCPU(t)
+				h, _, xy := ref(t, be, x, y, g, K)
+				w1, w3 := roundTo(d, normal(r, N*K, 1)), roundTo(d, normal(r, N*K, 1))
+				gate, want := hostBuf(t, be, 1, N, nil)
+				up, _ := hostBuf(t, be, 1, N, nil)
+				be.MatMul(gate, h, upload(t, be, d, N, K, w1), 1)
+				be.MatMul(up, h, upload(t, be, d, N, K, w3), 1)
+				be.SwiGLU(gate, gate, up, 1)
+				s := &script{}
+				out, xo := s.buf(f32Bytes(nanFill(N))), s.buf(f32Bytes(nanFill(K)))
+				xd, yd, gd := s.buf(f32Bytes(x)), s.buf(f32Bytes(y)), s.buf(f32Bytes(g))
+				s.launch("gemv_"+dt+"_v3n_glu_n1", d1(ceilDiv(N*4, 16)), d1(128), ptr(out), ptr(xo), ptr(xd), ptr(yd), ptr(gd),
+					ptr(s.buf(tensor.Encode(d, w1))), ptr(s.buf(tensor.Encode(d, w3))), i32(1), i32(N), i32(K), f32(eps))
+				got, gotX, gotXO := s.read(out), s.read(xd), s.read(xo)
+				e.run(t, s)
+				compare(t, "x + y", bytesF32(*gotXO), xy, nil, exact)
+				compare(t, "x (read only)", bytesF32(*gotX), x, nil, exact)
+				compare(t, "silu(h·W1ᵀ)·(h·W3ᵀ)", bytesF32(*got), want, nil, tol{1e-5, 1e-4})
+			})
+			for _, c := range kvCases {
+				for _, kd := range []tensor.DType{tensor.F32, tensor.F16} {
+					t.Run(fmt.Sprintf("qkv_rope/%s/%s/kv-%s/K=%d", c.name, dt, kvName(kd), K), func(t *testing.T) {
+						bt := c.batch(r)
+						bt.Tokens, bt.Pos, bt.Seq = bt.Tokens[1:2], bt.Pos[1:2], bt.Seq[1:2] // one row, not at position 0
+						kvDim, qCols := c.kvHeads*c.hd, c.heads*c.hd
+						ns := []int{qCols, kvDim, kvDim}
+						be := newCPU(t)
+						h, hw, xy := ref(t, be, x, y, g, K)
+						var ws [3][]float32
+						var outs [3]model.Buffer
+						var want [3][]float32
+						for i, N := range ns {
+							ws[i] = roundTo(d, normal(r, N*K, 1))
+							outs[i], want[i] = hostBuf(t, be, 1, N, nil)
+							be.MatMul(outs[i], h, upload(t, be, d, N, K, ws[i]), 1)
+						}
+						cc, _ := be.NewKVCache(c.layout())
+						cache := cc.(*cpu.KVCache)
+						be.RoPE(outs[0], c.hd, bt.Pos, theta)
+						be.RoPE(outs[1], c.hd, bt.Pos, theta)
+						be.StoreKV(cc, c.layer, outs[1], outs[2], bt)
+
+						s := &script{}
+						var od, wd [3]dev
+						for i, N := range ns {
+							od[i], wd[i] = s.buf(f32Bytes(nanFill(N))), s.buf(tensor.Encode(d, ws[i]))
+						}
+						xo := s.buf(f32Bytes(nanFill(K)))
+						xd, yd, gd := s.buf(f32Bytes(x)), s.buf(f32Bytes(y)), s.buf(f32Bytes(g))
+						n := len(cache.K())
+						kc, vc := s.buf(tensor.Encode(kd, make([]float32, n))), s.buf(tensor.Encode(kd, make([]float32, n)))
+						meta := s.buf(i32Bytes(batchSlab(bt)))
+						name := fmt.Sprintf("gemv_%s_v3n_qkv_rope_%s_n1", dt, kvName(kd))
+						s.launch(name, d1(ceilDiv((qCols+2*kvDim)*4, 16)), d1(128),
+							ptr(od[0]), ptr(od[1]), ptr(od[2]), ptr(xo), ptr(xd), ptr(yd), ptr(gd), ptr(wd[0]), ptr(wd[1]), ptr(wd[2]),
+							ptr(kc), ptr(vc), ptr(meta), ptrAt(meta, 4), ptrAt(meta, 8), i32(1), i32(qCols), i32(kvDim), i32(K),
+							i32(c.hd), f32(theta), i32(c.layer), i32(c.numBlocks), i32(c.bs), f32(eps))
+						var got [3]*[]byte
+						for i := range od {
+							got[i] = s.read(od[i])
+						}
+						gotXO, gkc, gvc := s.read(xo), s.read(kc), s.read(vc)
+						e.run(t, s)
+						compare(t, "x + y", bytesF32(*gotXO), xy, nil, exact)
+						for i, what := range []string{"q", "k", "v"} {
+							compare(t, name+" "+what, bytesF32(*got[i]), want[i], absDot(hw, ws[i], 1, ns[i], K), tol{1e-5, 1e-5})
+						}
+						ct := tol{1e-5, 2e-5}
+						if kd == tensor.F16 {
+							ct = tol{1e-5, 1e-3}
+						}
+						compare(t, name+" K cache", decodeAs(kd, *gkc), roundTo(kd, cache.K()), nil, ct)
+						compare(t, name+" V cache", decodeAs(kd, *gvc), roundTo(kd, cache.V()), nil, ct)
+					})
+				}
+			}
+		}
 	}
 }
 
@@ -1996,6 +2110,8 @@ var launchSites = []string{
 	"Attention: cuda.Dim3{X: p.nTiles, Y: kvHeads} | cuda.Dim3{X: pfThreads}",
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
 	"Embed: cuda.Dim3{X: len(tokens)} | cuda.Dim3{X: 256}",
+	"AddRMSNormQKVRoPEStoreKV: grid | cuda.Dim3{X: gemvThreads}",
+	"AddRMSNormFFN: grid | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKV: cuda.Dim3{X: ceilDiv(rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulQKV: grid | cuda.Dim3{X: gemvThreads}",
@@ -2006,7 +2122,7 @@ var launchSites = []string{
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: cuda.Dim3{X: ceilDiv(wg.rows, gemvRowsPerBlock)} | cuda.Dim3{X: gemvThreads}",
 	"MatMulSwiGLU: grid | cuda.Dim3{X: gemvThreads}",
-	"AddRMSNorm: cuda.Dim3{X: n} | cuda.Dim3{X: threads}",
+	"addRMSNormTo: cuda.Dim3{X: n} | cuda.Dim3{X: threads}",
 	"MatMulFFN: gridFor(ceilDiv(total, 8), 256) | cuda.Dim3{X: 256}",
 	"GatherRows: cuda.Dim3{X: len(rows)} | cuda.Dim3{X: 256}",
 	"gemv4: cuda.Dim3{X: tiles} | cuda.Dim3{X: 32 * ks}",

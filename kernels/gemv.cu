@@ -24,6 +24,8 @@
 //   gemv_<dt>_v3_qkv_rope_<kv>_n<B>: the q/k/v kernel (ks = 4) with RoPE and the paged KV store
 //                       in its epilogue: one launch for a decode layer's attention prologue
 //                       (section "v3, q/k/v with RoPE and the KV store").
+//   gemv_<dt>_v3n_qkv_rope_<kv>_n1, gemv_<dt>_v3n_glu_n1: those two kernels at one row with the
+//                       residual add and RMSNorm in front folded in (section "v3n").
 //   gemv_<dt>_v4*     : f16/bf16 on the tensor cores for steps of 2–8 rows: kernels/gemv_mma.cu.
 //   gemv_q8_0_*, gemv_q4_0_*: the same versions for weights kept quantised (sections "Q8_0",
 //                       "Q4_0" and the shared quantised loop at the end), and dequant_<q>_f16
@@ -299,6 +301,21 @@ GEMV_FUSED_ENTRY(bf16, __nv_bfloat16, 8)
 #define GEMV_KG 4
 #define GEMV_WARPS (GEMV_THREADS / 32)
 
+// GemvNormIn is v3n's extra input (section "v3n"): x + y, normalised and scaled by g, is the GEMV's x.
+struct GemvNormIn {
+    const float* y;  // (n, K): added to x
+    const float* g;  // (K): the norm's weight
+    float* xout;     // (n, K): x + y, written by block 0
+    float eps;
+};
+
+// gemv_v3n_sums is in section "v3n" (declared here for gemv_v3_glu).
+template <typename W, int NB, int R>
+__device__ __forceinline__ bool gemv_v3n_sums(float (&tot)[R][NB], const W* const (&wr)[R],
+                                              bool active, const float* __restrict__ x,
+                                              const GemvNormIn& nin, int n, int K);
+
+
 // gemv_v3_part sums the GPW K groups part, part + ks, … of one warp into red (K group, row,
 // batch). Where the registers allow (GPW·R ≤ 16 loads and GPW·R·NB ≤ 32 sums per lane), the
 // groups are streamed together, GPW·R 16-byte loads in flight per lane per trip, as one stream;
@@ -460,9 +477,11 @@ __device__ void gemv_v3_qkv(float* out0, float* out1, float* out2, const float* 
 }
 
 // out = silu(x·W1ᵀ)·(x·W3ᵀ), as gemv_v2_glu: 4 rows of W1 and the same 4 of W3 per row group.
-template <typename W, int NB, int KS>
+// NORM (KS = 4): v3n's (GemvNormIn nin), else nin is unused.
+template <typename W, int NB, int KS, bool NORM = false>
 __device__ void gemv_v3_glu(float* __restrict__ out, const float* __restrict__ x,
-                            const W* __restrict__ w1, const W* __restrict__ w3, int n, int N, int K) {
+                            const W* __restrict__ w1, const W* __restrict__ w3, int n, int N, int K,
+                            const GemvNormIn& nin = GemvNormIn{}) {
     const int r0 = gemv_v3_group<KS>() * GEMV_ROWS;
     const W* wr[2 * GEMV_ROWS];
 #pragma unroll
@@ -472,7 +491,12 @@ __device__ void gemv_v3_glu(float* __restrict__ out, const float* __restrict__ x
         wr[GEMV_ROWS + r] = w3 + row * K;
     }
     float tot[2 * GEMV_ROWS][NB];
-    if (!gemv_v3_sums<W, NB, 2 * GEMV_ROWS, KS>(tot, wr, r0 < N, x, n, K)) return;
+    if constexpr (NORM) {
+        static_assert(KS == GEMV_KG, "v3n: ks = 4");
+        if (!gemv_v3n_sums<W, NB, 2 * GEMV_ROWS>(tot, wr, r0 < N, x, nin, n, K)) return;
+    } else {
+        if (!gemv_v3_sums<W, NB, 2 * GEMV_ROWS, KS>(tot, wr, r0 < N, x, n, K)) return;
+    }
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++)
@@ -544,6 +568,122 @@ GEMV_V3_ENTRY(bf16, __nv_bfloat16, 8, 1)
 GEMV_V3_ENTRY(bf16, __nv_bfloat16, 8, 2)
 GEMV_V3_ENTRY(bf16, __nv_bfloat16, 8, 4)
 
+// ---------------------------------------------------------------- v3n: the residual add and RMSNorm folded in
+//
+// In a decode step each of a layer's two norms sits between one GEMV and the next:
+//
+//   x += y;  h = rmsnorm(x)·g;  then q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ  (or gate, up = h·W1ᵀ, h·W3ᵀ)
+//
+// add_rmsnorm_f32 does the first two in a launch of their own: one block, latency-bound, 3.3 µs
+// under ncu in run 3 (gpu-h200-2026-11-28-run3), twice a layer — 5% of a 7B step, more of a 70B
+// rank's. v3n folds them into the GEMV that reads h, using
+//
+//   (h·wᵀ)[r] = inv · Σ_k w[r, k]·(g[k]·s[k]),   s = x + y,   inv = 1/sqrt(Σ_k s[k]²/K + eps)
+//
+// Every row group already walks all of K (its ks = 4 warps one K group each), so it adds x and y
+// as it reads them, sums s² beside its dot products (one more row of red, reduced in the same
+// order as the sums), and scales its totals by inv at the end. Block 0 (one row group) writes s
+// to xout, the new residual — not over x, which the other blocks are still reading: the model
+// alternates two residual buffers (model.NormFolder).
+// Cost: y and g come through L1 beside x (1.5 bytes of L1 reads per weight byte at one row
+// where v3 reads 0.5; 0.75 for gate/up's 8 rows a warp), and the add and s² are 2 more flops per
+// element of x per row group. Against that, a launch and its latency chain are gone.
+// Bits: not add_rmsnorm_f32 + v3's — inv multiplies each sum instead of each element, and Σs²
+// runs in another order — but within fp32 rounding of them (the conformance tolerance;
+// gpu/foldnorm_test.go compares the two paths).
+//   gemv_<dt>_v3n_qkv_rope_<kv>_n1, gemv_<dt>_v3n_glu_n1: one row, ks = 4; grid as v3's,
+//   block (GEMV_THREADS).
+
+// gemv_v3n_fma_vec is gemv_fma_vec on g·(x + y) for vector v, adding (x + y)² to ss[b] and, where
+// store, writing x + y to nin.xout.
+template <typename W, int NB, int R>
+__device__ __forceinline__ void gemv_v3n_fma_vec(float (&acc)[R][NB], float (&ss)[NB],
+                                                 const uint4 (&raw)[R], const float* __restrict__ x,
+                                                 const GemvNormIn& nin, bool store, int n, int K,
+                                                 int v) {
+    constexpr int VEC = Vec16<W>::N;
+    float wf[R][VEC], gf[VEC];
+#pragma unroll
+    for (int r = 0; r < R; r++) unpack16<W>(raw[r], wf[r]);
+    load_f32x<VEC>(nin.g + (int64_t)v * VEC, gf);
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        if (b < n) {
+            const int64_t o = (int64_t)b * K + (int64_t)v * VEC;
+            float xf[VEC], yf[VEC];
+            load_f32x<VEC>(x + o, xf);
+            load_f32x<VEC>(nin.y + o, yf);
+#pragma unroll
+            for (int e = 0; e < VEC; e++) {
+                xf[e] += yf[e];
+                ss[b] += xf[e] * xf[e];
+            }
+            if (store)
+#pragma unroll
+                for (int e = 0; e < VEC; e += 4)
+                    *reinterpret_cast<float4*>(nin.xout + o + e) = make_float4(xf[e], xf[e + 1], xf[e + 2], xf[e + 3]);
+#pragma unroll
+            for (int e = 0; e < VEC; e++) xf[e] *= gf[e];
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int e = 0; e < VEC; e++) acc[r][b] += wf[r][e] * xf[e];
+        }
+    }
+}
+
+// gemv_v3n_sums is gemv_v3_sums (ks = 4) with x replaced by rmsnorm(x + y)·g (GemvNormIn): the
+// row group's first warp returns true with tot[r][b] = inv[b]·Σ_k w[r, k]·g[k]·s[b, k]. Block 0's
+// row group writes s to nin.xout. All threads of the block must call it (one barrier).
+template <typename W, int NB, int R>
+__device__ __forceinline__ bool gemv_v3n_sums(float (&tot)[R][NB], const W* const (&wr)[R],
+                                              bool active, const float* __restrict__ x,
+                                              const GemvNormIn& nin, int n, int K) {
+    constexpr int VEC = Vec16<W>::N, KS = GEMV_KG;
+    // (row group in block, K group, row — R is Σs² —, batch)
+    __shared__ float red[GEMV_WARPS / KS][GEMV_KG][R + 1][NB];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int rgl = warp / KS, part = warp % KS;
+    if (active) {
+        const bool store = blockIdx.x == 0 && rgl == 0;
+        float acc[R][NB], ss[NB];
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            ss[b] = 0.f;
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[r][b] = 0.f;
+        }
+        const int nvec = K / VEC;
+        for (int v = part * 32 + lane; v < nvec; v += 32 * GEMV_KG) {
+            uint4 raw[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) raw[r] = load16_stream(wr[r] + (int64_t)v * VEC);
+            gemv_v3n_fma_vec<W, NB, R>(acc, ss, raw, x, nin, store, n, K, v);
+        }
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const float sum = warp_sum(acc[r][b]);
+                if (lane == 0) red[rgl][part][r][b] = sum;
+            }
+            const float sum = warp_sum(ss[b]);
+            if (lane == 0) red[rgl][part][R][b] = sum;
+        }
+    }
+    __syncthreads();
+    if (!active || part != 0) return false;
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        const float s2 = ((red[rgl][0][R][b] + red[rgl][1][R][b]) + red[rgl][2][R][b]) + red[rgl][3][R][b];
+        const float inv = 1.f / sqrtf(s2 / (float)K + nin.eps);
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            tot[r][b] = inv * (((red[rgl][0][r][b] + red[rgl][1][r][b]) + red[rgl][2][r][b]) + red[rgl][3][r][b]);
+    }
+    return true;
+}
+
 // ---------------------------------------------------------------- v3, q/k/v with RoPE and the KV store
 //
 // gemv_<dt>_v3_qkv_rope_<kv>_n<B>: the attention block's prologue of a decode step in one launch,
@@ -558,12 +698,13 @@ GEMV_V3_ENTRY(bf16, __nv_bfloat16, 8, 4)
 // warp's registers. Each stored element pays an fp64 pow and sincos (rope_angle), as rope.cu's
 // table does per pair; with B = 1 that is 4 lanes of each warp, in the epilogue.
 //   grid (ceil((Nq + 2·Nkv)·4 / GEMV_ROWS_PER_BLOCK)), block (GEMV_THREADS); head_dim even.
-template <typename W, typename KV, int NB>
+// NORM: v3n's (GemvNormIn nin), else nin is unused.
+template <typename W, typename KV, int NB, bool NORM = false>
 __device__ void gemv_v3_qkv_rope(float* q, float* k, float* v, const float* x, const W* wq,
                                  const W* wk, const W* wv, KV* kc, KV* vc, const int* pos,
                                  const int* row_tab, const int* tables, int n, int Nq, int Nkv,
                                  int K, int head_dim, float theta, int layer, int num_blocks,
-                                 int block_size) {
+                                 int block_size, const GemvNormIn& nin = GemvNormIn{}) {
     constexpr int KS = GEMV_KG;
     int r0 = gemv_v3_group<KS>() * GEMV_ROWS;
     const int mat = gemv_qkv_pick(r0, Nq, Nkv);  // 0 q, 1 k, 2 v
@@ -574,7 +715,11 @@ __device__ void gemv_v3_qkv_rope(float* q, float* k, float* v, const float* x, c
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++) wr[r] = w + (int64_t)max(0, min(r0 + r, N - 1)) * K;
     float tot[GEMV_ROWS][NB];
-    if (!gemv_v3_sums<W, NB, GEMV_ROWS, KS>(tot, wr, r0 < N, x, n, K)) return;
+    if constexpr (NORM) {
+        if (!gemv_v3n_sums<W, NB, GEMV_ROWS>(tot, wr, r0 < N, x, nin, n, K)) return;
+    } else {
+        if (!gemv_v3_sums<W, NB, GEMV_ROWS, KS>(tot, wr, r0 < N, x, n, K)) return;
+    }
     // Lane r·NB + b takes element r0 + r of batch row b, and the other element of its pair.
     const int lane = threadIdx.x & 31, r = lane / NB, b = lane % NB;
     if (r >= GEMV_ROWS || b >= n || r0 + r >= N) return;
@@ -638,6 +783,42 @@ GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half, 1)
 GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half, 2)
 GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half, 4)
 GEMV_V3_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half, 8)
+
+
+// v3n entries (section "v3n"): the q/k/v + RoPE kernel and the gate/up kernel at one row, with
+// xout = x + y and x's norm folded in.
+#define GEMV_V3N_ENTRY(DT, WT)                                                                    \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##DT##_v3n_glu_n1(             \
+        float* out, float* xout, const float* x, const float* y, const float* g, const WT* w1,    \
+        const WT* w3, int n, int N, int K, float eps) {                                           \
+        pdl_begin_after([&] {                                                                     \
+            const int r0 = gemv_v3_group<GEMV_KG>() * GEMV_ROWS;                                  \
+            gemv_v3_prefetch<WT, GEMV_KG>(w1, N, K, r0);                                          \
+            gemv_v3_prefetch<WT, GEMV_KG>(w3, N, K, r0);                                          \
+        });                                                                                       \
+        gemv_v3_glu<WT, 1, GEMV_KG, true>(out, x, w1, w3, n, N, K, GemvNormIn{y, g, xout, eps});  \
+    }
+#define GEMV_V3N_ROPE_ENTRY(DT, WT, KVNAME, KVT)                                                  \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS)                                    \
+        gemv_##DT##_v3n_qkv_rope_##KVNAME##_n1(                                                   \
+            float* q, float* k, float* v, float* xout, const float* x, const float* y,            \
+            const float* g, const WT* wq, const WT* wk, const WT* wv, KVT* kc, KVT* vc,           \
+            const int* pos, const int* row_tab, const int* tables, int n, int Nq, int Nkv, int K, \
+            int head_dim, float theta, int layer, int num_blocks, int block_size, float eps) {    \
+        pdl_begin_after([&] { gemv_v3_prefetch_qkv<WT, GEMV_KG>(wq, wk, wv, Nq, Nkv, Nkv, K); }); \
+        gemv_v3_qkv_rope<WT, KVT, 1, true>(q, k, v, x, wq, wk, wv, kc, vc, pos, row_tab, tables,  \
+                                           n, Nq, Nkv, K, head_dim, theta, layer, num_blocks,     \
+                                           block_size, GemvNormIn{y, g, xout, eps});              \
+    }
+GEMV_V3N_ENTRY(f32, float)
+GEMV_V3N_ENTRY(f16, __half)
+GEMV_V3N_ENTRY(bf16, __nv_bfloat16)
+GEMV_V3N_ROPE_ENTRY(f32, float, f32, float)
+GEMV_V3N_ROPE_ENTRY(f32, float, f16, __half)
+GEMV_V3N_ROPE_ENTRY(f16, __half, f32, float)
+GEMV_V3N_ROPE_ENTRY(f16, __half, f16, __half)
+GEMV_V3N_ROPE_ENTRY(bf16, __nv_bfloat16, f32, float)
+GEMV_V3N_ROPE_ENTRY(bf16, __nv_bfloat16, f16, __half)
 
 // ---------------------------------------------------------------- Q8_0
 //

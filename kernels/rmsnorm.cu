@@ -85,17 +85,19 @@ extern "C" __global__ void rmsnorm_f32(float* out, const float* x, const float* 
 }
 
 // add_rmsnorm_f32 (fused): the residual add and the RMSNorm that follows it in LLaMA's block,
-//   x[i, :] += y[i, :];  out[i, :] = rmsnorm(x[i, :])·w
+//   xout[i, :] = x[i, :] + y[i, :];  out[i, :] = rmsnorm(xout[i, :])·w
 // in one launch, with rmsnorm_f32's layout and arithmetic (and add_f32's float4 adds): bit for bit
-// Add then RMSNorm. out may be y: each thread reads its elements of x and y before the barrier
-// inside block_sum and writes only those elements after it.
+// Add then RMSNorm. xout is x (the add in place) or another buffer (model.NormFolder's moving
+// residual, where gemv.cu's v3n kernels do not apply). out may be y: each thread reads its
+// elements of x and y before the barrier inside block_sum and writes only those elements after it.
 // grid (n), block (roundup32(dim/4) ≤ 1024); dim % 4 == 0, dim/4 ≤ RMSNORM_MAXV·blockDim.
-extern "C" __global__ void add_rmsnorm_f32(float* out, float* x, const float* y, const float* w, int dim,
-                                           float eps) {
+extern "C" __global__ void add_rmsnorm_f32(float* out, float* xout, const float* x, const float* y,
+                                           const float* w, int dim, float eps) {
     pdl_begin();
     __shared__ float scratch[32];
     const int d4 = dim >> 2;
-    float4* xr = reinterpret_cast<float4*>(x + (int64_t)blockIdx.x * dim);
+    const float4* xr = reinterpret_cast<const float4*>(x + (int64_t)blockIdx.x * dim);
+    float4* xo = reinterpret_cast<float4*>(xout + (int64_t)blockIdx.x * dim);
     const float4* yr = reinterpret_cast<const float4*>(y + (int64_t)blockIdx.x * dim);
     float4* orow = reinterpret_cast<float4*>(out + (int64_t)blockIdx.x * dim);
     const float4* w4 = reinterpret_cast<const float4*>(w);
@@ -112,7 +114,7 @@ extern "C" __global__ void add_rmsnorm_f32(float* out, float* x, const float* y,
             a.z += c.z;
             a.w += c.w;
             v[k] = a;
-            xr[j] = a;
+            xo[j] = a;
             ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
         }
     }

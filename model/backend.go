@@ -160,6 +160,24 @@ type AddRMSNormer interface {
 	AddRMSNorm(out, x, y Buffer, w Weight, n int, eps float32)
 }
 
+// NormFolder folds the residual add and the RMSNorm in front of an attention or feed-forward
+// block into the block's first projections, where a fused op would otherwise read the norm's
+// output from a launch of its own. The residual moves to another buffer: the kernel that folds
+// the sum in still reads x while it writes x + y. For the attention block it must equal
+//
+//	xout = x + y; h = rmsnorm(xout)·norm; MatMulQKVRoPEStoreKV(q, k, v, h, wq, wk, wv, c, layer, b, headDim, theta)
+//
+// and for the feed-forward block
+//
+//	xout = x + y; h = rmsnorm(xout)·norm; MatMulFFN(out, hb, tmp, h, gate, up, down, n)
+//
+// up to fp32 rounding (the norm's 1/rms may scale the projections' sums instead of h). xout must
+// not be x or y; h may be y, out may be h; h, hb, tmp and x hold unspecified values afterwards.
+type NormFolder interface {
+	AddRMSNormQKVRoPEStoreKV(xout, h, x, y Buffer, norm Weight, eps float32, q, k, v Buffer, wq, wk, wv Weight, c KVCache, layer int, b *Batch, headDim int, theta float32)
+	AddRMSNormFFN(xout, h, x, y Buffer, norm Weight, eps float32, out, hb, tmp Buffer, gate, up, down Weight, n int)
+}
+
 // StepRunner runs a whole forward step inside f on the backend's own terms — the CUDA backend
 // runs it on its context's locked OS thread, where launches are direct and allocation-free, and
 // may capture it into a graph. RunStep(f) must equal f().

@@ -151,3 +151,13 @@ func (m *Model) addLowRank(s *State, w *layer, base string, out, x Buffer, n int
 	}
 	return nil
 }
+
+// hasLowRank reports whether the layer has a low-rank pair on any of the named projections.
+func (w *layer) hasLowRank(names ...string) bool {
+	for _, name := range names {
+		if len(w.lowRank[name]) > 0 {
+			return true
+		}
+	}
+	return false
+}

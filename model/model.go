@@ -108,6 +108,7 @@ type State struct {
 	KV        KVCache
 
 	x      Buffer    // (B, dim) residual stream
+	x2     Buffer    // (B, dim) where it moves when a NormFolder folds the add into a GEMV; nil without one
 	xb     Buffer    // (B, dim) normalised input / attention output projected
 	q      Buffer    // (B, heads·head_dim)
 	k, v   Buffer    // (B, kv_heads·head_dim)
@@ -171,6 +172,9 @@ func (m *Model) newRankState(maxBatch, maxLogits, blockSize, numBlocks int) (*St
 	}
 	qd := c.Heads * c.HeadDim()
 	s.x, s.xb = buf(maxBatch, c.Dim), buf(maxBatch, c.Dim)
+	if _, ok := be.(NormFolder); ok {
+		s.x2 = buf(maxBatch, c.Dim)
+	}
 	s.q, s.k, s.v, s.att = buf(maxBatch, qd), buf(maxBatch, c.KVDim()), buf(maxBatch, c.KVDim()), buf(maxBatch, qd)
 	s.hb, s.hb2 = buf(maxBatch, c.FFN), buf(maxBatch, c.FFN)
 	s.xl, s.logits = buf(maxLogits, c.Dim), buf(maxLogits, m.outRows)
@@ -304,15 +308,28 @@ func (m *Model) forwardRank(s *State, b *Batch, req stepReq) (stepOut, error) {
 	c, be := m.local, m.Backend
 	n := b.Len()
 	be.Embed(s.x, m.tokEmbed, b.Tokens) // x (B, dim)
-	// xb (B, dim): the first layer's attention norm; each later layer's comes with the residual
-	// add before it (addNorm), which a backend may fuse.
+	// xb (B, dim): the first layer's attention norm. Every later norm comes with the residual add
+	// before it, which a backend may fuse (addNorm) or fold into the GEMVs after it (NormFolder):
+	// then the residual moves between s.x and s.x2 (x is where it is now), because the folding
+	// kernel reads x while it writes x + y. Each step starts from s.x (the embedding), so a
+	// replayed step sees the same buffers.
 	be.RMSNorm(s.xb, s.x, m.layers[0].attnNorm, n, c.NormEps)
+	x, xAlt := s.x, s.x2
+	nf, _ := be.(NormFolder)
 	for l := range m.layers {
 		w := &m.layers[l]
 		// Attention block: q (B, heads·hd), k, v (B, kv_heads·hd); q and k rotated; k, v into
-		// the cache.
-		if err := m.attnPrologue(s, w, l, b); err != nil {
-			return stepOut{}, err
+		// the cache. After the first layer: x += xb (residual); xb = rmsnorm(x)·attn_norm first.
+		if l > 0 && nf != nil && !w.hasLowRank(NameWq, NameWk, NameWv) {
+			nf.AddRMSNormQKVRoPEStoreKV(xAlt, s.xb, x, s.xb, w.attnNorm, c.NormEps, s.q, s.k, s.v, w.wq, w.wk, w.wv, s.KV, l, b, c.HeadDim(), c.RopeTheta)
+			x, xAlt = xAlt, x
+		} else {
+			if l > 0 {
+				m.addNorm(s.xb, x, s.xb, w.attnNorm, n)
+			}
+			if err := m.attnPrologue(s, w, l, b); err != nil {
+				return stepOut{}, err
+			}
 		}
 		be.Attention(s.att, s.q, s.KV, l, b) // att (B, heads·hd)
 		be.MatMul(s.xb, s.att, w.wo, n)      // xb (B, dim), a partial sum under TP
@@ -322,28 +339,29 @@ func (m *Model) forwardRank(s *State, b *Batch, req stepReq) (stepOut, error) {
 		if err := m.allReduce(s.xb, n); err != nil {
 			return stepOut{}, err
 		}
-		m.addNorm(s.xb, s.x, s.xb, w.ffnNorm, n) // x += xb (residual); xb = rmsnorm(x)·ffn_norm
-		// Feed-forward block (SwiGLU): xb (B, dim) = (silu(xb·W1ᵀ)·(xb·W3ᵀ))·W2ᵀ, a partial sum
-		// under TP.
-		if err := m.feedForward(s, w, n); err != nil {
-			return stepOut{}, err
+		// Feed-forward block (SwiGLU), after x += xb (residual); xb = rmsnorm(x)·ffn_norm:
+		// xb (B, dim) = (silu(xb·W1ᵀ)·(xb·W3ᵀ))·W2ᵀ, a partial sum under TP.
+		if nf != nil && !w.hasLowRank(NameW1, NameW3, NameW2) {
+			nf.AddRMSNormFFN(xAlt, s.xb, x, s.xb, w.ffnNorm, c.NormEps, s.xb, s.hb, s.hb2, w.w1, w.w3, w.w2, n)
+			x, xAlt = xAlt, x
+		} else {
+			m.addNorm(s.xb, x, s.xb, w.ffnNorm, n)
+			if err := m.feedForward(s, w, n); err != nil {
+				return stepOut{}, err
+			}
 		}
 		if err := m.allReduce(s.xb, n); err != nil {
 			return stepOut{}, err
 		}
-		if l+1 < len(m.layers) {
-			m.addNorm(s.xb, s.x, s.xb, m.layers[l+1].attnNorm, n) // residual; the next layer's norm
-		} else {
-			be.Add(s.x, s.xb, n) // residual
-		}
 	}
+	be.Add(x, s.xb, n) // the last layer's residual
 	var hidden []float32
 	if h := len(req.hidden); h > 0 { // final hidden states: gathered, normed and read
 		if s.hidden == nil {
 			s.hidden = make([]float32, s.MaxLogits*c.Dim)
 		}
 		hidden = s.hidden[:h*c.Dim]
-		be.GatherRows(s.xl, s.x, req.hidden)         // xl (H, dim)
+		be.GatherRows(s.xl, x, req.hidden)           // xl (H, dim)
 		be.RMSNorm(s.xl, s.xl, m.norm, h, c.NormEps) // final norm
 		if err := be.Read(hidden, s.xl, h); err != nil {
 			return stepOut{}, fmt.Errorf("model: forward: %w", err)
@@ -354,7 +372,7 @@ func (m *Model) forwardRank(s *State, b *Batch, req stepReq) (stepOut, error) {
 	if r == 0 {
 		return stepOut{logits: s.host[:0], hidden: hidden}, be.Read(nil, s.logits, 0)
 	}
-	be.GatherRows(s.xl, s.x, logitRows)          // xl (R, dim)
+	be.GatherRows(s.xl, x, logitRows)            // xl (R, dim)
 	be.RMSNorm(s.xl, s.xl, m.norm, r, c.NormEps) // final norm
 	be.MatMul(s.logits, s.xl, m.output, r)       // logits (R, outRows)
 	if k > 0 {

@@ -27,7 +27,8 @@ import (
 // ($LLAMACU_GEMV=v3: split-K for every step, =v2: the version before it, =v4-all: v4 for one
 // row too, for comparisons),
 // the q/k/v one with RoPE and the KV store in its epilogue ($LLAMACU_ROPE=separate: their own
-// launch); decode attention on the fp16 cache runs v5 (tensor cores) where query heads share a
+// launch), and at one row the residual add and RMSNorm before the q/k/v and gate/up GEMVs
+// folded into them ($LLAMACU_NORM=separate: their own launch); decode attention on the fp16 cache runs v5 (tensor cores) where query heads share a
 // KV head and v4 (cp.async-pipelined) where they do not, and otherwise v3 in steps of 8 or more
 // decode rows and v2 below ($LLAMACU_DECODE=v5, =v4, =v3 or =v2 forces one).
 // $LLAMACU_PDL=1 launches kernels with programmatic dependent launch on sm_90 (each overlaps the
@@ -102,6 +103,8 @@ var cudaSwitches = []struct {
 		"0 (launch kernels in stream order, the default) or 1 (programmatic dependent launch on sm_90)"},
 	{"LLAMACU_ROPE", map[string]func(*gpu.Options){"": nil, "fused": nil, "separate": func(o *gpu.Options) { o.SeparateRoPE = true }},
 		"fused (RoPE and the KV store in the q/k/v GEMV's epilogue, the default) or separate"},
+	{"LLAMACU_NORM", map[string]func(*gpu.Options){"": nil, "folded": nil, "separate": func(o *gpu.Options) { o.SeparateNorm = true }},
+		"folded (a one-row decode step's residual add and RMSNorm inside the q/k/v and gate/up GEMVs, the default) or separate (add_rmsnorm_f32's own launch)"},
 	{"LLAMACU_INTERMEDIATES", map[string]func(*gpu.Options){"": nil, "half": nil, "f32": func(o *gpu.Options) { o.F32Intermediates = true }},
 		"half (prefill's GEMM outputs kept in the weight dtype, the default) or f32"},
 }

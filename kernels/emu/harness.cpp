@@ -385,7 +385,8 @@ template <typename... A> Launcher launcher(void (*f)(A...)) {
 #define GEMV(dt) X(gemv_##dt##_v1) X(gemv_##dt##_v2_n1) X(gemv_##dt##_v2_n2) X(gemv_##dt##_v2_n4) X(gemv_##dt##_v2_n8) X(gemm_##dt##_v1) \
     X(gemv_##dt##_v2_qkv_n1) X(gemv_##dt##_v2_qkv_n2) X(gemv_##dt##_v2_qkv_n4) X(gemv_##dt##_v2_qkv_n8)                        \
     X(gemv_##dt##_v2_glu_n1) X(gemv_##dt##_v2_glu_n2) X(gemv_##dt##_v2_glu_n4) X(gemv_##dt##_v2_glu_n8)                        \
-    GEMV3(dt, 1) GEMV3(dt, 2) GEMV3(dt, 4) GEMV3(dt, 8) ROPE3(dt, f32) ROPE3(dt, f16)
+    GEMV3(dt, 1) GEMV3(dt, 2) GEMV3(dt, 4) GEMV3(dt, 8) ROPE3(dt, f32) ROPE3(dt, f16)            \
+    X(gemv_##dt##_v3n_glu_n1) X(gemv_##dt##_v3n_qkv_rope_f32_n1) X(gemv_##dt##_v3n_qkv_rope_f16_n1)
 #define GEMV4(dt, ks) X(gemv_##dt##_v4_k##ks) X(gemv_##dt##_v4_qkv_k##ks) X(gemv_##dt##_v4_glu_k##ks) \
     X(gemv_##dt##_v4_qkv_rope_f32_k##ks) X(gemv_##dt##_v4_qkv_rope_f16_k##ks)
 #define ROPE3(dt, kv) X(gemv_##dt##_v3_qkv_rope_##kv##_n1) X(gemv_##dt##_v3_qkv_rope_##kv##_n2) \
