@@ -361,6 +361,7 @@ var abRuns = []struct {
 	{"-gemv-v3", "decode with GEMV v4 (tensor cores, 2–8 rows) ÷ v3 (LLAMACU_GEMV=v3)", false},
 	{"-ubatch2048", "prefill in one 2048-token step ÷ in steps of 512 (--ubatch 2048)", true},
 	{"-separate-rope", "decode with RoPE and the KV store in the q/k/v GEMV ÷ their own launch (LLAMACU_ROPE=separate)", false},
+	{"-separate-norm", "decode with the residual add and RMSNorm folded into the q/k/v and gate/up GEMVs ÷ their own launch (LLAMACU_NORM=separate)", false},
 	{"-prefill-v3", "prefill with attention v4 ÷ v3 (LLAMACU_PREFILL=v3)", false},
 	{"-decode-v3", "decode with attention v4 ÷ v3 (LLAMACU_DECODE=v3)", false},
 	{"-decode-v4", "decode with attention v5 (tensor cores) ÷ v4 (LLAMACU_DECODE=v4)", false},

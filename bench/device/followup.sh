@@ -6,14 +6,16 @@
 # aimed at 2, 3 and 6 blocks per SM; prefill attention v4 ÷ v3 ÷ SIMT; fused gate/up; q/k/v with
 # RoPE and the KV store fused ÷ separate), the synthetic 7B decode and prefill with the default
 # kernels, ncu's time for every kernel of one decode step, and, in the same run, the 7B with
-# changes undone or added (LLAMACU_DECODE=v5: decode attention v5 at 7B's one query head per KV
-# head too, at depth 0 and 2048; LLAMACU_ROPE=separate: RoPE and the KV store in their own
-# launch; LLAMACU_GEMV=v3: GEMV v3 for 8 decode rows instead of session 12's tensor-core v4),
+# changes undone or added (LLAMACU_NORM=separate: the residual add and RMSNorm in their own
+# launch instead of folded into the one-row q/k/v and gate/up GEMVs (session 14), at depth 0 and
+# 2048; LLAMACU_DECODE=v5: decode attention v5 at 7B's one query head per KV
+# head too, at depth 0 and 2048; LLAMACU_GEMV=v3: GEMV v3 for 8 decode rows instead of session 12's tensor-core v4),
 # prefill in one step (--ubatch 2048) against steps of 512, 70B's one-rank-of-TP-8 step with the
-# default kernels (decode attention v5 at G = 8), ncu's time for every kernel of its step, with
-# v4 (LLAMACU_DECODE=v4) and with PDL, and
+# default kernels (decode attention v5 at G = 8, the norms folded), ncu's time for every kernel of
+# its step, with the norms separate, with v4 (LLAMACU_DECODE=v4) and with PDL, and
 # an ncu look at decode attention v5 (70B shape) and v4 (7B), with what is left. (Run 3 measured
-# the A/Bs dropped here: LLAMACU_PREFILL=v3, LLAMACU_INTERMEDIATES=f32, PDL on 7B, LLAMACU_DECODE=v3.)
+# the A/Bs dropped here: LLAMACU_PREFILL=v3, LLAMACU_INTERMEDIATES=f32, PDL on 7B, LLAMACU_DECODE=v3,
+# LLAMACU_ROPE=separate.)
 # The GPU tests include PDL's (TestConformance/fast/pdl, TestStories260K/pdl, TestGraphs/pdl):
 # if they fail, PDL stays off. Built by `make device-bundle`, run from the bundle:
 #
@@ -57,9 +59,9 @@ else
   echo "no ncu on the PATH"
 fi
 
-step "decode A/B: RoPE and the KV store in their own launch, same shape (LLAMACU_ROPE=separate)"
-run 35 env LLAMACU_ROPE=separate ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
-  --batch 1,8 --depth 0 --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-separate-rope"
+step "decode A/B: the residual add and RMSNorm in their own launch instead of folded into the q/k/v and gate/up GEMVs, same shape (LLAMACU_NORM=separate)"
+run 35 env LLAMACU_NORM=separate ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
+  --batch 1 --depth 0,"$PREFILL" --reps 3 --no-profile --format md --out "$R" --name "llamacu-$SHAPE-f16-cuda-separate-norm"
 
 step "decode A/B: decode attention v5 (tensor cores) at one query head per KV head too, same shape (LLAMACU_DECODE=v5)"
 run 35 env LLAMACU_DECODE=v5 ./llamacu bench --synthetic "$SHAPE" --dtype f16 --backend cuda -p 16 -n "$GEN" \
@@ -85,6 +87,10 @@ if command -v ncu >/dev/null; then
 else
   echo "no ncu on the PATH"
 fi
+
+step "$RANK_SHAPE at TP $RANKS, one rank alone, the norms in their own launch (LLAMACU_NORM=separate)"
+run 35 env LLAMACU_NORM=separate ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
+  --batch 1 --depth 0 --reps 2 --no-profile --format md --out "$R" --name "llamacu-$RANK_SHAPE-rank-of-$RANKS-f16-cuda-separate-norm"
 
 step "$RANK_SHAPE at TP $RANKS, one rank alone, decode attention v4 instead of v5 (LLAMACU_DECODE=v4)"
 run 50 env LLAMACU_DECODE=v4 ./llamacu bench --synthetic "$RANK_SHAPE" --dtype f16 --backend cuda --rank-of "$RANKS" -p 0 -n "$GEN" \
